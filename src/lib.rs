@@ -1,0 +1,10 @@
+//! petrel: a thread-per-core SMTP mail transfer agent.
+//!
+//! The library holds every stage of the daemon so that integration tests and
+//! benchmarks can drive them directly; `src/main.rs` is only the command line.
+
+pub mod config;
+pub mod daemon;
+pub mod preflight;
+pub mod smtp;
+pub mod spool;

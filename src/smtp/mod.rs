@@ -1,0 +1,1 @@
+//! SMTP protocol machines (sans-IO).
