@@ -1,0 +1,279 @@
+//! The config model: what a petrel config file may say, its defaults, and
+//! how a file becomes a validated [`Config`].
+//!
+//! This module owns the TOML keys (a public interface: names never change
+//! silently), their defaults and the checks on their values. Every error
+//! points at `FILE:LINE:COL`, and unknown keys are errors rather than being
+//! ignored, because a misspelt limit that silently falls back to its default
+//! is how mail servers get abused. It never touches the network or the spool;
+//! checks that need the machine (CPUs, RLIMIT_MEMLOCK, the spool directory)
+//! live in `preflight`.
+
+#![deny(unsafe_code)]
+
+pub mod duration;
+pub mod ipnet;
+mod raw;
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use duration::{DurationError, DurationSetting};
+pub use ipnet::{IpNet, IpNetError};
+
+/// The embedded default, used by `petrel run` without `--config`: it works
+/// on a fresh machine without root. Kept as TOML text (not a struct literal)
+/// so it goes through the same parser and checks as any file, and so
+/// `petrel check --default` can show it.
+pub const DEFAULT_CONFIG: &str = r#"# petrel's embedded default: SMTP on 127.0.0.1:2525, the spool in
+# ./petrel-spool, relaying from loopback only, one shard per CPU.
+
+[server]
+shards = 0
+
+[spool]
+path = "./petrel-spool"
+
+[[listener]]
+address = "127.0.0.1:2525"
+
+[relay]
+networks = ["127.0.0.0/8", "::1/128"]
+
+[delivery]
+paused = true
+"#;
+
+/// The name errors in [`DEFAULT_CONFIG`] would carry in place of a file name.
+pub const DEFAULT_CONFIG_NAME: &str = "<embedded default>";
+
+/// `[spool] path` when a file does not set it.
+pub const DEFAULT_SPOOL_PATH: &str = "/var/spool/petrel";
+/// `[spool] segment_size` default: 256 MiB.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 256 << 20;
+/// Smallest `[spool] segment_size`: 1 MiB.
+pub const MIN_SEGMENT_SIZE: u64 = 1 << 20;
+/// `[spool] segment_size` must be a multiple of this (the page size), so
+/// segments map and preallocate in whole pages.
+pub const SEGMENT_SIZE_ALIGN: u64 = 4096;
+/// `[spool] min_free_space` default: 1 GiB.
+pub const DEFAULT_MIN_FREE_SPACE: u64 = 1 << 30;
+/// RFC 5321 section 4.5.3.1.8: a server must accept at least 100 recipients.
+pub const MIN_MAX_RECIPIENTS: usize = 100;
+
+/// A complete, validated configuration with every default filled in.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    pub server: ServerSection,
+    pub spool: SpoolSection,
+    pub listener: Vec<ListenerSection>,
+    pub relay: RelaySection,
+    pub auth: AuthSection,
+    pub delivery: DeliverySection,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerSection {
+    /// Name used in the greeting, EHLO and `Received:`; default: the
+    /// machine's hostname.
+    pub hostname: String,
+    /// Number of shards (pinned executors); 0 means one per allowed CPU.
+    pub shards: usize,
+}
+
+/// `[spool]`
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpoolSection {
+    /// Spool directory; relative paths are relative to the working
+    /// directory.
+    pub path: PathBuf,
+    /// Bytes per segment file.
+    pub segment_size: u64,
+    /// Below this much free space, MAIL is answered 452 4.3.1.
+    pub min_free_space: u64,
+}
+
+/// One `[[listener]]`: an address to accept SMTP on, and its limits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ListenerSection {
+    pub address: SocketAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// TLS from the first byte (RFC 8314) instead of STARTTLS.
+    pub implicit_tls: bool,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    /// Errors in one session before 421 4.7.0 and close.
+    pub max_errors: u32,
+    #[serde(with = "duration::serde_str")]
+    pub command_timeout: Duration,
+    #[serde(with = "duration::serde_str")]
+    pub data_timeout: Duration,
+    #[serde(with = "duration::serde_str")]
+    pub session_timeout: Duration,
+    /// Bytes per second averaged over DATA; 0 disables the check.
+    pub min_data_rate: u64,
+    /// Open connections per shard.
+    pub max_connections: usize,
+    /// Open connections per client IP per shard; not applied to relay
+    /// networks.
+    pub max_connections_per_ip: usize,
+}
+
+/// `[relay]`
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RelaySection {
+    /// Clients in these networks may relay to any domain.
+    pub networks: Vec<IpNet>,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct AuthSection {
+    /// File of users and password hashes for AUTH; none means no AUTH.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users_file: Option<PathBuf>,
+}
+
+/// `[delivery]`
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeliverySection {
+    /// Accept and spool, but do not deliver.
+    pub paused: bool,
+}
+
+impl ListenerSection {
+    /// A listener on `address` with every limit at its default.
+    pub fn with_defaults(address: SocketAddr) -> ListenerSection {
+        ListenerSection {
+            address,
+            tls_cert: None,
+            tls_key: None,
+            implicit_tls: false,
+            max_message_size: 10_240_000,
+            max_recipients: 1000,
+            max_errors: 20,
+            // RFC 5321 section 4.5.3.2: 5 minutes for commands, 10 for the
+            // DATA terminator; one hour caps a session that keeps trickling.
+            command_timeout: Duration::from_secs(5 * 60),
+            data_timeout: Duration::from_secs(10 * 60),
+            session_timeout: Duration::from_secs(60 * 60),
+            min_data_rate: 1024,
+            max_connections: 1000,
+            max_connections_per_ip: 50,
+        }
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A syntax, type or value error, located in the file.
+    #[error("{name}:{line}:{column}: {message}")]
+    Invalid {
+        name: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("cannot print the config as TOML: {0}")]
+    Render(String),
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_str_named(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates config text; `name` is what errors call it.
+    pub fn from_str_named(text: &str, name: &str) -> Result<Config, ConfigError> {
+        raw::parse(text).map_err(|located| {
+            let (line, column) = line_col(text, located.span.map_or(0, |span| span.start));
+            ConfigError::Invalid {
+                name: name.to_owned(),
+                line,
+                column,
+                message: located.message,
+            }
+        })
+    }
+
+    /// The embedded default ([`DEFAULT_CONFIG`]).
+    pub fn embedded_default() -> Config {
+        // The text is a constant checked by `embedded_default_is_valid`
+        // below, so this cannot fail at run time.
+        #[allow(clippy::expect_used)]
+        Config::from_str_named(DEFAULT_CONFIG, DEFAULT_CONFIG_NAME)
+            .expect("the embedded default config is valid")
+    }
+
+    /// How many shards to run on a machine with `cpus` usable CPUs.
+    pub fn effective_shards(&self, cpus: usize) -> usize {
+        match self.server.shards {
+            0 => cpus.max(1),
+            n => n,
+        }
+    }
+
+    /// The effective settings as TOML, every default written out; parsing
+    /// the result gives back an equal `Config`.
+    pub fn to_toml_string(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::Render(e.to_string()))
+    }
+}
+
+/// A message with the byte range it is about, before it gets a file name.
+#[derive(Debug)]
+struct Located {
+    span: Option<Range<usize>>,
+    message: String,
+}
+
+/// 1-based line and column (in characters) of a byte offset; offsets past
+/// the end, or inside a character, land on the nearest position before.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// The machine's hostname, the default for `[server] hostname`.
+#[allow(unsafe_code)]
+fn system_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the pointer and length describe `buf`, which outlives the
+    // call; gethostname writes at most `len` bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..len]) {
+        Ok(name) if rc == 0 && !name.is_empty() => name.to_owned(),
+        // A greeting needs some name; "localhost" is what an unnamed
+        // machine calls itself anyway.
+        _ => "localhost".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
