@@ -1,1 +1,13 @@
 //! SMTP protocol machines (sans-IO).
+//!
+//! Owns: the SMTP wire protocol as pure functions and state machines fed
+//! with bytes and the current time.
+//! Must never: touch a socket, a file, the executor or the clock; every
+//! input (bytes, `now`, spool state, TLS and auth results) comes from the
+//! caller, so every rule can be tested with byte strings on virtual time.
+#![deny(unsafe_code)]
+
+pub mod address;
+pub mod params;
+pub mod parse;
+pub mod reply;
