@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod address;
+pub mod data;
 pub mod params;
 pub mod parse;
 pub mod reply;
