@@ -1,0 +1,165 @@
+//! The envelope of a spooled message, archived with rkyv so it is read in
+//! place from the mapping (records are 16-byte aligned for this).
+//!
+//! The envelope commits a message: its body chunks were appended before it,
+//! and a message exists only once its envelope record is valid.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::status::RcptState;
+
+/// Where a body chunk record lives: its segment and the record's offset.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRef {
+    pub segment: u64,
+    pub offset: u32,
+    pub len: u32,
+}
+
+/// One recipient of a message, with its DSN parameters and, in copies made
+/// when compacting, the state it had when copied.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub address: Vec<u8>,
+    /// RFC 3461 NOTIFY bits: see [`notify`].
+    pub notify: u8,
+    /// RFC 3461 ORCPT value as received (addr-type;xtext), empty if none.
+    pub orcpt: Vec<u8>,
+    /// 0 pending, 1 delivered, 2 failed, 3 deferred (with time/attempts).
+    pub state: u8,
+    pub attempts: u32,
+    pub time_ms: u64,
+}
+
+/// NOTIFY parameter bits.
+pub mod notify {
+    pub const SUCCESS: u8 = 1;
+    pub const FAILURE: u8 = 2;
+    pub const DELAY: u8 = 4;
+    pub const NEVER: u8 = 8;
+}
+
+/// Envelope flags.
+pub mod flags {
+    /// The client asked for SMTPUTF8.
+    pub const SMTPUTF8: u32 = 1;
+    /// This is a copy of an earlier record made when compacting segments.
+    pub const COPIED: u32 = 2;
+}
+
+/// The envelope of a message.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Envelope {
+    /// Shard-local message id: the sequence number of the first record that
+    /// committed it; copies keep it.
+    pub msg_id: u64,
+    pub received_ms: u64,
+    /// The reverse path without angle brackets; empty for the null sender.
+    pub reverse_path: Vec<u8>,
+    pub flags: u32,
+    /// 0 unspecified, 1 7BIT, 2 8BITMIME, 3 BINARYMIME.
+    pub body_type: u8,
+    /// RFC 3461 RET: 0 unspecified, 1 FULL, 2 HDRS.
+    pub ret: u8,
+    /// RFC 3461 ENVID (xtext as received), empty if none.
+    pub envid: Vec<u8>,
+    pub body_len: u64,
+    pub recipients: Vec<Recipient>,
+    pub body: Vec<ChunkRef>,
+}
+
+impl Recipient {
+    /// A new pending recipient.
+    pub fn new(address: &[u8], notify: u8, orcpt: &[u8]) -> Recipient {
+        Recipient {
+            address: address.to_vec(),
+            notify,
+            orcpt: orcpt.to_vec(),
+            state: 0,
+            attempts: 0,
+            time_ms: 0,
+        }
+    }
+
+    pub fn set_state(&mut self, st: RcptState) {
+        self.state = st.code();
+        (self.time_ms, self.attempts) = match st {
+            RcptState::Deferred { until_ms, attempts } => (until_ms, attempts),
+            _ => (0, 0),
+        };
+    }
+}
+
+impl ArchivedRecipient {
+    /// The state recorded in this (possibly copied) envelope.
+    pub fn rcpt_state(&self) -> RcptState {
+        RcptState::from_parts(
+            self.state,
+            self.time_ms.to_native(),
+            self.attempts.to_native(),
+        )
+        .unwrap_or(RcptState::Pending)
+    }
+}
+
+/// Serializes an envelope into `dst` (the payload area of a record in the
+/// mapping). Returns the payload length, or `None` if it does not fit.
+pub fn encode_envelope(env: &Envelope, dst: &mut [u8]) -> Option<usize> {
+    let buf = rkyv::ser::writer::Buffer::from(dst);
+    let out = rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(env, buf).ok()?;
+    Some(out.len())
+}
+
+/// Validates and reads an archived envelope in place. `bytes` must start on a
+/// 16-byte boundary, as record payloads in a segment do.
+pub fn access_envelope(bytes: &[u8]) -> Option<&ArchivedEnvelope> {
+    rkyv::access::<ArchivedEnvelope, rkyv::rancor::Error>(bytes).ok()
+}
+
+/// Upper bound on the archived size of an envelope, used to reserve space.
+pub fn envelope_size_bound(env: &Envelope) -> usize {
+    let rcpts: usize = env
+        .recipients
+        .iter()
+        .map(|r| 64 + r.address.len() + r.orcpt.len())
+        .sum();
+    256 + env.reverse_path.len() + env.envid.len() + rcpts + 16 * env.body.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_roundtrip_in_aligned_buffer() {
+        let env = Envelope {
+            msg_id: 5,
+            received_ms: 1000,
+            reverse_path: b"a@b.example".to_vec(),
+            flags: flags::SMTPUTF8,
+            body_type: 2,
+            ret: 1,
+            envid: b"xyz".to_vec(),
+            body_len: 10,
+            recipients: vec![Recipient::new(
+                b"c@d.example",
+                notify::FAILURE,
+                b"rfc822;c@d.example",
+            )],
+            body: vec![ChunkRef {
+                segment: 1,
+                offset: 64,
+                len: 10,
+            }],
+        };
+        let mut buf = rkyv::util::AlignedVec::<16>::new();
+        buf.resize(envelope_size_bound(&env), 0);
+        let n = encode_envelope(&env, &mut buf).expect("fits");
+        let a = access_envelope(&buf[..n]).expect("valid");
+        assert_eq!(a.msg_id.to_native(), 5);
+        assert_eq!(a.recipients[0].address.as_slice(), b"c@d.example");
+        assert_eq!(a.recipients[0].rcpt_state(), RcptState::Pending);
+        assert_eq!(a.body[0].offset.to_native(), 64);
+        assert!(access_envelope(&buf[..n - 1]).is_none());
+    }
+}

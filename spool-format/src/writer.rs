@@ -1,0 +1,115 @@
+//! Appending records to a segment image held by the caller (the daemon's
+//! memory mapping, or a buffer in tests). The cursor only tracks where the
+//! next record goes; it never allocates and never reads back.
+
+use crate::envelope::{encode_envelope, envelope_size_bound, ChunkRef, Envelope};
+use crate::header::{seal_record, RecordKind, SegmentHeader};
+use crate::status::{RcptState, StatusRecord};
+use crate::{record_span, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+
+/// Write position inside one segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentCursor {
+    pub segment_id: u64,
+    pub pos: usize,
+    pub size: usize,
+}
+
+impl SegmentCursor {
+    /// Starts a fresh segment: writes its header into `buf`.
+    pub fn start(buf: &mut [u8], header: &SegmentHeader) -> SegmentCursor {
+        buf[..SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
+        SegmentCursor {
+            segment_id: header.segment_id,
+            pos: SEGMENT_HEADER_LEN,
+            size: buf.len(),
+        }
+    }
+
+    /// Continues a segment found by recovery at its scanned end.
+    pub fn resume(segment_id: u64, end: usize, size: usize) -> SegmentCursor {
+        SegmentCursor {
+            segment_id,
+            pos: end,
+            size,
+        }
+    }
+
+    /// Largest payload a record appended now could carry.
+    pub fn max_payload(&self) -> usize {
+        self.size.saturating_sub(self.pos + RECORD_HEADER_LEN) & !(crate::ALIGN - 1)
+    }
+
+    /// Appends a record whose payload `fill` writes in place (at most
+    /// `max_payload` bytes; it returns how many it wrote). Returns the
+    /// record's offset, or `None` if `max_payload` does not fit.
+    pub fn append_with(
+        &mut self,
+        buf: &mut [u8],
+        kind: RecordKind,
+        seq: u64,
+        max_payload: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Option<u32> {
+        if self.pos + record_span(max_payload) > self.size.min(buf.len()) {
+            return None;
+        }
+        let at = self.pos;
+        let area = &mut buf[at..at + record_span(max_payload)];
+        let n = fill(&mut area[RECORD_HEADER_LEN..RECORD_HEADER_LEN + max_payload]);
+        assert!(n <= max_payload, "payload writer overran its reservation");
+        self.pos += seal_record(area, kind, seq, n);
+        Some(at as u32)
+    }
+
+    /// Appends a body chunk.
+    pub fn append_chunk(&mut self, buf: &mut [u8], seq: u64, data: &[u8]) -> Option<ChunkRef> {
+        let offset = self.append_with(buf, RecordKind::Chunk, seq, data.len(), |dst| {
+            dst.copy_from_slice(data);
+            data.len()
+        })?;
+        Some(ChunkRef {
+            segment: self.segment_id,
+            offset,
+            len: data.len() as u32,
+        })
+    }
+
+    /// Appends an envelope record (which commits the message).
+    pub fn append_envelope(&mut self, buf: &mut [u8], seq: u64, env: &Envelope) -> Option<u32> {
+        let bound = envelope_size_bound(env).min(self.max_payload());
+        let mut fits = true;
+        let at = self.append_with(buf, RecordKind::Message, seq, bound, |dst| {
+            encode_envelope(env, dst).unwrap_or_else(|| {
+                fits = false;
+                0
+            })
+        })?;
+        if !fits {
+            // Roll back: the zero-length record is overwritten by the next one.
+            self.pos = at as usize;
+            buf[at as usize..at as usize + RECORD_HEADER_LEN].fill(0);
+            return None;
+        }
+        Some(at)
+    }
+
+    /// Appends a status record.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append_status(
+        &mut self,
+        buf: &mut [u8],
+        seq: u64,
+        msg_id: u64,
+        state: RcptState,
+        time_ms: u64,
+        rcpts: &[u32],
+        diagnostic: &[u8],
+    ) -> Option<u32> {
+        let len = StatusRecord::encoded_len(rcpts.len(), diagnostic.len());
+        self.append_with(buf, RecordKind::Status, seq, len, |dst| {
+            StatusRecord::encode_into(dst, msg_id, state, time_ms, rcpts, diagnostic);
+            len
+        })
+    }
+}
