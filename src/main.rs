@@ -1,1 +1,183 @@
-fn main() {}
+//! petrel(8): the command line.
+//!
+//! Parses arguments, loads the config, runs the startup checks and hands
+//! over to `petrel::daemon`; the offline tools (`check`, `spool inspect`)
+//! run here without starting any shard. This file owns the exit codes:
+//! 0 ok, 1 runtime failure, 2 usage or config error.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use petrel::config::{Config, ConfigError, DEFAULT_CONFIG_NAME};
+use petrel::{daemon, preflight};
+
+// mimalloc's per-thread heaps suit thread-per-core shards: no allocator
+// lock is shared between cores.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const EXIT_FAILURE: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "petrel",
+    version,
+    about = "A thread-per-core SMTP mail transfer agent for bulk senders on dedicated IPs",
+    long_about = "A thread-per-core SMTP mail transfer agent for bulk senders on dedicated IPs.\n\n\
+        petrel accepts mail over SMTP on one io_uring shard per CPU and acknowledges a \
+        message only once it is durable in its append-only spool.",
+    after_help = "Exit status: 0 ok, 1 runtime failure, 2 usage or config error.\n\
+        Logging: set PETREL_LOG (e.g. PETREL_LOG=debug or PETREL_LOG=petrel=trace); default info, to stderr."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground until SIGTERM or SIGINT.
+    ///
+    /// Without --config, runs on the embedded default: SMTP on 127.0.0.1:2525,
+    /// the spool in ./petrel-spool, relaying from loopback only, one shard per
+    /// CPU. Startup checks (io_uring, RLIMIT_MEMLOCK, spool directory, CPUs)
+    /// run first and stop it with a one-line error.
+    Run {
+        /// Config file (TOML); see `petrel check --default` for every key.
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file and print the effective settings.
+    ///
+    /// Prints the config as TOML with every default filled in. A bad file
+    /// prints FILE:LINE:COL: what is wrong, and exits 2.
+    Check {
+        /// Config file (TOML) to validate.
+        #[arg(short, long, value_name = "FILE", required_unless_present = "default")]
+        config: Option<PathBuf>,
+        /// Print the embedded default's effective settings instead.
+        #[arg(long, conflicts_with = "config")]
+        default: bool,
+    },
+    /// Offline spool tools (no daemon needed).
+    Spool {
+        #[command(subcommand)]
+        command: SpoolCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpoolCommand {
+    /// Print a spool's segments, records, and live/finished counts.
+    Inspect {
+        /// Spool directory (the [spool] path of the config).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Run { config } => run(config.as_deref()),
+        Command::Check { config, .. } => check(config.as_deref()),
+        Command::Spool {
+            command: SpoolCommand::Inspect { dir },
+        } => spool_inspect(&dir),
+    }
+}
+
+/// The embedded default when no file is given.
+fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    match path {
+        Some(path) => Config::load(path),
+        None => Ok(Config::embedded_default()),
+    }
+}
+
+fn run(path: Option<&Path>) -> ExitCode {
+    init_logging();
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(e) => return fail(EXIT_USAGE, &e),
+    };
+    let plan = match preflight::check(&config) {
+        Ok(plan) => plan,
+        Err(e) => return fail(EXIT_FAILURE, &format!("petrel: {e}")),
+    };
+    tracing::info!(
+        config = %path.map_or_else(|| DEFAULT_CONFIG_NAME.to_owned(), |p| p.display().to_string()),
+        shards = plan.shards,
+        cpus = ?plan.cpus,
+        io_memory = plan.io_memory,
+        spool = %config.spool.path.display(),
+        "starting petrel {}",
+        env!("CARGO_PKG_VERSION"),
+    );
+    match daemon::run(config, plan) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(EXIT_FAILURE, &format!("petrel: {e}")),
+    }
+}
+
+fn check(path: Option<&Path>) -> ExitCode {
+    let name = path.map_or_else(
+        || DEFAULT_CONFIG_NAME.to_owned(),
+        |p| p.display().to_string(),
+    );
+    let text = match load(path).and_then(|config| config.to_toml_string()) {
+        Ok(text) => text,
+        Err(e) => return fail(EXIT_USAGE, &e),
+    };
+    let mut out = io::stdout().lock();
+    let written = writeln!(out, "# Effective settings of {name}, defaults filled in.\n")
+        .and_then(|()| out.write_all(text.as_bytes()))
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`petrel check | head`) is the reader's choice.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(EXIT_FAILURE, &format!("petrel: writing to stdout: {e}")),
+    }
+}
+
+fn spool_inspect(dir: &Path) -> ExitCode {
+    let mut out = io::stdout().lock();
+    match inspect_spool(dir, &mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(
+            EXIT_FAILURE,
+            &format!("petrel: spool inspect {}: {e}", dir.display()),
+        ),
+    }
+}
+
+/// Stand-in for `petrel::spool::inspect::run(dir, out)` until the spool
+/// inspector exists; replace the body with
+/// `petrel::spool::inspect::run(dir, out).map_err(|e| e.to_string())`.
+fn inspect_spool(dir: &Path, out: &mut dyn Write) -> Result<(), String> {
+    let _ = (dir, out);
+    Err("the spool inspector is not built yet".to_owned())
+}
+
+/// Logs to stderr, filtered by PETREL_LOG (default info); systemd's journal
+/// adds its own timestamps, but a terminal needs them, so they stay.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PETREL_LOG");
+    let bad_filter = std::env::var_os("PETREL_LOG").is_some() && filter.is_err();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter.unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")))
+        .with_writer(io::stderr)
+        .init();
+    if bad_filter {
+        tracing::warn!("PETREL_LOG is not a valid filter; logging at info");
+    }
+}
+
+/// Prints a one-line error to stderr and returns the exit code.
+fn fail(code: u8, error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("{error}");
+    ExitCode::from(code)
+}
