@@ -9,6 +9,10 @@
 
 pub mod address;
 pub mod data;
+pub mod envelope;
 pub mod params;
 pub mod parse;
+pub mod received;
+pub mod relay;
 pub mod reply;
+pub mod sasl;
