@@ -1,0 +1,195 @@
+//! The `petrel` binary's command line: help, version, and `check` on good
+//! and bad config files, run as an operator would run them.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn petrel(args: &[&str]) -> Output {
+    match Command::new(env!("CARGO_BIN_EXE_petrel"))
+        .args(args)
+        .output()
+    {
+        Ok(output) => output,
+        Err(e) => panic!("cannot run petrel: {e}"),
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A config file in a fresh temporary directory (kept alive by the guard).
+fn config_file(text: &str) -> (tempfile::TempDir, String) {
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => panic!("{e}"),
+    };
+    let path = dir.path().join("petrel.toml");
+    if let Err(e) = std::fs::write(&path, text) {
+        panic!("{}: {e}", path.display());
+    }
+    let path = path.display().to_string();
+    (dir, path)
+}
+
+/// `check` must exit 2 and put the error at `line:col` of the file.
+fn assert_rejected_at(text: &str, line_col: &str, contains: &str) {
+    let (_dir, path) = config_file(text);
+    let output = petrel(&["check", "--config", &path]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(
+        message.starts_with(&format!("{path}:{line_col}: ")),
+        "expected {path}:{line_col}: in {message:?}"
+    );
+    assert!(
+        message.contains(contains),
+        "expected {contains:?} in {message:?}"
+    );
+    assert_eq!(message.lines().count(), 1, "one line: {message:?}");
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn version_names_the_program() {
+    let output = petrel(&["--version"]);
+    assert!(output.status.success());
+    assert_eq!(
+        stdout(&output).trim(),
+        format!("petrel {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let output = petrel(&["--help"]);
+    assert!(output.status.success());
+    let help = stdout(&output);
+    for command in ["run", "check", "spool", "Exit status", "PETREL_LOG"] {
+        assert!(help.contains(command), "{command} missing from:\n{help}");
+    }
+    let spool_help = stdout(&petrel(&["spool", "--help"]));
+    assert!(spool_help.contains("inspect"), "{spool_help}");
+}
+
+#[test]
+fn check_prints_effective_settings_of_a_good_file() {
+    let (_dir, path) = config_file(
+        "[server]\nhostname = \"mta.example.test\"\nshards = 1\n\n[[listener]]\naddress = \"127.0.0.1:2525\"\nmax_recipients = 500\n",
+    );
+    let output = petrel(&["check", "--config", &path]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let settings = stdout(&output);
+    for line in [
+        "hostname = \"mta.example.test\"",
+        "max_recipients = 500",
+        "path = \"/var/spool/petrel\"",
+        "command_timeout = \"5m\"",
+        "networks = [\"127.0.0.0/8\", \"::1/128\"]",
+        "paused = true",
+    ] {
+        assert!(settings.contains(line), "{line} missing from:\n{settings}");
+    }
+}
+
+#[test]
+fn check_output_is_itself_a_valid_config() {
+    let (dir, path) = config_file("[[listener]]\naddress = \"[::1]:25\"\ndata_timeout = 90\n");
+    let first = stdout(&petrel(&["check", "--config", &path]));
+    let again = dir.path().join("again.toml");
+    if let Err(e) = std::fs::write(&again, &first) {
+        panic!("{e}");
+    }
+    let second = petrel(&["check", "--config", &again.display().to_string()]);
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    let body = |text: &str| text.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&stdout(&second)), body(&first));
+    assert!(first.contains("data_timeout = \"90s\""), "{first}");
+}
+
+#[test]
+fn check_default_shows_the_embedded_default() {
+    let output = petrel(&["check", "--default"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let settings = stdout(&output);
+    assert!(
+        settings.contains("address = \"127.0.0.1:2525\""),
+        "{settings}"
+    );
+    assert!(settings.contains("path = \"./petrel-spool\""), "{settings}");
+}
+
+#[test]
+fn check_rejects_unknown_keys_at_their_line() {
+    assert_rejected_at(
+        "[server]\nshards = 1\nhostnme = \"x\"\n",
+        "3:1",
+        "unknown field `hostnme`",
+    );
+}
+
+#[test]
+fn check_rejects_bad_values_at_their_line() {
+    assert_rejected_at("\n[server]\nshards = \"many\"\n", "3:10", "invalid type");
+    assert_rejected_at(
+        "[[listener]]\naddress = \"127.0.0.1:2525\"\ncommand_timeout = \"soon\"\n",
+        "3:19",
+        "invalid duration",
+    );
+    assert_rejected_at(
+        "[relay]\nnetworks = [\"10.0.0.0/33\"]\n",
+        "2:13",
+        "prefix length 33",
+    );
+}
+
+#[test]
+fn check_rejects_too_few_recipients() {
+    assert_rejected_at(
+        "[server]\nshards = 1\n\n[[listener]]\naddress = \"127.0.0.1:2525\"\nmax_recipients = 50\n",
+        "6:18",
+        "max_recipients = 50 is below the minimum of 100",
+    );
+}
+
+#[test]
+fn check_needs_a_file() {
+    let output = petrel(&["check"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("--config <FILE>"),
+        "{}",
+        stderr(&output)
+    );
+
+    let missing = Path::new("/nonexistent/petrel.toml");
+    let output = petrel(&["check", "--config", &missing.display().to_string()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).starts_with("/nonexistent/petrel.toml: cannot read: "),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn unknown_commands_are_usage_errors() {
+    assert_eq!(petrel(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(petrel(&["run", "--no-such-flag"]).status.code(), Some(2));
+}
+
+#[test]
+fn run_with_a_bad_config_exits_2_before_starting() {
+    let (_dir, path) = config_file("[spool]\nsegment_size = 12345\n");
+    let output = petrel(&["run", "--config", &path]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains(&format!("{path}:2:16: segment_size")),
+        "{}",
+        stderr(&output)
+    );
+}
