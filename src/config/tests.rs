@@ -105,7 +105,9 @@ paused = false
     let first = &config.listener[0];
     assert_eq!(
         first.address,
-        "[::1]:25".parse().unwrap_or_else(|e| panic!("{e}"))
+        "[::1]:25"
+            .parse::<SocketAddr>()
+            .unwrap_or_else(|e| panic!("{e}"))
     );
     assert!(first.implicit_tls);
     assert_eq!(first.tls_key, Some(PathBuf::from("/etc/petrel/key.pem")));
