@@ -1,0 +1,119 @@
+//! One segment file of a shard's spool: created preallocated, mapped shared
+//! and writable. This module and `map` are where the spool's `unsafe` lives.
+//!
+//! It owns the file and the mapping and nothing else; it must never write
+//! past the preallocated size (space is reserved with fallocate up front, so
+//! a store into the mapping can never raise SIGBUS for lack of disk space).
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use memmap2::{MmapMut, MmapOptions};
+use spool_format::{segment_file_name, SegmentHeader};
+
+use super::{io_err, SpoolError};
+
+/// A mapped segment file.
+pub struct Segment {
+    pub id: u64,
+    pub path: PathBuf,
+    pub file: File,
+    pub map: MmapMut,
+}
+
+/// fsyncs a directory so that a file created (or removed) in it survives a
+/// crash.
+pub fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir, "syncing directory"))
+}
+
+fn fallocate(file: &File, len: u64) -> std::io::Result<()> {
+    // SAFETY: plain syscall on an open descriptor we own; no memory is passed.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len as libc::off_t) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn map(file: &File, path: &Path) -> Result<MmapMut, SpoolError> {
+    // SAFETY: the file is a segment this shard owns exclusively (one shard
+    // per directory, and the daemon holds a lock on the spool), its length is
+    // fixed by fallocate and never shrinks while mapped, so the mapping stays
+    // valid and no other writer changes it under us.
+    unsafe { MmapOptions::new().map_mut(file) }.map_err(io_err(path, "mapping segment"))
+}
+
+impl Segment {
+    /// Creates, preallocates and maps a new segment, with its header written
+    /// and the file and directory entry durable before it is returned.
+    pub fn create(dir: &Path, header: &SegmentHeader) -> Result<Segment, SpoolError> {
+        let path = dir.join(segment_file_name(header.segment_id));
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_err(&path, "creating segment"))?;
+        let built = (|| {
+            fallocate(&file, header.segment_size)
+                .map_err(io_err(&path, "preallocating segment"))?;
+            file.write_all(&header.encode())
+                .map_err(io_err(&path, "writing segment header"))?;
+            file.sync_all()
+                .map_err(io_err(&path, "syncing new segment"))?;
+            sync_dir(dir)
+        })();
+        if let Err(e) = built {
+            // A half-made segment would hold nothing acknowledged: remove it.
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        let map = map(&file, &path)?;
+        Ok(Segment {
+            id: header.segment_id,
+            path,
+            file,
+            map,
+        })
+    }
+
+    /// Maps an existing segment read-write (recovery, then appends).
+    pub fn open(path: &Path, id: u64) -> Result<Segment, SpoolError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io_err(path, "opening segment"))?;
+        let len = file
+            .metadata()
+            .map_err(io_err(path, "reading segment size"))?
+            .len();
+        if len < spool_format::SEGMENT_HEADER_LEN as u64 || len > spool_format::MAX_SEGMENT_SIZE {
+            return Err(SpoolError::BadSegment {
+                path: path.to_path_buf(),
+                why: format!("size {len} is outside the valid range"),
+            });
+        }
+        let map = map(&file, path)?;
+        Ok(Segment {
+            id,
+            path: path.to_path_buf(),
+            file,
+            map,
+        })
+    }
+
+    /// Flushes this segment's dirty pages and the metadata needed to read
+    /// them back (blocking; the runtime calls the io_uring variant instead).
+    pub fn sync_blocking(&self) -> Result<(), SpoolError> {
+        self.file
+            .sync_data()
+            .map_err(io_err(&self.path, "syncing segment"))
+    }
+}

@@ -1,0 +1,494 @@
+//! A shard's spool: appends into the active mapped segment, durability by
+//! group commit, the queue index, and reclaiming segments.
+//!
+//! Bodies are written in place: the receive path hands a closure that fills
+//! the record's payload area of the mapping directly (one copy, unstuffing on
+//! the way). Only the envelope record commits a message, and it resolves only
+//! once durable.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use glommio::io::{BufferedFile, OpenOptions};
+use spool_format::envelope::{access_envelope, ArchivedEnvelope, ChunkRef, Envelope};
+use spool_format::recover::Applied;
+use spool_format::{QueueIndex, RcptState, SegmentCursor, SegmentHeader, StatusRecord};
+
+use super::commit::GroupCommit;
+use super::segment::Segment;
+use super::SpoolError;
+
+/// What a shard's spool is told at start-up.
+#[derive(Debug, Clone)]
+pub struct SpoolOptions {
+    /// The shard's own directory (`<spool>/shard-N`).
+    pub dir: PathBuf,
+    pub shard: u32,
+    pub segment_size: u64,
+}
+
+pub(crate) struct State {
+    pub segments: BTreeMap<u64, Segment>,
+    pub cursor: SegmentCursor,
+    pub seq: u64,
+    pub index: QueueIndex,
+    /// Segments written since the last sync started.
+    pub dirty: Vec<u64>,
+    pub now_ms: u64,
+    /// Segment id → messages being written that started in it. Reclaiming
+    /// stops there: their chunks are not in the index until they commit.
+    pub inflight: BTreeMap<u64, u32>,
+}
+
+pub(crate) struct Inner {
+    pub opts: SpoolOptions,
+    pub commit: GroupCommit,
+    pub state: RefCell<State>,
+}
+
+/// Keeps the segments a message is being written into from being reclaimed
+/// before its envelope commits. Take one before the first chunk.
+pub struct WritePin {
+    inner: Rc<Inner>,
+    segment: u64,
+}
+
+impl Drop for WritePin {
+    fn drop(&mut self) {
+        let mut st = self.inner.state.borrow_mut();
+        if let Some(n) = st.inflight.get_mut(&self.segment) {
+            *n -= 1;
+            if *n == 0 {
+                st.inflight.remove(&self.segment);
+            }
+        }
+    }
+}
+
+/// Handle to a shard's spool; cheap to clone, used only on its own shard.
+#[derive(Clone)]
+pub struct ShardSpool {
+    pub(crate) inner: Rc<Inner>,
+}
+
+impl State {
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn mark_dirty(&mut self) {
+        let id = self.cursor.segment_id;
+        if self.dirty.last() != Some(&id) {
+            self.dirty.push(id);
+        }
+    }
+
+    fn roll(&mut self, opts: &SpoolOptions) -> Result<(), SpoolError> {
+        let header = SegmentHeader {
+            shard: opts.shard,
+            segment_id: self.cursor.segment_id + 1,
+            segment_size: opts.segment_size,
+            created_ms: self.now_ms,
+        };
+        let seg = Segment::create(&opts.dir, &header)?;
+        self.cursor =
+            SegmentCursor::resume(seg.id, spool_format::SEGMENT_HEADER_LEN, seg.map.len());
+        self.segments.insert(seg.id, seg);
+        Ok(())
+    }
+
+    /// Runs an append against the active segment, rolling once if it is full.
+    fn append<T>(
+        &mut self,
+        opts: &SpoolOptions,
+        mut f: impl FnMut(&mut SegmentCursor, &mut [u8]) -> Option<T>,
+    ) -> Result<T, SpoolError> {
+        for attempt in 0..2 {
+            let id = self.cursor.segment_id;
+            let mut cur = self.cursor;
+            let seg = self.segments.get_mut(&id).ok_or(SpoolError::TooLarge)?;
+            if let Some(v) = f(&mut cur, &mut seg.map[..]) {
+                self.cursor = cur;
+                self.mark_dirty();
+                return Ok(v);
+            }
+            if attempt == 0 {
+                self.roll(opts)?;
+            }
+        }
+        Err(SpoolError::TooLarge)
+    }
+
+    /// The archived envelope of a queued message, read in place.
+    pub fn envelope(&self, segment: u64, offset: u32) -> Option<&ArchivedEnvelope> {
+        let seg = self.segments.get(&segment)?;
+        let h = spool_format::RecordHeader::decode(seg.map.get(offset as usize..)?)?;
+        let start = offset as usize + spool_format::RECORD_HEADER_LEN;
+        access_envelope(seg.map.get(start..start + h.payload_len as usize)?)
+    }
+
+    /// The bytes of a body chunk, read in place.
+    pub fn chunk(&self, c: &ChunkRef) -> Option<&[u8]> {
+        let seg = self.segments.get(&c.segment)?;
+        let start = c.offset as usize + spool_format::RECORD_HEADER_LEN;
+        seg.map.get(start..start + c.len as usize)
+    }
+}
+
+impl ShardSpool {
+    pub(crate) fn from_state(opts: SpoolOptions, state: State) -> ShardSpool {
+        let spool = ShardSpool {
+            inner: Rc::new(Inner {
+                opts,
+                commit: GroupCommit::default(),
+                state: RefCell::new(state),
+            }),
+        };
+        let inner = spool.inner.clone();
+        glommio::spawn_local(sync_loop(inner)).detach();
+        spool
+    }
+
+    pub fn options(&self) -> &SpoolOptions {
+        &self.inner.opts
+    }
+
+    /// Sets the time used for new segment headers and deferrals (unix ms);
+    /// the runtime passes its clock in, the spool has none.
+    pub fn set_now(&self, now_ms: u64) {
+        self.inner.state.borrow_mut().now_ms = now_ms;
+    }
+
+    /// True once a sync has failed: the shard must stop accepting mail.
+    pub fn has_failed(&self) -> bool {
+        self.inner.commit.has_failed()
+    }
+
+    /// Protects the message about to be written from reclaiming.
+    pub fn pin_for_write(&self) -> WritePin {
+        let mut st = self.inner.state.borrow_mut();
+        let segment = st.cursor.segment_id;
+        *st.inflight.entry(segment).or_insert(0) += 1;
+        WritePin {
+            inner: self.inner.clone(),
+            segment,
+        }
+    }
+
+    /// Largest body chunk a single append may carry.
+    pub fn max_chunk(&self) -> usize {
+        (self.inner.opts.segment_size as usize / 4).min(1 << 20)
+    }
+
+    /// Appends a body chunk whose bytes `fill` writes straight into the
+    /// mapping (at most `max_len` ≤ [`Self::max_chunk`] bytes; it returns
+    /// how many). Not durable by itself: the envelope commit covers it.
+    pub fn append_chunk_with(
+        &self,
+        max_len: usize,
+        mut fill: impl FnMut(&mut [u8]) -> usize,
+    ) -> Result<ChunkRef, SpoolError> {
+        if self.has_failed() {
+            return Err(SpoolError::SyncFailed);
+        }
+        if max_len > self.max_chunk() {
+            return Err(SpoolError::TooLarge);
+        }
+        let mut st = self.inner.state.borrow_mut();
+        let seq = st.next_seq();
+        let mut filled = 0;
+        let (segment, offset) = st.append(&self.inner.opts, |cur, buf| {
+            let off =
+                cur.append_with(buf, spool_format::RecordKind::Chunk, seq, max_len, |dst| {
+                    filled = fill(dst);
+                    filled
+                })?;
+            Some((cur.segment_id, off))
+        })?;
+        Ok(ChunkRef {
+            segment,
+            offset,
+            len: filled as u32,
+        })
+    }
+
+    /// Appends a whole chunk from a slice.
+    pub fn append_chunk(&self, data: &[u8]) -> Result<ChunkRef, SpoolError> {
+        self.append_chunk_with(data.len(), |dst| {
+            dst[..data.len()].copy_from_slice(data);
+            data.len()
+        })
+    }
+
+    /// Commits a message: appends its envelope (whose `body` names chunks
+    /// appended before) and resolves once it is durable. Returns the
+    /// message id, also written into `env.msg_id`.
+    pub async fn commit_message(&self, env: &mut Envelope) -> Result<u64, SpoolError> {
+        if self.has_failed() {
+            return Err(SpoolError::SyncFailed);
+        }
+        let _pin = self.pin_for_write();
+        let (ticket, segment, offset) = {
+            let mut st = self.inner.state.borrow_mut();
+            let seq = st.next_seq();
+            if env.msg_id == 0 {
+                env.msg_id = seq;
+            }
+            let (segment, offset) = st.append(&self.inner.opts, |cur, buf| {
+                Some((cur.segment_id, cur.append_envelope(buf, seq, env)?))
+            })?;
+            (self.inner.commit.written(), segment, offset)
+        };
+        if !self.inner.commit.wait(ticket).await {
+            return Err(SpoolError::SyncFailed);
+        }
+        let mut st = self.inner.state.borrow_mut();
+        let st = &mut *st;
+        let seg = st
+            .segments
+            .get(&segment)
+            .ok_or(SpoolError::NotQueued(env.msg_id))?;
+        let h = spool_format::RecordHeader::decode(&seg.map[offset as usize..])
+            .ok_or(SpoolError::NotQueued(env.msg_id))?;
+        let start = offset as usize + spool_format::RECORD_HEADER_LEN;
+        let archived = access_envelope(&seg.map[start..start + h.payload_len as usize])
+            .ok_or(SpoolError::NotQueued(env.msg_id))?;
+        st.index.insert_message(segment, offset, archived);
+        Ok(env.msg_id)
+    }
+
+    /// Records the outcome for some recipients of a message; resolves once
+    /// durable, then updates the queue and reclaims segments it freed.
+    pub async fn record_status(
+        &self,
+        msg_id: u64,
+        state: RcptState,
+        rcpts: &[u32],
+        diagnostic: &[u8],
+    ) -> Result<Applied, SpoolError> {
+        if self.has_failed() {
+            return Err(SpoolError::SyncFailed);
+        }
+        let ticket = {
+            let mut st = self.inner.state.borrow_mut();
+            let seq = st.next_seq();
+            let now = st.now_ms;
+            st.append(&self.inner.opts, |cur, buf| {
+                cur.append_status(buf, seq, msg_id, state, now, rcpts, diagnostic)
+            })?;
+            self.inner.commit.written()
+        };
+        if !self.inner.commit.wait(ticket).await {
+            return Err(SpoolError::SyncFailed);
+        }
+        let mut enc = vec![0u8; StatusRecord::encoded_len(rcpts.len(), 0)];
+        StatusRecord::encode_into(&mut enc, msg_id, state, 0, rcpts, b"");
+        let applied = match StatusRecord::decode(&enc) {
+            Some(rec) => self.inner.state.borrow_mut().index.apply_status(&rec),
+            None => Applied::Unknown,
+        };
+        if matches!(applied, Applied::Finished { .. }) {
+            self.reclaim()?;
+        }
+        Ok(applied)
+    }
+
+    /// Deletes old segments that hold nothing queued, oldest first.
+    pub fn reclaim(&self) -> Result<usize, SpoolError> {
+        let mut st = self.inner.state.borrow_mut();
+        let mut removed = 0;
+        while let Some((&oldest, _)) = st.segments.iter().next() {
+            let writing = st.inflight.range(..=oldest).next().is_some();
+            if oldest == st.cursor.segment_id || writing || st.index.pins.contains_key(&oldest) {
+                break;
+            }
+            if let Some(seg) = st.segments.remove(&oldest) {
+                std::fs::remove_file(&seg.path).map_err(|source| SpoolError::Io {
+                    path: seg.path.clone(),
+                    what: "removing finished segment",
+                    source,
+                })?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Runs `f` with read access to the spool state (queue index, mapping).
+    pub(crate) fn with_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.inner.state.borrow())
+    }
+
+    /// Number of queued messages and pending recipients.
+    pub fn queue_len(&self) -> usize {
+        self.with_state(|s| s.index.messages.len())
+    }
+
+    /// Ids of segments currently on disk.
+    pub fn segment_ids(&self) -> Vec<u64> {
+        self.with_state(|s| s.segments.keys().copied().collect())
+    }
+
+    /// A queued message's pending recipients (for delivery and tests).
+    pub fn pending_recipients(&self, msg_id: u64) -> Option<Vec<u32>> {
+        self.with_state(|s| {
+            s.index
+                .messages
+                .get(&msg_id)
+                .map(|m| m.pending.iter().collect())
+        })
+    }
+
+    /// Reads a queued message's body back from the mapping.
+    pub fn read_body(&self, msg_id: u64, out: &mut Vec<u8>) -> Result<(), SpoolError> {
+        self.with_state(|s| {
+            let m = s
+                .index
+                .messages
+                .get(&msg_id)
+                .ok_or(SpoolError::NotQueued(msg_id))?;
+            let env = s
+                .envelope(m.segment, m.offset)
+                .ok_or(SpoolError::NotQueued(msg_id))?;
+            for c in env.body.iter() {
+                let c = ChunkRef {
+                    segment: c.segment.to_native(),
+                    offset: c.offset.to_native(),
+                    len: c.len.to_native(),
+                };
+                out.extend_from_slice(s.chunk(&c).ok_or(SpoolError::NotQueued(msg_id))?);
+            }
+            Ok(())
+        })
+    }
+
+    /// Copies forward the messages that pin the oldest segment when they
+    /// fill less than half of it, so that disk use follows the live queue.
+    /// Returns how many messages were copied.
+    pub async fn compact(&self) -> Result<usize, SpoolError> {
+        let victims = self.compaction_victims();
+        let mut copied = 0;
+        for msg_id in victims {
+            let _pin = self.pin_for_write();
+            let Some((mut env, body)) = self.copy_out(msg_id) else {
+                continue;
+            };
+            env.body.clear();
+            for piece in body.chunks(self.max_chunk()) {
+                let c = self.append_chunk(piece)?;
+                env.body.push(c);
+            }
+            env.flags |= spool_format::envelope::flags::COPIED;
+            self.commit_message(&mut env).await?;
+            copied += 1;
+        }
+        self.reclaim()?;
+        Ok(copied)
+    }
+
+    fn compaction_victims(&self) -> Vec<u64> {
+        self.with_state(|s| {
+            let Some((&oldest, _)) = s.segments.iter().next() else {
+                return Vec::new();
+            };
+            if oldest == s.cursor.segment_id {
+                return Vec::new();
+            }
+            let mut live_bytes = 0u64;
+            let mut ids = Vec::new();
+            for (id, m) in &s.index.messages {
+                if m.first_segment == oldest {
+                    let len = s
+                        .envelope(m.segment, m.offset)
+                        .map_or(0, |e| e.body_len.to_native());
+                    live_bytes += len + 512;
+                    ids.push(*id);
+                }
+            }
+            if live_bytes * 2 > self.inner.opts.segment_size {
+                return Vec::new();
+            }
+            ids
+        })
+    }
+
+    /// An owned copy of a queued message with its current recipient states.
+    fn copy_out(&self, msg_id: u64) -> Option<(Envelope, Vec<u8>)> {
+        let mut body = Vec::new();
+        self.read_body(msg_id, &mut body).ok()?;
+        self.with_state(|s| {
+            let m = s.index.messages.get(&msg_id)?;
+            let a = s.envelope(m.segment, m.offset)?;
+            let mut env: Envelope = rkyv::deserialize::<Envelope, rkyv::rancor::Error>(a).ok()?;
+            for (i, r) in env.recipients.iter_mut().enumerate() {
+                let st = if !m.pending.contains(i as u32) {
+                    RcptState::Delivered
+                } else if m.attempts > 0 {
+                    RcptState::Deferred {
+                        until_ms: m.next_attempt_ms,
+                        attempts: m.attempts,
+                    }
+                } else {
+                    RcptState::Pending
+                };
+                r.set_state(st);
+            }
+            Some((env, body))
+        })
+    }
+
+    /// Stops the sync task once idle; used at shutdown and in tests.
+    pub fn close(&self) {
+        self.inner.commit.close();
+    }
+
+    /// Number of fdatasyncs issued so far.
+    pub fn syncs(&self) -> u64 {
+        self.inner.commit.syncs.get()
+    }
+}
+
+/// The shard's single sync task: one fdatasync batch in flight at a time.
+async fn sync_loop(inner: Rc<Inner>) {
+    let mut files: HashMap<u64, BufferedFile> = HashMap::new();
+    while let Some(upto) = inner.commit.next_batch().await {
+        let dirty: Vec<(u64, PathBuf)> = {
+            let mut st = inner.state.borrow_mut();
+            let st = &mut *st;
+            let ids = std::mem::take(&mut st.dirty);
+            ids.into_iter()
+                .filter_map(|id| st.segments.get(&id).map(|s| (id, s.path.clone())))
+                .collect()
+        };
+        let mut ok = true;
+        for (id, path) in dirty {
+            if let Err(e) = sync_one(&mut files, id, &path).await {
+                tracing::error!(segment = %path.display(), error = %e, "fdatasync failed; shard stops accepting mail");
+                ok = false;
+                break;
+            }
+        }
+        inner.commit.completed(upto, ok);
+        let live: Vec<u64> = inner.state.borrow().segments.keys().copied().collect();
+        files.retain(|id, _| live.contains(id));
+    }
+}
+
+async fn sync_one(
+    files: &mut HashMap<u64, BufferedFile>,
+    id: u64,
+    path: &std::path::Path,
+) -> glommio::Result<(), ()> {
+    if let std::collections::hash_map::Entry::Vacant(e) = files.entry(id) {
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true);
+        e.insert(opts.buffered_open(path).await?);
+    }
+    match files.get(&id) {
+        Some(f) => f.fdatasync().await,
+        None => Ok(()),
+    }
+}
