@@ -16,3 +16,6 @@ pub mod received;
 pub mod relay;
 pub mod reply;
 pub mod sasl;
+pub mod server;
+
+pub mod fuzzing;

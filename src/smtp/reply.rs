@@ -184,7 +184,7 @@ pub const MESSAGE_TOO_BIG: Reply = Reply::new(
     "Message size exceeds fixed maximum message size",
 );
 pub const BARE_CR_LF: Reply = Reply::new(550, "5.5.2", "Message contains bare CR or LF");
-pub const UTF8_SENDER_NEEDS_SMTPUTF8: Reply =
+pub const UTF8_NEEDS_SMTPUTF8: Reply =
     Reply::new(553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
 pub const PARAMS_NEED_EHLO: Reply = Reply::new(555, "5.5.4", "Error: parameters require EHLO");
 

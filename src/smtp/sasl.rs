@@ -27,7 +27,7 @@ pub fn decode_base64(input: &[u8], out: &mut Vec<u8>) -> Result<(), SaslError> {
     if input == b"=" {
         return Ok(());
     }
-    if input.len() % 4 != 0 {
+    if input.len() & 3 != 0 {
         return Err(SaslError);
     }
     let quads = input.len() / 4;
@@ -47,8 +47,11 @@ pub fn decode_base64(input: &[u8], out: &mut Vec<u8>) -> Result<(), SaslError> {
     Ok(())
 }
 
+/// The three fields of a PLAIN message, borrowed from the decoded bytes.
+pub type PlainFields<'a> = (&'a [u8], &'a [u8], &'a [u8]);
+
 /// Splits a decoded PLAIN message into (authzid, authcid, password).
-pub fn split_plain(msg: &[u8]) -> Result<(&[u8], &[u8], &[u8]), SaslError> {
+pub fn split_plain(msg: &[u8]) -> Result<PlainFields<'_>, SaslError> {
     let mut parts = msg.split(|&b| b == 0);
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some(authz), Some(user), Some(pass), None) if !user.is_empty() && !pass.is_empty() => {

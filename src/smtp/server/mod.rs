@@ -1,0 +1,474 @@
+//! The SMTP server session machine (RFC 5321 with PIPELINING, SIZE,
+//! 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, CHUNKING, DSN, STARTTLS, AUTH).
+//!
+//! Owns: the order of commands, the replies, the envelope of the current
+//! transaction, relay policy, error and time limits.
+//! Must never: do I/O or read the clock. The I/O layer feeds bytes and
+//! `now_ms`, writes what lands in `out`, and acts on [`Event`]s; the machine
+//! waits (consumes nothing) while the I/O layer owes it an answer (spool
+//! result, auth result, TLS handshake).
+//!
+//! Driving order, quinn-proto style: `greeting`; then loop
+//! `handle_input` (command mode) or `receive_data` (after `DataStart` /
+//! `ChunkStart`, until the body ends), writing `out` after each batch;
+//! `handle_timeout` when `next_deadline` passes.
+
+mod auth;
+mod body;
+mod commands;
+#[cfg(test)]
+mod tests;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::data::{BdatReceiver, BodyOutcome, DataReceiver, SizeLimit};
+use super::envelope::Envelope;
+use super::parse::{self, Line};
+use super::received::{self, ReceivedInfo};
+use super::reply::{self, Reply};
+
+pub use super::received::TlsInfo;
+
+/// Session limits and what to advertise. Defaults follow RFC 5321 4.5.3.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Our name in the greeting, EHLO reply and `Received:`.
+    pub hostname: String,
+    /// Largest message body accepted (SIZE), in octets.
+    pub max_message_size: u64,
+    /// Recipients per transaction; the excess gets 452 4.5.3.
+    pub max_recipients: usize,
+    /// Negative replies before the session is closed with 421 4.7.0.
+    pub max_errors: u32,
+    /// A certificate is loaded: advertise STARTTLS on plaintext sessions.
+    pub tls_available: bool,
+    /// AUTH is enabled; advertised only once TLS is active.
+    pub auth_available: bool,
+    /// Domains we accept mail for from anyone (relay policy).
+    pub local_domains: Vec<String>,
+    /// Time allowed between client input, in ms (RFC 5321 4.5.3.2.7: 5 min).
+    pub idle_timeout_ms: u64,
+    /// Longest a whole session may last, in ms.
+    pub session_timeout_ms: u64,
+    /// Minimum body transfer rate during DATA/BDAT, octets per second
+    /// (0 disables), measured over `data_rate_window_ms`.
+    pub min_data_rate: u64,
+    pub data_rate_window_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            hostname: "localhost".into(),
+            max_message_size: 50 * 1024 * 1024,
+            max_recipients: 1000,
+            max_errors: 20,
+            tls_available: false,
+            auth_available: false,
+            local_domains: Vec::new(),
+            idle_timeout_ms: 300_000,
+            session_timeout_ms: 3_600_000,
+            min_data_rate: 256,
+            data_rate_window_ms: 30_000,
+        }
+    }
+}
+
+/// Who is on the other end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub ip: IpAddr,
+    /// The client's network may relay anywhere (e.g. our own submitters).
+    pub relay_allowed: bool,
+}
+
+/// What the I/O layer must act on. Data lives in the session (see
+/// [`Session::envelope`], [`Session::auth_credentials`]), so events are `Copy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// EHLO/HELO accepted; name in [`Session::helo_name`].
+    Helo,
+    /// MAIL accepted; see [`Session::envelope`].
+    MailFrom,
+    /// RCPT accepted as recipient `index` of the envelope.
+    RcptTo { index: usize },
+    /// A body begins (DATA, or the first BDAT chunk): open a spool sink and
+    /// call [`Session::receive_data`] until the body or chunk ends.
+    DataStart,
+    /// A further BDAT chunk begins; the sink stays open: call `receive_data`.
+    ChunkStart,
+    /// A BDAT chunk (not LAST) is complete; back to `handle_input`.
+    ChunkEnd,
+    /// The body is complete and acceptable: make it durable, then call
+    /// `message_accepted` or `message_failed`. Input waits until then.
+    DataEnd,
+    /// The body ended but was refused (reply written); drop the sink.
+    MessageRejected(BodyOutcome),
+    /// 220 written; everything pipelined after STARTTLS was discarded. Run
+    /// the handshake, then call `tls_established` (or close on failure).
+    StartTls,
+    /// Check [`Session::auth_credentials`], then call `auth_result`.
+    AuthAttempt,
+    /// Write `out`, then close the connection.
+    Close,
+}
+
+/// Result of [`Session::handle_input`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Input octets used; keep the rest and pass it again with more.
+    pub consumed: usize,
+    pub event: Option<Event>,
+}
+
+/// Result of [`Session::receive_data`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DataProgress {
+    pub consumed: usize,
+    /// Body octets written at the front of `dst`.
+    pub produced: usize,
+    pub event: Option<Event>,
+}
+
+/// Why the spool could not take a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoolFailure {
+    /// Write or sync error: 451 4.3.0.
+    Io,
+    /// Out of space: 452 4.3.1.
+    NoSpace,
+}
+
+/// The I/O layer called a method the session was not waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("session is not waiting for this call")]
+pub struct Misuse;
+
+/// Credentials from AUTH, for the I/O layer to check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthCredentials<'a> {
+    pub authzid: &'a [u8],
+    pub username: &'a [u8],
+    pub password: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SaslStep {
+    PlainResponse,
+    LoginUser,
+    LoginPassword,
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    Command,
+    /// Skipping the rest of an overlong line; `after_cr` carries a CR seen
+    /// at the end of the previous read.
+    DiscardLine {
+        after_cr: bool,
+    },
+    Sasl(SaslStep),
+    AwaitAuth,
+    Data(DataReceiver),
+    Bdat {
+        rx: BdatReceiver,
+        last: bool,
+    },
+    /// A refused BDAT chunk is swallowed, then `reply` is sent.
+    BdatDiscard {
+        rx: BdatReceiver,
+        reply: Reply,
+    },
+    AwaitSpool,
+    AwaitTls,
+    Closed,
+}
+
+/// One SMTP server session.
+#[derive(Debug)]
+pub struct Session {
+    cfg: Arc<ServerConfig>,
+    peer: PeerInfo,
+    tls: Option<TlsInfo>,
+    tls_active: bool,
+    state: State,
+    helo: Vec<u8>,
+    greeted: bool,
+    esmtp: bool,
+    authenticated: bool,
+    envelope: Envelope,
+    /// BDAT size accounting across the chunks of one message.
+    bdat_limit: SizeLimit,
+    bdat_started: bool,
+    storage_available: bool,
+    errors: u32,
+    /// Decoded SASL response, `authzid NUL username NUL password`.
+    sasl: Vec<u8>,
+    started_ms: u64,
+    last_input_ms: u64,
+    rate_window_start_ms: u64,
+    rate_window_bytes: u64,
+}
+
+impl Session {
+    /// `tls_active` is true for implicit TLS (port 465) connections.
+    pub fn new(cfg: Arc<ServerConfig>, peer: PeerInfo, tls: Option<TlsInfo>, now_ms: u64) -> Self {
+        let max = cfg.max_message_size;
+        Session {
+            cfg,
+            peer,
+            tls_active: tls.is_some(),
+            tls,
+            state: State::Command,
+            helo: Vec::new(),
+            greeted: false,
+            esmtp: false,
+            authenticated: false,
+            envelope: Envelope::default(),
+            bdat_limit: SizeLimit::new(max),
+            bdat_started: false,
+            storage_available: true,
+            errors: 0,
+            sasl: Vec::new(),
+            started_ms: now_ms,
+            last_input_ms: now_ms,
+            rate_window_start_ms: now_ms,
+            rate_window_bytes: 0,
+        }
+    }
+
+    /// Writes the 220 greeting.
+    pub fn greeting(&mut self, out: &mut Vec<u8>) {
+        reply::write_parts(
+            out,
+            220,
+            "",
+            &[self.cfg.hostname.as_bytes(), b" ESMTP petrel"],
+        );
+    }
+
+    /// Processes command-mode input until it runs out, a command is
+    /// incomplete, or an event needs the I/O layer. Call again with the
+    /// unconsumed rest after handling the event.
+    pub fn handle_input(&mut self, input: &[u8], now_ms: u64, out: &mut Vec<u8>) -> Progress {
+        if let Some(event) = self.check_timeout(now_ms, out) {
+            return Progress {
+                consumed: 0,
+                event: Some(event),
+            };
+        }
+        if !input.is_empty() {
+            self.last_input_ms = now_ms;
+        }
+        let mut pos = 0;
+        while pos < input.len() {
+            let rest = &input[pos..];
+            let (used, event) = match &mut self.state {
+                State::Command => self.command_line(rest, out),
+                State::Sasl(step) => {
+                    let step = *step;
+                    self.sasl_line(step, rest, out)
+                }
+                State::DiscardLine { after_cr } => {
+                    let after_cr = *after_cr;
+                    self.discard_line(rest, after_cr, out)
+                }
+                State::BdatDiscard { rx, reply } => {
+                    let (rx, r) = (*rx, *reply);
+                    self.bdat_discard(rx, r, rest, out)
+                }
+                // Discarding keeps plaintext from reaching the TLS layer and
+                // anything sent after QUIT from being read.
+                State::AwaitTls | State::Closed => (rest.len(), None),
+                State::Data(_) | State::Bdat { .. } | State::AwaitAuth | State::AwaitSpool => {
+                    (0, None)
+                }
+            };
+            pos += used;
+            if event.is_some() {
+                if event == Some(Event::StartTls) {
+                    // CVE-2011-0411: nothing pipelined after STARTTLS may
+                    // be read as if it had come over TLS.
+                    pos = input.len();
+                }
+                return Progress {
+                    consumed: pos,
+                    event,
+                };
+            }
+            if used == 0 {
+                break;
+            }
+        }
+        Progress {
+            consumed: pos,
+            event: None,
+        }
+    }
+
+    /// Frames and runs one command line; returns octets used (0 if the line
+    /// is incomplete).
+    fn command_line(&mut self, rest: &[u8], out: &mut Vec<u8>) -> (usize, Option<Event>) {
+        match parse::next_line(rest, parse::line_limit(rest)) {
+            Line::Complete { content, len } => (len, self.command(content, out)),
+            Line::Incomplete => (0, None),
+            Line::TooLong => self.discard_line(rest, false, out),
+        }
+    }
+
+    /// Swallows an overlong line up to its CRLF, then refuses it.
+    fn discard_line(
+        &mut self,
+        rest: &[u8],
+        after_cr: bool,
+        out: &mut Vec<u8>,
+    ) -> (usize, Option<Event>) {
+        let first_ends = after_cr && rest.first() == Some(&b'\n');
+        let end = if first_ends {
+            Some(0)
+        } else {
+            memchr::memchr_iter(b'\n', rest).find(|&i| i > 0 && rest[i - 1] == b'\r')
+        };
+        match end {
+            Some(i) => {
+                self.state = State::Command;
+                (i + 1, self.fail(parse::ParseError::LineTooLong.into(), out))
+            }
+            None => {
+                self.state = State::DiscardLine {
+                    after_cr: rest.last() == Some(&b'\r'),
+                };
+                (rest.len(), None)
+            }
+        }
+    }
+
+    /// Writes a reply that does not count as a client error.
+    fn reply(&mut self, r: Reply, out: &mut Vec<u8>) -> Option<Event> {
+        r.write(out);
+        None
+    }
+
+    /// Writes a negative reply and counts it; too many closes the session.
+    fn fail(&mut self, r: Reply, out: &mut Vec<u8>) -> Option<Event> {
+        r.write(out);
+        self.errors += 1;
+        if self.errors >= self.cfg.max_errors {
+            return self.close(reply::TOO_MANY_ERRORS, out);
+        }
+        None
+    }
+
+    fn close(&mut self, r: Reply, out: &mut Vec<u8>) -> Option<Event> {
+        r.write(out);
+        self.state = State::Closed;
+        self.envelope.clear();
+        Some(Event::Close)
+    }
+
+    /// Ends the mail transaction (RSET, HELO/EHLO, end of message).
+    fn reset_transaction(&mut self) {
+        self.envelope.clear();
+        self.bdat_started = false;
+        self.bdat_limit = SizeLimit::new(self.cfg.max_message_size);
+    }
+
+    /// The spool is (or is no longer) below its free-space reserve: MAIL is
+    /// answered 452 4.3.1 while false.
+    pub fn set_storage_available(&mut self, available: bool) {
+        self.storage_available = available;
+    }
+
+    /// The envelope of the current transaction (valid at `DataEnd`).
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// The EHLO/HELO argument; empty before one was accepted.
+    pub fn helo_name(&self) -> &[u8] {
+        &self.helo
+    }
+
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated
+    }
+
+    pub fn is_tls_active(&self) -> bool {
+        self.tls_active
+    }
+
+    /// True while body octets must go through `receive_data`.
+    pub fn wants_body(&self) -> bool {
+        matches!(self.state, State::Data(_) | State::Bdat { .. })
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// Negative replies so far.
+    pub fn error_count(&self) -> u32 {
+        self.errors
+    }
+
+    /// Writes the `Received:` header for the current message. `rdns` is the
+    /// client's verified reverse name, `date` an RFC 5322 date
+    /// ([`received::format_date`]).
+    pub fn write_received(&self, out: &mut Vec<u8>, rdns: Option<&str>, id: &str, date: &str) {
+        let recipient = match self.envelope.recipient_count() {
+            1 => self.envelope.recipient(0).map(|r| r.address),
+            _ => None,
+        };
+        received::write_received(
+            out,
+            &ReceivedInfo {
+                helo: &self.helo,
+                rdns,
+                ip: self.peer.ip,
+                hostname: &self.cfg.hostname,
+                tls: self.tls,
+                esmtp: self.esmtp,
+                authenticated: self.authenticated,
+                id,
+                recipient,
+                date,
+            },
+        );
+    }
+
+    /// When `handle_timeout` should be called next, if ever.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let idle = self.last_input_ms.saturating_add(self.cfg.idle_timeout_ms);
+        let whole = self.started_ms.saturating_add(self.cfg.session_timeout_ms);
+        match self.state {
+            // The I/O layer owes us an answer: its own time, not the client's.
+            State::Closed | State::AwaitSpool | State::AwaitAuth => None,
+            State::Data(_) | State::Bdat { .. } if self.cfg.min_data_rate > 0 => {
+                let window = self
+                    .rate_window_start_ms
+                    .saturating_add(self.cfg.data_rate_window_ms);
+                Some(idle.min(whole).min(window))
+            }
+            _ => Some(idle.min(whole)),
+        }
+    }
+
+    /// Closes with 421 4.4.2 if a deadline has passed.
+    pub fn handle_timeout(&mut self, now_ms: u64, out: &mut Vec<u8>) -> Option<Event> {
+        self.check_timeout(now_ms, out)
+    }
+
+    fn check_timeout(&mut self, now_ms: u64, out: &mut Vec<u8>) -> Option<Event> {
+        let deadline = self.next_deadline()?;
+        if now_ms < deadline {
+            return None;
+        }
+        let idle = self.last_input_ms.saturating_add(self.cfg.idle_timeout_ms);
+        let whole = self.started_ms.saturating_add(self.cfg.session_timeout_ms);
+        if now_ms >= idle || now_ms >= whole {
+            return self.close(reply::TIMEOUT, out);
+        }
+        self.check_data_rate(now_ms, out)
+    }
+}
