@@ -145,21 +145,10 @@ fn check(path: Option<&Path>) -> ExitCode {
 
 fn spool_inspect(dir: &Path) -> ExitCode {
     let mut out = io::stdout().lock();
-    match inspect_spool(dir, &mut out) {
+    match petrel::spool::inspect::run(dir, &mut out) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(
-            EXIT_FAILURE,
-            &format!("petrel: spool inspect {}: {e}", dir.display()),
-        ),
+        Err(e) => fail(EXIT_FAILURE, &format!("petrel: spool inspect: {e}")),
     }
-}
-
-/// Stand-in for `petrel::spool::inspect::run(dir, out)` until the spool
-/// inspector exists; replace the body with
-/// `petrel::spool::inspect::run(dir, out).map_err(|e| e.to_string())`.
-fn inspect_spool(dir: &Path, out: &mut dyn Write) -> Result<(), String> {
-    let _ = (dir, out);
-    Err("the spool inspector is not built yet".to_owned())
 }
 
 /// Logs to stderr, filtered by PETREL_LOG (default info); systemd's journal
