@@ -193,3 +193,13 @@ fn run_with_a_bad_config_exits_2_before_starting() {
         stderr(&output)
     );
 }
+
+#[test]
+fn spool_inspect_of_a_missing_directory_fails() {
+    let output = petrel(&["spool", "inspect", "/nonexistent/spool"]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(message.starts_with("petrel: spool inspect: "), "{message}");
+    assert!(message.contains("/nonexistent/spool"), "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+}
