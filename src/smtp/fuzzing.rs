@@ -170,6 +170,15 @@ fn receive_all(input: &[u8], plan: &[u8], max: u64) -> (Vec<u8>, usize, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn data_harness_holds(data in proptest::collection::vec(
+            prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'.'), any::<u8>()], 0..400)) {
+            data_receiver(&data);
+        }
+    }
 
     #[test]
     fn server_harness_runs() {

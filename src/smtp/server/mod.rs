@@ -30,6 +30,10 @@ use super::reply::{self, Reply};
 
 pub use super::received::TlsInfo;
 
+/// The receive buffer must hold this much unconsumed input: the longest
+/// line the session waits for (an AUTH line, RFC 4954 4) must fit whole.
+pub const MIN_RECEIVE_BUFFER: usize = parse::MAX_AUTH_LINE;
+
 /// Session limits and what to advertise. Defaults follow RFC 5321 4.5.3.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
