@@ -30,6 +30,10 @@ pub struct SegmentHeader {
     pub segment_id: u64,
     pub segment_size: u64,
     pub created_ms: u64,
+    /// Random per segment, folded into every record header's checksum, so
+    /// bytes inside a message body can never pass for a record of the log
+    /// (recovery resynchronises by searching for headers after damage).
+    pub nonce: u64,
 }
 
 impl SegmentHeader {
@@ -41,6 +45,7 @@ impl SegmentHeader {
         b[16..24].copy_from_slice(&self.segment_id.to_le_bytes());
         b[24..32].copy_from_slice(&self.segment_size.to_le_bytes());
         b[32..40].copy_from_slice(&self.created_ms.to_le_bytes());
+        b[40..48].copy_from_slice(&self.nonce.to_le_bytes());
         let crc = crc32c::crc32c(&b[0..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
@@ -51,6 +56,7 @@ impl SegmentHeader {
         let b = b.get(0..SEGMENT_HEADER_LEN)?;
         if b[0..8] != SEGMENT_MAGIC
             || le_u32(b, 8) != u32::from(FORMAT_VERSION)
+            || b[48..60] != [0; 12]
             || le_u32(b, 60) != crc32c::crc32c(&b[0..60])
         {
             return None;
@@ -60,6 +66,7 @@ impl SegmentHeader {
             segment_id: le_u64(b, 16),
             segment_size: le_u64(b, 24),
             created_ms: le_u64(b, 32),
+            nonce: le_u64(b, 40),
         })
     }
 }
@@ -97,7 +104,7 @@ pub struct RecordHeader {
 }
 
 impl RecordHeader {
-    pub fn encode(&self) -> [u8; RECORD_HEADER_LEN] {
+    pub fn encode(&self, nonce: u64) -> [u8; RECORD_HEADER_LEN] {
         let mut b = [0u8; RECORD_HEADER_LEN];
         b[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
         b[4] = self.kind as u8;
@@ -105,19 +112,20 @@ impl RecordHeader {
         b[8..12].copy_from_slice(&self.payload_len.to_le_bytes());
         b[12..16].copy_from_slice(&self.payload_crc.to_le_bytes());
         b[16..24].copy_from_slice(&self.seq.to_le_bytes());
-        let crc = crc32c::crc32c(&b[0..28]);
+        let crc = header_crc(nonce, &b[0..28]);
         b[28..32].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
-    /// Decodes a header whose own checksum holds; the payload is not checked.
-    pub fn decode(b: &[u8]) -> Option<RecordHeader> {
+    /// Decodes a header whose own checksum holds for this segment's nonce;
+    /// the payload is not checked.
+    pub fn decode(b: &[u8], nonce: u64) -> Option<RecordHeader> {
         let b = b.get(0..RECORD_HEADER_LEN)?;
         if le_u32(b, 0) != RECORD_MAGIC
             || b[5] != FORMAT_VERSION
             || b[6..8] != [0, 0]
             || b[24..28] != [0; 4]
-            || le_u32(b, 28) != crc32c::crc32c(&b[0..28])
+            || le_u32(b, 28) != header_crc(nonce, &b[0..28])
         {
             return None;
         }
@@ -135,13 +143,24 @@ impl RecordHeader {
     }
 }
 
+/// CRC32C of the segment nonce followed by the first 28 header bytes.
+fn header_crc(nonce: u64, head: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&nonce.to_le_bytes()), head)
+}
+
 /// Writes a record's header in front of a payload the caller has already
 /// placed at `dst[RECORD_HEADER_LEN..RECORD_HEADER_LEN + payload_len]`, and
 /// zeroes the alignment padding after it. Returns the record's span.
 ///
 /// The payload is written in place first so the body is copied only once
 /// (from the receive buffer straight into the mapping).
-pub fn seal_record(dst: &mut [u8], kind: RecordKind, seq: u64, payload_len: usize) -> usize {
+pub fn seal_record(
+    dst: &mut [u8],
+    kind: RecordKind,
+    seq: u64,
+    payload_len: usize,
+    nonce: u64,
+) -> usize {
     let span = crate::record_span(payload_len);
     assert!(span <= dst.len(), "record does not fit its reservation");
     let payload = &dst[RECORD_HEADER_LEN..RECORD_HEADER_LEN + payload_len];
@@ -152,14 +171,8 @@ pub fn seal_record(dst: &mut [u8], kind: RecordKind, seq: u64, payload_len: usiz
         seq,
     };
     dst[RECORD_HEADER_LEN + payload_len..span].fill(0);
-    dst[..RECORD_HEADER_LEN].copy_from_slice(&header.encode());
+    dst[..RECORD_HEADER_LEN].copy_from_slice(&header.encode(nonce));
     span
-}
-
-/// Encodes a whole record (header, payload, padding) into `dst`.
-pub fn write_record(dst: &mut [u8], kind: RecordKind, seq: u64, payload: &[u8]) -> usize {
-    dst[RECORD_HEADER_LEN..RECORD_HEADER_LEN + payload.len()].copy_from_slice(payload);
-    seal_record(dst, kind, seq, payload.len())
 }
 
 #[cfg(test)]
@@ -174,12 +187,17 @@ mod tests {
             payload_crc: 0xdead_beef,
             seq: 42,
         };
-        let b = h.encode();
-        assert_eq!(RecordHeader::decode(&b), Some(h));
+        let b = h.encode(77);
+        assert_eq!(RecordHeader::decode(&b, 77), Some(h));
+        assert_eq!(
+            RecordHeader::decode(&b, 78),
+            None,
+            "another segment's nonce"
+        );
         for bit in 0..(RECORD_HEADER_LEN * 8) {
             let mut c = b;
             c[bit / 8] ^= 1 << (bit % 8);
-            assert_eq!(RecordHeader::decode(&c), None, "bit {bit}");
+            assert_eq!(RecordHeader::decode(&c, 77), None, "bit {bit}");
         }
     }
 
@@ -190,6 +208,7 @@ mod tests {
             segment_id: 9,
             segment_size: 1 << 20,
             created_ms: 1234,
+            nonce: 99,
         };
         let b = h.encode();
         assert_eq!(SegmentHeader::decode(&b), Some(h));

@@ -254,6 +254,18 @@ impl QueueIndex {
         );
     }
 
+    /// Adds a compaction copy to the live queue, unless the message finished
+    /// while it was being copied (finished is final). Recovery needs no such
+    /// check: the writer never appends a copy after a status that finished
+    /// the message, so in the log every copy precedes its finishing status.
+    pub fn insert_copy(&mut self, segment: u64, offset: u32, env: &ArchivedEnvelope) -> bool {
+        if !self.messages.contains_key(&env.msg_id.to_native()) {
+            return false;
+        }
+        self.insert_message(segment, offset, env);
+        true
+    }
+
     /// Applies a status record to the queue.
     pub fn apply_status(&mut self, st: &StatusRecord<'_>) -> Applied {
         let Some(m) = self.messages.get_mut(&st.msg_id) else {

@@ -76,8 +76,8 @@ impl SegmentScan {
 }
 
 /// Checks the record at `pos`; `None` if any check fails.
-fn valid_record_at(bytes: &[u8], pos: usize, last_seq: u64) -> Option<RecordHeader> {
-    let h = RecordHeader::decode(bytes.get(pos..)?)?;
+fn valid_record_at(bytes: &[u8], pos: usize, last_seq: u64, nonce: u64) -> Option<RecordHeader> {
+    let h = RecordHeader::decode(bytes.get(pos..)?, nonce)?;
     let start = pos + RECORD_HEADER_LEN;
     let payload = bytes.get(start..start.checked_add(h.payload_len as usize)?)?;
     if h.seq <= last_seq || crc32c::crc32c(payload) != h.payload_crc {
@@ -87,13 +87,13 @@ fn valid_record_at(bytes: &[u8], pos: usize, last_seq: u64) -> Option<RecordHead
 }
 
 /// The next aligned position at or after `from` that holds a valid record.
-fn find_next_valid(bytes: &[u8], from: usize, last_seq: u64) -> Option<usize> {
+fn find_next_valid(bytes: &[u8], from: usize, last_seq: u64, nonce: u64) -> Option<usize> {
     let magic = crate::header::RECORD_MAGIC.to_le_bytes();
     let finder = memchr::memmem::Finder::new(&magic);
     let mut at = from;
     while at < bytes.len() {
         let hit = at + finder.find(&bytes[at..])?;
-        if hit % ALIGN == 0 && valid_record_at(bytes, hit, last_seq).is_some() {
+        if hit % ALIGN == 0 && valid_record_at(bytes, hit, last_seq, nonce).is_some() {
             return Some(hit);
         }
         at = hit + 1;
@@ -128,9 +128,19 @@ pub fn scan_segment(bytes: &[u8], min_seq: u64) -> SegmentScan {
         damage: Vec::new(),
         last_seq: min_seq,
     };
+    // Without a header there is no nonce to check records against: nothing
+    // in the segment can be trusted, and all of it is reported as damage.
+    let Some(nonce) = scan.header.map(|h| h.nonce) else {
+        scan.damage.push(Damage {
+            offset: 0,
+            len: bytes.len() as u64,
+        });
+        scan.end = bytes.len();
+        return scan;
+    };
     let mut pos = SEGMENT_HEADER_LEN;
     while pos + RECORD_HEADER_LEN <= bytes.len() {
-        if let Some(h) = valid_record_at(bytes, pos, scan.last_seq) {
+        if let Some(h) = valid_record_at(bytes, pos, scan.last_seq, nonce) {
             scan.records.push(ScannedRecord {
                 offset: pos as u32,
                 header: h,
@@ -139,7 +149,7 @@ pub fn scan_segment(bytes: &[u8], min_seq: u64) -> SegmentScan {
             pos += record_span(h.payload_len as usize);
             continue;
         }
-        match find_next_valid(bytes, pos + ALIGN, scan.last_seq) {
+        match find_next_valid(bytes, pos + ALIGN, scan.last_seq, nonce) {
             Some(next) => {
                 scan.damage.push(Damage {
                     offset: pos as u64,

@@ -13,6 +13,7 @@ pub struct SegmentCursor {
     pub segment_id: u64,
     pub pos: usize,
     pub size: usize,
+    pub nonce: u64,
 }
 
 impl SegmentCursor {
@@ -23,15 +24,17 @@ impl SegmentCursor {
             segment_id: header.segment_id,
             pos: SEGMENT_HEADER_LEN,
             size: buf.len(),
+            nonce: header.nonce,
         }
     }
 
     /// Continues a segment found by recovery at its scanned end.
-    pub fn resume(segment_id: u64, end: usize, size: usize) -> SegmentCursor {
+    pub fn resume(header: &SegmentHeader, end: usize, size: usize) -> SegmentCursor {
         SegmentCursor {
-            segment_id,
+            segment_id: header.segment_id,
             pos: end,
             size,
+            nonce: header.nonce,
         }
     }
 
@@ -51,14 +54,28 @@ impl SegmentCursor {
         max_payload: usize,
         fill: impl FnOnce(&mut [u8]) -> usize,
     ) -> Option<u32> {
+        self.try_append_with(buf, kind, seq, max_payload, |dst| Some(fill(dst)))
+    }
+
+    /// Like [`Self::append_with`], but `fill` may give up (`None`): then no
+    /// header is sealed and the position does not move, so nothing that
+    /// could pass for a record is left behind.
+    pub fn try_append_with(
+        &mut self,
+        buf: &mut [u8],
+        kind: RecordKind,
+        seq: u64,
+        max_payload: usize,
+        fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Option<u32> {
         if self.pos + record_span(max_payload) > self.size.min(buf.len()) {
             return None;
         }
         let at = self.pos;
         let area = &mut buf[at..at + record_span(max_payload)];
-        let n = fill(&mut area[RECORD_HEADER_LEN..RECORD_HEADER_LEN + max_payload]);
+        let n = fill(&mut area[RECORD_HEADER_LEN..RECORD_HEADER_LEN + max_payload])?;
         assert!(n <= max_payload, "payload writer overran its reservation");
-        self.pos += seal_record(area, kind, seq, n);
+        self.pos += seal_record(area, kind, seq, n, self.nonce);
         Some(at as u32)
     }
 
@@ -78,20 +95,9 @@ impl SegmentCursor {
     /// Appends an envelope record (which commits the message).
     pub fn append_envelope(&mut self, buf: &mut [u8], seq: u64, env: &Envelope) -> Option<u32> {
         let bound = envelope_size_bound(env).min(self.max_payload());
-        let mut fits = true;
-        let at = self.append_with(buf, RecordKind::Message, seq, bound, |dst| {
-            encode_envelope(env, dst).unwrap_or_else(|| {
-                fits = false;
-                0
-            })
-        })?;
-        if !fits {
-            // Roll back: the zero-length record is overwritten by the next one.
-            self.pos = at as usize;
-            buf[at as usize..at as usize + RECORD_HEADER_LEN].fill(0);
-            return None;
-        }
-        Some(at)
+        self.try_append_with(buf, RecordKind::Message, seq, bound, |dst| {
+            encode_envelope(env, dst)
+        })
     }
 
     /// Appends a status record.

@@ -51,7 +51,12 @@ impl Spool {
     fn new() -> Spool {
         let mut s = Spool {
             segments: BTreeMap::new(),
-            cursor: SegmentCursor::resume(0, 0, 0),
+            cursor: SegmentCursor {
+                segment_id: 0,
+                pos: 0,
+                size: 0,
+                nonce: 0,
+            },
             seq: 0,
             live: QueueIndex::default(),
             durable: (0, 0),
@@ -70,6 +75,7 @@ impl Spool {
             segment_id: id,
             segment_size: SEG as u64,
             created_ms: 1,
+            nonce: id * 7919,
         };
         self.cursor = SegmentCursor::start(&mut buf, &h);
         self.segments.insert(id, buf);
@@ -79,7 +85,7 @@ impl Spool {
     /// covered, so a crash that only touches padding loses nothing).
     fn content_end(&self) -> (u64, usize) {
         let seg = &self.segments[&self.cursor.segment_id];
-        match spool_format::RecordHeader::decode(&seg[self.last_record..]) {
+        match spool_format::RecordHeader::decode(&seg[self.last_record..], self.cursor.nonce) {
             Some(h) => (
                 self.cursor.segment_id,
                 self.last_record + 32 + h.payload_len as usize,
@@ -132,8 +138,11 @@ impl Spool {
             &bytes[..spool_format::envelope::envelope_size_bound(env).min(bytes.len())],
         )
         .or_else(|| {
-            let h = spool_format::RecordHeader::decode(&self.segments[&seg][off as usize..])
-                .expect("header");
+            let h = spool_format::RecordHeader::decode(
+                &self.segments[&seg][off as usize..],
+                self.cursor.nonce,
+            )
+            .expect("header");
             access_envelope(&bytes[..h.payload_len as usize])
         })
         .expect("just written");
@@ -259,8 +268,11 @@ fn run_op(sp: &mut Spool, model: &mut Model, ids: &mut Vec<u64>, op: &Op) {
             };
             let (id, qm) = m;
             let seg = &sp.segments[&qm.segment];
-            let h = spool_format::RecordHeader::decode(&seg[qm.offset as usize..])
-                .expect("live header");
+            let h = spool_format::RecordHeader::decode(
+                &seg[qm.offset as usize..],
+                SegmentHeader::decode(seg).expect("seg header").nonce,
+            )
+            .expect("live header");
             let a = access_envelope(&seg[qm.offset as usize + 32..][..h.payload_len as usize])
                 .expect("live env");
             let mut env: Envelope =

@@ -13,6 +13,7 @@ fn segment_with(records: usize) -> (AlignedVec<16>, Vec<usize>, usize) {
         segment_id: 1,
         segment_size: 8192,
         created_ms: 0,
+        nonce: 5,
     };
     let mut cur = SegmentCursor::start(&mut buf, &h);
     let mut starts = Vec::new();

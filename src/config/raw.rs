@@ -210,10 +210,12 @@ fn check_hostname(name: &str) -> Result<(), String> {
 impl RawSpool {
     fn into_section(self) -> Result<SpoolSection, Located> {
         let segment_size = checked(self.segment_size, DEFAULT_SEGMENT_SIZE, |&size| {
-            match size >= MIN_SEGMENT_SIZE && size % SEGMENT_SIZE_ALIGN == 0 {
+            // Record offsets inside a segment are 32-bit.
+            let max = spool_format::MAX_SEGMENT_SIZE - SEGMENT_SIZE_ALIGN;
+            match (MIN_SEGMENT_SIZE..=max).contains(&size) && size % SEGMENT_SIZE_ALIGN == 0 {
                 true => Ok(()),
                 false => Err(format!(
-                    "segment_size = {size} must be at least {MIN_SEGMENT_SIZE} (1 MiB) and a multiple of {SEGMENT_SIZE_ALIGN}"
+                    "segment_size = {size} must be between {MIN_SEGMENT_SIZE} (1 MiB) and {max} (4 GiB - 4 KiB) and a multiple of {SEGMENT_SIZE_ALIGN}"
                 )),
             }
         })?;

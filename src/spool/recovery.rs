@@ -68,7 +68,7 @@ fn quarantine(dir: &Path, seg: &Segment, now_ms: u64) -> Result<PathBuf, SpoolEr
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let dst = qdir.join(format!("{name}.{}", now_ms / 1000));
+    let dst = qdir.join(format!("{name}.{}", now_ms));
     std::fs::write(&dst, &seg.map[..]).map_err(io_err(&dst, "copying damaged segment aside"))?;
     Ok(dst)
 }
@@ -159,8 +159,10 @@ fn resume_state(
     let seq = last_seq.max(index.max_seq).max(now_ms.saturating_mul(1000));
     let resume = scans.last().and_then(|(id, scan)| {
         let size = segments.get(id)?.map.len();
-        (scan.header.is_some() && scan.end + 4096 < size)
-            .then(|| SegmentCursor::resume(*id, scan.end, size))
+        let header = scan.header.as_ref()?;
+        // Never append after damage: start a fresh segment instead.
+        (!scan.is_damaged() && scan.end + 4096 < size)
+            .then(|| SegmentCursor::resume(header, scan.end, size))
     });
     let cursor = match resume {
         Some(c) => c,
@@ -171,9 +173,10 @@ fn resume_state(
                 segment_id: id,
                 segment_size: opts.segment_size,
                 created_ms: now_ms,
+                nonce: super::segment::random_nonce(),
             };
             let seg = Segment::create(&opts.dir, &header)?;
-            let c = SegmentCursor::resume(id, spool_format::SEGMENT_HEADER_LEN, seg.map.len());
+            let c = SegmentCursor::resume(&header, spool_format::SEGMENT_HEADER_LEN, seg.map.len());
             segments.insert(id, seg);
             c
         }
@@ -187,5 +190,6 @@ fn resume_state(
         dirty: Vec::new(),
         now_ms,
         inflight: BTreeMap::new(),
+        unapplied_status: std::collections::HashMap::new(),
     })
 }

@@ -18,9 +18,27 @@ use super::{io_err, SpoolError};
 /// A mapped segment file.
 pub struct Segment {
     pub id: u64,
+    /// The header's nonce, needed to check any record header in it.
+    pub nonce: u64,
     pub path: PathBuf,
     pub file: File,
     pub map: MmapMut,
+}
+
+/// A fresh random nonce for a new segment header (getrandom(2)).
+pub fn random_nonce() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom writes at most b.len() bytes into the buffer we own.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 8 {
+        // Only a pre-3.17 kernel lacks getrandom; fall back to the clock and
+        // pid, which still differ between segments and are not in any body.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        return t ^ (u64::from(std::process::id()) << 32);
+    }
+    u64::from_le_bytes(b)
 }
 
 /// fsyncs a directory so that a file created (or removed) in it survives a
@@ -77,6 +95,7 @@ impl Segment {
         let map = map(&file, &path)?;
         Ok(Segment {
             id: header.segment_id,
+            nonce: header.nonce,
             path,
             file,
             map,
@@ -101,8 +120,12 @@ impl Segment {
             });
         }
         let map = map(&file, path)?;
+        // A segment with a bad header is still opened: recovery reports it
+        // and copies it aside; nothing in it can be appended to or trusted.
+        let nonce = SegmentHeader::decode(&map).map_or(0, |h| h.nonce);
         Ok(Segment {
             id,
+            nonce,
             path: path.to_path_buf(),
             file,
             map,

@@ -40,6 +40,9 @@ pub(crate) struct State {
     /// Segment id → messages being written that started in it. Reclaiming
     /// stops there: their chunks are not in the index until they commit.
     pub inflight: BTreeMap<u64, u32>,
+    /// Messages with a status record appended but not yet applied to the
+    /// index; compaction must not copy them (see `QueueIndex::insert_copy`).
+    pub unapplied_status: HashMap<u64, u32>,
 }
 
 pub(crate) struct Inner {
@@ -92,10 +95,11 @@ impl State {
             segment_id: self.cursor.segment_id + 1,
             segment_size: opts.segment_size,
             created_ms: self.now_ms,
+            nonce: super::segment::random_nonce(),
         };
         let seg = Segment::create(&opts.dir, &header)?;
         self.cursor =
-            SegmentCursor::resume(seg.id, spool_format::SEGMENT_HEADER_LEN, seg.map.len());
+            SegmentCursor::resume(&header, spool_format::SEGMENT_HEADER_LEN, seg.map.len());
         self.segments.insert(seg.id, seg);
         Ok(())
     }
@@ -125,7 +129,7 @@ impl State {
     /// The archived envelope of a queued message, read in place.
     pub fn envelope(&self, segment: u64, offset: u32) -> Option<&ArchivedEnvelope> {
         let seg = self.segments.get(&segment)?;
-        let h = spool_format::RecordHeader::decode(seg.map.get(offset as usize..)?)?;
+        let h = spool_format::RecordHeader::decode(seg.map.get(offset as usize..)?, seg.nonce)?;
         let start = offset as usize + spool_format::RECORD_HEADER_LEN;
         access_envelope(seg.map.get(start..start + h.payload_len as usize)?)
     }
@@ -186,11 +190,13 @@ impl ShardSpool {
     /// Appends a body chunk whose bytes `fill` writes straight into the
     /// mapping (at most `max_len` ≤ [`Self::max_chunk`] bytes; it returns
     /// how many). Not durable by itself: the envelope commit covers it.
+    ///
+    /// A fill that writes nothing leaves no record behind (`Ok(None)`).
     pub fn append_chunk_with(
         &self,
         max_len: usize,
         mut fill: impl FnMut(&mut [u8]) -> usize,
-    ) -> Result<ChunkRef, SpoolError> {
+    ) -> Result<Option<ChunkRef>, SpoolError> {
         if self.has_failed() {
             return Err(SpoolError::SyncFailed);
         }
@@ -208,31 +214,71 @@ impl ShardSpool {
                 })?;
             Some((cur.segment_id, off))
         })?;
-        Ok(ChunkRef {
+        if filled == 0 {
+            // Nothing was written: take the empty record back.
+            if let Some(seg) = st.segments.get_mut(&segment) {
+                let at = offset as usize;
+                seg.map[at..at + spool_format::RECORD_HEADER_LEN].fill(0);
+                st.cursor.pos = at;
+            }
+            return Ok(None);
+        }
+        Ok(Some(ChunkRef {
             segment,
             offset,
             len: filled as u32,
-        })
+        }))
+    }
+
+    /// Reserves a message id before the message is written (so it can go
+    /// into the `Received:` header); ids never repeat within a shard.
+    pub fn allocate_msg_id(&self) -> u64 {
+        self.inner.state.borrow_mut().next_seq()
     }
 
     /// Appends a whole chunk from a slice.
     pub fn append_chunk(&self, data: &[u8]) -> Result<ChunkRef, SpoolError> {
-        self.append_chunk_with(data.len(), |dst| {
+        let c = self.append_chunk_with(data.len(), |dst| {
             dst[..data.len()].copy_from_slice(data);
             data.len()
-        })
+        })?;
+        // An empty chunk is a valid, zero-length piece of body.
+        Ok(c.unwrap_or(ChunkRef {
+            segment: 0,
+            offset: 0,
+            len: 0,
+        }))
     }
 
     /// Commits a message: appends its envelope (whose `body` names chunks
     /// appended before) and resolves once it is durable. Returns the
     /// message id, also written into `env.msg_id`.
     pub async fn commit_message(&self, env: &mut Envelope) -> Result<u64, SpoolError> {
+        self.commit_envelope(env, false)
+            .await?
+            .ok_or(SpoolError::NotQueued(env.msg_id))
+    }
+
+    /// Appends an envelope and waits for it to be durable. A compaction
+    /// `copy` is not written at all if the message has a status in flight or
+    /// already left the queue (`Ok(None)`).
+    async fn commit_envelope(
+        &self,
+        env: &mut Envelope,
+        copy: bool,
+    ) -> Result<Option<u64>, SpoolError> {
         if self.has_failed() {
             return Err(SpoolError::SyncFailed);
         }
         let _pin = self.pin_for_write();
         let (ticket, segment, offset) = {
             let mut st = self.inner.state.borrow_mut();
+            if copy
+                && (!st.index.messages.contains_key(&env.msg_id)
+                    || st.unapplied_status.contains_key(&env.msg_id))
+            {
+                return Ok(None);
+            }
             let seq = st.next_seq();
             if env.msg_id == 0 {
                 env.msg_id = seq;
@@ -247,17 +293,22 @@ impl ShardSpool {
         }
         let mut st = self.inner.state.borrow_mut();
         let st = &mut *st;
-        let seg = st
-            .segments
-            .get(&segment)
-            .ok_or(SpoolError::NotQueued(env.msg_id))?;
-        let h = spool_format::RecordHeader::decode(&seg.map[offset as usize..])
-            .ok_or(SpoolError::NotQueued(env.msg_id))?;
+        let Some(seg) = st.segments.get(&segment) else {
+            return Ok(None);
+        };
+        let h = spool_format::RecordHeader::decode(&seg.map[offset as usize..], seg.nonce);
         let start = offset as usize + spool_format::RECORD_HEADER_LEN;
-        let archived = access_envelope(&seg.map[start..start + h.payload_len as usize])
-            .ok_or(SpoolError::NotQueued(env.msg_id))?;
-        st.index.insert_message(segment, offset, archived);
-        Ok(env.msg_id)
+        let archived =
+            h.and_then(|h| access_envelope(&seg.map[start..start + h.payload_len as usize]));
+        let Some(archived) = archived else {
+            return Ok(None);
+        };
+        if copy {
+            st.index.insert_copy(segment, offset, archived);
+        } else {
+            st.index.insert_message(segment, offset, archived);
+        }
+        Ok(Some(env.msg_id))
     }
 
     /// Records the outcome for some recipients of a message; resolves once
@@ -279,9 +330,20 @@ impl ShardSpool {
             st.append(&self.inner.opts, |cur, buf| {
                 cur.append_status(buf, seq, msg_id, state, now, rcpts, diagnostic)
             })?;
+            *st.unapplied_status.entry(msg_id).or_insert(0) += 1;
             self.inner.commit.written()
         };
-        if !self.inner.commit.wait(ticket).await {
+        let durable = self.inner.commit.wait(ticket).await;
+        {
+            let mut st = self.inner.state.borrow_mut();
+            if let Some(n) = st.unapplied_status.get_mut(&msg_id) {
+                *n -= 1;
+                if *n == 0 {
+                    st.unapplied_status.remove(&msg_id);
+                }
+            }
+        }
+        if !durable {
             return Err(SpoolError::SyncFailed);
         }
         let mut enc = vec![0u8; StatusRecord::encoded_len(rcpts.len(), 0)];
@@ -382,8 +444,9 @@ impl ShardSpool {
                 env.body.push(c);
             }
             env.flags |= spool_format::envelope::flags::COPIED;
-            self.commit_message(&mut env).await?;
-            copied += 1;
+            if self.commit_envelope(&mut env, true).await?.is_some() {
+                copied += 1;
+            }
         }
         self.reclaim()?;
         Ok(copied)
