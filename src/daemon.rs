@@ -1,20 +1,189 @@
-//! The daemon: starts one shard per planned CPU and runs until stopped.
+//! petrel's daemon: one pinned glommio executor per planned CPU, each a
+//! shard that recovers and owns its spool, runs its listeners and sessions,
+//! and stops cleanly on SIGTERM or SIGINT.
 //!
-//! Placeholder until the shard runtime lands: it only defines the entry
-//! point the command line calls.
+//! It owns process-wide start-up and shutdown; everything on the mail path
+//! runs inside a shard and shares nothing with the other shards.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 use crate::preflight::Plan;
+use crate::spool::recovery::open_shard;
+use crate::spool::SpoolOptions;
 
 /// Why the daemon stopped with a failure.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("daemon not built yet")]
-    NotBuilt,
+    #[error("starting shard {shard}: {source}")]
+    Executor {
+        shard: usize,
+        #[source]
+        source: glommio::GlommioError<()>,
+    },
+    #[error("shard {shard}: {why}")]
+    Shard { shard: usize, why: String },
+    #[error("shard {0} panicked")]
+    Panicked(usize),
+    #[error("spool directory {}: shard directory {dir} belongs to a larger shard count and still holds segments; run with at least {needed} shards to drain it", path.display())]
+    OrphanShard {
+        path: PathBuf,
+        dir: String,
+        needed: u32,
+    },
+    #[error("blocking signals: {0}")]
+    Signals(std::io::Error),
 }
 
-/// Runs the daemon in the foreground until it is told to stop.
-pub fn run(config: Config, plan: Plan) -> Result<(), DaemonError> {
-    let _ = (config, plan);
-    Err(DaemonError::NotBuilt)
+/// Wall clock in unix milliseconds: the one place the daemon reads it for
+/// the spool (protocol machines and the spool take it as an input).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
+
+/// Refuses to start when a spool holds shard directories beyond the
+/// configured shard count with segments in them: their mail would sit
+/// unseen. (Each shard's log has its own sequence; merging two logs is not
+/// done silently.)
+fn check_orphan_shards(spool: &Path, shards: usize) -> Result<(), DaemonError> {
+    let Ok(entries) = std::fs::read_dir(spool) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(n) = spool_format::parse_shard_dir_name(&name) else {
+            continue;
+        };
+        if (n as usize) < shards {
+            continue;
+        }
+        let has_segments = crate::spool::recovery::list_segments(&e.path())
+            .map(|s| !s.is_empty())
+            .unwrap_or(false);
+        if has_segments {
+            return Err(DaemonError::OrphanShard {
+                path: spool.to_path_buf(),
+                dir: name,
+                needed: n + 1,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Blocks SIGTERM and SIGINT in every thread (the shard threads inherit the
+/// mask), so that only the waiting main thread ever sees them.
+fn block_signals() -> Result<libc::sigset_t, DaemonError> {
+    // SAFETY: sigset_t is plain data; the calls only write the set we own
+    // and change this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(DaemonError::Signals(std::io::Error::from_raw_os_error(rc)));
+        }
+        Ok(set)
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig = 0;
+    // SAFETY: sigwait reads the set we own and writes the signal number.
+    unsafe { libc::sigwait(set, &mut sig) };
+    sig
+}
+
+/// Runs the daemon in the foreground until SIGTERM or SIGINT.
+pub fn run(config: Config, plan: Plan) -> Result<(), DaemonError> {
+    check_orphan_shards(&config.spool.path, plan.shards)?;
+    let set = block_signals()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let config = Arc::new(config);
+    let mut handles = Vec::new();
+    for (shard, &cpu) in plan.cpus.iter().enumerate().take(plan.shards) {
+        let (config, stop) = (config.clone(), stop.clone());
+        let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("petrel-shard-{shard}"))
+            .io_memory(plan.io_memory)
+            .spawn(move || async move { crate::shard::run(shard, config, stop).await })
+            .map_err(|source| DaemonError::Executor { shard, source })?;
+        handles.push(h);
+    }
+    // The signal waiter runs on its own thread so that a shard failing at
+    // start-up also ends the wait (the main thread joins the shards).
+    let waiter_stop = stop.clone();
+    std::thread::spawn(move || {
+        let sig = wait_for_signal(&set);
+        tracing::info!(
+            signal = sig,
+            "stopping: no new connections, finishing sessions"
+        );
+        waiter_stop.store(true, Ordering::SeqCst);
+    });
+    let mut first_error = None;
+    for (shard, h) in handles.into_iter().enumerate() {
+        let result = match h.join() {
+            Ok(Ok(())) => continue,
+            Ok(Err(why)) => DaemonError::Shard { shard, why },
+            Err(_) => DaemonError::Panicked(shard),
+        };
+        // One shard failing stops the others: a partial MTA is worse than a
+        // restart by systemd.
+        stop.store(true, Ordering::SeqCst);
+        first_error.get_or_insert(result);
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+/// Opens shard `shard`'s spool directory under the configured spool path.
+pub fn spool_options(config: &Config, shard: usize) -> SpoolOptions {
+    SpoolOptions {
+        dir: config
+            .spool
+            .path
+            .join(spool_format::shard_dir_name(shard as u32)),
+        shard: shard as u32,
+        segment_size: config.spool.segment_size,
+    }
+}
+
+/// Recovers a shard's spool, logging what recovery found.
+pub fn recover_spool(
+    config: &Config,
+    shard: usize,
+) -> Result<(crate::spool::ShardSpool, std::fs::File), String> {
+    let opts = spool_options(config, shard);
+    let started = std::time::Instant::now();
+    let (spool, report, lock) = open_shard(opts, now_ms()).map_err(|e| e.to_string())?;
+    tracing::info!(
+        shard,
+        segments = report.segments,
+        records = report.records,
+        queued = report.queued_messages,
+        torn_bytes = report.torn_bytes_dropped,
+        damaged_regions = report.damaged_regions,
+        damaged_messages = report.damaged_messages,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "spool recovered"
+    );
+    Ok((spool, lock))
+}
+
+/// How often shards look at the stop flag and refresh their clocks.
+pub const TICK: Duration = Duration::from_millis(100);

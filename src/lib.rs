@@ -6,5 +6,7 @@
 pub mod config;
 pub mod daemon;
 pub mod preflight;
+pub mod session;
+pub mod shard;
 pub mod smtp;
 pub mod spool;

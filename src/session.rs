@@ -1,0 +1,275 @@
+//! The I/O side of one SMTP session: moves bytes between the socket, the
+//! sans-IO session machine and the spool. It decides nothing about SMTP.
+//!
+//! Body bytes go from the receive buffer into the spool mapping in one copy
+//! (the machine unstuffs while writing into the chunk's payload area). A
+//! reply to a message is written only after the spool says it is durable.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use spool_format::envelope::{notify, ChunkRef, Envelope as SpoolEnvelope, Recipient};
+
+use crate::daemon::now_ms;
+use crate::shard::ShardCtx;
+use crate::smtp::params::{Body, Ret};
+use crate::smtp::received::{format_date, DATE_LEN};
+use crate::smtp::server::{Event, PeerInfo, Session, SpoolFailure, MIN_RECEIVE_BUFFER};
+use crate::spool::shard::WritePin;
+
+/// Receive buffer per session: big enough for the longest command line and
+/// for large body reads.
+const RECEIVE_BUFFER: usize = if MIN_RECEIVE_BUFFER > 64 * 1024 {
+    MIN_RECEIVE_BUFFER
+} else {
+    64 * 1024
+};
+
+/// A message body being written to the spool.
+struct BodySink {
+    _pin: WritePin,
+    msg_id: u64,
+    chunks: Vec<ChunkRef>,
+    len: u64,
+    /// The spool refused a chunk: keep reading to stay in sync, answer 451.
+    failed: bool,
+}
+
+/// Serves one connection until the client quits, a limit closes it, or
+/// the shard stops.
+pub async fn serve(mut stream: TcpStream, peer: PeerInfo, ctx: Rc<ShardCtx>) {
+    let mut s = Session::new(ctx.server.clone(), peer, None, now_ms());
+    let mut buf = vec![0u8; RECEIVE_BUFFER];
+    let (mut start, mut end) = (0usize, 0usize);
+    let mut out = Vec::with_capacity(4096);
+    let mut scratch = Vec::new();
+    let mut sink: Option<BodySink> = None;
+    s.greeting(&mut out);
+    loop {
+        s.set_storage_available(ctx.storage_available());
+        let now = now_ms();
+        let (used, event) = if s.wants_body() {
+            body_step(
+                &mut s,
+                &ctx,
+                &buf[start..end],
+                &mut sink,
+                &mut scratch,
+                now,
+                &mut out,
+            )
+        } else {
+            let p = s.handle_input(&buf[start..end], now, &mut out);
+            (p.consumed, p.event)
+        };
+        start += used;
+        match event {
+            Some(Event::DataStart) => sink = open_sink(&s, &ctx, &mut scratch),
+            Some(Event::DataEnd) => {
+                let reply = commit(&s, &ctx, sink.take()).await;
+                let _ = match reply {
+                    Ok(id) => s.message_accepted(&id, &mut out),
+                    Err(why) => s.message_failed(why, &mut out),
+                };
+            }
+            Some(Event::MessageRejected(_)) => sink = None,
+            Some(Event::AuthAttempt) => {
+                let ok = s
+                    .auth_credentials()
+                    .is_some_and(|c| ctx.check_password(c.username, c.password));
+                if let Ok(Some(Event::Close)) = s.auth_result(ok, &mut out) {
+                    let _ = stream.write_all(&out).await;
+                    return;
+                }
+            }
+            Some(Event::Close) | Some(Event::StartTls) => {
+                let _ = stream.write_all(&out).await;
+                return;
+            }
+            Some(_) => {}
+            None if used == 0 => {
+                if !out.is_empty() {
+                    if stream.write_all(&out).await.is_err() {
+                        return;
+                    }
+                    out.clear();
+                }
+                // Keep unconsumed input at the front, then read more.
+                buf.copy_within(start..end, 0);
+                end -= start;
+                start = 0;
+                match read_more(&mut stream, &mut s, &mut buf[end..], &mut out).await {
+                    Some(n) => end += n,
+                    None => {
+                        let _ = stream.write_all(&out).await;
+                        return;
+                    }
+                }
+                if ctx.stopping() && !s.wants_body() && sink.is_none() {
+                    let _ = stream
+                        .write_all(b"421 4.3.2 Service shutting down\r\n")
+                        .await;
+                    return;
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+/// Reads once, honouring the session's deadline. `None`: close now.
+async fn read_more(
+    stream: &mut TcpStream,
+    s: &mut Session,
+    into: &mut [u8],
+    out: &mut Vec<u8>,
+) -> Option<usize> {
+    let now = now_ms();
+    let wait = s.next_deadline().map(|d| d.saturating_sub(now).max(1));
+    if stream
+        .set_read_timeout(wait.map(Duration::from_millis))
+        .is_err()
+    {
+        return None;
+    }
+    match stream.read(into).await {
+        Ok(0) => None,
+        Ok(n) => Some(n),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            // The machine writes the 421 and says whether to close.
+            match s.handle_timeout(now_ms(), out) {
+                Some(Event::Close) => None,
+                _ => Some(0),
+            }
+        }
+        Err(_) => None,
+    }
+}
+
+/// Feeds body bytes into a new chunk of the spool mapping.
+fn body_step(
+    s: &mut Session,
+    ctx: &ShardCtx,
+    input: &[u8],
+    sink: &mut Option<BodySink>,
+    scratch: &mut Vec<u8>,
+    now: u64,
+    out: &mut Vec<u8>,
+) -> (usize, Option<Event>) {
+    let max = input.len().min(ctx.spool.max_chunk());
+    let mut prog = Default::default();
+    let healthy = sink.as_ref().is_some_and(|k| !k.failed);
+    if healthy && max > 0 {
+        let r = ctx.spool.append_chunk_with(max, |dst| {
+            prog = s.receive_data(input, dst, now, out);
+            prog.produced
+        });
+        if let Some(k) = sink.as_mut() {
+            match r {
+                Ok(Some(c)) => {
+                    k.len += u64::from(c.len);
+                    k.chunks.push(c);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "spool append failed; message will get 451");
+                    k.failed = true;
+                }
+            }
+        }
+    } else {
+        // Discard into scratch space so the session stays in sync.
+        scratch.resize(max.max(1), 0);
+        prog = s.receive_data(input, scratch, now, out);
+    }
+    (prog.consumed, prog.event)
+}
+
+/// Starts a message: reserves its id and writes the `Received:` header as
+/// the first chunk.
+fn open_sink(s: &Session, ctx: &ShardCtx, hdr: &mut Vec<u8>) -> Option<BodySink> {
+    let pin = ctx.spool.pin_for_write();
+    let msg_id = ctx.spool.allocate_msg_id();
+    let id = ctx.display_id(msg_id);
+    let mut date = [0u8; DATE_LEN];
+    let date = format_date((now_ms() / 1000) as i64, &mut date);
+    hdr.clear();
+    s.write_received(hdr, None, &id, date);
+    let mut sink = BodySink {
+        _pin: pin,
+        msg_id,
+        chunks: Vec::new(),
+        len: 0,
+        failed: false,
+    };
+    match ctx.spool.append_chunk(hdr) {
+        Ok(c) => {
+            sink.len = u64::from(c.len);
+            sink.chunks.push(c);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "spool append failed; message will get 451");
+            sink.failed = true;
+        }
+    }
+    Some(sink)
+}
+
+/// Builds the spool envelope and commits it; the id string on success.
+async fn commit(
+    s: &Session,
+    ctx: &ShardCtx,
+    sink: Option<BodySink>,
+) -> Result<String, SpoolFailure> {
+    let Some(sink) = sink.filter(|k| !k.failed) else {
+        return Err(if ctx.storage_available() {
+            SpoolFailure::Io
+        } else {
+            SpoolFailure::NoSpace
+        });
+    };
+    let e = s.envelope();
+    let mut env = SpoolEnvelope {
+        msg_id: sink.msg_id,
+        received_ms: now_ms(),
+        reverse_path: e.reverse_path().to_vec(),
+        flags: if e.smtputf8() {
+            spool_format::envelope::flags::SMTPUTF8
+        } else {
+            0
+        },
+        body_type: match e.body() {
+            Body::SevenBit => 1,
+            Body::EightBitMime => 2,
+            Body::BinaryMime => 3,
+        },
+        ret: match e.ret() {
+            None => 0,
+            Some(Ret::Full) => 1,
+            Some(Ret::Headers) => 2,
+        },
+        envid: e.envid().unwrap_or_default().to_vec(),
+        body_len: sink.len,
+        recipients: e
+            .recipients()
+            .map(|r| {
+                let bits = match r.notify {
+                    None => 0,
+                    Some(n) if n.0 == 0 => notify::NEVER,
+                    Some(n) => n.0,
+                };
+                Recipient::new(r.address, bits, r.orcpt.unwrap_or_default())
+            })
+            .collect(),
+        body: sink.chunks,
+    };
+    match ctx.spool.commit_message(&mut env).await {
+        Ok(id) => Ok(ctx.display_id(id)),
+        Err(e) => {
+            tracing::error!(error = %e, "spool commit failed; answered 451");
+            Err(SpoolFailure::Io)
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! One shard: a pinned executor that owns its spool, its listener sockets
+//! (SO_REUSEPORT: the kernel spreads connections over the shards) and every
+//! session it accepts.
+//!
+//! It must never share anything on the mail path with other shards; the only
+//! cross-shard state is the per-client-IP connection table (atomic
+//! counters) and the stop flag.
+
+use std::cell::Cell;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use glommio::net::TcpListener;
+
+use crate::config::{Config, ListenerSection};
+use crate::daemon::{now_ms, recover_spool, TICK};
+use crate::smtp::server::{PeerInfo, ServerConfig};
+use crate::spool::ShardSpool;
+
+/// Slots in the process-wide per-IP connection table. Two addresses that
+/// hash to one slot share a count, which only ever makes the cap stricter.
+const IP_SLOTS: usize = 1 << 16;
+
+fn ip_table() -> &'static [AtomicU32] {
+    static TABLE: OnceLock<Box<[AtomicU32]>> = OnceLock::new();
+    TABLE.get_or_init(|| (0..IP_SLOTS).map(|_| AtomicU32::new(0)).collect())
+}
+
+fn ip_slot(ip: IpAddr) -> &'static AtomicU32 {
+    let h = match ip {
+        IpAddr::V4(v4) => u64::from(u32::from(v4)).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        IpAddr::V6(v6) => (u128::from(v6) as u64 ^ (u128::from(v6) >> 64) as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    };
+    &ip_table()[(h >> 48) as usize % IP_SLOTS]
+}
+
+/// A held connection slot; released on drop.
+struct ConnSlot {
+    ip: Option<&'static AtomicU32>,
+    ctx: Rc<ShardCtx>,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        if let Some(c) = self.ip {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.ctx.active.set(self.ctx.active.get() - 1);
+    }
+}
+
+/// What a shard's sessions share (all on this core).
+pub struct ShardCtx {
+    pub shard: usize,
+    pub spool: ShardSpool,
+    pub server: Arc<ServerConfig>,
+    pub config: Arc<Config>,
+    storage_ok: Cell<bool>,
+    stopping: Cell<bool>,
+    active: Cell<usize>,
+}
+
+impl ShardCtx {
+    /// False when the spool is below its free-space reserve or has failed.
+    pub fn storage_available(&self) -> bool {
+        self.storage_ok.get() && !self.spool.has_failed()
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// The id shown in "queued as" and `Received:`: shard and message id.
+    pub fn display_id(&self, msg_id: u64) -> String {
+        format!("{:02X}{:014X}", self.shard, msg_id)
+    }
+
+    /// AUTH is not enabled until a users file is loaded.
+    pub fn check_password(&self, _user: &[u8], _password: &[u8]) -> bool {
+        false
+    }
+
+    fn refresh_storage(&self) {
+        let free = free_space(&self.spool.options().dir);
+        self.storage_ok
+            .set(free.is_none_or(|f| f >= self.config.spool.min_free_space));
+    }
+}
+
+/// Free bytes for unprivileged writers on the spool's file system.
+fn free_space(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes into the struct we own; the path is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+fn server_config(config: &Config, l: &ListenerSection) -> ServerConfig {
+    ServerConfig {
+        hostname: config.server.hostname.clone(),
+        max_message_size: l.max_message_size,
+        max_recipients: l.max_recipients,
+        max_errors: l.max_errors,
+        tls_available: false,
+        auth_available: false,
+        local_domains: Vec::new(),
+        idle_timeout_ms: l.command_timeout.as_millis() as u64,
+        session_timeout_ms: l.session_timeout.as_millis() as u64,
+        min_data_rate: l.min_data_rate,
+        ..ServerConfig::default()
+    }
+}
+
+/// Runs shard `shard` until the stop flag is set.
+pub async fn run(shard: usize, config: Arc<Config>, stop: Arc<AtomicBool>) -> Result<(), String> {
+    let (spool, _lock) = recover_spool(&config, shard)?;
+    let mut listeners = Vec::new();
+    for l in &config.listener {
+        let sock =
+            TcpListener::bind(l.address).map_err(|e| format!("listening on {}: {e}", l.address))?;
+        let ctx = Rc::new(ShardCtx {
+            shard,
+            spool: spool.clone(),
+            server: Arc::new(server_config(&config, l)),
+            config: config.clone(),
+            storage_ok: Cell::new(true),
+            stopping: Cell::new(false),
+            active: Cell::new(0),
+        });
+        ctx.refresh_storage();
+        let task = glommio::spawn_local(accept_loop(sock, l.clone(), ctx.clone()));
+        listeners.push((ctx, task));
+    }
+    tracing::info!(shard, listeners = listeners.len(), "shard ready");
+    let mut ticks = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(TICK).await;
+        spool.set_now(now_ms());
+        ticks += 1;
+        if ticks % 10 == 0 {
+            for (ctx, _) in &listeners {
+                ctx.refresh_storage();
+            }
+        }
+        if ticks % 600 == 0 {
+            if let Err(e) = spool.compact().await {
+                tracing::error!(shard, error = %e, "spool compaction failed");
+            }
+        }
+    }
+    shutdown(shard, &spool, listeners).await;
+    Ok(())
+}
+
+/// Stops accepting, lets sessions finish (bounded), then stops the spool.
+async fn shutdown(
+    shard: usize,
+    spool: &ShardSpool,
+    listeners: Vec<(Rc<ShardCtx>, glommio::Task<()>)>,
+) {
+    for (ctx, task) in &listeners {
+        ctx.stopping.set(true);
+        let _ = task;
+    }
+    let deadline = now_ms() + 30_000;
+    while listeners.iter().any(|(c, _)| c.active.get() > 0) && now_ms() < deadline {
+        glommio::timer::sleep(TICK).await;
+    }
+    for (_, task) in listeners {
+        let _ = task.cancel().await;
+    }
+    spool.close();
+    tracing::info!(shard, "shard stopped");
+}
+
+async fn accept_loop(sock: TcpListener, l: ListenerSection, ctx: Rc<ShardCtx>) {
+    loop {
+        let stream = match sock.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                glommio::timer::sleep(TICK).await;
+                continue;
+            }
+        };
+        if ctx.stopping() {
+            return;
+        }
+        let peer = stream.peer_addr().ok();
+        let Some(slot) = admit(&ctx, &l, peer) else {
+            glommio::spawn_local(refuse(stream)).detach();
+            continue;
+        };
+        let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
+        let relay_allowed = ctx.config.relay.networks.iter().any(|n| n.contains(ip));
+        let _ = stream.set_nodelay(true);
+        let c = ctx.clone();
+        glommio::spawn_local(async move {
+            let _slot = slot;
+            crate::session::serve(stream, PeerInfo { ip, relay_allowed }, c).await;
+        })
+        .detach();
+    }
+}
+
+/// Applies the per-shard and per-IP connection caps.
+fn admit(ctx: &Rc<ShardCtx>, l: &ListenerSection, peer: Option<SocketAddr>) -> Option<ConnSlot> {
+    if ctx.active.get() >= l.max_connections {
+        return None;
+    }
+    let ip = peer.map(|p| p.ip());
+    let trusted = ip.is_some_and(|ip| ctx.config.relay.networks.iter().any(|n| n.contains(ip)));
+    let counter = match ip {
+        Some(ip) if !trusted => {
+            let c = ip_slot(ip);
+            if c.fetch_add(1, Ordering::Relaxed) as usize >= l.max_connections_per_ip {
+                c.fetch_sub(1, Ordering::Relaxed);
+                return None;
+            }
+            Some(c)
+        }
+        _ => None,
+    };
+    ctx.active.set(ctx.active.get() + 1);
+    Some(ConnSlot {
+        ip: counter,
+        ctx: ctx.clone(),
+    })
+}
+
+async fn refuse(mut stream: glommio::net::TcpStream) {
+    use futures_lite::AsyncWriteExt;
+    let _ = stream
+        .write_all(b"421 4.7.0 Too many connections, try again later\r\n")
+        .await;
+}
