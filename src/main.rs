@@ -62,6 +62,20 @@ enum Command {
         #[arg(long, conflicts_with = "config")]
         default: bool,
     },
+    /// Hash a password for SMTP AUTH and print or store USER:HASH.
+    ///
+    /// Reads the password from stdin: one line, its line ending stripped
+    /// (pipe it in, e.g. `printf '%s\n' "$PW" | petrel passwd alice`). At a
+    /// terminal it prompts twice on stderr without echo. Prints USER:HASH
+    /// (argon2id), or with --file adds or replaces USER's line in FILE.
+    Passwd {
+        /// User name: no whitespace, no ':', not starting with '#'.
+        #[arg(value_name = "USER")]
+        user: String,
+        /// Users file to update in place (created with mode 0600 if missing).
+        #[arg(short, long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
     /// Offline spool tools (no daemon needed).
     Spool {
         #[command(subcommand)]
@@ -83,6 +97,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run { config } => run(config.as_deref()),
         Command::Check { config, .. } => check(config.as_deref()),
+        Command::Passwd { user, file } => passwd(&user, file.as_deref()),
         Command::Spool {
             command: SpoolCommand::Inspect { dir },
         } => spool_inspect(&dir),
@@ -148,6 +163,44 @@ fn spool_inspect(dir: &Path) -> ExitCode {
     match petrel::spool::inspect::run(dir, &mut out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(EXIT_FAILURE, &format!("petrel: spool inspect: {e}")),
+    }
+}
+
+fn passwd(user: &str, file: Option<&Path>) -> ExitCode {
+    use petrel::auth;
+    use std::io::IsTerminal;
+    if let Some(why) = auth::invalid_user_name(user) {
+        return fail(EXIT_USAGE, &format!("petrel passwd: {why}"));
+    }
+    let password = if io::stdin().is_terminal() {
+        auth::prompt_password(user)
+    } else {
+        auth::read_password_line(&mut io::stdin().lock())
+    };
+    let password = match password {
+        Ok(p) if p.is_empty() => return fail(EXIT_USAGE, &"petrel passwd: empty password"),
+        Ok(p) => p,
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            return fail(EXIT_USAGE, &format!("petrel passwd: {e}"))
+        }
+        Err(e) => {
+            return fail(
+                EXIT_FAILURE,
+                &format!("petrel passwd: reading the password: {e}"),
+            )
+        }
+    };
+    let hash = match auth::hash_password(&password) {
+        Ok(hash) => hash,
+        Err(e) => return fail(EXIT_FAILURE, &format!("petrel passwd: {e}")),
+    };
+    let done = match file {
+        Some(file) => auth::set_user(file, user, &hash),
+        None => writeln!(io::stdout().lock(), "{user}:{hash}"),
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(EXIT_FAILURE, &format!("petrel passwd: {e}")),
     }
 }
 
