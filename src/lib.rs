@@ -3,6 +3,7 @@
 //! The library holds every stage of the daemon so that integration tests and
 //! benchmarks can drive them directly; `src/main.rs` is only the command line.
 
+pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod preflight;
@@ -10,3 +11,4 @@ pub mod session;
 pub mod shard;
 pub mod smtp;
 pub mod spool;
+pub mod tls;

@@ -8,7 +8,8 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
 use spool_format::envelope::{notify, ChunkRef, Envelope as SpoolEnvelope, Recipient};
 
@@ -18,6 +19,7 @@ use crate::smtp::params::{Body, Ret};
 use crate::smtp::received::{format_date, DATE_LEN};
 use crate::smtp::server::{Event, PeerInfo, Session, SpoolFailure, MIN_RECEIVE_BUFFER};
 use crate::spool::shard::WritePin;
+use crate::tls;
 
 /// Receive buffer per session: big enough for the longest command line and
 /// for large body reads.
@@ -37,81 +39,185 @@ struct BodySink {
     failed: bool,
 }
 
+/// A byte stream a session runs over: plain TCP or TLS on top of it.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin {
+    /// Bounds the next reads (the session's deadline).
+    fn set_read_deadline(&self, wait: Option<Duration>) -> std::io::Result<()>;
+}
+
+impl Transport for TcpStream {
+    fn set_read_deadline(&self, wait: Option<Duration>) -> std::io::Result<()> {
+        self.set_read_timeout(wait)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}
+
+impl Transport for TlsStream<TcpStream> {
+    fn set_read_deadline(&self, wait: Option<Duration>) -> std::io::Result<()> {
+        self.get_ref()
+            .0
+            .set_read_timeout(wait)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}
+
+/// Buffers of one connection, kept across the switch to TLS.
+struct Buffers {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    out: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+/// How a run over one transport ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Closed,
+    StartTls,
+}
+
 /// Serves one connection until the client quits, a limit closes it, or
 /// the shard stops.
-pub async fn serve(mut stream: TcpStream, peer: PeerInfo, ctx: Rc<ShardCtx>) {
+pub async fn serve(stream: TcpStream, peer: PeerInfo, ctx: Rc<ShardCtx>) {
+    let mut b = Buffers {
+        buf: vec![0u8; RECEIVE_BUFFER],
+        start: 0,
+        end: 0,
+        out: Vec::with_capacity(4096),
+        scratch: Vec::new(),
+    };
+    if ctx.implicit_tls {
+        let Some(mut tls) = handshake(&ctx, stream).await else {
+            return;
+        };
+        let info = tls::info(tls.get_ref().1);
+        let mut s = Session::new(ctx.server.clone(), peer, Some(info), now_ms());
+        s.greeting(&mut b.out);
+        drive(&mut tls, &mut s, &ctx, &mut b).await;
+        return;
+    }
+    let mut stream = stream;
     let mut s = Session::new(ctx.server.clone(), peer, None, now_ms());
-    let mut buf = vec![0u8; RECEIVE_BUFFER];
-    let (mut start, mut end) = (0usize, 0usize);
-    let mut out = Vec::with_capacity(4096);
-    let mut scratch = Vec::new();
+    s.greeting(&mut b.out);
+    if drive(&mut stream, &mut s, &ctx, &mut b).await != Outcome::StartTls {
+        return;
+    }
+    // CVE-2011-0411: nothing the client sent before the handshake may be
+    // read as a command after it.
+    (b.start, b.end) = (0, 0);
+    let Some(mut tls) = handshake(&ctx, stream).await else {
+        return;
+    };
+    if s.tls_established(tls::info(tls.get_ref().1), now_ms())
+        .is_ok()
+    {
+        drive(&mut tls, &mut s, &ctx, &mut b).await;
+    }
+}
+
+/// Runs the TLS handshake within the command timeout.
+async fn handshake(ctx: &ShardCtx, stream: TcpStream) -> Option<TlsStream<TcpStream>> {
+    let acceptor = ctx.tls.clone()?;
+    let limit = Duration::from_millis(ctx.server.idle_timeout_ms);
+    stream.set_read_timeout(Some(limit)).ok()?;
+    stream.set_write_timeout(Some(limit)).ok()?;
+    match acceptor.accept(stream).await {
+        Ok(tls) => Some(tls),
+        Err(e) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+    }
+}
+
+async fn flush<S: Transport>(stream: &mut S, out: &mut Vec<u8>) -> bool {
+    if out.is_empty() {
+        return true;
+    }
+    let ok = stream.write_all(out).await.is_ok() && stream.flush().await.is_ok();
+    out.clear();
+    ok
+}
+
+/// Runs the session over one transport until it closes or asks for TLS.
+async fn drive<S: Transport>(
+    stream: &mut S,
+    s: &mut Session,
+    ctx: &ShardCtx,
+    b: &mut Buffers,
+) -> Outcome {
     let mut sink: Option<BodySink> = None;
-    s.greeting(&mut out);
     loop {
         s.set_storage_available(ctx.storage_available());
         let now = now_ms();
         let (used, event) = if s.wants_body() {
             body_step(
-                &mut s,
-                &ctx,
-                &buf[start..end],
+                s,
+                ctx,
+                &b.buf[b.start..b.end],
                 &mut sink,
-                &mut scratch,
+                &mut b.scratch,
                 now,
-                &mut out,
+                &mut b.out,
             )
         } else {
-            let p = s.handle_input(&buf[start..end], now, &mut out);
+            let p = s.handle_input(&b.buf[b.start..b.end], now, &mut b.out);
             (p.consumed, p.event)
         };
-        start += used;
+        b.start += used;
         match event {
-            Some(Event::DataStart) => sink = open_sink(&s, &ctx, &mut scratch),
+            Some(Event::DataStart) => sink = open_sink(s, ctx, &mut b.scratch),
             Some(Event::DataEnd) => {
-                let reply = commit(&s, &ctx, sink.take()).await;
+                let reply = commit(s, ctx, sink.take()).await;
                 let _ = match reply {
-                    Ok(id) => s.message_accepted(&id, &mut out),
-                    Err(why) => s.message_failed(why, &mut out),
+                    Ok(id) => s.message_accepted(&id, &mut b.out),
+                    Err(why) => s.message_failed(why, &mut b.out),
                 };
             }
             Some(Event::MessageRejected(_)) => sink = None,
             Some(Event::AuthAttempt) => {
-                let ok = s
-                    .auth_credentials()
-                    .is_some_and(|c| ctx.check_password(c.username, c.password));
-                if let Ok(Some(Event::Close)) = s.auth_result(ok, &mut out) {
-                    let _ = stream.write_all(&out).await;
-                    return;
+                let ok = match s.auth_credentials() {
+                    Some(c) => ctx.check_password(c.username, c.password).await,
+                    None => false,
+                };
+                if let Ok(Some(Event::Close)) = s.auth_result(ok, &mut b.out) {
+                    flush(stream, &mut b.out).await;
+                    return Outcome::Closed;
                 }
             }
-            Some(Event::Close) | Some(Event::StartTls) => {
-                let _ = stream.write_all(&out).await;
-                return;
+            Some(Event::StartTls) => {
+                return match flush(stream, &mut b.out).await && ctx.tls.is_some() {
+                    true => Outcome::StartTls,
+                    false => Outcome::Closed,
+                };
+            }
+            Some(Event::Close) => {
+                flush(stream, &mut b.out).await;
+                return Outcome::Closed;
             }
             Some(_) => {}
             None if used == 0 => {
-                if !out.is_empty() {
-                    if stream.write_all(&out).await.is_err() {
-                        return;
-                    }
-                    out.clear();
+                if !flush(stream, &mut b.out).await {
+                    return Outcome::Closed;
                 }
                 // Keep unconsumed input at the front, then read more.
-                buf.copy_within(start..end, 0);
-                end -= start;
-                start = 0;
-                match read_more(&mut stream, &mut s, &mut buf[end..], &mut out).await {
-                    Some(n) => end += n,
+                b.buf.copy_within(b.start..b.end, 0);
+                b.end -= b.start;
+                b.start = 0;
+                let (buf, end) = (&mut b.buf, b.end);
+                match read_more(stream, s, &mut buf[end..], &mut b.out).await {
+                    Some(n) => b.end += n,
                     None => {
-                        let _ = stream.write_all(&out).await;
-                        return;
+                        flush(stream, &mut b.out).await;
+                        return Outcome::Closed;
                     }
                 }
                 if ctx.stopping() && !s.wants_body() && sink.is_none() {
-                    let _ = stream
-                        .write_all(b"421 4.3.2 Service shutting down\r\n")
-                        .await;
-                    return;
+                    b.out
+                        .extend_from_slice(b"421 4.3.2 Service shutting down\r\n");
+                    flush(stream, &mut b.out).await;
+                    return Outcome::Closed;
                 }
             }
             None => {}
@@ -120,20 +226,20 @@ pub async fn serve(mut stream: TcpStream, peer: PeerInfo, ctx: Rc<ShardCtx>) {
 }
 
 /// Reads once, honouring the session's deadline. `None`: close now.
-async fn read_more(
-    stream: &mut TcpStream,
+async fn read_more<S: Transport>(
+    stream: &mut S,
     s: &mut Session,
     into: &mut [u8],
     out: &mut Vec<u8>,
 ) -> Option<usize> {
-    let now = now_ms();
-    let wait = s.next_deadline().map(|d| d.saturating_sub(now).max(1));
-    if stream
-        .set_read_timeout(wait.map(Duration::from_millis))
-        .is_err()
-    {
+    if into.is_empty() {
         return None;
     }
+    let now = now_ms();
+    let wait = s.next_deadline().map(|d| d.saturating_sub(now).max(1));
+    stream
+        .set_read_deadline(wait.map(Duration::from_millis))
+        .ok()?;
     match stream.read(into).await {
         Ok(0) => None,
         Ok(n) => Some(n),

@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock};
 
 use glommio::net::TcpListener;
 
+use crate::auth::Users;
 use crate::config::{Config, ListenerSection};
 use crate::daemon::{now_ms, recover_spool, TICK};
 use crate::smtp::server::{PeerInfo, ServerConfig};
@@ -58,6 +59,11 @@ pub struct ShardCtx {
     pub spool: ShardSpool,
     pub server: Arc<ServerConfig>,
     pub config: Arc<Config>,
+    /// Set when the listener has a certificate: STARTTLS, or implicit TLS.
+    pub tls: Option<futures_rustls::TlsAcceptor>,
+    pub implicit_tls: bool,
+    /// AUTH users; None when `[auth] users_file` is not set (AUTH fails).
+    pub users: Option<Arc<Users>>,
     storage_ok: Cell<bool>,
     stopping: Cell<bool>,
     active: Cell<usize>,
@@ -78,9 +84,16 @@ impl ShardCtx {
         format!("{:02X}{:014X}", self.shard, msg_id)
     }
 
-    /// AUTH is not enabled until a users file is loaded.
-    pub fn check_password(&self, _user: &[u8], _password: &[u8]) -> bool {
-        false
+    /// True if the users file has `user` with this password. argon2 costs
+    /// about 20 ms of CPU, so it runs on the blocking pool, not the shard.
+    pub async fn check_password(&self, user: &[u8], password: &[u8]) -> bool {
+        let Some(users) = self.users.clone() else {
+            return false;
+        };
+        let (user, password) = (user.to_vec(), password.to_vec());
+        glommio::executor()
+            .spawn_blocking(move || users.verify(&user, &password))
+            .await
     }
 
     fn refresh_storage(&self) {
@@ -100,14 +113,15 @@ fn free_space(dir: &std::path::Path) -> Option<u64> {
     (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
-fn server_config(config: &Config, l: &ListenerSection) -> ServerConfig {
+fn server_config(config: &Config, l: &ListenerSection, tls: bool, auth: bool) -> ServerConfig {
     ServerConfig {
         hostname: config.server.hostname.clone(),
         max_message_size: l.max_message_size,
         max_recipients: l.max_recipients,
         max_errors: l.max_errors,
-        tls_available: false,
-        auth_available: false,
+        // Implicit TLS is active from the start: nothing to offer.
+        tls_available: tls && !l.implicit_tls,
+        auth_available: auth,
         local_domains: Vec::new(),
         idle_timeout_ms: l.command_timeout.as_millis() as u64,
         session_timeout_ms: l.session_timeout.as_millis() as u64,
@@ -119,15 +133,32 @@ fn server_config(config: &Config, l: &ListenerSection) -> ServerConfig {
 /// Runs shard `shard` until the stop flag is set.
 pub async fn run(shard: usize, config: Arc<Config>, stop: Arc<AtomicBool>) -> Result<(), String> {
     let (spool, _lock) = recover_spool(&config, shard)?;
+    let users = match &config.auth.users_file {
+        Some(path) => {
+            let users = Users::load(path).map_err(|e| e.to_string())?;
+            tracing::info!(shard, users = users.len(), file = %path.display(), "loaded AUTH users");
+            Some(Arc::new(users))
+        }
+        None => None,
+    };
     let mut listeners = Vec::new();
     for l in &config.listener {
+        let tls = match (&l.tls_cert, &l.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(crate::tls::load_acceptor(cert, key).map_err(|e| e.to_string())?)
+            }
+            _ => None,
+        };
         let sock =
             TcpListener::bind(l.address).map_err(|e| format!("listening on {}: {e}", l.address))?;
         let ctx = Rc::new(ShardCtx {
             shard,
             spool: spool.clone(),
-            server: Arc::new(server_config(&config, l)),
+            server: Arc::new(server_config(&config, l, tls.is_some(), users.is_some())),
             config: config.clone(),
+            implicit_tls: l.implicit_tls && tls.is_some(),
+            tls,
+            users: users.clone(),
             storage_ok: Cell::new(true),
             stopping: Cell::new(false),
             active: Cell::new(0),
