@@ -53,6 +53,9 @@ pub struct ServerConfig {
     pub local_domains: Vec<String>,
     /// Time allowed between client input, in ms (RFC 5321 4.5.3.2.7: 5 min).
     pub idle_timeout_ms: u64,
+    /// Time allowed between body octets during DATA/BDAT, in ms (RFC 5321
+    /// 4.5.3.2.5: 3 min per data block; 10 min is the usual server value).
+    pub data_timeout_ms: u64,
     /// Longest a whole session may last, in ms.
     pub session_timeout_ms: u64,
     /// Minimum body transfer rate during DATA/BDAT, octets per second
@@ -72,6 +75,7 @@ impl Default for ServerConfig {
             auth_available: false,
             local_domains: Vec::new(),
             idle_timeout_ms: 300_000,
+            data_timeout_ms: 600_000,
             session_timeout_ms: 3_600_000,
             min_data_rate: 256,
             data_rate_window_ms: 30_000,
@@ -441,9 +445,19 @@ impl Session {
         );
     }
 
+    /// The inactivity limit of the current state: body transfer has its own.
+    fn idle_limit_ms(&self) -> u64 {
+        match self.state {
+            State::Data(_) | State::Bdat { .. } | State::BdatDiscard { .. } => {
+                self.cfg.data_timeout_ms
+            }
+            _ => self.cfg.idle_timeout_ms,
+        }
+    }
+
     /// When `handle_timeout` should be called next, if ever.
     pub fn next_deadline(&self) -> Option<u64> {
-        let idle = self.last_input_ms.saturating_add(self.cfg.idle_timeout_ms);
+        let idle = self.last_input_ms.saturating_add(self.idle_limit_ms());
         let whole = self.started_ms.saturating_add(self.cfg.session_timeout_ms);
         match self.state {
             // The I/O layer owes us an answer: its own time, not the client's.
@@ -468,7 +482,7 @@ impl Session {
         if now_ms < deadline {
             return None;
         }
-        let idle = self.last_input_ms.saturating_add(self.cfg.idle_timeout_ms);
+        let idle = self.last_input_ms.saturating_add(self.idle_limit_ms());
         let whole = self.started_ms.saturating_add(self.cfg.session_timeout_ms);
         if now_ms >= idle || now_ms >= whole {
             return self.close(reply::TIMEOUT, out);

@@ -1025,3 +1025,19 @@ proptest! {
         crate::smtp::fuzzing::smtp_server(&input);
     }
 }
+
+#[test]
+fn body_transfer_has_its_own_inactivity_limit() {
+    let cfg = ServerConfig {
+        min_data_rate: 0,
+        idle_timeout_ms: 1_000,
+        data_timeout_ms: 5_000,
+        ..config()
+    };
+    let mut c = Client::with(cfg, false, None);
+    c.send(EHLO);
+    c.send(b"MAIL FROM:<>\r\nRCPT TO:<u@example.com>\r\nDATA\r\n");
+    assert_eq!(c.s.next_deadline(), Some(5_000));
+    assert_eq!(c.s.handle_timeout(4_999, &mut c.out), None);
+    assert_eq!(c.s.handle_timeout(5_000, &mut c.out), Some(Event::Close));
+}
