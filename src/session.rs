@@ -150,6 +150,7 @@ async fn drive<S: Transport>(
     let mut sink: Option<BodySink> = None;
     loop {
         s.set_storage_available(ctx.storage_available());
+        s.set_spool_failed(ctx.spool.has_failed());
         let now = now_ms();
         let (used, event) = if s.wants_body() {
             body_step(

@@ -8,6 +8,9 @@
 
 use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
+
+use futures_lite::FutureExt;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -234,7 +237,12 @@ async fn accept_loop(sock: TcpListener, l: ListenerSection, ctx: Rc<ShardCtx>) {
         let c = ctx.clone();
         glommio::spawn_local(async move {
             let _slot = slot;
-            crate::session::serve(stream, PeerInfo { ip, relay_allowed }, c).await;
+            let session = crate::session::serve(stream, PeerInfo { ip, relay_allowed }, c);
+            // A bug in one session must not take the shard and its other
+            // sessions down; what they acknowledged is durable either way.
+            if AssertUnwindSafe(session).catch_unwind().await.is_err() {
+                tracing::error!(%ip, "session panicked; connection dropped");
+            }
         })
         .detach();
     }

@@ -91,6 +91,9 @@ impl Session {
         if params.size.is_some_and(|s| s > self.cfg.max_message_size) {
             return self.fail(reply::MESSAGE_TOO_BIG, out);
         }
+        if self.spool_failed {
+            return self.fail(reply::SPOOL_ERROR, out);
+        }
         if !self.storage_available {
             // Our condition, not the client's fault: not counted.
             return self.reply(reply::NO_STORAGE, out);

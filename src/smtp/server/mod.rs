@@ -210,6 +210,7 @@ pub struct Session {
     bdat_limit: SizeLimit,
     bdat_started: bool,
     storage_available: bool,
+    spool_failed: bool,
     errors: u32,
     /// Decoded SASL response, `authzid NUL username NUL password`.
     sasl: Vec<u8>,
@@ -237,6 +238,7 @@ impl Session {
             bdat_limit: SizeLimit::new(max),
             bdat_started: false,
             storage_available: true,
+            spool_failed: false,
             errors: 0,
             sasl: Vec::new(),
             started_ms: now_ms,
@@ -382,8 +384,13 @@ impl Session {
         self.bdat_limit = SizeLimit::new(self.cfg.max_message_size);
     }
 
-    /// The spool is (or is no longer) below its free-space reserve: MAIL is
-    /// answered 452 4.3.1 while false.
+    /// The spool failed (a sync error): MAIL is answered 451 4.3.0 until
+    /// the daemon is restarted.
+    pub fn set_spool_failed(&mut self, failed: bool) {
+        self.spool_failed = failed;
+    }
+
+    /// False: the spool is below its free-space reserve (MAIL gets 452 4.3.1).
     pub fn set_storage_available(&mut self, available: bool) {
         self.storage_available = available;
     }

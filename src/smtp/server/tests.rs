@@ -1041,3 +1041,14 @@ fn body_transfer_has_its_own_inactivity_limit() {
     assert_eq!(c.s.handle_timeout(4_999, &mut c.out), None);
     assert_eq!(c.s.handle_timeout(5_000, &mut c.out), Some(Event::Close));
 }
+
+#[test]
+fn failed_spool_answers_451_at_mail() {
+    let mut c = greeted();
+    c.s.set_spool_failed(true);
+    assert!(c
+        .send(b"MAIL FROM:<a@example.com>\r\n")
+        .starts_with("451 4.3.0"));
+    c.s.set_spool_failed(false);
+    assert!(c.send(b"MAIL FROM:<a@example.com>\r\n").starts_with("250"));
+}
