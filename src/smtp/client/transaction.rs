@@ -1,0 +1,356 @@
+//! One mail transaction: MAIL, RCPTs, DATA (pipelined or in lock-step),
+//! the body, the end-of-data reply, and a verdict per recipient.
+//!
+//! Owns: which command is sent when, which reply answers which command,
+//! and the checks that fail a transaction before a byte is sent (SIZE,
+//! SMTPUTF8, BINARYMIME, TLS required).
+//! Must never: send DATA when no recipient was accepted, send the body
+//! before a 354, or call a recipient delivered on anything but a 2xx to
+//! the end of data after a 2xx to its RCPT.
+
+use super::command::{write_mail, write_rcpt, Transaction};
+use super::reply::ServerReply;
+use super::{Body, Client, Event, Misuse, OutcomeKind, Phase, RcptOutcome};
+
+/// A command whose reply is awaited, in the order sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cmd {
+    Rset,
+    Mail,
+    Rcpt(usize),
+    Data,
+    EndOfData,
+    /// `.` ending an empty body after a 354 nobody could use (RFC 2920 3.1).
+    AbortDot,
+}
+
+#[derive(Debug)]
+enum RcptState {
+    Pending,
+    /// RCPT got 2xx; the verdict comes with the end of data.
+    Accepted,
+    Decided(OutcomeKind, ServerReply),
+}
+
+#[derive(Debug)]
+pub(super) struct Tx {
+    /// Command lines made at the start, so lock-step needs no copy of the
+    /// caller's envelope; `cmds` holds each command's range in it.
+    lines: Vec<u8>,
+    cmds: Vec<(Cmd, usize, usize)>,
+    sent: usize,
+    replied: usize,
+    rcpts: Vec<RcptState>,
+    mail_refused: bool,
+    body_8bit_unannounced: bool,
+    /// The end-of-data reply came: the server holds no transaction state.
+    ended_cleanly: bool,
+}
+
+impl Tx {
+    pub(super) fn awaited(&self) -> Option<Cmd> {
+        self.cmds.get(self.replied).map(|c| c.0)
+    }
+
+    fn accepted(&self) -> usize {
+        let accepted = |s: &&RcptState| matches!(s, RcptState::Accepted);
+        self.rcpts.iter().filter(accepted).count()
+    }
+
+    fn push(&mut self, cmd: Cmd, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.lines.len();
+        write(&mut self.lines);
+        self.cmds.push((cmd, start, self.lines.len()));
+    }
+
+    /// In lock-step, stop before RCPTs nobody will use (MAIL refused) and
+    /// before a DATA nobody will use (no RCPT accepted).
+    fn is_over(&self) -> bool {
+        let idle = self.sent == self.replied;
+        match self.awaited() {
+            None => true,
+            Some(Cmd::Rcpt(_)) => idle && self.mail_refused,
+            Some(Cmd::Data) => idle && (self.mail_refused || self.accepted() == 0),
+            Some(_) => false,
+        }
+    }
+
+    /// Records `r` for every recipient still waiting in `from`'s state.
+    fn decide(&mut self, from: fn(&RcptState) -> bool, r: &ServerReply) {
+        let Some(kind) = kind_of(r) else { return };
+        for s in self.rcpts.iter_mut().filter(|s| from(s)) {
+            *s = RcptState::Decided(kind, r.clone());
+        }
+    }
+
+    /// Handles a reply to MAIL, RCPT or the end of data; false when the
+    /// code makes no sense for the command.
+    fn on_reply(&mut self, cmd: Cmd, r: &ServerReply) -> bool {
+        let known = kind_of(r).is_some();
+        match cmd {
+            Cmd::Rset | Cmd::AbortDot => true,
+            Cmd::Mail if r.is_positive() => true,
+            Cmd::Mail => {
+                self.mail_refused = true;
+                self.decide(|s| matches!(s, RcptState::Pending), r);
+                known
+            }
+            // After a refused MAIL, RCPT replies (503s) say nothing new.
+            Cmd::Rcpt(_) if self.mail_refused => true,
+            Cmd::Rcpt(i) => match (self.rcpts.get_mut(i), kind_of(r)) {
+                (Some(s), Some(OutcomeKind::Delivered)) => {
+                    *s = RcptState::Accepted;
+                    true
+                }
+                (Some(s), Some(kind)) => {
+                    *s = RcptState::Decided(kind, r.clone());
+                    true
+                }
+                _ => false,
+            },
+            Cmd::EndOfData => {
+                self.ended_cleanly = true;
+                self.decide(|s| matches!(s, RcptState::Accepted), r);
+                known
+            }
+            Cmd::Data => false,
+        }
+    }
+}
+
+/// 2xx delivered (or accepted), 4xx deferred, 5xx failed; 3xx is no verdict.
+fn kind_of(r: &ServerReply) -> Option<OutcomeKind> {
+    match r.class() {
+        2 => Some(OutcomeKind::Delivered),
+        4 => Some(OutcomeKind::Deferred),
+        5 => Some(OutcomeKind::Failed),
+        _ => None,
+    }
+}
+
+impl Client {
+    /// Starts sending `t`. Checks that need no server (TLS refusal, SIZE,
+    /// SMTPUTF8, BINARYMIME) decide every recipient at once: then
+    /// `TransactionDone` is queued and nothing is written.
+    pub fn start_transaction(
+        &mut self,
+        t: &Transaction<'_>,
+        now_ms: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Misuse> {
+        if self.phase != Phase::Ready {
+            return Err(Misuse::NotWaiting);
+        }
+        if !t.is_writable() {
+            return Err(Misuse::BadEnvelope);
+        }
+        if let Some((kind, reply)) = self.precheck(t) {
+            self.outcomes = (0..t.recipients.len())
+                .map(|index| self.outcome(index, kind, reply.clone(), false))
+                .collect();
+            self.events.push_back(Event::TransactionDone);
+            return Ok(());
+        }
+        self.tx = Some(self.build_tx(t));
+        self.phase = Phase::Transaction;
+        self.send_more(now_ms, out);
+        Ok(())
+    }
+
+    fn precheck(&self, t: &Transaction<'_>) -> Option<(OutcomeKind, ServerReply)> {
+        use OutcomeKind::{Deferred, Failed};
+        if let Some(r) = &self.refusal {
+            return Some((Deferred, r.clone()));
+        }
+        if t.needs_smtputf8() && !self.ext.smtputf8 {
+            let why = "SMTPUTF8 required but not offered by the remote server";
+            return Some((Failed, ServerReply::local(553, (5, 6, 7), why)));
+        }
+        // BINARYMIME needs BDAT (RFC 3030 3), which this client does not send.
+        if t.body == Body::BinaryMime {
+            let why = "binary body requires BINARYMIME and CHUNKING";
+            return Some((Failed, ServerReply::local(554, (5, 6, 3), why)));
+        }
+        match self.ext.size {
+            Some(max) if max > 0 && t.size > max => {
+                let why = format!("message too big for remote ({} > SIZE {max})", t.size);
+                Some((Failed, ServerReply::local(552, (5, 3, 4), &why)))
+            }
+            _ => None,
+        }
+    }
+
+    fn build_tx(&mut self, t: &Transaction<'_>) -> Tx {
+        let ext = self.ext;
+        let mut tx = Tx {
+            lines: Vec::with_capacity(64 + 48 * t.recipients.len()),
+            cmds: Vec::with_capacity(t.recipients.len() + 3),
+            sent: 0,
+            replied: 0,
+            rcpts: t.recipients.iter().map(|_| RcptState::Pending).collect(),
+            mail_refused: false,
+            body_8bit_unannounced: t.body == Body::EightBitMime && !ext.eight_bit_mime,
+            ended_cleanly: false,
+        };
+        if std::mem::take(&mut self.needs_rset) {
+            tx.push(Cmd::Rset, |o| o.extend_from_slice(b"RSET\r\n"));
+        }
+        tx.push(Cmd::Mail, |o| write_mail(o, t, &ext));
+        for (i, r) in t.recipients.iter().enumerate() {
+            tx.push(Cmd::Rcpt(i), |o| write_rcpt(o, r, &ext));
+        }
+        tx.push(Cmd::Data, |o| o.extend_from_slice(b"DATA\r\n"));
+        tx
+    }
+
+    /// PIPELINING: everything not yet written, in one write (RFC 2920).
+    /// Lock-step: the next command once the previous one is answered.
+    fn send_more(&mut self, now_ms: u64, out: &mut Vec<u8>) {
+        let pipelining = self.ext.pipelining;
+        let Some(tx) = self.tx.as_mut() else { return };
+        while tx.sent < tx.cmds.len() && (pipelining || tx.sent == tx.replied) {
+            let (_, start, end) = tx.cmds[tx.sent];
+            out.extend_from_slice(tx.lines.get(start..end).unwrap_or(&[]));
+            tx.sent += 1;
+        }
+        let awaited = tx.awaited();
+        self.deadline = awaited.map(|c| now_ms.saturating_add(self.timeout_for(c)));
+    }
+
+    fn timeout_for(&self, cmd: Cmd) -> u64 {
+        let t = &self.cfg.timeouts;
+        match cmd {
+            Cmd::Rset => t.command_ms,
+            Cmd::Mail => t.mail_ms,
+            Cmd::Rcpt(_) => t.rcpt_ms,
+            Cmd::Data => t.data_init_ms,
+            Cmd::EndOfData | Cmd::AbortDot => t.data_end_ms,
+        }
+    }
+
+    pub(super) fn on_tx_reply(&mut self, r: ServerReply, now_ms: u64, out: &mut Vec<u8>) {
+        let Some(tx) = self.tx.as_mut() else {
+            return self.protocol_error();
+        };
+        // A reply to a command not sent yet: the server is out of step.
+        let cmd = match tx.awaited() {
+            Some(cmd) if tx.replied < tx.sent => cmd,
+            _ => return self.protocol_error(),
+        };
+        tx.replied += 1;
+        if cmd == Cmd::Data {
+            return self.on_data_reply(r, now_ms, out);
+        }
+        if !tx.on_reply(cmd, &r) {
+            return self.protocol_error();
+        }
+        self.advance(now_ms, out);
+    }
+
+    fn on_data_reply(&mut self, r: ServerReply, now_ms: u64, out: &mut Vec<u8>) {
+        let Some(tx) = self.tx.as_mut() else { return };
+        if r.code == 354 {
+            if tx.mail_refused || tx.accepted() == 0 {
+                // RFC 2920 3.1: the server took DATA although nobody is
+                // left to deliver to; end an empty body and ignore its reply.
+                out.extend_from_slice(b".\r\n");
+                tx.cmds.push((Cmd::AbortDot, 0, 0));
+                tx.sent = tx.cmds.len();
+                return self.send_more(now_ms, out);
+            }
+            self.phase = Phase::Body;
+            self.encoder = super::BodyEncoder::new();
+            self.deadline = Some(now_ms.saturating_add(self.cfg.timeouts.data_block_ms));
+            self.events.push_back(Event::SendBody);
+            return;
+        }
+        if !matches!(r.class(), 4 | 5) {
+            return self.protocol_error();
+        }
+        // With nobody accepted this is the expected 554/503 (RFC 2920);
+        // otherwise the accepted recipients share DATA's refusal.
+        if !tx.mail_refused {
+            tx.decide(|s| matches!(s, RcptState::Accepted), &r);
+        }
+        self.advance(now_ms, out);
+    }
+
+    fn advance(&mut self, now_ms: u64, out: &mut Vec<u8>) {
+        match self.tx.take_if(|tx| tx.is_over()) {
+            Some(tx) => self.finish_tx(tx, None),
+            None => self.send_more(now_ms, out),
+        }
+    }
+
+    /// Appends a body chunk (after `SendBody`).
+    pub fn encode_body(
+        &mut self,
+        chunk: &[u8],
+        now_ms: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Misuse> {
+        if self.phase != Phase::Body {
+            return Err(Misuse::NotWaiting);
+        }
+        self.encoder.encode(chunk, out);
+        self.deadline = Some(now_ms.saturating_add(self.cfg.timeouts.data_block_ms));
+        Ok(())
+    }
+
+    /// Ends the body with `.CRLF` and waits for the verdict.
+    pub fn finish_body(&mut self, now_ms: u64, out: &mut Vec<u8>) -> Result<(), Misuse> {
+        if self.phase != Phase::Body {
+            return Err(Misuse::NotWaiting);
+        }
+        self.encoder.finish(out);
+        if let Some(tx) = self.tx.as_mut() {
+            tx.cmds.push((Cmd::EndOfData, 0, 0));
+            tx.sent = tx.cmds.len();
+        }
+        self.phase = Phase::Transaction;
+        self.deadline = Some(now_ms.saturating_add(self.cfg.timeouts.data_end_ms));
+        Ok(())
+    }
+
+    /// Turns every recipient into an outcome. `cause` (a connection
+    /// failure) defers whoever has no verdict yet; without one the
+    /// transaction ended normally and the connection is ready again.
+    pub(super) fn finish_tx(&mut self, tx: Tx, cause: Option<&ServerReply>) {
+        let unplanned =
+            || ServerReply::local(451, (4, 4, 0), "transaction ended without a verdict");
+        let unannounced = tx.body_8bit_unannounced;
+        self.outcomes = (tx.rcpts.into_iter().enumerate())
+            .map(|(index, state)| match state {
+                RcptState::Decided(kind, reply) => self.outcome(index, kind, reply, unannounced),
+                RcptState::Pending | RcptState::Accepted => {
+                    let reply = cause.cloned().unwrap_or_else(unplanned);
+                    self.outcome(index, OutcomeKind::Deferred, reply, unannounced)
+                }
+            })
+            .collect();
+        self.events.push_back(Event::TransactionDone);
+        if cause.is_none() {
+            self.needs_rset = !tx.ended_cleanly;
+            self.completed_any = true;
+            self.phase = Phase::Ready;
+            self.deadline = None;
+        }
+    }
+
+    fn outcome(
+        &self,
+        index: usize,
+        kind: OutcomeKind,
+        reply: ServerReply,
+        unannounced: bool,
+    ) -> RcptOutcome {
+        RcptOutcome {
+            index,
+            kind,
+            reply,
+            tls: self.tls_active,
+            tls_failed_then_plaintext: self.plaintext_retry,
+            body_8bit_unannounced: unannounced,
+        }
+    }
+}
