@@ -1,0 +1,220 @@
+//! The per-shard outbound scheduler: which recipients go out next, over how
+//! many connections per destination, and when deferred ones come back.
+//!
+//! It owns the ready queues keyed by (egress source, destination), the
+//! deferred timer wheel and the connection count of each destination. It
+//! never does I/O and never reads the clock or a random source: time and
+//! randomness are inputs, so every rule is tested on virtual time.
+//!
+//! Limits for the whole process: each destination is owned by exactly one
+//! shard (`owner_shard`, a hash of the destination), and every message
+//! recipient for it is handed to that shard. The owner's scheduler is then
+//! the only place that counts the destination's connections, so
+//! `max_connections_per_destination` holds for the process without locks.
+
+pub mod retry;
+pub mod wheel;
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+pub use retry::{RetryDecision, RetryPolicy};
+pub use wheel::TimerWheel;
+
+/// A dedicated source of outbound connections (an IP of a pool); 0 is the
+/// default source.
+pub type EgressId = u16;
+
+/// What a queue delivers to: a recipient domain (via its MX hosts) or a
+/// fixed relay (`host:port` from a `[[route]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueKey {
+    pub egress: EgressId,
+    pub destination: Rc<str>,
+}
+
+/// Recipients of one message bound for one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub msg_id: u64,
+    pub rcpts: Vec<u32>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    pub received_ms: u64,
+}
+
+/// Per-destination limits (`[delivery]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections_per_destination: usize,
+    pub max_messages_per_connection: usize,
+    /// Connections a destination starts with before success widens it.
+    pub initial_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections_per_destination: 20,
+            max_messages_per_connection: 1000,
+            initial_connections: 5,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct DestQueue {
+    ready: VecDeque<Job>,
+    connections: usize,
+    /// Connections currently allowed: grows with success, halves on failure.
+    window: usize,
+    /// In the `wanting` list already.
+    listed: bool,
+}
+
+/// The scheduler of one shard.
+pub struct Scheduler {
+    limits: Limits,
+    queues: HashMap<QueueKey, DestQueue>,
+    deferred: TimerWheel<(QueueKey, Job)>,
+    /// Queues that may want another connection, checked by `poll_connect`.
+    wanting: VecDeque<QueueKey>,
+    due: Vec<(QueueKey, Job)>,
+}
+
+/// The shard that owns a destination (FNV-1a over its bytes).
+pub fn owner_shard(destination: &str, shards: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in destination.bytes() {
+        h = (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x100_0000_01b3);
+    }
+    (h % shards.max(1) as u64) as usize
+}
+
+impl Scheduler {
+    pub fn new(limits: Limits, now_ms: u64) -> Scheduler {
+        Scheduler {
+            limits,
+            queues: HashMap::new(),
+            deferred: TimerWheel::new(now_ms),
+            wanting: VecDeque::new(),
+            due: Vec::new(),
+        }
+    }
+
+    fn queue(&mut self, key: &QueueKey) -> &mut DestQueue {
+        let initial = self
+            .limits
+            .initial_connections
+            .clamp(1, self.limits.max_connections_per_destination.max(1));
+        self.queues.entry(key.clone()).or_insert_with(|| DestQueue {
+            window: initial,
+            ..DestQueue::default()
+        })
+    }
+
+    fn mark_wanting(&mut self, key: &QueueKey) {
+        let q = self.queue(key);
+        if !q.listed {
+            q.listed = true;
+            self.wanting.push_back(key.clone());
+        }
+    }
+
+    /// Queues a job for delivery now.
+    pub fn enqueue(&mut self, key: QueueKey, job: Job) {
+        self.queue(&key).ready.push_back(job);
+        self.mark_wanting(&key);
+    }
+
+    /// Parks a job until `until_ms`.
+    pub fn defer(&mut self, key: QueueKey, job: Job, until_ms: u64) {
+        self.deferred.insert(until_ms, (key, job));
+    }
+
+    /// Moves deferred jobs that came due into their ready queues.
+    pub fn advance(&mut self, now_ms: u64) {
+        let mut due = std::mem::take(&mut self.due);
+        self.deferred.advance(now_ms, &mut due);
+        for (key, job) in due.drain(..) {
+            self.enqueue(key, job);
+        }
+        self.due = due;
+    }
+
+    /// When `advance` should run next.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.deferred.next_due()
+    }
+
+    /// A destination that should get one more connection now, if any; the
+    /// caller opens it and later reports `connection_closed`.
+    pub fn poll_connect(&mut self) -> Option<QueueKey> {
+        let max = self.limits.max_connections_per_destination;
+        while let Some(key) = self.wanting.pop_front() {
+            let Some(q) = self.queues.get_mut(&key) else {
+                continue;
+            };
+            // One connection per waiting job, within the window: a busy
+            // connection takes the next job itself when it is done.
+            let wanted = q.window.min(max).min(q.ready.len());
+            if q.connections < wanted {
+                q.connections += 1;
+                // It may want yet another connection: look again next time.
+                self.wanting.push_back(key.clone());
+                return Some(key);
+            }
+            q.listed = false;
+        }
+        None
+    }
+
+    /// The next job for an open connection to `key` that has already
+    /// carried `sent` messages; `None` means close (or idle) it.
+    pub fn next_job(&mut self, key: &QueueKey, sent: usize) -> Option<Job> {
+        if sent >= self.limits.max_messages_per_connection {
+            return None;
+        }
+        self.queues.get_mut(key)?.ready.pop_front()
+    }
+
+    /// A connection to `key` ended; `ok` if it delivered without a
+    /// connection-level failure. Success widens the window, failure halves
+    /// it, like Postfix's destination concurrency.
+    pub fn connection_closed(&mut self, key: &QueueKey, ok: bool) {
+        let max = self.limits.max_connections_per_destination.max(1);
+        let Some(q) = self.queues.get_mut(key) else {
+            return;
+        };
+        q.connections = q.connections.saturating_sub(1);
+        q.window = if ok {
+            (q.window + 1).min(max)
+        } else {
+            (q.window / 2).max(1)
+        };
+        let empty = q.ready.is_empty() && q.connections == 0;
+        if empty {
+            self.queues.remove(key);
+        } else if !q.ready.is_empty() {
+            self.mark_wanting(key);
+        }
+    }
+
+    /// Jobs waiting to go out now for `key`.
+    pub fn backlog(&self, key: &QueueKey) -> usize {
+        self.queues.get(key).map_or(0, |q| q.ready.len())
+    }
+
+    /// Open connections to `key`.
+    pub fn connections(&self, key: &QueueKey) -> usize {
+        self.queues.get(key).map_or(0, |q| q.connections)
+    }
+
+    /// Deferred jobs, over all destinations.
+    pub fn deferred_len(&self) -> usize {
+        self.deferred.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

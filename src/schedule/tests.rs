@@ -1,0 +1,157 @@
+//! Scheduler rules on virtual time.
+
+use super::*;
+
+fn key(d: &str) -> QueueKey {
+    QueueKey {
+        egress: 0,
+        destination: Rc::from(d),
+    }
+}
+
+fn job(id: u64) -> Job {
+    Job {
+        msg_id: id,
+        rcpts: vec![0],
+        attempts: 0,
+        received_ms: 0,
+    }
+}
+
+#[test]
+fn connections_grow_with_backlog_up_to_the_window_and_limit() {
+    let limits = Limits {
+        max_connections_per_destination: 3,
+        initial_connections: 2,
+        ..Limits::default()
+    };
+    let mut s = Scheduler::new(limits, 0);
+    let k = key("example.test");
+    s.enqueue(k.clone(), job(1));
+    assert_eq!(s.poll_connect(), Some(k.clone()));
+    assert_eq!(s.poll_connect(), None, "one job needs one connection");
+    for i in 2..10 {
+        s.enqueue(k.clone(), job(i));
+    }
+    assert_eq!(s.poll_connect(), Some(k.clone()));
+    assert_eq!(s.poll_connect(), None, "initial window is 2");
+    s.connection_closed(&k, true);
+    // Success widened the window to 3, and a slot is free again.
+    assert_eq!(s.poll_connect(), Some(k.clone()));
+    assert_eq!(s.poll_connect(), Some(k.clone()));
+    assert_eq!(s.connections(&k), 3);
+    assert_eq!(
+        s.poll_connect(),
+        None,
+        "max_connections_per_destination is 3"
+    );
+}
+
+#[test]
+fn failures_halve_the_window() {
+    let limits = Limits {
+        max_connections_per_destination: 8,
+        initial_connections: 8,
+        ..Limits::default()
+    };
+    let mut s = Scheduler::new(limits, 0);
+    let k = key("slow.test");
+    for i in 0..20 {
+        s.enqueue(k.clone(), job(i));
+    }
+    while s.poll_connect().is_some() {}
+    assert_eq!(s.connections(&k), 8);
+    for _ in 0..8 {
+        s.connection_closed(&k, false);
+    }
+    let mut opened = 0;
+    while s.poll_connect().is_some() {
+        opened += 1;
+    }
+    assert_eq!(opened, 1, "eight failures shrink the window to one");
+}
+
+#[test]
+fn a_connection_is_reused_up_to_its_message_limit() {
+    let limits = Limits {
+        max_messages_per_connection: 2,
+        ..Limits::default()
+    };
+    let mut s = Scheduler::new(limits, 0);
+    let k = key("a.test");
+    for i in 0..3 {
+        s.enqueue(k.clone(), job(i));
+    }
+    assert_eq!(s.next_job(&k, 0).map(|j| j.msg_id), Some(0));
+    assert_eq!(s.next_job(&k, 1).map(|j| j.msg_id), Some(1));
+    assert_eq!(s.next_job(&k, 2), None);
+    assert_eq!(s.backlog(&k), 1);
+}
+
+#[test]
+fn deferred_jobs_return_when_due() {
+    let mut s = Scheduler::new(Limits::default(), 0);
+    let k = key("later.test");
+    s.defer(k.clone(), job(7), 300_000);
+    assert_eq!(s.deferred_len(), 1);
+    assert!(s.next_deadline().is_some_and(|d| d <= 300_000));
+    s.advance(299_999);
+    assert_eq!(s.poll_connect(), None);
+    s.advance(300_000);
+    assert_eq!(s.poll_connect(), Some(k.clone()));
+    assert_eq!(s.next_job(&k, 0).map(|j| j.msg_id), Some(7));
+    assert_eq!(s.deferred_len(), 0);
+}
+
+#[test]
+fn the_limit_holds_under_random_traffic() {
+    // A seeded random mix of arrivals, openings and closings: the number of
+    // open connections of a destination never exceeds the limit.
+    let limits = Limits {
+        max_connections_per_destination: 4,
+        initial_connections: 2,
+        ..Limits::default()
+    };
+    let mut s = Scheduler::new(limits, 0);
+    let keys = [key("a.test"), key("b.test"), key("c.test")];
+    let mut open: Vec<QueueKey> = Vec::new();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for step in 0..20_000u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        match x % 3 {
+            0 => s.enqueue(keys[(x >> 8) as usize % 3].clone(), job(step)),
+            1 => {
+                if let Some(k) = s.poll_connect() {
+                    open.push(k);
+                }
+            }
+            _ => {
+                if !open.is_empty() {
+                    let k = open.swap_remove((x >> 8) as usize % open.len());
+                    let _ = s.next_job(&k, 0);
+                    s.connection_closed(&k, x & 1 == 0);
+                }
+            }
+        }
+        for k in &keys {
+            let n = open.iter().filter(|o| *o == k).count();
+            assert_eq!(n, s.connections(k));
+            assert!(n <= 4, "step {step}: {n} connections to {}", k.destination);
+        }
+    }
+}
+
+#[test]
+fn owner_shard_is_stable_and_spreads() {
+    assert_eq!(
+        owner_shard("Example.TEST", 4),
+        owner_shard("example.test", 4)
+    );
+    let mut counts = [0; 4];
+    for i in 0..1000 {
+        counts[owner_shard(&format!("d{i}.test"), 4)] += 1;
+    }
+    assert!(counts.iter().all(|&c| c > 150), "{counts:?}");
+}
