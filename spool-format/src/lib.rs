@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod envelope;
+pub mod fuzzing;
 pub mod header;
 pub mod recover;
 pub mod scan;
