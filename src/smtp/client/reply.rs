@@ -217,7 +217,7 @@ mod tests {
     #[test]
     fn multi_line_kept_verbatim() {
         let (len, r) = reply(b"250-mx.example\r\n250-SIZE 10\r\n250 DSN\r\n");
-        assert_eq!(len, 41);
+        assert_eq!(len, 38);
         assert_eq!(r.text, b"250-mx.example\r\n250-SIZE 10\r\n250 DSN");
         assert_eq!(r.lines().count(), 3);
         assert_eq!(r.status, None);
