@@ -1,0 +1,344 @@
+//! The resolver against a test DNS server on loopback, inside glommio.
+
+#[path = "support/dns_server.rs"]
+mod dns_server;
+
+use std::cell::Cell;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use dns_server::{ip, loopback, silent_udp, DnsServer, Zone};
+use glommio::{LocalExecutorBuilder, Placement};
+use petrel::dns::{
+    CacheLimits, DnsError, HostKind, MxPlan, RecordType, Resolver, ResolverConfig, TempReason,
+};
+
+fn run<G, F>(test: G)
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: Future<Output = ()> + 'static,
+{
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(1 << 20)
+        .spawn(test)
+        .expect("spawn executor")
+        .join()
+        .expect("executor thread");
+}
+
+/// A resolver on a virtual clock that the test moves by hand.
+struct Fixture {
+    resolver: Resolver,
+    clock: Rc<Cell<u64>>,
+}
+
+impl Fixture {
+    fn new(servers: Vec<SocketAddr>, seed: u64) -> Self {
+        Fixture::with(servers, seed, Duration::from_secs(2))
+    }
+
+    fn with(servers: Vec<SocketAddr>, seed: u64, timeout: Duration) -> Self {
+        let clock = Rc::new(Cell::new(1_000u64));
+        let read = clock.clone();
+        let config = ResolverConfig {
+            servers,
+            timeout,
+            rounds: 2,
+            cache: CacheLimits::default(),
+        };
+        let resolver = Resolver::new(config, Rc::new(move || read.get()), seed).expect("resolver");
+        Fixture { resolver, clock }
+    }
+
+    fn advance_s(&self, s: u64) {
+        self.clock.set(self.clock.get() + s * 1000);
+    }
+}
+
+fn hosts(plan: &MxPlan) -> Vec<String> {
+    match plan {
+        MxPlan::Hosts(hosts) => hosts.iter().map(|h| h.name.clone()).collect(),
+        other => panic!("expected hosts, got {other:?}"),
+    }
+}
+
+#[test]
+fn mx_hosts_in_preference_order_with_ipv4_first() {
+    let zone = Zone::new()
+        .mx("example.test", 20, "mx2.example.test")
+        .mx("example.test", 10, "mx1.example.test")
+        .mx("example.test", 30, "mx3.example.test")
+        .aaaa("mx1.example.test", "::1")
+        .a("mx1.example.test", "127.0.0.2")
+        .a("mx2.example.test", "127.0.0.3")
+        .a("mx3.example.test", "127.0.0.4");
+    let server = DnsServer::start(zone);
+    let addr = server.addr();
+    run(move || async move {
+        let f = Fixture::new(vec![addr], 1);
+        let plan = f.resolver.resolve_mx("Example.TEST").await.expect("plan");
+        assert_eq!(
+            hosts(&plan),
+            ["mx1.example.test", "mx2.example.test", "mx3.example.test"]
+        );
+        let MxPlan::Hosts(h) = plan else {
+            unreachable!()
+        };
+        assert_eq!(h[0].addrs, vec![ip("127.0.0.2"), ip("::1")]);
+        assert_eq!(h[0].kind, HostKind::Mx);
+        assert_eq!(h[2].addrs, vec![ip("127.0.0.4")]);
+    });
+    drop(server);
+}
+
+#[test]
+fn equal_preferences_shuffled_by_seed() {
+    let mut zone = Zone::new()
+        .mx("many.test", 5, "first.many.test")
+        .a("first.many.test", "127.0.0.9");
+    for i in 0..6 {
+        let host = format!("h{i}.many.test");
+        zone = zone.mx("many.test", 10, &host).a(&host, "127.0.0.10");
+    }
+    let server = DnsServer::start(zone);
+    let addr = server.addr();
+    run(move || async move {
+        let order = |seed| async move {
+            let f = Fixture::new(vec![addr], seed);
+            hosts(&f.resolver.resolve_mx("many.test").await.expect("plan"))
+        };
+        let a = order(1).await;
+        let b = order(2).await;
+        assert_eq!(a[0], "first.many.test");
+        assert_eq!(b[0], "first.many.test");
+        assert_eq!(a.len(), 7);
+        assert_ne!(a, b, "different seeds should give different orders");
+        assert_eq!(order(1).await, a, "the same seed gives the same order");
+    });
+}
+
+#[test]
+fn implicit_mx_null_mx_and_nxdomain() {
+    let zone = Zone::new()
+        .a("bare.test", "127.0.0.5")
+        .null_mx("nullmx.test")
+        .a("nullmx.test", "127.0.0.6")
+        .nxdomain("nope.test");
+    let server = DnsServer::start(zone);
+    let addr = server.addr();
+    run(move || async move {
+        let f = Fixture::new(vec![addr], 1);
+        let plan = f.resolver.resolve_mx("bare.test").await.expect("implicit");
+        let MxPlan::Hosts(h) = plan else {
+            panic!("implicit MX expected")
+        };
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].kind, HostKind::Implicit);
+        assert_eq!(h[0].addrs, vec![ip("127.0.0.5")]);
+        assert_eq!(
+            f.resolver.resolve_mx("nullmx.test").await,
+            Ok(MxPlan::NullMx)
+        );
+        assert_eq!(
+            f.resolver.resolve_mx("nope.test").await,
+            Ok(MxPlan::NoSuchDomain)
+        );
+        assert_eq!(
+            f.resolver.resolve_mx("unknown.test").await,
+            Ok(MxPlan::NoSuchDomain)
+        );
+    });
+    // The null MX answer needs no address lookups.
+    assert_eq!(server.queries_for("nullmx.test", RecordType::A), 0);
+}
+
+#[test]
+fn servfail_is_temporary() {
+    let server = DnsServer::start(Zone::new().servfail("broken.test"));
+    let addr = server.addr();
+    run(move || async move {
+        let f = Fixture::new(vec![addr], 1);
+        let err = f
+            .resolver
+            .resolve_mx("broken.test")
+            .await
+            .expect_err("servfail");
+        assert!(err.is_temporary());
+        assert_eq!(
+            err,
+            DnsError::Temporary {
+                name: "broken.test".into(),
+                reason: TempReason::ServFail
+            }
+        );
+    });
+    // Two rounds over the one server, and failures are not cached.
+    assert_eq!(server.queries_for("broken.test", RecordType::MX), 2);
+}
+
+#[test]
+fn truncated_udp_reply_is_retried_over_tcp() {
+    let mut zone = Zone::new().truncate("big.test");
+    for i in 0..40 {
+        let host = format!("mx{i:02}.big.test");
+        zone = zone.mx("big.test", 10 + i, &host).a(&host, "127.0.0.7");
+    }
+    let server = DnsServer::start(zone);
+    let addr = server.addr();
+    run(move || async move {
+        let f = Fixture::new(vec![addr], 1);
+        let plan = f.resolver.resolve_mx("big.test").await.expect("plan");
+        let names = hosts(&plan);
+        assert_eq!(names.len(), 40);
+        assert_eq!(names[0], "mx00.big.test");
+        assert_eq!(names[39], "mx39.big.test");
+    });
+    assert_eq!(server.tcp_queries(), 1);
+    assert_eq!(server.queries_for("big.test", RecordType::MX), 2);
+}
+
+#[test]
+fn dead_first_server_falls_over_to_the_second() {
+    let dead = silent_udp(loopback(1));
+    let server = DnsServer::start(Zone::new().a("host.test", "127.0.0.8"));
+    let servers = vec![dead.local_addr().expect("dead addr"), server.addr()];
+    run(move || async move {
+        let f = Fixture::with(servers, 1, Duration::from_millis(300));
+        let addrs = f.resolver.lookup_ip("host.test").await.expect("addrs");
+        assert_eq!(addrs, vec![ip("127.0.0.8")]);
+    });
+    drop(dead);
+}
+
+#[test]
+fn no_answer_from_any_server_is_a_timeout() {
+    let dead = silent_udp(loopback(1));
+    let servers = vec![dead.local_addr().expect("dead addr")];
+    run(move || async move {
+        let f = Fixture::with(servers, 1, Duration::from_millis(200));
+        let err = f
+            .resolver
+            .resolve_mx("example.test")
+            .await
+            .expect_err("timeout");
+        assert!(
+            matches!(
+                err,
+                DnsError::Temporary {
+                    reason: TempReason::Timeout,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    });
+    drop(dead);
+}
+
+#[test]
+fn answers_are_cached_for_their_ttl() {
+    let server = DnsServer::start(Zone::new().ttl(60).a("cached.test", "127.0.0.11"));
+    let addr = server.addr();
+    let (tx, rx) = std::sync::mpsc::channel();
+    run(move || async move {
+        let f = Fixture::new(vec![addr], 1);
+        let first = f.resolver.lookup_ip("cached.test").await.expect("first");
+        tx.send(("after first", f.resolver.queries_sent())).ok();
+        f.advance_s(59);
+        assert_eq!(
+            f.resolver.lookup_ip("CACHED.test").await.expect("second"),
+            first
+        );
+        tx.send(("after cached", f.resolver.queries_sent())).ok();
+        f.advance_s(1);
+        assert_eq!(
+            f.resolver.lookup_ip("cached.test").await.expect("third"),
+            first
+        );
+        tx.send(("after expiry", f.resolver.queries_sent())).ok();
+    });
+    let counts: Vec<(&str, u64)> = rx.iter().collect();
+    // A and AAAA: the AAAA NODATA is cached by the SOA minimum (60 s).
+    assert_eq!(
+        counts,
+        [("after first", 2), ("after cached", 2), ("after expiry", 4)]
+    );
+    assert_eq!(server.queries_for("cached.test", RecordType::A), 2);
+}
+
+#[test]
+fn negative_answers_are_cached_by_soa_minimum() {
+    let server = DnsServer::start(Zone::new().negative_ttl(30).nxdomain("gone.test"));
+    let addr = server.addr();
+    let (tx, rx) = std::sync::mpsc::channel();
+    run(move || async move {
+        let f = Fixture::new(vec![addr], 1);
+        for step in 0..3 {
+            let plan = f.resolver.resolve_mx("gone.test").await.expect("plan");
+            assert_eq!(plan, MxPlan::NoSuchDomain);
+            tx.send(f.resolver.queries_sent()).ok();
+            f.advance_s(if step == 0 { 29 } else { 1 });
+        }
+    });
+    assert_eq!(rx.iter().collect::<Vec<_>>(), [1, 1, 2]);
+    assert_eq!(server.queries(), 2);
+}
+
+#[test]
+fn concurrent_lookups_share_one_query() {
+    // TTL 0: nothing is cached, so only sharing can explain a single query.
+    let zone = Zone::new()
+        .ttl(0)
+        .delay(Duration::from_millis(100))
+        .a("shared.test", "127.0.0.12");
+    let server = DnsServer::start(zone);
+    let addr = server.addr();
+    run(move || async move {
+        let f = Fixture::new(vec![addr], 1);
+        let (r1, r2) = (f.resolver.clone(), f.resolver.clone());
+        let t1 = glommio::spawn_local(async move { r1.lookup_ip("shared.test").await });
+        let t2 = glommio::spawn_local(async move { r2.lookup_ip("shared.test").await });
+        let (a, b) = futures_lite::future::zip(t1, t2).await;
+        assert_eq!(a.expect("first"), vec![ip("127.0.0.12")]);
+        assert_eq!(b.expect("second"), vec![ip("127.0.0.12")]);
+    });
+    assert_eq!(server.queries_for("shared.test", RecordType::A), 1);
+    assert_eq!(server.queries_for("shared.test", RecordType::AAAA), 1);
+}
+
+#[test]
+fn cname_to_mx_host_and_address_literals() {
+    let zone = Zone::new()
+        .mx("alias.test", 10, "mail.alias.test")
+        .cname("mail.alias.test", "real.test")
+        .a("real.test", "127.0.0.13");
+    let server = DnsServer::start(zone);
+    let addr = server.addr();
+    run(move || async move {
+        let f = Fixture::new(vec![addr], 1);
+        let plan = f.resolver.resolve_mx("alias.test").await.expect("plan");
+        let MxPlan::Hosts(h) = plan else {
+            panic!("hosts expected")
+        };
+        assert_eq!(h[0].addrs, vec![ip("127.0.0.13")]);
+        let literal = f
+            .resolver
+            .resolve_mx("[127.0.0.14]")
+            .await
+            .expect("literal");
+        let MxPlan::Hosts(h) = literal else {
+            panic!("literal expected")
+        };
+        assert_eq!(
+            (h[0].kind, h[0].addrs.clone()),
+            (HostKind::Literal, vec![ip("127.0.0.14")])
+        );
+        let bad = f.resolver.resolve_mx("[127.0.0.300]").await;
+        assert!(matches!(bad, Err(DnsError::InvalidName(_))));
+        let sent = f.resolver.queries_sent();
+        assert!(f.resolver.resolve_mx("[IPv6:::1]").await.is_ok());
+        assert_eq!(f.resolver.queries_sent(), sent, "literals need no DNS");
+    });
+}
