@@ -1,8 +1,9 @@
-//! Body encoding for DATA: dot-stuffing (RFC 5321 4.5.2) and line ends.
+//! Body encoding for DATA: dot-stuffing (RFC 5321 4.5.2) and line ends;
+//! for BDAT (RFC 3030), line ends only.
 //!
 //! Owns: turning message octets, in chunks of any size, into the DATA
-//! stream, with two bits of state carried across chunks (at a line start;
-//! a CR was just written).
+//! stream or BDAT chunk contents, with two bits of state carried across
+//! chunks (at a line start; a CR was just written).
 //! Must never: emit a bare CR or LF (each becomes CRLF, so no receiver can
 //! be smuggled a different end of data, and no strict receiver refuses the
 //! message), or emit `CRLF.CRLF` before `finish`.
@@ -15,6 +16,8 @@ pub struct BodyEncoder {
     line_start: bool,
     /// A CR went out; its LF is owed whatever comes next.
     after_cr: bool,
+    /// DATA needs dot-stuffing; BDAT counts octets instead.
+    stuff: bool,
 }
 
 impl Default for BodyEncoder {
@@ -29,6 +32,15 @@ impl BodyEncoder {
         BodyEncoder {
             line_start: true,
             after_cr: false,
+            stuff: true,
+        }
+    }
+
+    /// For BDAT chunks: line ends made CRLF, no dot-stuffing.
+    pub fn for_bdat() -> Self {
+        BodyEncoder {
+            stuff: false,
+            ..Self::new()
         }
     }
 
@@ -46,7 +58,7 @@ impl BodyEncoder {
                     continue;
                 }
             }
-            if self.line_start && b == b'.' {
+            if self.stuff && self.line_start && b == b'.' {
                 out.push(b'.');
             }
             self.line_start = false;
@@ -71,16 +83,27 @@ impl BodyEncoder {
         }
     }
 
-    /// Ends the body: completes the last line, then `.CRLF`. The encoder is
-    /// ready for the next body afterwards.
+    /// Ends the body: completes the last line, then `.CRLF` (DATA only).
+    /// The encoder is ready for the next body afterwards.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
+        self.end_line(out);
+        if self.stuff {
+            out.extend_from_slice(b".\r\n");
+        }
+        *self = BodyEncoder {
+            stuff: self.stuff,
+            ..Self::new()
+        };
+    }
+
+    /// The body ends with a line end, as it must over DATA, so both ways of
+    /// sending deliver the same octets.
+    fn end_line(&mut self, out: &mut Vec<u8>) {
         if self.after_cr {
             out.push(b'\n');
         } else if !self.line_start {
             out.extend_from_slice(b"\r\n");
         }
-        out.extend_from_slice(b".\r\n");
-        *self = BodyEncoder::new();
     }
 }
 
@@ -128,6 +151,18 @@ mod tests {
             encode(&[b"a\n", b"", b".", b"\r", b"\n"]),
             b"a\r\n..\r\n.\r\n"
         );
+    }
+
+    #[test]
+    fn bdat_mode_does_not_stuff() {
+        let mut e = BodyEncoder::for_bdat();
+        let mut out = Vec::new();
+        e.encode(b".a\n.", &mut out);
+        e.finish(&mut out);
+        assert_eq!(out, b".a\r\n.\r\n");
+        out.clear();
+        e.finish(&mut out);
+        assert_eq!(out, b"", "still in BDAT mode, at a line start");
     }
 
     #[test]

@@ -78,7 +78,8 @@ impl Client {
                 Some(Cmd::Mail) => "after MAIL FROM",
                 Some(Cmd::Rcpt(_)) => "after RCPT TO",
                 Some(Cmd::Data) => "after DATA",
-                Some(Cmd::EndOfData | Cmd::AbortDot) | None => "after end of data",
+                Some(Cmd::Bdat) => "after BDAT",
+                Some(Cmd::EndOfData | Cmd::BdatLast | Cmd::AbortDot) | None => "after end of data",
             },
         }
     }

@@ -55,6 +55,7 @@
 //! After [`Event::StartTls`] the unconsumed plaintext is discarded by the
 //! machine (`handle_input` consumes it all) and must not be kept.
 
+mod body;
 mod command;
 mod ehlo;
 mod encode;
@@ -124,6 +125,9 @@ pub struct ClientConfig {
     pub helo_name: String,
     pub tls: TlsPolicy,
     pub timeouts: Timeouts,
+    /// Send bodies with BDAT (RFC 3030) when the server offers CHUNKING and
+    /// PIPELINING. BINARYMIME bodies use BDAT whatever this says.
+    pub chunking: bool,
 }
 
 /// What the I/O layer must act on; write `out` first in every case.
@@ -223,6 +227,8 @@ pub struct Client {
     /// A transaction ended on this connection with the server's verdicts.
     completed_any: bool,
     encoder: BodyEncoder,
+    /// One BDAT chunk's contents, reused, because the length goes first.
+    scratch: Vec<u8>,
     deadline: Option<u64>,
     events: VecDeque<Event>,
     outcomes: Vec<RcptOutcome>,
@@ -245,6 +251,7 @@ impl Client {
             needs_rset: false,
             completed_any: false,
             encoder: BodyEncoder::new(),
+            scratch: Vec::new(),
             deadline,
             events: VecDeque::new(),
             outcomes: Vec::new(),
@@ -268,9 +275,10 @@ impl Client {
                 // Plaintext after the 220 to STARTTLS, or after the end, is
                 // never read: it could be an injection (CVE-2011-0411).
                 Phase::AwaitTls | Phase::Closed => return input.len(),
-                // The server has nothing to say during the body; what it
-                // sends is read as the end-of-data reply.
-                Phase::Body => return pos,
+                // The server has nothing to say during a DATA body; what
+                // it sends is read as the end-of-data reply. BDAT chunks
+                // are answered one by one.
+                Phase::Body if !self.tx.as_ref().is_some_and(|t| t.chunking) => return pos,
                 _ => {}
             }
             let Some(rest) = input.get(pos..).filter(|r| !r.is_empty()) else {
@@ -305,7 +313,7 @@ impl Client {
             Phase::Ehlo => self.on_ehlo(r, now_ms, out),
             Phase::Helo => self.on_helo(r, now_ms, out),
             Phase::StartTls => self.on_starttls(r, now_ms, out),
-            Phase::Transaction => self.on_tx_reply(r, now_ms, out),
+            Phase::Transaction | Phase::Body => self.on_tx_reply(r, now_ms, out),
             // A reply nobody asked for: the two sides are out of step.
             _ => self.protocol_error(),
         }

@@ -3,6 +3,7 @@
 //! STARTTLS); transactions, timeouts, the body encoder and the pairing
 //! with the real server machine live in the submodules.
 
+mod bdat;
 mod body;
 mod failures;
 mod pair;
@@ -38,6 +39,7 @@ impl H {
             helo_name: "client.test".into(),
             tls,
             timeouts: Timeouts::default(),
+            chunking: false,
         }
     }
 

@@ -1,5 +1,6 @@
-//! One mail transaction: MAIL, RCPTs, DATA (pipelined or in lock-step),
-//! the body, the end-of-data reply, and a verdict per recipient.
+//! One mail transaction: MAIL, RCPTs, DATA (pipelined or in lock-step)
+//! or BDAT, the end-of-data reply, and a verdict per recipient. The body
+//! itself is in `body.rs`.
 //!
 //! Owns: which command is sent when, which reply answers which command,
 //! and the checks that fail a transaction before a byte is sent (SIZE,
@@ -20,12 +21,15 @@ pub(super) enum Cmd {
     Rcpt(usize),
     Data,
     EndOfData,
+    /// A BDAT chunk that is not the last.
+    Bdat,
+    BdatLast,
     /// `.` ending an empty body after a 354 nobody could use (RFC 2920 3.1).
     AbortDot,
 }
 
 #[derive(Debug)]
-enum RcptState {
+pub(super) enum RcptState {
     Pending,
     /// RCPT got 2xx; the verdict comes with the end of data.
     Accepted,
@@ -37,14 +41,22 @@ pub(super) struct Tx {
     /// Command lines made at the start, so lock-step needs no copy of the
     /// caller's envelope; `cmds` holds each command's range in it.
     lines: Vec<u8>,
-    cmds: Vec<(Cmd, usize, usize)>,
-    sent: usize,
+    pub(super) cmds: Vec<(Cmd, usize, usize)>,
+    pub(super) sent: usize,
     replied: usize,
     rcpts: Vec<RcptState>,
     mail_refused: bool,
     body_8bit_unannounced: bool,
     /// The end-of-data reply came: the server holds no transaction state.
     ended_cleanly: bool,
+    /// The body goes as BDAT chunks (RFC 3030) instead of DATA.
+    pub(super) chunking: bool,
+    /// BODY=BINARYMIME: BDAT chunks carry the octets untouched.
+    pub(super) binary: bool,
+    pub(super) body_started: bool,
+    pub(super) body_done: bool,
+    /// A BDAT chunk was refused: RFC 3030 2 forbids sending more.
+    pub(super) bdat_failed: bool,
 }
 
 impl Tx {
@@ -68,6 +80,10 @@ impl Tx {
     fn is_over(&self) -> bool {
         let idle = self.sent == self.replied;
         match self.awaited() {
+            // BDAT: the body starts once every RCPT is answered, and the
+            // transaction lasts until it ends.
+            None if self.chunking && self.body_started => self.body_done,
+            None if self.chunking => self.mail_refused || self.accepted() == 0,
             None => true,
             Some(Cmd::Rcpt(_)) => idle && self.mail_refused,
             Some(Cmd::Data) => idle && (self.mail_refused || self.accepted() == 0),
@@ -108,8 +124,17 @@ impl Tx {
                 }
                 _ => false,
             },
-            Cmd::EndOfData => {
-                self.ended_cleanly = true;
+            Cmd::Bdat if r.is_positive() => true,
+            Cmd::Bdat => {
+                if !self.bdat_failed {
+                    self.bdat_failed = true;
+                    self.decide(|s| matches!(s, RcptState::Accepted), r);
+                }
+                known
+            }
+            Cmd::EndOfData | Cmd::BdatLast => {
+                // After a refused chunk the server's state is unclear: RSET.
+                self.ended_cleanly = !self.bdat_failed;
                 self.decide(|s| matches!(s, RcptState::Accepted), r);
                 known
             }
@@ -166,8 +191,9 @@ impl Client {
             let why = "SMTPUTF8 required but not offered by the remote server";
             return Some((Failed, ServerReply::local(553, (5, 6, 7), why)));
         }
-        // BINARYMIME needs BDAT (RFC 3030 3), which this client does not send.
-        if t.body == Body::BinaryMime {
+        // BINARYMIME needs BDAT (RFC 3030 3), which we only send pipelined.
+        let e = &self.ext;
+        if t.body == Body::BinaryMime && !(e.binary_mime && e.chunking && e.pipelining) {
             let why = "binary body requires BINARYMIME and CHUNKING";
             return Some((Failed, ServerReply::local(554, (5, 6, 3), why)));
         }
@@ -191,6 +217,11 @@ impl Client {
             mail_refused: false,
             body_8bit_unannounced: t.body == Body::EightBitMime && !ext.eight_bit_mime,
             ended_cleanly: false,
+            chunking: self.uses_bdat(t),
+            binary: t.body == Body::BinaryMime,
+            body_started: false,
+            body_done: false,
+            bdat_failed: false,
         };
         if std::mem::take(&mut self.needs_rset) {
             tx.push(Cmd::Rset, |o| o.extend_from_slice(b"RSET\r\n"));
@@ -199,8 +230,17 @@ impl Client {
         for (i, r) in t.recipients.iter().enumerate() {
             tx.push(Cmd::Rcpt(i), |o| write_rcpt(o, r, &ext));
         }
-        tx.push(Cmd::Data, |o| o.extend_from_slice(b"DATA\r\n"));
+        if !tx.chunking {
+            tx.push(Cmd::Data, |o| o.extend_from_slice(b"DATA\r\n"));
+        }
         tx
+    }
+
+    /// BDAT only with PIPELINING: in lock-step every chunk would wait for
+    /// its reply, which the `SendBody` loop of the I/O layer cannot do.
+    fn uses_bdat(&self, t: &Transaction<'_>) -> bool {
+        let e = &self.ext;
+        e.chunking && e.pipelining && (self.cfg.chunking || t.body == Body::BinaryMime)
     }
 
     /// PIPELINING: everything not yet written, in one write (RFC 2920).
@@ -224,7 +264,8 @@ impl Client {
             Cmd::Mail => t.mail_ms,
             Cmd::Rcpt(_) => t.rcpt_ms,
             Cmd::Data => t.data_init_ms,
-            Cmd::EndOfData | Cmd::AbortDot => t.data_end_ms,
+            Cmd::Bdat => t.data_block_ms,
+            Cmd::EndOfData | Cmd::BdatLast | Cmd::AbortDot => t.data_end_ms,
         }
     }
 
@@ -258,11 +299,7 @@ impl Client {
                 tx.sent = tx.cmds.len();
                 return self.send_more(now_ms, out);
             }
-            self.phase = Phase::Body;
-            self.encoder = super::BodyEncoder::new();
-            self.deadline = Some(now_ms.saturating_add(self.cfg.timeouts.data_block_ms));
-            self.events.push_back(Event::SendBody);
-            return;
+            return self.start_body(now_ms);
         }
         if !matches!(r.class(), 4 | 5) {
             return self.protocol_error();
@@ -275,41 +312,20 @@ impl Client {
         self.advance(now_ms, out);
     }
 
-    fn advance(&mut self, now_ms: u64, out: &mut Vec<u8>) {
-        match self.tx.take_if(|tx| tx.is_over()) {
-            Some(tx) => self.finish_tx(tx, None),
-            None => self.send_more(now_ms, out),
+    pub(super) fn advance(&mut self, now_ms: u64, out: &mut Vec<u8>) {
+        // Replies to BDAT chunks while the body is still being fed.
+        if self.phase == Phase::Body {
+            return;
         }
-    }
-
-    /// Appends a body chunk (after `SendBody`).
-    pub fn encode_body(
-        &mut self,
-        chunk: &[u8],
-        now_ms: u64,
-        out: &mut Vec<u8>,
-    ) -> Result<(), Misuse> {
-        if self.phase != Phase::Body {
-            return Err(Misuse::NotWaiting);
+        if let Some(tx) = self.tx.take_if(|tx| tx.is_over()) {
+            return self.finish_tx(tx, None);
         }
-        self.encoder.encode(chunk, out);
-        self.deadline = Some(now_ms.saturating_add(self.cfg.timeouts.data_block_ms));
-        Ok(())
-    }
-
-    /// Ends the body with `.CRLF` and waits for the verdict.
-    pub fn finish_body(&mut self, now_ms: u64, out: &mut Vec<u8>) -> Result<(), Misuse> {
-        if self.phase != Phase::Body {
-            return Err(Misuse::NotWaiting);
+        let bdat_body_due = (self.tx.as_ref())
+            .is_some_and(|tx| tx.chunking && !tx.body_started && tx.awaited().is_none());
+        if bdat_body_due {
+            return self.start_body(now_ms);
         }
-        self.encoder.finish(out);
-        if let Some(tx) = self.tx.as_mut() {
-            tx.cmds.push((Cmd::EndOfData, 0, 0));
-            tx.sent = tx.cmds.len();
-        }
-        self.phase = Phase::Transaction;
-        self.deadline = Some(now_ms.saturating_add(self.cfg.timeouts.data_end_ms));
-        Ok(())
+        self.send_more(now_ms, out);
     }
 
     /// Turns every recipient into an outcome. `cause` (a connection

@@ -322,3 +322,18 @@ fn silent_server_times_out_on_the_virtual_clock() {
     assert_eq!(events, [Event::TransactionDone, Event::TryNextHost]);
     assert_eq!(kinds(&p.client.take_outcomes()), [OutcomeKind::Deferred]);
 }
+
+#[test]
+fn bdat_with_the_server() {
+    let client = ClientConfig {
+        chunking: true,
+        ..H::config(TlsPolicy::Opportunistic)
+    };
+    let mut p = Pair::new(client, Pair::server_config());
+    p.connect();
+    let r = [rcpt("a@example.com"), rcpt("b@elsewhere.test")];
+    let o = p.send(&tx(&r), &[b"Subject: x\r\n\r\n.dot\n", b"end"]);
+    assert_eq!(kinds(&o), [OutcomeKind::Delivered, OutcomeKind::Failed]);
+    assert_eq!(p.received[0].body, b"Subject: x\r\n\r\n.dot\r\nend\r\n");
+    assert!(p.client_events.contains(&Event::SendBody));
+}
