@@ -210,3 +210,22 @@ fn a_second_daemon_cannot_open_the_same_spool() {
         spool.close();
     });
 }
+
+#[test]
+fn a_segment_left_half_built_by_a_crash_is_removed() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().to_path_buf();
+    let shard = dir.join("shard-0");
+    std::fs::create_dir_all(&shard).expect("dir");
+    // What a kill between creating and naming a segment leaves behind.
+    let stray = shard.join(format!("{}.tmp", spool_format::segment_file_name(7)));
+    std::fs::write(&stray, b"").expect("stray");
+    on_shard(move || async move {
+        let (spool, report, _lock) = open(&dir);
+        assert!(!stray.exists());
+        assert_eq!(report.damaged_regions, 0);
+        let id = put(&spool, 0, 10, 1).await;
+        assert_eq!(spool.pending_recipients(id), Some(vec![0]));
+        spool.close();
+    });
+}

@@ -53,7 +53,8 @@ pub fn list_segments(dir: &Path) -> Result<BTreeMap<u64, PathBuf>, SpoolError> {
     for entry in std::fs::read_dir(dir).map_err(io_err(dir, "listing spool"))? {
         let entry = entry.map_err(io_err(dir, "listing spool"))?;
         let name = entry.file_name();
-        if let Some(id) = name.to_str().and_then(parse_segment_file_name) {
+        let Some(name) = name.to_str() else { continue };
+        if let Some(id) = parse_segment_file_name(name) {
             out.insert(id, entry.path());
         }
     }
@@ -86,6 +87,24 @@ fn cut_tail(seg: &mut Segment, scan: &SegmentScan) -> Result<u64, SpoolError> {
     Ok(dropped_bytes)
 }
 
+/// Removes segment files a crash left half-built: they were never named
+/// as segments, so nothing in them was ever acknowledged.
+fn remove_unfinished_segments(dir: &Path) -> Result<(), SpoolError> {
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir, "listing spool"))? {
+        let path = entry.map_err(io_err(dir, "listing spool"))?.path();
+        let unfinished = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(super::segment::TEMP_SUFFIX))
+            .is_some_and(|n| parse_segment_file_name(n).is_some());
+        if unfinished {
+            tracing::warn!(file = %path.display(), "removing a segment file left half-built by a crash");
+            std::fs::remove_file(&path).map_err(io_err(&path, "removing unfinished segment"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Opens (creating if needed) a shard's spool and rebuilds its queue.
 /// `now_ms` is the wall clock, used for new segments and id floors.
 pub fn open_shard(
@@ -94,6 +113,7 @@ pub fn open_shard(
 ) -> Result<(ShardSpool, RecoveryReport, File), SpoolError> {
     std::fs::create_dir_all(&opts.dir).map_err(io_err(&opts.dir, "creating spool directory"))?;
     let lock = lock_dir(&opts.dir)?;
+    remove_unfinished_segments(&opts.dir)?;
     let mut report = RecoveryReport::default();
     let mut segments = BTreeMap::new();
     let mut scans = Vec::new();

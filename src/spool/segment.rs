@@ -15,6 +15,9 @@ use spool_format::{segment_file_name, SegmentHeader};
 
 use super::{io_err, SpoolError};
 
+/// Suffix of a segment file still being built.
+pub const TEMP_SUFFIX: &str = ".tmp";
+
 /// A mapped segment file.
 pub struct Segment {
     pub id: u64,
@@ -70,26 +73,34 @@ fn map(file: &File, path: &Path) -> Result<MmapMut, SpoolError> {
 impl Segment {
     /// Creates, preallocates and maps a new segment, with its header written
     /// and the file and directory entry durable before it is returned.
+    ///
+    /// The file is built under a temporary name and renamed into place only
+    /// once whole, so a crash at any point leaves either no segment or a
+    /// complete empty one (recovery removes stray temporary files).
     pub fn create(dir: &Path, header: &SegmentHeader) -> Result<Segment, SpoolError> {
         let path = dir.join(segment_file_name(header.segment_id));
+        let tmp = dir.join(format!(
+            "{}{TEMP_SUFFIX}",
+            segment_file_name(header.segment_id)
+        ));
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io_err(&path, "creating segment"))?;
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io_err(&tmp, "creating segment"))?;
         let built = (|| {
-            fallocate(&file, header.segment_size)
-                .map_err(io_err(&path, "preallocating segment"))?;
+            fallocate(&file, header.segment_size).map_err(io_err(&tmp, "preallocating segment"))?;
             file.write_all(&header.encode())
-                .map_err(io_err(&path, "writing segment header"))?;
+                .map_err(io_err(&tmp, "writing segment header"))?;
             file.sync_all()
-                .map_err(io_err(&path, "syncing new segment"))?;
+                .map_err(io_err(&tmp, "syncing new segment"))?;
+            std::fs::rename(&tmp, &path).map_err(io_err(&path, "naming new segment"))?;
             sync_dir(dir)
         })();
         if let Err(e) = built {
-            // A half-made segment would hold nothing acknowledged: remove it.
-            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
         let map = map(&file, &path)?;
