@@ -1,5 +1,6 @@
 //! The SMTP client session machine for outbound delivery (RFC 5321 with
-//! PIPELINING, SIZE, 8BITMIME, SMTPUTF8, STARTTLS, DSN, ENHANCEDSTATUSCODES).
+//! PIPELINING, SIZE, 8BITMIME, SMTPUTF8, STARTTLS, DSN, ENHANCEDSTATUSCODES,
+//! and CHUNKING/BINARYMIME when [`ClientConfig::chunking`] is set).
 //!
 //! Owns: the order of commands on one outbound connection (greeting, EHLO
 //! or HELO, STARTTLS per [`TlsPolicy`], MAIL/RCPT/DATA transactions, RSET
@@ -53,7 +54,8 @@
 //! ```
 //!
 //! After [`Event::StartTls`] the unconsumed plaintext is discarded by the
-//! machine (`handle_input` consumes it all) and must not be kept.
+//! machine (`handle_input` consumes it all) and must not be kept. During a
+//! BDAT body, keep reading: chunk replies may arrive while chunks are fed.
 
 mod body;
 mod command;
