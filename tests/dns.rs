@@ -342,3 +342,13 @@ fn cname_to_mx_host_and_address_literals() {
         assert_eq!(f.resolver.queries_sent(), sent, "literals need no DNS");
     });
 }
+
+#[test]
+fn a_resolver_needs_a_server() {
+    let config = ResolverConfig::default();
+    let clock: petrel::dns::Clock = Rc::new(|| 0);
+    assert!(matches!(
+        Resolver::new(config, clock, 1),
+        Err(DnsError::NoServers)
+    ));
+}
