@@ -6,7 +6,10 @@
 pub mod auth;
 pub mod config;
 pub mod daemon;
+pub mod dns;
+pub mod dsn;
 pub mod preflight;
+pub mod schedule;
 pub mod session;
 pub mod shard;
 pub mod smtp;
