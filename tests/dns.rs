@@ -352,3 +352,18 @@ fn a_resolver_needs_a_server() {
         Err(DnsError::NoServers)
     ));
 }
+
+#[test]
+fn a_reply_with_the_wrong_id_is_ignored() {
+    let zone = Zone::new()
+        .spoof_first("spoofed.test")
+        .a("spoofed.test", "127.0.0.15");
+    let server = DnsServer::start(zone);
+    let addr = server.addr();
+    run(move || async move {
+        let f = Fixture::new(vec![addr], 1);
+        let addrs = f.resolver.lookup_ip("spoofed.test").await.expect("addrs");
+        assert_eq!(addrs, vec![ip("127.0.0.15")]);
+    });
+    assert_eq!(server.queries_for("spoofed.test", RecordType::A), 1);
+}

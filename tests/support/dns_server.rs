@@ -39,6 +39,7 @@ pub struct Zone {
     nxdomain: HashSet<Name>,
     servfail: HashSet<Name>,
     truncate: HashSet<Name>,
+    spoof: HashSet<Name>,
     ttl: u32,
     negative_ttl: u32,
     delay: Duration,
@@ -58,6 +59,7 @@ impl Zone {
             nxdomain: HashSet::new(),
             servfail: HashSet::new(),
             truncate: HashSet::new(),
+            spoof: HashSet::new(),
             ttl: 300,
             negative_ttl: 60,
             delay: Duration::ZERO,
@@ -126,6 +128,13 @@ impl Zone {
     /// Over UDP, answers queries about `n` with TC set and no records.
     pub fn truncate(mut self, n: &str) -> Self {
         self.truncate.insert(name(n));
+        self
+    }
+
+    /// Over UDP, precedes each reply about `n` with a copy whose id is
+    /// wrong, as an off-path spoofer would send.
+    pub fn spoof_first(mut self, n: &str) -> Self {
+        self.spoof.insert(name(n));
         self
     }
 
@@ -259,9 +268,15 @@ fn serve_udp(socket: UdpSocket, ctx: Ctx) {
         let Ok((n, peer)) = socket.recv_from(&mut buf) else {
             continue;
         };
-        if let Some(reply) = ctx.answer(&buf[..n], false) {
-            let _ = socket.send_to(&reply, peer);
+        let Some(reply) = ctx.answer(&buf[..n], false) else {
+            continue;
+        };
+        if ctx.spoofed(&buf[..n]) {
+            let mut fake = reply.clone();
+            fake[0] ^= 0x5a;
+            let _ = socket.send_to(&fake, peer);
         }
+        let _ = socket.send_to(&reply, peer);
     }
 }
 
@@ -293,6 +308,14 @@ fn serve_tcp_conn(mut stream: TcpStream, ctx: &Ctx) -> std::io::Result<()> {
 }
 
 impl Ctx {
+    fn spoofed(&self, query: &[u8]) -> bool {
+        let Ok(query) = Message::from_vec(query) else {
+            return false;
+        };
+        let qname = query.queries().first().map(|q| q.name().to_lowercase());
+        qname.is_some_and(|n| self.zone.spoof.contains(&n))
+    }
+
     fn answer(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
         let query = Message::from_vec(query).ok()?;
         let q = query.queries().first()?.clone();
