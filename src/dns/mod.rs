@@ -30,7 +30,9 @@ mod wire;
 pub use cache::{Cache, CacheLimits};
 pub use error::{DnsError, TempReason};
 pub use hickory_proto::rr::RecordType;
-pub use mx::{address_literal, mx_plan, HostKind, MxAnswer, MxHost, MxPlan, MxRecord};
+pub use mx::{
+    address_literal, mx_plan, HostKind, MxAnswer, MxHost, MxPlan, MxRecord, MAX_MX_HOSTS,
+};
 pub use resolv_conf::{parse_resolv_conf, read_system_nameservers, RESOLV_CONF};
 pub use resolver::{monotonic_clock, Clock, Resolver, ResolverConfig};
 pub use rng::XorShift;

@@ -12,6 +12,10 @@ use hickory_proto::rr::Name;
 use super::rng::XorShift;
 use super::DnsError;
 
+/// MX hosts kept in a plan (the best ones after sorting): a bound on the
+/// address lookups and connection attempts one domain can cause.
+pub const MAX_MX_HOSTS: usize = 20;
+
 /// One MX record as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MxRecord {
@@ -67,8 +71,8 @@ pub enum MxPlan {
 }
 
 /// The plan for `domain` from its MX answer. Hosts come sorted by
-/// preference, shuffled among equal preferences with `seed`, without
-/// addresses.
+/// preference, shuffled among equal preferences with `seed`, at most
+/// [`MAX_MX_HOSTS`] of them, without addresses.
 pub fn mx_plan(domain: &str, answer: &MxAnswer, seed: u64) -> MxPlan {
     match answer {
         MxAnswer::NxDomain => MxPlan::NoSuchDomain,
@@ -105,6 +109,7 @@ fn from_records(records: &[MxRecord], seed: u64) -> MxPlan {
         }
     }
     shuffle_equal_preferences(&mut hosts, seed);
+    hosts.truncate(MAX_MX_HOSTS);
     MxPlan::Hosts(hosts)
 }
 

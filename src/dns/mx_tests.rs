@@ -109,3 +109,15 @@ fn address_literals() {
         matches!(plan, MxPlan::Hosts(h) if h[0].kind == HostKind::Literal && h[0].addrs.len() == 1)
     );
 }
+
+#[test]
+fn plan_keeps_the_best_hosts_up_to_the_bound() {
+    let records = (0..30u16)
+        .rev()
+        .map(|i| rec(i, &format!("h{i:02}.test")))
+        .collect();
+    let got = names(&mx_plan("x.test", &MxAnswer::Records(records), 0));
+    assert_eq!(got.len(), MAX_MX_HOSTS);
+    assert_eq!(got[0], (0, "h00.test".to_string()));
+    assert_eq!(got.last(), Some(&(19, "h19.test".to_string())));
+}

@@ -18,7 +18,7 @@ use hickory_proto::rr::{Name, RecordType};
 use super::cache::{Cache, CacheLimits};
 use super::error::{DnsError, TempReason};
 use super::inflight::{InFlight, Role};
-use super::mx::{address_literal, literal_plan, mx_plan, MxAnswer, MxPlan};
+use super::mx::{address_literal, literal_plan, mx_plan, MxAnswer, MxHost, MxPlan};
 use super::resolv_conf::read_system_nameservers;
 use super::rng::XorShift;
 use super::transport::{self, ExchangeError, Question};
@@ -132,11 +132,20 @@ impl Resolver {
         }
     }
 
-    async fn fill_addresses(&self, hosts: Vec<super::MxHost>) -> Result<MxPlan, DnsError> {
+    /// Looks up every host's addresses at once (one round trip, not one
+    /// per host) and keeps the hosts that have some, in plan order.
+    async fn fill_addresses(&self, hosts: Vec<MxHost>) -> Result<MxPlan, DnsError> {
+        let lookups: Vec<_> = hosts
+            .iter()
+            .map(|host| {
+                let (resolver, name) = (self.clone(), host.name.clone());
+                glommio::spawn_local(async move { resolver.lookup_ip(&name).await })
+            })
+            .collect();
         let mut resolved = Vec::with_capacity(hosts.len());
         let mut temporary = None;
-        for mut host in hosts {
-            match self.lookup_ip(&host.name).await {
+        for (mut host, lookup) in hosts.into_iter().zip(lookups) {
+            match lookup.await {
                 Ok(addrs) if !addrs.is_empty() => {
                     host.addrs = addrs;
                     resolved.push(host);
