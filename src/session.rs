@@ -14,7 +14,7 @@ use glommio::net::TcpStream;
 use spool_format::envelope::{notify, ChunkRef, Envelope as SpoolEnvelope, Recipient};
 
 use crate::daemon::now_ms;
-use crate::shard::ShardCtx;
+use crate::shard::{DisplayId, ShardCtx};
 use crate::smtp::params::{Body, Ret};
 use crate::smtp::received::{format_date, DATE_LEN};
 use crate::smtp::server::{Event, PeerInfo, Session, SpoolFailure, MIN_RECEIVE_BUFFER};
@@ -68,6 +68,10 @@ struct Buffers {
     end: usize,
     out: Vec<u8>,
     scratch: Vec<u8>,
+    /// Reused for every message of the connection, so committing one does
+    /// not allocate the envelope afresh.
+    env: SpoolEnvelope,
+    spare_chunks: Vec<ChunkRef>,
 }
 
 /// How a run over one transport ended.
@@ -86,6 +90,8 @@ pub async fn serve(stream: TcpStream, peer: PeerInfo, ctx: Rc<ShardCtx>) {
         end: 0,
         out: Vec::with_capacity(4096),
         scratch: Vec::new(),
+        env: SpoolEnvelope::default(),
+        spare_chunks: Vec::new(),
     };
     if ctx.implicit_tls {
         let Some(mut tls) = handshake(&ctx, stream).await else {
@@ -168,13 +174,17 @@ async fn drive<S: Transport>(
         };
         b.start += used;
         match event {
-            Some(Event::DataStart) => sink = open_sink(s, ctx, &mut b.scratch),
+            Some(Event::DataStart) => {
+                let chunks = std::mem::take(&mut b.spare_chunks);
+                sink = open_sink(s, ctx, &mut b.scratch, chunks);
+            }
             Some(Event::DataEnd) => {
-                let reply = commit(s, ctx, sink.take()).await;
+                let reply = commit(s, ctx, sink.take(), &mut b.env).await;
                 let _ = match reply {
-                    Ok(id) => s.message_accepted(&id, &mut b.out),
+                    Ok(id) => s.message_accepted(id.as_str(), &mut b.out),
                     Err(why) => s.message_failed(why, &mut b.out),
                 };
+                b.spare_chunks = std::mem::take(&mut b.env.body);
             }
             Some(Event::MessageRejected(_)) => sink = None,
             Some(Event::AuthAttempt) => {
@@ -296,18 +306,24 @@ fn body_step(
 
 /// Starts a message: reserves its id and writes the `Received:` header as
 /// the first chunk.
-fn open_sink(s: &Session, ctx: &ShardCtx, hdr: &mut Vec<u8>) -> Option<BodySink> {
+fn open_sink(
+    s: &Session,
+    ctx: &ShardCtx,
+    hdr: &mut Vec<u8>,
+    mut chunks: Vec<ChunkRef>,
+) -> Option<BodySink> {
+    chunks.clear();
     let pin = ctx.spool.pin_for_write();
     let msg_id = ctx.spool.allocate_msg_id();
     let id = ctx.display_id(msg_id);
     let mut date = [0u8; DATE_LEN];
     let date = format_date((now_ms() / 1000) as i64, &mut date);
     hdr.clear();
-    s.write_received(hdr, None, &id, date);
+    s.write_received(hdr, None, id.as_str(), date);
     let mut sink = BodySink {
         _pin: pin,
         msg_id,
-        chunks: Vec::new(),
+        chunks,
         len: 0,
         failed: false,
     };
@@ -329,7 +345,8 @@ async fn commit(
     s: &Session,
     ctx: &ShardCtx,
     sink: Option<BodySink>,
-) -> Result<String, SpoolFailure> {
+    env: &mut SpoolEnvelope,
+) -> Result<DisplayId, SpoolFailure> {
     let Some(sink) = sink.filter(|k| !k.failed) else {
         return Err(if ctx.storage_available() {
             SpoolFailure::Io
@@ -337,46 +354,59 @@ async fn commit(
             SpoolFailure::NoSpace
         });
     };
-    let e = s.envelope();
-    let mut env = SpoolEnvelope {
-        msg_id: sink.msg_id,
-        received_ms: now_ms(),
-        reverse_path: e.reverse_path().to_vec(),
-        flags: if e.smtputf8() {
-            spool_format::envelope::flags::SMTPUTF8
-        } else {
-            0
-        },
-        body_type: match e.body() {
-            Body::SevenBit => 1,
-            Body::EightBitMime => 2,
-            Body::BinaryMime => 3,
-        },
-        ret: match e.ret() {
-            None => 0,
-            Some(Ret::Full) => 1,
-            Some(Ret::Headers) => 2,
-        },
-        envid: e.envid().unwrap_or_default().to_vec(),
-        body_len: sink.len,
-        recipients: e
-            .recipients()
-            .map(|r| {
-                let bits = match r.notify {
-                    None => 0,
-                    Some(n) if n.0 == 0 => notify::NEVER,
-                    Some(n) => n.0,
-                };
-                Recipient::new(r.address, bits, r.orcpt.unwrap_or_default())
-            })
-            .collect(),
-        body: sink.chunks,
-    };
-    match ctx.spool.commit_message(&mut env).await {
+    fill_envelope(env, s, sink.msg_id, sink.len);
+    env.body = sink.chunks;
+    match ctx.spool.commit_message(env).await {
         Ok(id) => Ok(ctx.display_id(id)),
         Err(e) => {
             tracing::error!(error = %e, "spool commit failed; answered 451");
             Err(SpoolFailure::Io)
         }
     }
+}
+
+/// Copies the session's envelope into the reused spool envelope, keeping
+/// the buffers it already has.
+fn fill_envelope(env: &mut SpoolEnvelope, s: &Session, msg_id: u64, body_len: u64) {
+    let e = s.envelope();
+    env.msg_id = msg_id;
+    env.received_ms = now_ms();
+    env.body_len = body_len;
+    env.flags = if e.smtputf8() {
+        spool_format::envelope::flags::SMTPUTF8
+    } else {
+        0
+    };
+    env.body_type = match e.body() {
+        Body::SevenBit => 1,
+        Body::EightBitMime => 2,
+        Body::BinaryMime => 3,
+    };
+    env.ret = match e.ret() {
+        None => 0,
+        Some(Ret::Full) => 1,
+        Some(Ret::Headers) => 2,
+    };
+    refill(&mut env.reverse_path, e.reverse_path());
+    refill(&mut env.envid, e.envid().unwrap_or_default());
+    env.recipients.truncate(e.recipient_count());
+    for (i, r) in e.recipients().enumerate() {
+        if i == env.recipients.len() {
+            env.recipients.push(Recipient::new(b"", 0, b""));
+        }
+        let dst = &mut env.recipients[i];
+        refill(&mut dst.address, r.address);
+        refill(&mut dst.orcpt, r.orcpt.unwrap_or_default());
+        dst.notify = match r.notify {
+            None => 0,
+            Some(n) if n.0 == 0 => notify::NEVER,
+            Some(n) => n.0,
+        };
+        dst.set_state(spool_format::RcptState::Pending);
+    }
+}
+
+fn refill(dst: &mut Vec<u8>, src: &[u8]) {
+    dst.clear();
+    dst.extend_from_slice(src);
 }
