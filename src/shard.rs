@@ -127,20 +127,6 @@ impl ShardCtx {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::DisplayId;
-
-    #[test]
-    fn display_id_is_shard_then_message_in_hex() {
-        assert_eq!(DisplayId::new(1, 0xABC).as_str(), "0100000000000ABC");
-        assert_eq!(
-            DisplayId::new(0x2F, 0x0012_3456_789A_BCDE).as_str(),
-            format!("{:02X}{:014X}", 0x2F, 0x0012_3456_789A_BCDEu64)
-        );
-    }
-}
-
 /// Free bytes for unprivileged writers on the spool's file system.
 fn free_space(dir: &std::path::Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
@@ -313,4 +299,18 @@ async fn refuse(mut stream: glommio::net::TcpStream) {
     let _ = stream
         .write_all(b"421 4.7.0 Too many connections, try again later\r\n")
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DisplayId;
+
+    #[test]
+    fn display_id_is_shard_then_message_in_hex() {
+        assert_eq!(DisplayId::new(1, 0xABC).as_str(), "0100000000000ABC");
+        assert_eq!(
+            DisplayId::new(0x2F, 0x0012_3456_789A_BCDE).as_str(),
+            format!("{:02X}{:014X}", 0x2F, 0x0012_3456_789A_BCDEu64)
+        );
+    }
 }
