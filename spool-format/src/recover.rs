@@ -17,8 +17,10 @@ use crate::status::{RcptState, StatusRecord};
 pub enum PendingSet {
     /// Up to 64 recipients: one bit each.
     Inline(u64),
-    /// More recipients: one bit each, on the heap.
-    Heap(Box<[u64]>),
+    /// More recipients: one bit each, on the heap (a thin pointer, so the
+    /// set stays 16 bytes).
+    #[allow(clippy::box_collection)]
+    Heap(Box<Vec<u64>>),
 }
 
 impl PendingSet {
@@ -27,11 +29,11 @@ impl PendingSet {
             PendingSet::Inline(if n == 64 { u64::MAX } else { (1u64 << n) - 1 })
         } else {
             let words = n.div_ceil(64) as usize;
-            let mut v = vec![u64::MAX; words].into_boxed_slice();
+            let mut v = vec![u64::MAX; words];
             if n % 64 != 0 {
                 v[words - 1] = (1u64 << (n % 64)) - 1;
             }
-            PendingSet::Heap(v)
+            PendingSet::Heap(Box::new(v))
         }
     }
 
@@ -79,19 +81,42 @@ impl PendingSet {
     }
 }
 
-/// The in-memory index entry of one queued message.
+/// The in-memory index entry of one queued message: 48 bytes, so that with
+/// its key and the hash table's slack a queued message costs under 128.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedMessage {
     /// Segment and offset of the (latest copy of the) envelope record.
-    pub segment: u64,
+    /// Segment ids are stored in 32 bits: a shard creates one segment at a
+    /// time, numbered from 1.
+    pub segment: u32,
     pub offset: u32,
     pub rcpt_count: u32,
     /// Oldest segment holding any part of the message (its first chunk).
-    pub first_segment: u64,
+    pub first_segment: u32,
     /// Earliest time to try again (unix ms); 0 means now.
     pub next_attempt_ms: u64,
     pub attempts: u32,
+    /// Every chunk the envelope names was found (recovery only).
+    body_ok: bool,
     pub pending: PendingSet,
+}
+
+const _: () = assert!(std::mem::size_of::<QueuedMessage>() <= 48);
+
+impl QueuedMessage {
+    /// The envelope's segment id.
+    pub fn segment_id(&self) -> u64 {
+        u64::from(self.segment)
+    }
+
+    /// The oldest segment id the message pins.
+    pub fn first_segment_id(&self) -> u64 {
+        u64::from(self.first_segment)
+    }
+}
+
+fn seg32(id: u64) -> u32 {
+    u32::try_from(id).unwrap_or(u32::MAX)
 }
 
 /// Outcome of applying a status record.
@@ -128,9 +153,10 @@ pub struct RecoveredSegment<'a> {
 impl QueueIndex {
     /// Rebuilds the queue from segments given in ascending id order.
     ///
-    /// Bodies are checked after the whole log is applied: an old copy of a
-    /// message may point at chunks in a segment already reclaimed, and only
-    /// the copy that stays queued has to be whole.
+    /// Each envelope's chunks are checked as the scan meets it (in log
+    /// order, so the lookups stay cache-friendly), but a message is dropped
+    /// only if its final copy lacks a body: an old copy may point at chunks
+    /// in a segment already reclaimed.
     pub fn recover(segments: &[RecoveredSegment<'_>]) -> QueueIndex {
         let mut q = QueueIndex::default();
         for seg in segments {
@@ -139,9 +165,14 @@ impl QueueIndex {
                 let payload = rec.payload(seg.bytes);
                 let ok = match rec.header.kind {
                     RecordKind::Chunk => true,
-                    RecordKind::Message => access_envelope(payload)
-                        .map(|env| q.insert_message(seg.id, rec.offset, env))
-                        .is_some(),
+                    RecordKind::Message => match access_envelope(payload) {
+                        Some(env) => {
+                            let body_ok = body_present(segments, env);
+                            q.insert(seg.id, rec.offset, env, body_ok);
+                            true
+                        }
+                        None => false,
+                    },
                     RecordKind::Status => StatusRecord::decode(payload)
                         .map(|st| q.apply_status(&st))
                         .is_some(),
@@ -151,39 +182,20 @@ impl QueueIndex {
                 }
             }
         }
-        q.drop_messages_with_missing_body(segments);
+        q.drop_messages_with_missing_body();
         q
     }
 
-    fn drop_messages_with_missing_body(&mut self, segments: &[RecoveredSegment<'_>]) {
-        let find = |id: u64| segments.iter().find(|g| g.id == id);
-        let chunk_ok = |s: u64, off: u32, len: u32| {
-            find(s)
-                .and_then(|g| g.scan.record_at(off))
-                .is_some_and(|r| r.header.kind == RecordKind::Chunk && r.header.payload_len == len)
-        };
+    fn drop_messages_with_missing_body(&mut self) {
         let broken: Vec<u64> = self
             .messages
             .iter()
-            .filter(|(_, m)| {
-                let env = find(m.segment)
-                    .and_then(|g| g.scan.record_at(m.offset).map(|r| r.payload(g.bytes)))
-                    .and_then(access_envelope);
-                !env.is_some_and(|env| {
-                    env.body.iter().all(|c| {
-                        chunk_ok(
-                            c.segment.to_native(),
-                            c.offset.to_native(),
-                            c.len.to_native(),
-                        )
-                    })
-                })
-            })
+            .filter(|(_, m)| !m.body_ok)
             .map(|(id, _)| *id)
             .collect();
         for id in broken {
             if let Some(m) = self.messages.remove(&id) {
-                self.pin(m.first_segment, m.segment, -1);
+                self.pin(m.first_segment_id(), m.segment_id(), -1);
                 self.damaged_messages += 1;
             }
         }
@@ -201,6 +213,10 @@ impl QueueIndex {
 
     /// Adds a committed message (or a newer copy of a queued one).
     pub fn insert_message(&mut self, segment: u64, offset: u32, env: &ArchivedEnvelope) {
+        self.insert(segment, offset, env, true);
+    }
+
+    fn insert(&mut self, segment: u64, offset: u32, env: &ArchivedEnvelope, body_ok: bool) {
         let n = env.recipients.len() as u32;
         let mut pending = PendingSet::all(n);
         let (mut next_ms, mut attempts) = (0u64, 0u32);
@@ -227,7 +243,7 @@ impl QueueIndex {
         let msg_id = env.msg_id.to_native();
         if let Some(old) = self.messages.remove(&msg_id) {
             // A copy made by compaction: states already finished stay finished.
-            self.pin(old.first_segment, old.segment, -1);
+            self.pin(old.first_segment_id(), old.segment_id(), -1);
             for i in 0..n {
                 if !old.pending.contains(i) {
                     pending.remove(i);
@@ -243,12 +259,13 @@ impl QueueIndex {
         self.messages.insert(
             msg_id,
             QueuedMessage {
-                segment,
+                segment: seg32(segment),
                 offset,
                 rcpt_count: n,
-                first_segment,
+                first_segment: seg32(first_segment),
                 next_attempt_ms: next_ms,
                 attempts,
+                body_ok,
                 pending,
             },
         );
@@ -286,7 +303,7 @@ impl QueueIndex {
         if !m.pending.is_empty() {
             return Applied::StillQueued;
         }
-        let (first_segment, segment) = (m.first_segment, m.segment);
+        let (first_segment, segment) = (m.first_segment_id(), m.segment_id());
         self.messages.remove(&st.msg_id);
         self.pin(first_segment, segment, -1);
         Applied::Finished {
@@ -302,6 +319,23 @@ impl QueueIndex {
             .map(|m| u64::from(m.pending.count()))
             .sum()
     }
+}
+
+/// True when every chunk the envelope names is a valid chunk record.
+fn body_present(segments: &[RecoveredSegment<'_>], env: &ArchivedEnvelope) -> bool {
+    env.body.iter().all(|c| {
+        let (s, off, len) = (
+            c.segment.to_native(),
+            c.offset.to_native(),
+            c.len.to_native(),
+        );
+        segments
+            .iter()
+            .rev()
+            .find(|g| g.id == s)
+            .and_then(|g| g.scan.record_at(off))
+            .is_some_and(|r| r.header.kind == RecordKind::Chunk && r.header.payload_len == len)
+    })
 }
 
 #[cfg(test)]
@@ -325,6 +359,6 @@ mod tests {
     fn queued_message_is_small() {
         // Memory per queued message is a stated target (<= 128 bytes with
         // the hash table's own overhead).
-        assert!(std::mem::size_of::<QueuedMessage>() <= 64);
+        assert!(std::mem::size_of::<QueuedMessage>() <= 48);
     }
 }

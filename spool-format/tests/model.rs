@@ -267,7 +267,7 @@ fn run_op(sp: &mut Spool, model: &mut Model, ids: &mut Vec<u64>, op: &Op) {
                 return;
             };
             let (id, qm) = m;
-            let seg = &sp.segments[&qm.segment];
+            let seg = &sp.segments[&qm.segment_id()];
             let h = spool_format::RecordHeader::decode(
                 &seg[qm.offset as usize..],
                 SegmentHeader::decode(seg).expect("seg header").nonce,

@@ -413,7 +413,7 @@ impl ShardSpool {
                 .get(&msg_id)
                 .ok_or(SpoolError::NotQueued(msg_id))?;
             let env = s
-                .envelope(m.segment, m.offset)
+                .envelope(m.segment_id(), m.offset)
                 .ok_or(SpoolError::NotQueued(msg_id))?;
             for c in env.body.iter() {
                 let c = ChunkRef {
@@ -463,9 +463,9 @@ impl ShardSpool {
             let mut live_bytes = 0u64;
             let mut ids = Vec::new();
             for (id, m) in &s.index.messages {
-                if m.first_segment == oldest {
+                if m.first_segment_id() == oldest {
                     let len = s
-                        .envelope(m.segment, m.offset)
+                        .envelope(m.segment_id(), m.offset)
                         .map_or(0, |e| e.body_len.to_native());
                     live_bytes += len + 512;
                     ids.push(*id);
@@ -484,7 +484,7 @@ impl ShardSpool {
         self.read_body(msg_id, &mut body).ok()?;
         self.with_state(|s| {
             let m = s.index.messages.get(&msg_id)?;
-            let a = s.envelope(m.segment, m.offset)?;
+            let a = s.envelope(m.segment_id(), m.offset)?;
             let mut env: Envelope = rkyv::deserialize::<Envelope, rkyv::rancor::Error>(a).ok()?;
             for (i, r) in env.recipients.iter_mut().enumerate() {
                 let st = if !m.pending.contains(i as u32) {
