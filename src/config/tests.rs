@@ -212,7 +212,11 @@ fn bad_values_are_errors_at_their_value() {
     );
     assert_error("[spool]\nsegment_size = 4096\n", "2:16", "between 1048576");
     // Record offsets inside a segment are 32-bit.
-    assert_error("[spool]\nsegment_size = 4294967296\n", "2:16", "4 GiB - 4 KiB");
+    assert_error(
+        "[spool]\nsegment_size = 4294967296\n",
+        "2:16",
+        "4 GiB - 4 KiB",
+    );
     assert_error("[spool]\npath = \"\"\n", "2:8", "path is empty");
     assert_error(
         "[[listener]]\naddress = \"127.0.0.1:25\"\ndata_timeout = \"0s\"\n",
