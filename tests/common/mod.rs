@@ -1,4 +1,4 @@
-//! Shared by the TLS and interop tests: the daemon started on free ports
+//! Shared by the SMTP, TLS and interop tests: the daemon started on free ports
 //! with a temporary config, a blocking SMTP client that can switch to TLS,
 //! a self-signed certificate made in the test, a users file made with
 //! `petrel passwd`, and the spool read back with `petrel spool inspect`.
@@ -235,6 +235,25 @@ impl Daemon {
             // Most likely someone else took a port: try other ones.
         }
         panic!("petrel would not start: {last_error}");
+    }
+
+    /// Starts the daemon with a single plaintext listener whose lines
+    /// after the address are `listener`.
+    pub fn start_plain(
+        dir: &Path,
+        spool: &Path,
+        server: &str,
+        listener: &str,
+        extra: &str,
+    ) -> Daemon {
+        Daemon::start(
+            dir,
+            spool,
+            server,
+            &[Listener::plain(listener)],
+            extra,
+            None,
+        )
     }
 
     pub fn port(&self) -> u16 {
@@ -502,6 +521,23 @@ impl Client {
         self.send(&format!("{line}\r\n"));
         self.expect(prefix)
     }
+
+    /// Greeting and EHLO, which must offer PIPELINING.
+    pub fn hello(&mut self) {
+        self.expect("220");
+        let ehlo = self.cmd("EHLO client.test.example", "250");
+        assert!(ehlo.contains("PIPELINING"), "{ehlo}");
+    }
+
+    /// Waits for the server to close the connection (EOF).
+    pub fn expect_closed(&mut self) {
+        let mut rest = String::new();
+        match self.reader.read_line(&mut rest) {
+            Ok(0) => {}
+            Ok(_) => panic!("expected the connection closed, got {rest:?}"),
+            Err(e) => panic!("expected the connection closed: {e}"),
+        }
+    }
 }
 
 fn tcp(port: u16) -> TcpStream {
@@ -535,6 +571,18 @@ pub fn queued_id(reply: &str) -> String {
     assert_eq!(id.len(), 16, "{reply:?}");
     assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{reply:?}");
     id.to_string()
+}
+
+/// One whole transaction, one command at a time; returns the queue id.
+pub fn send_message(c: &mut Client, rcpts: &[&str], body: &str) -> String {
+    c.cmd("MAIL FROM:<sender@client.test.example>", "250 2.1.0");
+    for r in rcpts {
+        c.cmd(&format!("RCPT TO:<{r}>"), "250 2.1.5");
+    }
+    c.cmd("DATA", "354");
+    c.send(body);
+    c.send(".\r\n");
+    queued_id(&c.reply())
 }
 
 pub fn inspect(spool: &Path) -> String {
