@@ -5,6 +5,7 @@
 //! (the machine unstuffs while writing into the chunk's payload area). A
 //! reply to a message is written only after the spool says it is durable.
 
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -40,26 +41,11 @@ struct BodySink {
 }
 
 /// A byte stream a session runs over: plain TCP or TLS on top of it.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin {
-    /// Bounds the next reads (the session's deadline).
-    fn set_read_deadline(&self, wait: Option<Duration>) -> std::io::Result<()>;
-}
+pub trait Transport: AsyncRead + AsyncWrite + Unpin {}
 
-impl Transport for TcpStream {
-    fn set_read_deadline(&self, wait: Option<Duration>) -> std::io::Result<()> {
-        self.set_read_timeout(wait)
-            .map_err(|e| std::io::Error::other(e.to_string()))
-    }
-}
+impl Transport for TcpStream {}
 
-impl Transport for TlsStream<TcpStream> {
-    fn set_read_deadline(&self, wait: Option<Duration>) -> std::io::Result<()> {
-        self.get_ref()
-            .0
-            .set_read_timeout(wait)
-            .map_err(|e| std::io::Error::other(e.to_string()))
-    }
-}
+impl Transport for TlsStream<TcpStream> {}
 
 /// Buffers of one connection, kept across the switch to TLS.
 struct Buffers {
@@ -68,10 +54,21 @@ struct Buffers {
     end: usize,
     out: Vec<u8>,
     scratch: Vec<u8>,
+    /// This session's entry in the shard's deadline table.
+    slot: usize,
     /// Reused for every message of the connection, so committing one does
     /// not allocate the envelope afresh.
     env: SpoolEnvelope,
     spare_chunks: Vec<ChunkRef>,
+}
+
+/// Takes the session out of the deadline table before its socket closes.
+struct Unregister<'a>(&'a ShardCtx, usize);
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        self.0.deadlines.unregister(self.1);
+    }
 }
 
 /// How a run over one transport ended.
@@ -84,7 +81,10 @@ enum Outcome {
 /// Serves one connection until the client quits, a limit closes it, or
 /// the shard stops.
 pub async fn serve(stream: TcpStream, peer: PeerInfo, ctx: Rc<ShardCtx>) {
+    let slot = ctx.deadlines.register(stream.as_raw_fd());
+    let _registered = Unregister(&ctx, slot);
     let mut b = Buffers {
+        slot,
         buf: vec![0u8; RECEIVE_BUFFER],
         start: 0,
         end: 0,
@@ -217,7 +217,7 @@ async fn drive<S: Transport>(
                 b.end -= b.start;
                 b.start = 0;
                 let (buf, end) = (&mut b.buf, b.end);
-                match read_more(stream, s, &mut buf[end..], &mut b.out).await {
+                match read_more(stream, s, &mut buf[end..], &mut b.out, ctx, b.slot).await {
                     Some(n) => b.end += n,
                     None => {
                         flush(stream, &mut b.out).await;
@@ -236,32 +236,35 @@ async fn drive<S: Transport>(
     }
 }
 
-/// Reads once, honouring the session's deadline. `None`: close now.
+/// Reads once. The shard's deadline sweep shuts our read side down when
+/// the session's deadline passes (or the shard stops), so a read that ends
+/// without data is a timeout, a shutdown, or the client leaving. `None`:
+/// write `out` and close.
 async fn read_more<S: Transport>(
     stream: &mut S,
     s: &mut Session,
     into: &mut [u8],
     out: &mut Vec<u8>,
+    ctx: &ShardCtx,
+    slot: usize,
 ) -> Option<usize> {
     if into.is_empty() {
         return None;
     }
-    let now = now_ms();
-    let wait = s.next_deadline().map(|d| d.saturating_sub(now).max(1));
-    stream
-        .set_read_deadline(wait.map(Duration::from_millis))
-        .ok()?;
+    let deadline = s.next_deadline().unwrap_or(u64::MAX);
+    ctx.deadlines.set(slot, deadline, !s.wants_body());
     match stream.read(into).await {
-        Ok(0) => None,
-        Ok(n) => Some(n),
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-            // The machine writes the 421 and says whether to close.
-            match s.handle_timeout(now_ms(), out) {
-                Some(Event::Close) => None,
-                _ => Some(0),
+        Ok(n) if n > 0 => Some(n),
+        _ => {
+            let now = now_ms();
+            if deadline <= now {
+                // The machine writes its 421 (idle, session or data rate).
+                let _ = s.handle_timeout(now, out);
+            } else if ctx.stopping() {
+                out.extend_from_slice(b"421 4.3.2 Service shutting down\r\n");
             }
+            None
         }
-        Err(_) => None,
     }
 }
 

@@ -287,3 +287,47 @@ fn two_shards_take_concurrent_mail() {
     assert_eq!(total_queued(&report), 100, "{report}");
     assert!(report.contains("shard 1"), "{report}");
 }
+
+#[test]
+fn an_idle_client_is_told_421_when_its_command_timeout_passes() {
+    let dir = tempdir();
+    let d = Daemon::start_plain(
+        dir.path(),
+        &dir.path().join("spool"),
+        "shards = 1",
+        "command_timeout = \"1s\"",
+        "",
+    );
+    let mut c = d.connect();
+    c.hello();
+    let started = Instant::now();
+    c.expect("421 4.4.2");
+    c.expect_closed();
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "timed out early"
+    );
+    d.stop();
+}
+
+#[test]
+fn sigterm_tells_idle_sessions_421_and_exits_promptly() {
+    let dir = tempdir();
+    let d = Daemon::start_plain(dir.path(), &dir.path().join("spool"), "shards = 1", "", "");
+    let mut c = d.connect();
+    c.hello();
+    let started = Instant::now();
+    let status = std::thread::scope(|s| {
+        let stopper = s.spawn(|| d.terminate());
+        c.expect("421 4.3.2");
+        c.expect_closed();
+        stopper.join().expect("terminate")
+    });
+    assert!(status.success(), "{status:?}");
+    // Far below the 30 s grace period: the idle session did not hold it up.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
