@@ -103,6 +103,16 @@ fn wait_for_signal(set: &libc::sigset_t) -> i32 {
     sig
 }
 
+/// Sets the stop flag when dropped: a shard that returns or panics takes
+/// the daemon down with it instead of leaving the others running alone.
+struct StopOnExit(Arc<AtomicBool>);
+
+impl Drop for StopOnExit {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Runs the daemon in the foreground until SIGTERM or SIGINT.
 pub fn run(config: Config, plan: Plan) -> Result<(), DaemonError> {
     check_orphan_shards(&config.spool.path, plan.shards)?;
@@ -115,7 +125,12 @@ pub fn run(config: Config, plan: Plan) -> Result<(), DaemonError> {
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("petrel-shard-{shard}"))
             .io_memory(plan.io_memory)
-            .spawn(move || async move { crate::shard::run(shard, config, stop).await })
+            .spawn(move || async move {
+                // However the shard ends (error or panic), the others stop
+                // too: a partial MTA would leave this shard's mail unseen.
+                let _stop_all = StopOnExit(stop.clone());
+                crate::shard::run(shard, config, stop).await
+            })
             .map_err(|source| DaemonError::Executor { shard, source })?;
         handles.push(h);
     }

@@ -41,11 +41,26 @@ struct BodySink {
 }
 
 /// A byte stream a session runs over: plain TCP or TLS on top of it.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin {}
+pub trait Transport: AsyncRead + AsyncWrite + Unpin {
+    /// Bounds the next reads (the session's next deadline).
+    fn set_read_deadline(&self, wait: Option<Duration>) -> std::io::Result<()>;
+}
 
-impl Transport for TcpStream {}
+impl Transport for TcpStream {
+    fn set_read_deadline(&self, wait: Option<Duration>) -> std::io::Result<()> {
+        self.set_read_timeout(wait)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}
 
-impl Transport for TlsStream<TcpStream> {}
+impl Transport for TlsStream<TcpStream> {
+    fn set_read_deadline(&self, wait: Option<Duration>) -> std::io::Result<()> {
+        self.get_ref()
+            .0
+            .set_read_timeout(wait)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}
 
 /// Buffers of one connection, kept across the switch to TLS.
 struct Buffers {
@@ -81,6 +96,12 @@ enum Outcome {
 /// Serves one connection until the client quits, a limit closes it, or
 /// the shard stops.
 pub async fn serve(stream: TcpStream, peer: PeerInfo, ctx: Rc<ShardCtx>) {
+    // A client that never reads its replies must not hold the session (and
+    // its connection slot) forever in a blocked write.
+    let limit = Duration::from_millis(ctx.server.idle_timeout_ms);
+    if stream.set_write_timeout(Some(limit)).is_err() {
+        return;
+    }
     let slot = ctx.deadlines.register(stream.as_raw_fd());
     let _registered = Unregister(&ctx, slot);
     let mut b = Buffers {
@@ -236,10 +257,9 @@ async fn drive<S: Transport>(
     }
 }
 
-/// Reads once. The shard's deadline sweep shuts our read side down when
-/// the session's deadline passes (or the shard stops), so a read that ends
-/// without data is a timeout, a shutdown, or the client leaving. `None`:
-/// write `out` and close.
+/// Reads once, bounded by the session's next deadline. `None`: write `out`
+/// and close. When the shard stops, its sweep shuts down the read side of
+/// sessions waiting for a command, so their read ends and they say 421.
 async fn read_more<S: Transport>(
     stream: &mut S,
     s: &mut Session,
@@ -251,16 +271,26 @@ async fn read_more<S: Transport>(
     if into.is_empty() {
         return None;
     }
-    let deadline = s.next_deadline().unwrap_or(u64::MAX);
-    ctx.deadlines.set(slot, deadline, !s.wants_body());
-    match stream.read(into).await {
+    let now = now_ms();
+    let wait = s.next_deadline().map(|d| d.saturating_sub(now).max(1));
+    stream
+        .set_read_deadline(wait.map(Duration::from_millis))
+        .ok()?;
+    ctx.deadlines.set_idle(slot, !s.wants_body());
+    let read = stream.read(into).await;
+    ctx.deadlines.set_idle(slot, false);
+    match read {
         Ok(n) if n > 0 => Some(n),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+            // The machine writes its 421 (idle, session, data rate) and says
+            // whether to close; a data-rate window that passed is not one.
+            match s.handle_timeout(now_ms(), out) {
+                Some(Event::Close) => None,
+                _ => Some(0),
+            }
+        }
         _ => {
-            let now = now_ms();
-            if deadline <= now {
-                // The machine writes its 421 (idle, session or data rate).
-                let _ = s.handle_timeout(now, out);
-            } else if ctx.stopping() {
+            if ctx.stopping() {
                 out.extend_from_slice(b"421 4.3.2 Service shutting down\r\n");
             }
             None
@@ -281,8 +311,10 @@ fn body_step(
     let max = input.len().min(ctx.spool.max_chunk());
     let mut prog = Default::default();
     let healthy = sink.as_ref().is_some_and(|k| !k.failed);
+    let mut filled = false;
     if healthy && max > 0 {
         let r = ctx.spool.append_chunk_with(max, |dst| {
+            filled = true;
             prog = s.receive_data(input, dst, now, out);
             prog.produced
         });
@@ -299,7 +331,8 @@ fn body_step(
                 }
             }
         }
-    } else {
+    }
+    if !filled {
         // Discard into scratch space so the session stays in sync.
         scratch.resize(max.max(1), 0);
         prog = s.receive_data(input, scratch, now, out);

@@ -42,32 +42,26 @@ fn ip_slot(ip: IpAddr) -> &'static AtomicU32 {
     &ip_table()[(h >> 48) as usize % IP_SLOTS]
 }
 
-/// Read deadlines of a listener's sessions, enforced by the shard's tick
-/// with one sweep instead of a timer armed and cancelled around every read
-/// (which cost two extra io_uring submissions per read). An expired
-/// session's read side is shut down, so its pending read returns and the
-/// session answers 421 itself.
+/// The sessions of a listener that are waiting for a command, so that a
+/// stopping shard can end their reads at once (shutting down the read
+/// side; the session then answers 421 itself) instead of waiting for their
+/// idle timeout. Sessions in the middle of a message are left to finish.
 #[derive(Default)]
 pub struct Deadlines {
-    entries: RefCell<Vec<Option<DeadlineEntry>>>,
+    entries: RefCell<Vec<Option<IdleEntry>>>,
     free: RefCell<Vec<usize>>,
 }
 
 #[derive(Clone, Copy)]
-struct DeadlineEntry {
+struct IdleEntry {
     fd: RawFd,
-    deadline_ms: u64,
-    /// Waiting for a command (not in the middle of a message).
+    /// Blocked in a read while waiting for a command.
     idle: bool,
 }
 
 impl Deadlines {
     pub fn register(&self, fd: RawFd) -> usize {
-        let e = Some(DeadlineEntry {
-            fd,
-            deadline_ms: u64::MAX,
-            idle: true,
-        });
+        let e = Some(IdleEntry { fd, idle: false });
         let mut entries = self.entries.borrow_mut();
         match self.free.borrow_mut().pop() {
             Some(i) => {
@@ -81,9 +75,8 @@ impl Deadlines {
         }
     }
 
-    pub fn set(&self, slot: usize, deadline_ms: u64, idle: bool) {
+    pub fn set_idle(&self, slot: usize, idle: bool) {
         if let Some(Some(e)) = self.entries.borrow_mut().get_mut(slot) {
-            e.deadline_ms = deadline_ms;
             e.idle = idle;
         }
     }
@@ -95,15 +88,13 @@ impl Deadlines {
         }
     }
 
-    /// Wakes sessions whose deadline passed, and when stopping, every
-    /// session waiting for a command.
-    fn sweep(&self, now_ms: u64, stopping: bool) {
+    /// Ends the reads of every session waiting for a command.
+    fn wake_idle(&self) {
         for e in self.entries.borrow_mut().iter_mut().flatten() {
-            if e.deadline_ms <= now_ms || (stopping && e.idle) {
+            if e.idle {
                 // SAFETY: shutdown on a descriptor the session still owns
                 // (it unregisters before closing); no memory is passed.
                 unsafe { libc::shutdown(e.fd, libc::SHUT_RD) };
-                e.deadline_ms = u64::MAX;
                 e.idle = false;
             }
         }
@@ -267,11 +258,7 @@ pub async fn run(shard: usize, config: Arc<Config>, stop: Arc<AtomicBool>) -> Re
     let mut ticks = 0u64;
     while !stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(TICK).await;
-        let now = now_ms();
-        spool.set_now(now);
-        for (ctx, _) in &listeners {
-            ctx.deadlines.sweep(now, false);
-        }
+        spool.set_now(now_ms());
         ticks += 1;
         if ticks % 10 == 0 {
             for (ctx, _) in &listeners {
@@ -294,20 +281,22 @@ async fn shutdown(
     spool: &ShardSpool,
     listeners: Vec<(Rc<ShardCtx>, glommio::Task<()>)>,
 ) {
-    for (ctx, _) in &listeners {
+    let mut ctxs = Vec::with_capacity(listeners.len());
+    for (ctx, task) in listeners {
         ctx.stopping.set(true);
+        // Closes the listening socket now, so new clients are refused
+        // rather than queued by the kernel while we drain.
+        let _ = task.cancel().await;
+        ctxs.push(ctx);
     }
     let deadline = now_ms() + 30_000;
-    while listeners.iter().any(|(c, _)| c.active.get() > 0) && now_ms() < deadline {
+    while ctxs.iter().any(|c| c.active.get() > 0) && now_ms() < deadline {
         // Sessions waiting for a command are told 421 now; those in the
         // middle of a message may finish it first.
-        for (ctx, _) in &listeners {
-            ctx.deadlines.sweep(now_ms(), true);
+        for ctx in &ctxs {
+            ctx.deadlines.wake_idle();
         }
         glommio::timer::sleep(TICK).await;
-    }
-    for (_, task) in listeners {
-        let _ = task.cancel().await;
     }
     spool.close();
     tracing::info!(shard, "shard stopped");
