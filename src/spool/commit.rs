@@ -48,6 +48,10 @@ impl GroupCommit {
         self.failed.get()
     }
 
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
     /// Resolves once the ticket is durable; `false` if a sync failed first.
     pub fn wait(&self, t: Ticket) -> impl Future<Output = bool> + '_ {
         poll_fn(move |cx| {

@@ -171,6 +171,11 @@ impl ShardSpool {
         self.inner.commit.has_failed()
     }
 
+    /// After a failed sync or `close`, nothing more goes into the mapping.
+    fn refuses_appends(&self) -> bool {
+        self.inner.commit.has_failed() || self.inner.commit.is_closed()
+    }
+
     /// Protects the message about to be written from reclaiming.
     pub fn pin_for_write(&self) -> WritePin {
         let mut st = self.inner.state.borrow_mut();
@@ -197,7 +202,7 @@ impl ShardSpool {
         max_len: usize,
         mut fill: impl FnMut(&mut [u8]) -> usize,
     ) -> Result<Option<ChunkRef>, SpoolError> {
-        if self.has_failed() {
+        if self.refuses_appends() {
             return Err(SpoolError::SyncFailed);
         }
         if max_len > self.max_chunk() {
@@ -267,7 +272,7 @@ impl ShardSpool {
         env: &mut Envelope,
         copy: bool,
     ) -> Result<Option<u64>, SpoolError> {
-        if self.has_failed() {
+        if self.refuses_appends() {
             return Err(SpoolError::SyncFailed);
         }
         let _pin = self.pin_for_write();
@@ -320,7 +325,7 @@ impl ShardSpool {
         rcpts: &[u32],
         diagnostic: &[u8],
     ) -> Result<Applied, SpoolError> {
-        if self.has_failed() {
+        if self.refuses_appends() {
             return Err(SpoolError::SyncFailed);
         }
         let ticket = {
@@ -353,7 +358,11 @@ impl ShardSpool {
             None => Applied::Unknown,
         };
         if matches!(applied, Applied::Finished { .. }) {
-            self.reclaim()?;
+            // The status is durable and applied; a segment that could not
+            // be removed now is retried at the next reclaim.
+            if let Err(e) = self.reclaim() {
+                tracing::error!(error = %e, "could not remove a finished spool segment");
+            }
         }
         Ok(applied)
     }
@@ -362,19 +371,26 @@ impl ShardSpool {
     pub fn reclaim(&self) -> Result<usize, SpoolError> {
         let mut st = self.inner.state.borrow_mut();
         let mut removed = 0;
-        while let Some((&oldest, _)) = st.segments.iter().next() {
+        while let Some((&oldest, seg)) = st.segments.iter().next() {
             let writing = st.inflight.range(..=oldest).next().is_some();
             if oldest == st.cursor.segment_id || writing || st.index.pins.contains_key(&oldest) {
                 break;
             }
-            if let Some(seg) = st.segments.remove(&oldest) {
-                std::fs::remove_file(&seg.path).map_err(|source| SpoolError::Io {
-                    path: seg.path.clone(),
-                    what: "removing finished segment",
-                    source,
-                })?;
-                removed += 1;
-            }
+            // Unlink first: a segment that could not be removed stays known
+            // and is tried again on the next reclaim.
+            std::fs::remove_file(&seg.path).map_err(|source| SpoolError::Io {
+                path: seg.path.clone(),
+                what: "removing finished segment",
+                source,
+            })?;
+            st.segments.remove(&oldest);
+            removed += 1;
+        }
+        if removed > 0 {
+            // Unlinks must reach the disk oldest first: an older segment
+            // coming back after a crash, without the newer one holding its
+            // messages' final statuses, would queue finished mail again.
+            super::segment::sync_dir(&self.inner.opts.dir)?;
         }
         Ok(removed)
     }
