@@ -8,7 +8,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use petrel::spool::recovery::{open_shard, RecoveryReport};
 use petrel::spool::{ShardSpool, SpoolOptions};
 use spool_format::envelope::{Envelope, Recipient};
-use spool_format::RcptState;
+use spool_format::{RcptState, SegmentHeader};
 
 const SEG: u64 = 1 << 20;
 
@@ -226,6 +226,59 @@ fn a_segment_left_half_built_by_a_crash_is_removed() {
         assert_eq!(report.damaged_regions, 0);
         let id = put(&spool, 0, 10, 1).await;
         assert_eq!(spool.pending_recipients(id), Some(vec![0]));
+        spool.close();
+    });
+}
+
+#[test]
+fn message_ids_keep_rising_when_only_an_empty_segment_is_left() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().to_path_buf();
+    let d = dir.clone();
+    // Every segment rolled so far records the sequence it started at.
+    let (last_id, newest_first_seq) = on_shard(move || async move {
+        let (spool, _, _lock) = open_shard(opts(&d), 1).expect("open");
+        let mut last = 0;
+        for i in 0..300 {
+            last = put(&spool, i, 6000, 1).await;
+        }
+        let newest = *spool.segment_ids().last().expect("segments");
+        spool.close();
+        let path = d
+            .join("shard-0")
+            .join(spool_format::segment_file_name(newest));
+        let bytes = std::fs::read(path).expect("segment");
+        let h = spool_format::SegmentHeader::decode(&bytes).expect("header");
+        (last, h.first_seq)
+    });
+    assert!(newest_first_seq > 0 && newest_first_seq < last_id);
+    // What a spool looks like when everything was delivered and reclaimed
+    // right after a roll: one empty segment, whose header alone knows
+    // where the sequence stands. The clock (1 ms) knows nothing.
+    let shard = dir.join("shard-0");
+    for e in std::fs::read_dir(&shard).expect("dir").flatten() {
+        if e.path().extension().is_some_and(|x| x == "seg") {
+            std::fs::remove_file(e.path()).expect("rm");
+        }
+    }
+    let h = SegmentHeader {
+        shard: 0,
+        segment_id: 99,
+        segment_size: SEG,
+        created_ms: 1,
+        nonce: 7,
+        first_seq: last_id + 10,
+    };
+    let mut img = vec![0u8; SEG as usize];
+    img[..64].copy_from_slice(&h.encode());
+    std::fs::write(shard.join(spool_format::segment_file_name(99)), &img).expect("write");
+    on_shard(move || async move {
+        let (spool, _, _lock) = open_shard(opts(&dir), 1).expect("reopen");
+        let id = put(&spool, 0, 10, 1).await;
+        assert!(
+            id > last_id + 10,
+            "id {id} not past the segment's first_seq"
+        );
         spool.close();
     });
 }

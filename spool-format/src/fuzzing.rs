@@ -38,6 +38,7 @@ mod tests {
             segment_size: 4096,
             created_ms: 0,
             nonce: 3,
+            first_seq: 0,
         };
         let mut cur = SegmentCursor::start(&mut buf, &h);
         cur.append_chunk(&mut buf, 1, b"hello").expect("fits");

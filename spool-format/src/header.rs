@@ -34,6 +34,10 @@ pub struct SegmentHeader {
     /// bytes inside a message body can never pass for a record of the log
     /// (recovery resynchronises by searching for headers after damage).
     pub nonce: u64,
+    /// The shard's record sequence when the segment was created. Sequence
+    /// numbers (and so message ids) stay unique across restarts even when
+    /// every older segment has been reclaimed and this one is empty.
+    pub first_seq: u64,
 }
 
 impl SegmentHeader {
@@ -46,6 +50,7 @@ impl SegmentHeader {
         b[24..32].copy_from_slice(&self.segment_size.to_le_bytes());
         b[32..40].copy_from_slice(&self.created_ms.to_le_bytes());
         b[40..48].copy_from_slice(&self.nonce.to_le_bytes());
+        b[48..56].copy_from_slice(&self.first_seq.to_le_bytes());
         let crc = crc32c::crc32c(&b[0..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
@@ -56,7 +61,7 @@ impl SegmentHeader {
         let b = b.get(0..SEGMENT_HEADER_LEN)?;
         if b[0..8] != SEGMENT_MAGIC
             || le_u32(b, 8) != u32::from(FORMAT_VERSION)
-            || b[48..60] != [0; 12]
+            || b[56..60] != [0; 4]
             || le_u32(b, 60) != crc32c::crc32c(&b[0..60])
         {
             return None;
@@ -67,6 +72,7 @@ impl SegmentHeader {
             segment_size: le_u64(b, 24),
             created_ms: le_u64(b, 32),
             nonce: le_u64(b, 40),
+            first_seq: le_u64(b, 48),
         })
     }
 }
@@ -209,6 +215,7 @@ mod tests {
             segment_size: 1 << 20,
             created_ms: 1234,
             nonce: 99,
+            first_seq: 12345,
         };
         let b = h.encode();
         assert_eq!(SegmentHeader::decode(&b), Some(h));

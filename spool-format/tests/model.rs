@@ -76,6 +76,7 @@ impl Spool {
             segment_size: SEG as u64,
             created_ms: 1,
             nonce: id * 7919,
+            first_seq: self.seq,
         };
         self.cursor = SegmentCursor::start(&mut buf, &h);
         self.segments.insert(id, buf);

@@ -14,6 +14,7 @@ fn segment_with(records: usize) -> (AlignedVec<16>, Vec<usize>, usize) {
         segment_size: 8192,
         created_ms: 0,
         nonce: 5,
+        first_seq: 0,
     };
     let mut cur = SegmentCursor::start(&mut buf, &h);
     let mut starts = Vec::new();

@@ -176,7 +176,18 @@ fn resume_state(
     now_ms: u64,
 ) -> Result<State, SpoolError> {
     // Ids stay unique across restarts even after every segment is reclaimed.
-    let seq = last_seq.max(index.max_seq).max(now_ms.saturating_mul(1000));
+    // Ids never repeat: past every record and every segment's starting
+    // sequence (an empty newest segment may be all that is left), and not
+    // below the clock, so a spool started afresh does not reuse old ids.
+    let header_seq = scans
+        .iter()
+        .filter_map(|(_, scan)| scan.header.map(|h| h.first_seq))
+        .max()
+        .unwrap_or(0);
+    let seq = last_seq
+        .max(index.max_seq)
+        .max(header_seq)
+        .max(now_ms.saturating_mul(1000));
     let resume = scans.last().and_then(|(id, scan)| {
         let size = segments.get(id)?.map.len();
         let header = scan.header.as_ref()?;
@@ -194,6 +205,7 @@ fn resume_state(
                 segment_size: opts.segment_size,
                 created_ms: now_ms,
                 nonce: super::segment::random_nonce(),
+                first_seq: seq,
             };
             let seg = Segment::create(&opts.dir, &header)?;
             let c = SegmentCursor::resume(&header, spool_format::SEGMENT_HEADER_LEN, seg.map.len());

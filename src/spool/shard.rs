@@ -96,6 +96,7 @@ impl State {
             segment_size: opts.segment_size,
             created_ms: self.now_ms,
             nonce: super::segment::random_nonce(),
+            first_seq: self.seq,
         };
         let seg = Segment::create(&opts.dir, &header)?;
         self.cursor =
