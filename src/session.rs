@@ -194,6 +194,11 @@ async fn drive<S: Transport>(
             (p.consumed, p.event)
         };
         b.start += used;
+        if sink.is_some() && !s.wants_body() && !s.envelope().is_active() {
+            // The transaction ended without a message (RSET or EHLO between
+            // BDAT chunks): release its write pin and partial chunks.
+            sink = None;
+        }
         match event {
             Some(Event::DataStart) => {
                 let chunks = std::mem::take(&mut b.spare_chunks);

@@ -331,3 +331,52 @@ fn sigterm_tells_idle_sessions_421_and_exits_promptly() {
         started.elapsed()
     );
 }
+
+#[test]
+fn bdat_chunks_abandoned_by_rset_are_not_part_of_the_next_message() {
+    let dir = tempdir();
+    let spool = dir.path().join("spool");
+    let d = Daemon::start_plain(dir.path(), &spool, "shards = 1", "", "");
+    let mut c = d.connect();
+    c.hello();
+    c.cmd("MAIL FROM:<a@example.test>", "250");
+    c.cmd("RCPT TO:<b@example.test>", "250");
+    c.send("BDAT 12\r\nSTALE-CHUNK!");
+    c.expect("250");
+    c.cmd("RSET", "250");
+    c.cmd("MAIL FROM:<a@example.test>", "250");
+    c.cmd("RCPT TO:<b@example.test>", "250");
+    c.send("BDAT 10 LAST\r\nFRESH-ONE\n");
+    let reply = c.reply();
+    assert!(reply.starts_with("250 2.0.0"), "{reply}");
+    let id = queued_id(&reply);
+    c.cmd("QUIT", "221");
+    d.stop();
+    assert_eq!(total_queued(&inspect(&spool)), 1);
+    // The stored body is the second transaction's alone.
+    let msg_id = u64::from_str_radix(&id[2..], 16).expect("hex id");
+    let shard_dir = spool.join("shard-0");
+    let body = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(1 << 20)
+        .spawn(move || async move {
+            let opts = petrel::spool::SpoolOptions {
+                dir: shard_dir,
+                shard: 0,
+                segment_size: 1 << 20,
+            };
+            let (s, _, _lock) = petrel::spool::recovery::open_shard(opts, 1).expect("open");
+            let mut body = Vec::new();
+            s.read_body(msg_id, &mut body).expect("body");
+            s.close();
+            body
+        })
+        .expect("executor")
+        .join()
+        .expect("join");
+    assert!(common::contains(&body, b"FRESH-ONE"));
+    assert!(
+        !common::contains(&body, b"STALE-CHUNK!"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}
