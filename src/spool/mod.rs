@@ -35,6 +35,8 @@ pub enum SpoolError {
     SyncFailed,
     #[error("message too large for a segment")]
     TooLarge,
+    #[error("an empty body chunk")]
+    EmptyChunk,
     #[error("message {0:x} is not queued")]
     NotQueued(u64),
 }

@@ -242,18 +242,14 @@ impl ShardSpool {
         self.inner.state.borrow_mut().next_seq()
     }
 
-    /// Appends a whole chunk from a slice.
+    /// Appends a whole chunk from a slice (not empty: an empty body simply
+    /// has no chunks, and a chunk reference must name a real record).
     pub fn append_chunk(&self, data: &[u8]) -> Result<ChunkRef, SpoolError> {
         let c = self.append_chunk_with(data.len(), |dst| {
             dst[..data.len()].copy_from_slice(data);
             data.len()
         })?;
-        // An empty chunk is a valid, zero-length piece of body.
-        Ok(c.unwrap_or(ChunkRef {
-            segment: 0,
-            offset: 0,
-            len: 0,
-        }))
+        c.ok_or(SpoolError::EmptyChunk)
     }
 
     /// Commits a message: appends its envelope (whose `body` names chunks
@@ -386,11 +382,10 @@ impl ShardSpool {
             })?;
             st.segments.remove(&oldest);
             removed += 1;
-        }
-        if removed > 0 {
-            // Unlinks must reach the disk oldest first: an older segment
-            // coming back after a crash, without the newer one holding its
-            // messages' final statuses, would queue finished mail again.
+            // Each unlink reaches the disk before the next one: an older
+            // segment coming back after a crash, without the newer one that
+            // held its messages' final statuses, would queue finished mail
+            // again. Reclaims are rare (one per segment), so this is cheap.
             super::segment::sync_dir(&self.inner.opts.dir)?;
         }
         Ok(removed)
