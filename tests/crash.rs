@@ -21,15 +21,16 @@
 //! A failing run prints its seed; `PETREL_CRASH_SEED=<seed>` repeats the
 //! same choices (the timing of the kill still varies).
 
+#[path = "support/shard.rs"]
+mod shard_support;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::io::{BufRead, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use glommio::{LocalExecutorBuilder, Placement};
 use petrel::spool::recovery::open_shard;
 use petrel::spool::{ShardSpool, SpoolOptions};
 use spool_format::envelope::{Envelope, Recipient};
@@ -62,17 +63,6 @@ const KILL_AFTER_START_MS: std::ops::Range<u64> = 5..250;
 const STALL: Duration = Duration::from_secs(20);
 /// A child left alive this long (the parent is gone) stops by itself.
 const CHILD_LIFETIME: Duration = Duration::from_secs(20);
-
-fn on_shard<T: Send + 'static, F: Future<Output = T> + 'static>(
-    f: impl FnOnce() -> F + Send + 'static,
-) -> T {
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(1 << 20)
-        .spawn(f)
-        .expect("executor")
-        .join()
-        .expect("join")
-}
 
 fn opts(dir: &Path) -> SpoolOptions {
     SpoolOptions {
@@ -289,7 +279,7 @@ fn child_writer() {
     let todo = std::env::var(ENV_TODO)
         .map(|p| read_todo(&p))
         .unwrap_or_default();
-    on_shard(move || async move {
+    shard_support::on_shard(move || async move {
         let (spool, report, _lock) = open_shard(opts(Path::new(&dir)), now_ms()).expect("open");
         emit(format!(
             "OPEN queued={} segments={} torn={}",
@@ -501,7 +491,7 @@ fn verify(dir: &Path, model: &mut BTreeMap<u64, Known>) -> Result<Verified, Stri
     let offline = offline_queue(dir);
     let d = dir.to_path_buf();
     let m = std::mem::take(model);
-    let (m, result) = on_shard(move || async move {
+    let (m, result) = shard_support::on_shard(move || async move {
         let mut m = m;
         let r = check_spool(&d, &mut m, &offline);
         (m, r)

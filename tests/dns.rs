@@ -2,6 +2,8 @@
 
 #[path = "support/dns_server.rs"]
 mod dns_server;
+#[path = "support/shard.rs"]
+mod shard_support;
 
 use std::cell::Cell;
 use std::future::Future;
@@ -10,7 +12,6 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use dns_server::{ip, loopback, silent_udp, DnsServer, Zone};
-use glommio::{LocalExecutorBuilder, Placement};
 use petrel::dns::{
     CacheLimits, DnsError, HostKind, MxPlan, RecordType, Resolver, ResolverConfig, TempReason,
     MAX_MX_HOSTS,
@@ -21,12 +22,7 @@ where
     G: FnOnce() -> F + Send + 'static,
     F: Future<Output = ()> + 'static,
 {
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(1 << 20)
-        .spawn(test)
-        .expect("spawn executor")
-        .join()
-        .expect("executor thread");
+    shard_support::on_shard(test);
 }
 
 /// A resolver on a virtual clock that the test moves by hand.

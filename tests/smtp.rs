@@ -3,6 +3,8 @@
 //! leaves behind read back with `petrel spool inspect`.
 
 mod common;
+#[path = "support/shard.rs"]
+mod shard_support;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -356,23 +358,18 @@ fn bdat_chunks_abandoned_by_rset_are_not_part_of_the_next_message() {
     // The stored body is the second transaction's alone.
     let msg_id = u64::from_str_radix(&id[2..], 16).expect("hex id");
     let shard_dir = spool.join("shard-0");
-    let body = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(1 << 20)
-        .spawn(move || async move {
-            let opts = petrel::spool::SpoolOptions {
-                dir: shard_dir,
-                shard: 0,
-                segment_size: 1 << 20,
-            };
-            let (s, _, _lock) = petrel::spool::recovery::open_shard(opts, 1).expect("open");
-            let mut body = Vec::new();
-            s.read_body(msg_id, &mut body).expect("body");
-            s.close();
-            body
-        })
-        .expect("executor")
-        .join()
-        .expect("join");
+    let body = shard_support::on_shard(move || async move {
+        let opts = petrel::spool::SpoolOptions {
+            dir: shard_dir,
+            shard: 0,
+            segment_size: 1 << 20,
+        };
+        let (s, _, _lock) = petrel::spool::recovery::open_shard(opts, 1).expect("open");
+        let mut body = Vec::new();
+        s.read_body(msg_id, &mut body).expect("body");
+        s.close();
+        body
+    });
     assert!(common::contains(&body, b"FRESH-ONE"));
     assert!(
         !common::contains(&body, b"STALE-CHUNK!"),

@@ -1,27 +1,17 @@
 //! The spool runtime on a real file system with real fdatasync: appends,
 //! group commit, restart, reclaiming, compaction, torn tails and damage.
 
-use std::future::Future;
+#[path = "support/shard.rs"]
+mod shard_support;
+
 use std::path::Path;
 
-use glommio::{LocalExecutorBuilder, Placement};
 use petrel::spool::recovery::{open_shard, RecoveryReport};
 use petrel::spool::{ShardSpool, SpoolOptions};
 use spool_format::envelope::{Envelope, Recipient};
 use spool_format::{RcptState, SegmentHeader};
 
 const SEG: u64 = 1 << 20;
-
-fn on_shard<T: Send + 'static, F: Future<Output = T> + 'static>(
-    f: impl FnOnce() -> F + Send + 'static,
-) -> T {
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(1 << 20)
-        .spawn(f)
-        .expect("executor")
-        .join()
-        .expect("join")
-}
 
 fn opts(dir: &Path) -> SpoolOptions {
     SpoolOptions {
@@ -61,7 +51,7 @@ fn committed_messages_survive_a_restart_with_bodies_intact() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().to_path_buf();
     let d = dir.clone();
-    let ids = on_shard(move || async move {
+    let ids = shard_support::on_shard(move || async move {
         let (spool, report, _lock) = open(&d);
         assert_eq!(report.queued_messages, 0);
         let mut ids = Vec::new();
@@ -76,7 +66,7 @@ fn committed_messages_survive_a_restart_with_bodies_intact() {
         spool.close();
         ids
     });
-    on_shard(move || async move {
+    shard_support::on_shard(move || async move {
         let (spool, report, _lock) = open(&dir);
         assert_eq!(report.queued_messages, 50);
         assert_eq!(report.torn_bytes_dropped, 0);
@@ -94,7 +84,7 @@ fn committed_messages_survive_a_restart_with_bodies_intact() {
 fn concurrent_appends_share_syncs() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().to_path_buf();
-    on_shard(move || async move {
+    shard_support::on_shard(move || async move {
         let (spool, _, _lock) = open(&dir);
         let tasks: Vec<_> = (0..64)
             .map(|i| {
@@ -116,7 +106,7 @@ fn finished_segments_are_deleted_and_deferred_ones_copied_forward() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().to_path_buf();
     let d = dir.clone();
-    let (deferred, first_segment) = on_shard(move || async move {
+    let (deferred, first_segment) = shard_support::on_shard(move || async move {
         let (spool, _, _lock) = open(&d);
         let first_segment = spool.segment_ids()[0];
         let deferred = put(&spool, 0, 2000, 1).await;
@@ -146,7 +136,7 @@ fn finished_segments_are_deleted_and_deferred_ones_copied_forward() {
         spool.close();
         (deferred, first_segment)
     });
-    on_shard(move || async move {
+    shard_support::on_shard(move || async move {
         let (spool, report, _lock) = open(&dir);
         assert_eq!(report.queued_messages, 1);
         assert!(!spool.segment_ids().contains(&first_segment));
@@ -162,7 +152,7 @@ fn torn_tail_is_cut_and_middle_damage_quarantined() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().to_path_buf();
     let d = dir.clone();
-    let ids = on_shard(move || async move {
+    let ids = shard_support::on_shard(move || async move {
         let (spool, _, _lock) = open(&d);
         let mut ids = Vec::new();
         for i in 0..10 {
@@ -185,7 +175,7 @@ fn torn_tail_is_cut_and_middle_damage_quarantined() {
     let third_chunk = scan.records[4].offset as usize + 40;
     bytes[third_chunk] ^= 0x01;
     std::fs::write(&seg, &bytes).expect("write");
-    on_shard(move || async move {
+    shard_support::on_shard(move || async move {
         let (spool, report, _lock) = open(&dir);
         assert_eq!(report.torn_bytes_dropped, 6); // up to and including the stray byte
         assert_eq!(report.damaged_regions, 1);
@@ -203,7 +193,7 @@ fn torn_tail_is_cut_and_middle_damage_quarantined() {
 fn a_second_daemon_cannot_open_the_same_spool() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().to_path_buf();
-    on_shard(move || async move {
+    shard_support::on_shard(move || async move {
         let (spool, _, _lock) = open(&dir);
         let second = open_shard(opts(&dir), 1);
         assert!(second.is_err());
@@ -220,7 +210,7 @@ fn a_segment_left_half_built_by_a_crash_is_removed() {
     // What a kill between creating and naming a segment leaves behind.
     let stray = shard.join(format!("{}.tmp", spool_format::segment_file_name(7)));
     std::fs::write(&stray, b"").expect("stray");
-    on_shard(move || async move {
+    shard_support::on_shard(move || async move {
         let (spool, report, _lock) = open(&dir);
         assert!(!stray.exists());
         assert_eq!(report.damaged_regions, 0);
@@ -236,7 +226,7 @@ fn message_ids_keep_rising_when_only_an_empty_segment_is_left() {
     let dir = tmp.path().to_path_buf();
     let d = dir.clone();
     // Every segment rolled so far records the sequence it started at.
-    let (last_id, newest_first_seq) = on_shard(move || async move {
+    let (last_id, newest_first_seq) = shard_support::on_shard(move || async move {
         let (spool, _, _lock) = open_shard(opts(&d), 1).expect("open");
         let mut last = 0;
         for i in 0..300 {
@@ -272,7 +262,7 @@ fn message_ids_keep_rising_when_only_an_empty_segment_is_left() {
     let mut img = vec![0u8; SEG as usize];
     img[..64].copy_from_slice(&h.encode());
     std::fs::write(shard.join(spool_format::segment_file_name(99)), &img).expect("write");
-    on_shard(move || async move {
+    shard_support::on_shard(move || async move {
         let (spool, _, _lock) = open_shard(opts(&dir), 1).expect("reopen");
         let id = put(&spool, 0, 10, 1).await;
         assert!(
