@@ -102,6 +102,54 @@ impl ArchivedRecipient {
     }
 }
 
+impl Recipient {
+    /// The state recorded for this recipient (non-pending only in copies).
+    pub fn rcpt_state(&self) -> RcptState {
+        RcptState::from_parts(self.state, self.time_ms, self.attempts).unwrap_or(RcptState::Pending)
+    }
+}
+
+/// What the queue index needs from an envelope, whether it was just read
+/// from the log (archived) or is the one the daemon itself just committed
+/// (owned, so it need not be read back and validated again).
+pub trait EnvelopeView {
+    fn msg_id(&self) -> u64;
+    fn recipient_states(&self) -> impl Iterator<Item = RcptState> + '_;
+    fn recipient_count(&self) -> usize;
+    /// Segments holding the body's chunks.
+    fn chunk_segments(&self) -> impl Iterator<Item = u64> + '_;
+}
+
+impl EnvelopeView for Envelope {
+    fn msg_id(&self) -> u64 {
+        self.msg_id
+    }
+    fn recipient_states(&self) -> impl Iterator<Item = RcptState> + '_ {
+        self.recipients.iter().map(Recipient::rcpt_state)
+    }
+    fn recipient_count(&self) -> usize {
+        self.recipients.len()
+    }
+    fn chunk_segments(&self) -> impl Iterator<Item = u64> + '_ {
+        self.body.iter().map(|c| c.segment)
+    }
+}
+
+impl EnvelopeView for ArchivedEnvelope {
+    fn msg_id(&self) -> u64 {
+        self.msg_id.to_native()
+    }
+    fn recipient_states(&self) -> impl Iterator<Item = RcptState> + '_ {
+        self.recipients.iter().map(ArchivedRecipient::rcpt_state)
+    }
+    fn recipient_count(&self) -> usize {
+        self.recipients.len()
+    }
+    fn chunk_segments(&self) -> impl Iterator<Item = u64> + '_ {
+        self.body.iter().map(|c| c.segment.to_native())
+    }
+}
+
 /// Serializes an envelope into `dst` (the payload area of a record in the
 /// mapping). Returns the payload length, or `None` if it does not fit.
 pub fn encode_envelope(env: &Envelope, dst: &mut [u8]) -> Option<usize> {

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::envelope::{access_envelope, ArchivedEnvelope};
+use crate::envelope::{access_envelope, ArchivedEnvelope, EnvelopeView};
 use crate::header::RecordKind;
 use crate::scan::SegmentScan;
 use crate::status::{RcptState, StatusRecord};
@@ -212,16 +212,16 @@ impl QueueIndex {
     }
 
     /// Adds a committed message (or a newer copy of a queued one).
-    pub fn insert_message(&mut self, segment: u64, offset: u32, env: &ArchivedEnvelope) {
+    pub fn insert_message(&mut self, segment: u64, offset: u32, env: &impl EnvelopeView) {
         self.insert(segment, offset, env, true);
     }
 
-    fn insert(&mut self, segment: u64, offset: u32, env: &ArchivedEnvelope, body_ok: bool) {
-        let n = env.recipients.len() as u32;
+    fn insert(&mut self, segment: u64, offset: u32, env: &impl EnvelopeView, body_ok: bool) {
+        let n = env.recipient_count() as u32;
         let mut pending = PendingSet::all(n);
         let (mut next_ms, mut attempts) = (0u64, 0u32);
-        for (i, r) in env.recipients.iter().enumerate() {
-            match r.rcpt_state() {
+        for (i, state) in env.recipient_states().enumerate() {
+            match state {
                 s if s.is_finished() => pending.remove(i as u32),
                 RcptState::Deferred {
                     until_ms,
@@ -233,14 +233,8 @@ impl QueueIndex {
                 _ => {}
             }
         }
-        let first_segment = env
-            .body
-            .iter()
-            .map(|c| c.segment.to_native())
-            .min()
-            .unwrap_or(segment)
-            .min(segment);
-        let msg_id = env.msg_id.to_native();
+        let first_segment = env.chunk_segments().min().unwrap_or(segment).min(segment);
+        let msg_id = env.msg_id();
         if let Some(old) = self.messages.remove(&msg_id) {
             // A copy made by compaction: states already finished stay finished.
             self.pin(old.first_segment_id(), old.segment_id(), -1);
@@ -275,8 +269,8 @@ impl QueueIndex {
     /// while it was being copied (finished is final). Recovery needs no such
     /// check: the writer never appends a copy after a status that finished
     /// the message, so in the log every copy precedes its finishing status.
-    pub fn insert_copy(&mut self, segment: u64, offset: u32, env: &ArchivedEnvelope) -> bool {
-        if !self.messages.contains_key(&env.msg_id.to_native()) {
+    pub fn insert_copy(&mut self, segment: u64, offset: u32, env: &impl EnvelopeView) -> bool {
+        if !self.messages.contains_key(&env.msg_id()) {
             return false;
         }
         self.insert_message(segment, offset, env);

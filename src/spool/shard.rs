@@ -293,22 +293,14 @@ impl ShardSpool {
         if !self.inner.commit.wait(ticket).await {
             return Err(SpoolError::SyncFailed);
         }
-        let mut st = self.inner.state.borrow_mut();
-        let st = &mut *st;
-        let Some(seg) = st.segments.get(&segment) else {
-            return Ok(None);
-        };
-        let h = spool_format::RecordHeader::decode(&seg.map[offset as usize..], seg.nonce);
-        let start = offset as usize + spool_format::RECORD_HEADER_LEN;
-        let archived =
-            h.and_then(|h| access_envelope(&seg.map[start..start + h.payload_len as usize]));
-        let Some(archived) = archived else {
-            return Ok(None);
-        };
+        // The index learns the message from the envelope we hold: what went
+        // into the mapping is exactly its archive, so reading it back and
+        // validating it again would only repeat work on every message.
+        let index = &mut self.inner.state.borrow_mut().index;
         if copy {
-            st.index.insert_copy(segment, offset, archived);
+            index.insert_copy(segment, offset, env);
         } else {
-            st.index.insert_message(segment, offset, archived);
+            index.insert_message(segment, offset, env);
         }
         Ok(Some(env.msg_id))
     }
