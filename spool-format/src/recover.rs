@@ -279,12 +279,23 @@ impl QueueIndex {
 
     /// Applies a status record to the queue.
     pub fn apply_status(&mut self, st: &StatusRecord<'_>) -> Applied {
-        let Some(m) = self.messages.get_mut(&st.msg_id) else {
+        self.apply(st.msg_id, st.state, st.rcpts.iter())
+    }
+
+    /// Applies an outcome for some recipients of a message: what a status
+    /// record says, given directly by the writer that just made it durable.
+    pub fn apply(
+        &mut self,
+        msg_id: u64,
+        state: RcptState,
+        rcpts: impl IntoIterator<Item = u32>,
+    ) -> Applied {
+        let Some(m) = self.messages.get_mut(&msg_id) else {
             return Applied::Unknown;
         };
-        match st.state {
+        match state {
             RcptState::Delivered | RcptState::Failed => {
-                for r in st.rcpts.iter() {
+                for r in rcpts {
                     m.pending.remove(r);
                 }
             }
@@ -298,7 +309,7 @@ impl QueueIndex {
             return Applied::StillQueued;
         }
         let (first_segment, segment) = (m.first_segment_id(), m.segment_id());
-        self.messages.remove(&st.msg_id);
+        self.messages.remove(&msg_id);
         self.pin(first_segment, segment, -1);
         Applied::Finished {
             first_segment,

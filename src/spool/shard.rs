@@ -14,7 +14,7 @@ use std::rc::Rc;
 use glommio::io::{BufferedFile, OpenOptions};
 use spool_format::envelope::{access_envelope, ArchivedEnvelope, ChunkRef, Envelope};
 use spool_format::recover::Applied;
-use spool_format::{QueueIndex, RcptState, SegmentCursor, SegmentHeader, StatusRecord};
+use spool_format::{QueueIndex, RcptState, SegmentCursor, SegmentHeader};
 
 use super::commit::GroupCommit;
 use super::segment::Segment;
@@ -340,12 +340,12 @@ impl ShardSpool {
         if !durable {
             return Err(SpoolError::SyncFailed);
         }
-        let mut enc = vec![0u8; StatusRecord::encoded_len(rcpts.len(), 0)];
-        StatusRecord::encode_into(&mut enc, msg_id, state, 0, rcpts, b"");
-        let applied = match StatusRecord::decode(&enc) {
-            Some(rec) => self.inner.state.borrow_mut().index.apply_status(&rec),
-            None => Applied::Unknown,
-        };
+        let applied =
+            self.inner
+                .state
+                .borrow_mut()
+                .index
+                .apply(msg_id, state, rcpts.iter().copied());
         if matches!(applied, Applied::Finished { .. }) {
             // The status is durable and applied; a segment that could not
             // be removed now is retried at the next reclaim.
