@@ -377,3 +377,36 @@ fn bdat_chunks_abandoned_by_rset_are_not_part_of_the_next_message() {
         String::from_utf8_lossy(&body)
     );
 }
+
+#[test]
+fn a_body_trickled_in_tiny_packets_is_not_one_record_per_packet() {
+    let dir = tempdir();
+    let spool = dir.path().join("spool");
+    let d = Daemon::start_plain(dir.path(), &spool, "shards = 1", "", "");
+    let mut c = d.connect();
+    c.hello();
+    c.cmd("MAIL FROM:<a@example.test>", "250");
+    c.cmd("RCPT TO:<b@example.test>", "250");
+    c.cmd("DATA", "354");
+    for _ in 0..200 {
+        c.send("xxxxxxxxxx");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    c.send("\r\n.\r\n");
+    let reply = c.reply();
+    assert!(reply.starts_with("250 2.0.0"), "{reply}");
+    c.cmd("QUIT", "221");
+    d.stop();
+    let report = inspect(&spool);
+    let chunks: usize = report
+        .lines()
+        .filter_map(|l| l.split(" message, ").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+        .sum();
+    // The Received: header, and the body in as few pieces as arrived at
+    // once: not one record per 10-byte packet.
+    assert!(
+        (2..=4).contains(&chunks),
+        "{chunks} chunk records\n{report}"
+    );
+}

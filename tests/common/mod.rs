@@ -548,6 +548,8 @@ fn tcp(port: u16) -> TcpStream {
     for r in [
         stream.set_read_timeout(Some(IO_TIMEOUT)),
         stream.set_write_timeout(Some(IO_TIMEOUT)),
+        // Small writes go out as they are made, as a trickling client's do.
+        stream.set_nodelay(true),
     ] {
         if let Err(e) = r {
             panic!("socket timeout: {e}");

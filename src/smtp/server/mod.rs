@@ -418,6 +418,12 @@ impl Session {
         matches!(self.state, State::Data(_) | State::Bdat { .. })
     }
 
+    /// In a DATA body, which only `<CRLF>.<CRLF>` ends (a BDAT chunk ends
+    /// by its count instead).
+    pub fn in_data(&self) -> bool {
+        matches!(self.state, State::Data(_))
+    }
+
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
     }
