@@ -180,9 +180,10 @@ async fn drive<S: Transport>(
         s.set_spool_failed(ctx.spool.has_failed());
         let now = now_ms();
         let pending = &b.buf[b.start..b.end];
-        let (used, event) = if s.in_data() && b.end < b.buf.len() && !may_end_data(pending) {
-            // Too little body to be worth a record of its own, and it cannot
-            // end the message: read more first (see `may_end_data`).
+        let hold_back = s.wants_body() && !s.body_input_ready(pending, MIN_CHUNK);
+        let (used, event) = if hold_back && b.end < b.buf.len() {
+            // Too little body to be worth a record of its own, and it
+            // cannot end the body: read more first.
             (0, None)
         } else if s.wants_body() {
             body_step(
@@ -309,21 +310,11 @@ async fn read_more<S: Transport>(
 }
 
 /// Body input smaller than this is held back until more arrives, unless it
-/// may end the message: each append is a record with a 32-byte header and
-/// padding, so a client trickling its body a few bytes per packet would
-/// otherwise cost many times its size in spool and chunk references.
+/// may end the body (`Session::body_input_ready`): each append is a record
+/// with a 32-byte header and padding, so a client trickling its body a few
+/// bytes per packet would otherwise cost many times its size in spool and
+/// chunk references.
 const MIN_CHUNK: usize = 4096;
-
-/// True when DATA input must be handed on now: it is big enough, or it
-/// could complete `<CRLF>.<CRLF>`, whether wholly inside it (it contains
-/// `.<CRLF>`) or begun in the input already consumed (it starts with the
-/// rest of the terminator: `<LF>` or `<CRLF>`, `.<CRLF>` being covered).
-fn may_end_data(input: &[u8]) -> bool {
-    input.len() >= MIN_CHUNK
-        || input.starts_with(b"\n")
-        || input.starts_with(b"\r\n")
-        || memchr::memmem::find(input, b".\r\n").is_some()
-}
 
 /// Feeds body bytes into a new chunk of the spool mapping.
 fn body_step(

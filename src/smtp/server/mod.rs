@@ -418,10 +418,25 @@ impl Session {
         matches!(self.state, State::Data(_) | State::Bdat { .. })
     }
 
-    /// In a DATA body, which only `<CRLF>.<CRLF>` ends (a BDAT chunk ends
-    /// by its count instead).
-    pub fn in_data(&self) -> bool {
-        matches!(self.state, State::Data(_))
+    /// Whether body input should go to `receive_data` now, or wait until
+    /// more has arrived. Each call can become a spool record, so input
+    /// under `min` octets waits, unless it may end the body: in DATA, it
+    /// could complete `<CRLF>.<CRLF>` (it contains `.<CRLF>`, or starts
+    /// with the rest of a terminator begun in earlier input: `<LF>` or
+    /// `<CRLF>`); in BDAT, it is all the chunk still lacks.
+    pub fn body_input_ready(&self, input: &[u8], min: usize) -> bool {
+        if input.len() >= min {
+            return true;
+        }
+        match &self.state {
+            State::Data(_) => {
+                input.starts_with(b"\n")
+                    || input.starts_with(b"\r\n")
+                    || memchr::memmem::find(input, b".\r\n").is_some()
+            }
+            State::Bdat { rx, .. } => input.len() as u64 >= rx.remaining(),
+            _ => true,
+        }
     }
 
     pub fn is_closed(&self) -> bool {

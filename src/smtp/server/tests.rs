@@ -1052,3 +1052,26 @@ fn failed_spool_answers_451_at_mail() {
     c.s.set_spool_failed(false);
     assert!(c.send(b"MAIL FROM:<a@example.com>\r\n").starts_with("250"));
 }
+
+#[test]
+fn small_body_input_waits_unless_it_may_end_the_body() {
+    let cfg = ServerConfig {
+        max_message_size: 100_000,
+        ..config()
+    };
+    let mut c = Client::with(cfg.clone(), false, None);
+    c.send(EHLO);
+    c.send(b"MAIL FROM:<>\r\nRCPT TO:<u@example.com>\r\nDATA\r\n");
+    assert!(!c.s.body_input_ready(b"", 16));
+    assert!(!c.s.body_input_ready(b"abc", 16));
+    assert!(!c.s.body_input_ready(b"abc\r\n.\r", 16));
+    assert!(c.s.body_input_ready(b"0123456789abcdef", 16));
+    assert!(c.s.body_input_ready(b"abc\r\n.\r\n", 16));
+    assert!(c.s.body_input_ready(b"\n", 16));
+    assert!(c.s.body_input_ready(b"\r\nMAIL", 16));
+    let mut b = Client::with(cfg, false, None);
+    b.send(EHLO);
+    b.send(b"MAIL FROM:<>\r\nRCPT TO:<u@example.com>\r\nBDAT 5 LAST\r\n");
+    assert!(!b.s.body_input_ready(b"abcd", 16));
+    assert!(b.s.body_input_ready(b"abcde", 16));
+}
