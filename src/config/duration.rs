@@ -84,6 +84,19 @@ pub fn format(duration: Duration) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DurationSetting(pub Duration);
 
+impl DurationSetting {
+    /// The duration itself, for timers and arithmetic.
+    pub const fn duration(&self) -> Duration {
+        self.0
+    }
+
+    /// Whole milliseconds, for clocks kept as `u64` milliseconds; saturates
+    /// (a parsed setting always fits: it was written in `u64` milliseconds).
+    pub fn as_millis(&self) -> u64 {
+        u64::try_from(self.0.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
 impl<'de> Deserialize<'de> for DurationSetting {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer
@@ -194,6 +207,14 @@ mod tests {
         assert_eq!(format(Duration::from_secs(600)), "10m");
         assert_eq!(format(Duration::from_secs(7200)), "2h");
         assert_eq!(format(Duration::from_secs(5 * 86_400)), "5d");
+    }
+
+    #[test]
+    fn setting_gives_its_duration_and_milliseconds() {
+        let setting = DurationSetting(Duration::from_secs(300));
+        assert_eq!(setting.duration(), Duration::from_secs(300));
+        assert_eq!(setting.as_millis(), 300_000);
+        assert_eq!(DurationSetting(Duration::MAX).as_millis(), u64::MAX);
     }
 
     #[test]

@@ -5,32 +5,36 @@
 //! silently), their defaults and the checks on their values. Every error
 //! points at `FILE:LINE:COL`, and unknown keys are errors rather than being
 //! ignored, because a misspelt limit that silently falls back to its default
-//! is how mail servers get abused. It never touches the network or the spool;
-//! checks that need the machine (CPUs, RLIMIT_MEMLOCK, the spool directory)
-//! live in `preflight`.
+//! is how mail servers get abused. It never touches the network or the spool,
+//! and opens only a file whose absence would otherwise surface at the first
+//! delivery (`[delivery] tls_ca_file`); checks that need the machine (CPUs,
+//! RLIMIT_MEMLOCK, the spool directory) live in `preflight`.
 
 #![deny(unsafe_code)]
 
 pub mod duration;
 pub mod ipnet;
 mod raw;
+pub mod route;
 
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use duration::{DurationError, DurationSetting};
 pub use ipnet::{IpNet, IpNetError};
+pub use route::{RelayHost, RouteDomain, RouteError, RouteSection};
 
 /// The embedded default, used by `petrel run` without `--config`: it works
 /// on a fresh machine without root. Kept as TOML text (not a struct literal)
 /// so it goes through the same parser and checks as any file, and so
 /// `petrel check --default` can show it.
 pub const DEFAULT_CONFIG: &str = r#"# petrel's embedded default: SMTP on 127.0.0.1:2525, the spool in
-# ./petrel-spool, relaying from loopback only, one shard per CPU.
+# ./petrel-spool, relaying from loopback only, one shard per CPU, and
+# delivery to each recipient domain's MX hosts.
 
 [server]
 shards = 0
@@ -43,9 +47,6 @@ address = "127.0.0.1:2525"
 
 [relay]
 networks = ["127.0.0.0/8", "::1/128"]
-
-[delivery]
-paused = true
 "#;
 
 /// The name errors in [`DEFAULT_CONFIG`] would carry in place of a file name.
@@ -73,7 +74,10 @@ pub struct Config {
     pub listener: Vec<ListenerSection>,
     pub relay: RelaySection,
     pub auth: AuthSection,
+    pub dns: DnsSection,
     pub delivery: DeliverySection,
+    /// `[[route]]`s in file order; the first that matches wins.
+    pub route: Vec<RouteSection>,
 }
 
 /// `[server]`
@@ -142,11 +146,111 @@ pub struct AuthSection {
     pub users_file: Option<PathBuf>,
 }
 
-/// `[delivery]`
+/// `[dns]`: the resolver used to find MX hosts and relay addresses.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DnsSection {
+    /// Nameservers asked in order; empty means those in /etc/resolv.conf.
+    pub servers: Vec<SocketAddr>,
+    /// How long to wait for one server's reply to one query.
+    pub timeout: DurationSetting,
+    /// How many times the whole server list is tried (1 to 10).
+    pub attempts: u32,
+}
+
+/// Whether outbound connections use STARTTLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboundTls {
+    /// STARTTLS when offered, without checking the certificate; plain
+    /// text otherwise. What most of the internet does (RFC 3207).
+    #[default]
+    Opportunistic,
+    /// STARTTLS with a certificate valid for the host, or the message is
+    /// deferred.
+    Required,
+    /// Never STARTTLS.
+    Disabled,
+}
+
+/// `[delivery]`: how spooled mail leaves.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeliverySection {
     /// Accept and spool, but do not deliver.
     pub paused: bool,
+    /// Port of MX hosts, and of relays that give none.
+    pub port: u16,
+    /// Open connections to one destination, over the whole process.
+    pub max_connections_per_destination: usize,
+    /// Messages sent over one connection before it is closed.
+    pub max_messages_per_connection: usize,
+    /// Waits between delivery attempts; the last one repeats.
+    pub retry: Vec<DurationSetting>,
+    /// Age at which a message still undelivered is bounced.
+    pub max_age: DurationSetting,
+    pub tls: OutboundTls,
+    /// CA certificates (PEM) for checking servers; none means the system's
+    /// roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+    pub connect_timeout: DurationSetting,
+    /// Waiting for the greeting and the replies to EHLO, MAIL, RCPT, DATA,
+    /// RSET and QUIT.
+    pub command_timeout: DurationSetting,
+    /// Waiting for the reply to the end of data, and between body blocks.
+    pub data_timeout: DurationSetting,
+    /// How long an open connection waits for another message to the same
+    /// destination before QUIT.
+    pub idle_timeout: DurationSetting,
+    /// Age at which the sender is told a message is delayed; none means
+    /// no delay notices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_notice: Option<DurationSetting>,
+    /// Name sent in EHLO; `[server] hostname` when the file gives none.
+    pub helo_name: String,
+}
+
+impl Default for DnsSection {
+    fn default() -> DnsSection {
+        DnsSection {
+            servers: Vec::new(),
+            timeout: DurationSetting(Duration::from_secs(2)),
+            attempts: 2,
+        }
+    }
+}
+
+impl DnsSection {
+    /// The `timeout` setting as a plain duration.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.duration()
+    }
+}
+
+impl DeliverySection {
+    /// Every key at its default, EHLO as `helo_name`.
+    pub fn with_defaults(helo_name: String) -> DeliverySection {
+        let minutes = |m: u64| DurationSetting(Duration::from_secs(m * 60));
+        DeliverySection {
+            paused: false,
+            port: 25,
+            max_connections_per_destination: 20,
+            max_messages_per_connection: 1000,
+            // Doubling from 5 minutes, then every 4 hours: quick for a
+            // greylisting pause, patient with a host that is down.
+            retry: [5, 10, 20, 40, 60, 120, 240].map(minutes).to_vec(),
+            max_age: minutes(5 * 24 * 60),
+            tls: OutboundTls::Opportunistic,
+            tls_ca_file: None,
+            connect_timeout: DurationSetting(Duration::from_secs(30)),
+            // RFC 5321 section 4.5.3.2: at least 5 minutes for most
+            // replies and 10 for the one to the end of data.
+            command_timeout: minutes(5),
+            data_timeout: minutes(10),
+            idle_timeout: DurationSetting(Duration::from_secs(5)),
+            delay_notice: None,
+            helo_name,
+        }
+    }
 }
 
 impl ListenerSection {
@@ -223,6 +327,12 @@ impl Config {
         #[allow(clippy::expect_used)]
         Config::from_str_named(DEFAULT_CONFIG, DEFAULT_CONFIG_NAME)
             .expect("the embedded default config is valid")
+    }
+
+    /// The route for mail to `domain`: the first `[[route]]` that matches,
+    /// or none when the domain's MX hosts should be used.
+    pub fn route_for(&self, domain: &str) -> Option<&RouteSection> {
+        self.route.iter().find(|route| route.domain.matches(domain))
     }
 
     /// How many shards to run on a machine with `cpus` usable CPUs.

@@ -4,18 +4,24 @@
 //! checks values; the result is the plain [`Config`].
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::fmt::Display;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::route::{is_domain_name, split_host_port};
 use super::{
-    AuthSection, Config, DeliverySection, DurationSetting, IpNet, ListenerSection, Located,
-    RelaySection, ServerSection, SpoolSection, DEFAULT_MIN_FREE_SPACE, DEFAULT_SEGMENT_SIZE,
-    DEFAULT_SPOOL_PATH, MIN_MAX_RECIPIENTS, MIN_SEGMENT_SIZE, SEGMENT_SIZE_ALIGN,
+    duration, AuthSection, Config, DeliverySection, DnsSection, DurationSetting, IpNet,
+    ListenerSection, Located, OutboundTls, RelayHost, RelaySection, RouteDomain, RouteSection,
+    ServerSection, SpoolSection, DEFAULT_MIN_FREE_SPACE, DEFAULT_SEGMENT_SIZE, DEFAULT_SPOOL_PATH,
+    MIN_MAX_RECIPIENTS, MIN_SEGMENT_SIZE, SEGMENT_SIZE_ALIGN,
 };
+
+/// The DNS port, for `[dns] servers` given without one.
+const DNS_PORT: u16 = 53;
 
 /// Parses and validates `text` into a [`Config`].
 pub(super) fn parse(text: &str) -> Result<Config, Located> {
@@ -40,7 +46,11 @@ struct RawConfig {
     #[serde(default)]
     auth: RawAuth,
     #[serde(default)]
+    dns: RawDns,
+    #[serde(default)]
     delivery: RawDelivery,
+    #[serde(default)]
+    route: Vec<RawRoute>,
 }
 
 #[derive(Default, Deserialize)]
@@ -90,8 +100,37 @@ struct RawAuth {
 
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawDns {
+    servers: Option<Vec<Spanned<String>>>,
+    timeout: Option<Spanned<DurationSetting>>,
+    attempts: Option<Spanned<u32>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawDelivery {
     paused: Option<bool>,
+    // Wider than u16 so that 70000 gets the same message as 0.
+    port: Option<Spanned<u64>>,
+    max_connections_per_destination: Option<Spanned<usize>>,
+    max_messages_per_connection: Option<Spanned<usize>>,
+    retry: Option<Spanned<Vec<Spanned<DurationSetting>>>>,
+    max_age: Option<Spanned<DurationSetting>>,
+    tls: Option<OutboundTls>,
+    tls_ca_file: Option<Spanned<PathBuf>>,
+    connect_timeout: Option<Spanned<DurationSetting>>,
+    command_timeout: Option<Spanned<DurationSetting>>,
+    data_timeout: Option<Spanned<DurationSetting>>,
+    idle_timeout: Option<Spanned<DurationSetting>>,
+    delay_notice: Option<Spanned<DurationSetting>>,
+    helo_name: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    domain: Spanned<String>,
+    relay: Spanned<String>,
 }
 
 fn error_at<T>(span: std::ops::Range<usize>, message: String) -> Result<T, Located> {
@@ -101,19 +140,37 @@ fn error_at<T>(span: std::ops::Range<usize>, message: String) -> Result<T, Locat
     })
 }
 
+/// The value if it passes `check`, else the error at its span.
+fn valid<T>(value: Spanned<T>, check: impl FnOnce(&T) -> Result<(), String>) -> Result<T, Located> {
+    match check(value.get_ref()) {
+        Ok(()) => Ok(value.into_inner()),
+        Err(message) => error_at(value.span(), message),
+    }
+}
+
 /// The value if present (after `check`), else `default`.
 fn checked<T>(
     value: Option<Spanned<T>>,
     default: T,
     check: impl FnOnce(&T) -> Result<(), String>,
 ) -> Result<T, Located> {
-    match value {
-        None => Ok(default),
-        Some(value) => match check(value.get_ref()) {
-            Ok(()) => Ok(value.into_inner()),
-            Err(message) => error_at(value.span(), message),
-        },
-    }
+    value.map_or(Ok(default), |value| valid(value, check))
+}
+
+/// The value if present (after `check`), else none.
+fn optional<T>(
+    value: Option<Spanned<T>>,
+    check: impl FnOnce(&T) -> Result<(), String>,
+) -> Result<Option<T>, Located> {
+    value.map(|value| valid(value, check)).transpose()
+}
+
+/// `text` read by `parse`, or the parse error at the text's span.
+fn parsed<T, E: Display>(
+    text: &Spanned<String>,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, Located> {
+    parse(text.get_ref()).or_else(|e| error_at(text.span(), e.to_string()))
 }
 
 fn at_least<T: PartialOrd + std::fmt::Display>(
@@ -123,6 +180,34 @@ fn at_least<T: PartialOrd + std::fmt::Display>(
     move |value| match *value >= min {
         true => Ok(()),
         false => Err(format!("{key} = {value} is below the minimum of {min}")),
+    }
+}
+
+fn between<T: PartialOrd + Display>(
+    key: &'static str,
+    min: T,
+    max: T,
+) -> impl FnOnce(&T) -> Result<(), String> {
+    move |value| match *value >= min && *value <= max {
+        true => Ok(()),
+        false => Err(format!("{key} = {value} must be between {min} and {max}")),
+    }
+}
+
+fn positive(key: &'static str) -> impl FnOnce(&DurationSetting) -> Result<(), String> {
+    move |setting| match setting.0.is_zero() {
+        true => Err(format!("{key} must be longer than zero")),
+        false => Ok(()),
+    }
+}
+
+/// A file that must be there when the daemon needs it: opened now, so a
+/// typo is a config error instead of failed deliveries later.
+fn readable_file(key: &'static str) -> impl FnOnce(&PathBuf) -> Result<(), String> {
+    move |path| match std::fs::File::open(path).and_then(|file| file.metadata()) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(_) => Err(format!("{key} {path:?} is not a regular file")),
+        Err(e) => Err(format!("{key} {path:?} cannot be read: {e}")),
     }
 }
 
@@ -152,24 +237,24 @@ impl RawConfig {
             }
             listener.push(section);
         }
+        let server = self.server.into_section()?;
+        let delivery = self.delivery.into_section(&server.hostname)?;
+        let route = self
+            .route
+            .iter()
+            .map(|raw| raw.to_section(delivery.port))
+            .collect::<Result<_, _>>()?;
         Ok(Config {
-            server: self.server.into_section()?,
+            server,
             spool,
             listener,
             relay: self.relay.into_section()?,
             auth: AuthSection {
-                users_file: match self.auth.users_file {
-                    None => None,
-                    Some(file) => Some(checked(
-                        Some(file),
-                        PathBuf::new(),
-                        not_empty("users_file"),
-                    )?),
-                },
+                users_file: optional(self.auth.users_file, not_empty("users_file"))?,
             },
-            delivery: DeliverySection {
-                paused: self.delivery.paused.unwrap_or(true),
-            },
+            dns: self.dns.into_section()?,
+            delivery,
+            route,
         })
     }
 }
@@ -177,7 +262,7 @@ impl RawConfig {
 impl RawServer {
     fn into_section(self) -> Result<ServerSection, Located> {
         let hostname = match self.hostname {
-            Some(name) => checked(Some(name), String::new(), |name| check_hostname(name))?,
+            Some(name) => valid(name, |name| check_hostname("hostname", name))?,
             None => super::system_hostname(),
         };
         Ok(ServerSection {
@@ -187,22 +272,12 @@ impl RawServer {
     }
 }
 
-/// A hostname must be a domain that can stand in EHLO and `Received:`:
-/// dot-separated labels of letters, digits and inner hyphens.
-fn check_hostname(name: &str) -> Result<(), String> {
-    let label_ok = |label: &str| {
-        !label.is_empty()
-            && label.len() <= 63
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    };
-    match name.len() <= 253 && name.split('.').all(label_ok) {
+/// A hostname must be a domain that can stand in EHLO and `Received:`.
+fn check_hostname(key: &'static str, name: &str) -> Result<(), String> {
+    match is_domain_name(name) {
         true => Ok(()),
         false => Err(format!(
-            "hostname {name:?} is not a valid domain name (letters, digits, hyphens and dots, e.g. \"mta.example.com\")"
+            "{key} {name:?} is not a valid domain name (letters, digits, hyphens and dots, e.g. \"mta.example.com\")"
         )),
     }
 }
@@ -354,13 +429,16 @@ fn timeout(
     key: &'static str,
     default: Duration,
 ) -> Result<Duration, Located> {
-    let setting = checked(value, DurationSetting(default), |setting| {
-        match setting.0.is_zero() {
-            true => Err(format!("{key} must be longer than zero")),
-            false => Ok(()),
-        }
-    })?;
-    Ok(setting.0)
+    Ok(nonzero(value, DurationSetting(default), key)?.0)
+}
+
+/// A duration key that may not be zero, or its default.
+fn nonzero(
+    value: Option<Spanned<DurationSetting>>,
+    default: DurationSetting,
+    key: &'static str,
+) -> Result<DurationSetting, Located> {
+    checked(value, default, positive(key))
 }
 
 impl RawRelay {
@@ -370,14 +448,132 @@ impl RawRelay {
                 networks: loopback_networks(),
             });
         };
-        let mut networks = Vec::with_capacity(texts.len());
-        for text in texts {
-            match text.get_ref().parse::<IpNet>() {
-                Ok(net) => networks.push(net),
-                Err(e) => return error_at(text.span(), e.to_string()),
-            }
-        }
+        let networks = texts
+            .iter()
+            .map(|text| parsed(text, str::parse::<IpNet>))
+            .collect::<Result<_, _>>()?;
         Ok(RelaySection { networks })
+    }
+}
+
+impl RawDns {
+    fn into_section(self) -> Result<DnsSection, Located> {
+        let defaults = DnsSection::default();
+        let servers = match self.servers {
+            None => defaults.servers,
+            Some(texts) => texts
+                .iter()
+                .map(|text| parsed(text, dns_server))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(DnsSection {
+            servers,
+            timeout: nonzero(self.timeout, defaults.timeout, "timeout")?,
+            attempts: checked(self.attempts, defaults.attempts, between("attempts", 1, 10))?,
+        })
+    }
+}
+
+/// A nameserver: an IP address with an optional port.
+fn dns_server(text: &str) -> Result<SocketAddr, String> {
+    let address = split_host_port(text).and_then(|(host, port)| match host.parse::<IpAddr>() {
+        Ok(ip) => Ok(SocketAddr::new(ip, port.unwrap_or(DNS_PORT))),
+        Err(_) => Err(format!("{host:?} is not an IP address")),
+    });
+    address.map_err(|reason| {
+        format!(
+            "invalid DNS server {text:?}: {reason}; expected an IP address and optional port, e.g. \"192.0.2.53\", \"192.0.2.53:5353\" or \"[2001:db8::53]:53\""
+        )
+    })
+}
+
+impl RawDelivery {
+    fn into_section(self, hostname: &str) -> Result<DeliverySection, Located> {
+        let defaults = DeliverySection::with_defaults(hostname.to_owned());
+        let max_age = nonzero(self.max_age, defaults.max_age, "max_age")?;
+        Ok(DeliverySection {
+            paused: self.paused.unwrap_or(defaults.paused),
+            port: port(self.port, defaults.port)?,
+            max_connections_per_destination: checked(
+                self.max_connections_per_destination,
+                defaults.max_connections_per_destination,
+                at_least("max_connections_per_destination", 1),
+            )?,
+            max_messages_per_connection: checked(
+                self.max_messages_per_connection,
+                defaults.max_messages_per_connection,
+                at_least("max_messages_per_connection", 1),
+            )?,
+            retry: match self.retry {
+                None => defaults.retry,
+                Some(list) => retry_schedule(list)?,
+            },
+            max_age,
+            tls: self.tls.unwrap_or(defaults.tls),
+            tls_ca_file: optional(self.tls_ca_file, readable_file("tls_ca_file"))?,
+            connect_timeout: nonzero(
+                self.connect_timeout,
+                defaults.connect_timeout,
+                "connect_timeout",
+            )?,
+            command_timeout: nonzero(
+                self.command_timeout,
+                defaults.command_timeout,
+                "command_timeout",
+            )?,
+            data_timeout: nonzero(self.data_timeout, defaults.data_timeout, "data_timeout")?,
+            idle_timeout: nonzero(self.idle_timeout, defaults.idle_timeout, "idle_timeout")?,
+            delay_notice: optional(self.delay_notice, before_max_age(max_age))?,
+            helo_name: checked(self.helo_name, defaults.helo_name, |name| {
+                check_hostname("helo_name", name)
+            })?,
+        })
+    }
+}
+
+/// A delay notice is for mail still being tried, so it must come before
+/// the bounce at `max_age`.
+fn before_max_age(max_age: DurationSetting) -> impl FnOnce(&DurationSetting) -> Result<(), String> {
+    move |notice| match !notice.0.is_zero() && *notice < max_age {
+        true => Ok(()),
+        false => Err(format!(
+            "delay_notice = \"{}\" must be longer than zero and shorter than max_age (\"{}\")",
+            duration::format(notice.0),
+            duration::format(max_age.0)
+        )),
+    }
+}
+
+fn port(value: Option<Spanned<u64>>, default: u16) -> Result<u16, Located> {
+    let port = checked(
+        value,
+        u64::from(default),
+        between("port", 1, u64::from(u16::MAX)),
+    )?;
+    // In range after the check above, so the fallback is never taken.
+    Ok(u16::try_from(port).unwrap_or(default))
+}
+
+/// `[delivery] retry`: at least one interval, none of them zero (a zero
+/// wait would retry a failing host in a tight loop).
+fn retry_schedule(
+    list: Spanned<Vec<Spanned<DurationSetting>>>,
+) -> Result<Vec<DurationSetting>, Located> {
+    let list = valid(list, |list| match list.is_empty() {
+        true => Err("retry is empty: give at least one interval, e.g. [\"5m\", \"1h\"]".into()),
+        false => Ok(()),
+    })?;
+    list.into_iter()
+        .map(|interval| valid(interval, positive("each retry interval")))
+        .collect()
+}
+
+impl RawRoute {
+    fn to_section(&self, default_port: u16) -> Result<RouteSection, Located> {
+        Ok(RouteSection {
+            domain: parsed(&self.domain, str::parse::<RouteDomain>)?,
+            relay: parsed(&self.relay, |text| RelayHost::parse(text, default_port))?,
+        })
     }
 }
 

@@ -47,7 +47,8 @@ fn embedded_default_is_valid() {
         .collect();
     assert_eq!(loopback, ["127.0.0.0/8", "::1/128"]);
     assert_eq!(config.auth.users_file, None);
-    assert!(config.delivery.paused);
+    assert!(!config.delivery.paused, "the embedded default delivers");
+    assert!(config.route.is_empty());
 }
 
 #[test]
@@ -61,7 +62,7 @@ fn an_empty_file_gets_the_file_defaults() {
         "listeners are only what the file lists"
     );
     assert_eq!(config.relay.networks.len(), 2);
-    assert!(config.delivery.paused);
+    assert!(!config.delivery.paused);
 }
 
 #[test]
@@ -140,7 +141,12 @@ paused = false
 
 #[test]
 fn printed_settings_parse_back_to_the_same_config() {
-    for config in [Config::embedded_default(), parse("[[listener]]\naddress = \"127.0.0.1:25\"\ntls_cert = \"c\"\ntls_key = \"k\"\n[auth]\nusers_file = \"u\"")] {
+    let ca = ca_file();
+    for config in [
+        Config::embedded_default(),
+        parse("[[listener]]\naddress = \"127.0.0.1:25\"\ntls_cert = \"c\"\ntls_key = \"k\"\n[auth]\nusers_file = \"u\""),
+        parse(&delivery_keys_text(ca.path())),
+    ] {
         let text = match config.to_toml_string() {
             Ok(text) => text,
             Err(e) => panic!("{e}"),
@@ -288,4 +294,490 @@ fn line_col_counts_characters_from_one() {
     assert_eq!(line_col(text, 9), (2, 3), "é is one column");
     assert_eq!(line_col(text, 8), (2, 2), "inside a character rounds down");
     assert_eq!(line_col(text, 999), (3, 1));
+}
+
+/// A readable file to stand in for a CA bundle.
+fn ca_file() -> tempfile::NamedTempFile {
+    match tempfile::NamedTempFile::new() {
+        Ok(file) => file,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Every `[dns]`, `[delivery]` and `[[route]]` key set to something other
+/// than its default.
+fn delivery_keys_text(ca_file: &Path) -> String {
+    format!(
+        r#"
+[server]
+hostname = "mta.example.test"
+[dns]
+servers = ["127.0.0.1:5353", "192.0.2.53", "[::1]:53", "2001:db8::53"]
+timeout = "500ms"
+attempts = 3
+[delivery]
+paused = true
+port = 2525
+max_connections_per_destination = 4
+max_messages_per_connection = 50
+retry = ["1m", 120]
+max_age = "2d"
+tls = "required"
+tls_ca_file = {ca_file:?}
+connect_timeout = "10s"
+command_timeout = "1m"
+data_timeout = "2m"
+idle_timeout = "1s"
+delay_notice = "4h"
+helo_name = "Out.Example.test"
+[[route]]
+domain = "Example.COM"
+relay = "smarthost.example.net"
+[[route]]
+domain = ".example.org"
+relay = "[2001:db8::25]:587"
+[[route]]
+domain = "*"
+relay = "127.0.0.1:2526"
+"#
+    )
+}
+
+fn secs(n: u64) -> DurationSetting {
+    DurationSetting(Duration::from_secs(n))
+}
+
+fn relay(host: &str, port: u16) -> RelayHost {
+    RelayHost {
+        host: host.to_owned(),
+        port,
+    }
+}
+
+#[test]
+fn delivery_dns_and_routes_have_defaults() {
+    let config = parse("[server]\nhostname = \"mta.example.test\"\n");
+    assert_eq!(config.dns.servers, Vec::<SocketAddr>::new());
+    assert_eq!(config.dns.timeout(), Duration::from_secs(2));
+    assert_eq!(config.dns.attempts, 2);
+    let delivery = &config.delivery;
+    assert!(!delivery.paused);
+    assert_eq!(delivery.port, 25);
+    assert_eq!(delivery.max_connections_per_destination, 20);
+    assert_eq!(delivery.max_messages_per_connection, 1000);
+    let minutes = [5, 10, 20, 40, 60, 120, 240].map(|m| secs(m * 60));
+    assert_eq!(delivery.retry, minutes);
+    assert_eq!(delivery.max_age.duration(), Duration::from_secs(5 * 86_400));
+    assert_eq!(delivery.tls, OutboundTls::Opportunistic);
+    assert_eq!(delivery.tls_ca_file, None);
+    assert_eq!(
+        (
+            delivery.connect_timeout,
+            delivery.command_timeout,
+            delivery.data_timeout,
+            delivery.idle_timeout
+        ),
+        (secs(30), secs(300), secs(600), secs(5))
+    );
+    assert_eq!(delivery.delay_notice, None);
+    assert_eq!(delivery.helo_name, "mta.example.test", "[server] hostname");
+    assert_eq!(
+        *delivery,
+        DeliverySection::with_defaults("mta.example.test".into())
+    );
+    assert!(config.route.is_empty());
+    assert!(config.route_for("example.com").is_none(), "MX hosts, then");
+}
+
+#[test]
+fn every_delivery_key_is_read() {
+    let ca = ca_file();
+    let config = parse(&delivery_keys_text(ca.path()));
+    let servers: Vec<String> = config.dns.servers.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        servers,
+        [
+            "127.0.0.1:5353",
+            "192.0.2.53:53",
+            "[::1]:53",
+            "[2001:db8::53]:53"
+        ]
+    );
+    assert_eq!(config.dns.timeout(), Duration::from_millis(500));
+    assert_eq!(config.dns.attempts, 3);
+    let delivery = &config.delivery;
+    assert!(delivery.paused);
+    assert_eq!(delivery.port, 2525);
+    assert_eq!(
+        (
+            delivery.max_connections_per_destination,
+            delivery.max_messages_per_connection
+        ),
+        (4, 50)
+    );
+    assert_eq!(delivery.retry, [secs(60), secs(120)]);
+    assert_eq!(delivery.max_age, secs(2 * 86_400));
+    assert_eq!(delivery.tls, OutboundTls::Required);
+    assert_eq!(delivery.tls_ca_file.as_deref(), Some(ca.path()));
+    assert_eq!(
+        (
+            delivery.connect_timeout,
+            delivery.command_timeout,
+            delivery.data_timeout,
+            delivery.idle_timeout
+        ),
+        (secs(10), secs(60), secs(120), secs(1))
+    );
+    assert_eq!(delivery.delay_notice, Some(secs(4 * 3600)));
+    assert_eq!(delivery.helo_name, "Out.Example.test");
+    assert_eq!(
+        config.route,
+        [
+            RouteSection {
+                domain: RouteDomain::Exact("example.com".into()),
+                relay: relay("smarthost.example.net", 2525),
+            },
+            RouteSection {
+                domain: RouteDomain::Subdomains("example.org".into()),
+                relay: relay("2001:db8::25", 587),
+            },
+            RouteSection {
+                domain: RouteDomain::Any,
+                relay: relay("127.0.0.1", 2526),
+            },
+        ]
+    );
+}
+
+#[test]
+fn tls_modes_are_the_three_words() {
+    for (word, mode) in [
+        ("opportunistic", OutboundTls::Opportunistic),
+        ("required", OutboundTls::Required),
+        ("disabled", OutboundTls::Disabled),
+    ] {
+        let config = parse(&format!("[delivery]\ntls = \"{word}\"\n"));
+        assert_eq!(config.delivery.tls, mode);
+    }
+    assert_error(
+        "[delivery]\ntls = \"sometimes\"\n",
+        "2:7",
+        "expected one of `opportunistic`, `required`, `disabled`",
+    );
+}
+
+#[test]
+fn bad_delivery_values_are_errors_at_their_value() {
+    for (text, location, contains) in [
+        ("[delivery]\nretry = []\n", "2:9", "retry is empty"),
+        (
+            "[delivery]\nretry = [\"5m\", \"0s\"]\n",
+            "2:16",
+            "each retry interval must be longer than zero",
+        ),
+        (
+            "[delivery]\nretry = [\"5 m\"]\n",
+            "2:10",
+            "invalid duration \"5 m\"",
+        ),
+        (
+            "[delivery]\n\nmax_connections_per_destination = 0\n",
+            "3:35",
+            "max_connections_per_destination = 0 is below the minimum of 1",
+        ),
+        (
+            "[delivery]\nmax_messages_per_connection = 0\n",
+            "2:31",
+            "below the minimum of 1",
+        ),
+        (
+            "[delivery]\nport = 0\n",
+            "2:8",
+            "port = 0 must be between 1 and 65535",
+        ),
+        (
+            "[delivery]\nport = 70000\n",
+            "2:8",
+            "port = 70000 must be between 1 and 65535",
+        ),
+        (
+            "[delivery]\nmax_age = 0\n",
+            "2:11",
+            "max_age must be longer",
+        ),
+        (
+            "[delivery]\nidle_timeout = \"0ms\"\n",
+            "2:16",
+            "idle_timeout must be longer than zero",
+        ),
+        (
+            "[delivery]\nmax_age = \"1d\"\ndelay_notice = \"1d\"\n",
+            "3:16",
+            "delay_notice = \"1d\" must be longer than zero and shorter than max_age (\"1d\")",
+        ),
+        (
+            "[delivery]\ndelay_notice = \"6d\"\n",
+            "2:16",
+            "shorter than max_age (\"5d\")",
+        ),
+        ("[delivery]\ndelay_notice = 0\n", "2:16", "longer than zero"),
+        (
+            "[delivery]\nhelo_name = \"bad_name\"\n",
+            "2:13",
+            "helo_name \"bad_name\" is not a valid domain name",
+        ),
+        (
+            "[delivery]\ntls_ca_file = \"/nonexistent/ca.pem\"\n",
+            "2:15",
+            "tls_ca_file \"/nonexistent/ca.pem\" cannot be read",
+        ),
+        (
+            "[delivery]\ntls_ca_file = \"/\"\n",
+            "2:15",
+            "is not a regular file",
+        ),
+        ("[delivery]\npaused = 1\n", "2:10", "invalid type"),
+        (
+            "[delivery]\nretries = [\"5m\"]\n",
+            "2:1",
+            "unknown field `retries`",
+        ),
+    ] {
+        assert_error(text, location, contains);
+    }
+}
+
+#[test]
+fn bad_dns_values_are_errors_at_their_value() {
+    for (text, location, contains) in [
+        (
+            "[dns]\nservers = [\"127.0.0.1\", \"ns.example.com\"]\n",
+            "2:25",
+            "invalid DNS server \"ns.example.com\": \"ns.example.com\" is not an IP address",
+        ),
+        (
+            "[dns]\nservers = [\"127.0.0.1:0\"]\n",
+            "2:12",
+            "port 0 is not between 1 and 65535",
+        ),
+        (
+            "[dns]\nservers = [\"[::1:53\"]\n",
+            "2:12",
+            "without a closing ']'",
+        ),
+        (
+            "[dns]\ntimeout = \"0s\"\n",
+            "2:11",
+            "timeout must be longer than zero",
+        ),
+        (
+            "[dns]\nattempts = 0\n",
+            "2:12",
+            "attempts = 0 must be between 1 and 10",
+        ),
+        (
+            "[dns]\nattempts = 11\n",
+            "2:12",
+            "attempts = 11 must be between 1 and 10",
+        ),
+        ("[dns]\nserver = []\n", "2:1", "unknown field `server`"),
+    ] {
+        assert_error(text, location, contains);
+    }
+}
+
+#[test]
+fn bad_routes_are_errors_at_their_value() {
+    for (text, location, contains) in [
+        (
+            "[[route]]\ndomain = \"*\"\nrelay = \"host:99999\"\n",
+            "3:9",
+            "invalid relay \"host:99999\": port 99999 is not between 1 and 65535",
+        ),
+        (
+            "[[route]]\ndomain = \"*\"\nrelay = \"host:smtp\"\n",
+            "3:9",
+            "port \"smtp\" is not a number",
+        ),
+        (
+            "[[route]]\ndomain = \"*\"\nrelay = \"192.0.2.300\"\n",
+            "3:9",
+            "neither an IP address nor a valid host name",
+        ),
+        (
+            "[[route]]\ndomain = \"*\"\nrelay = \"[mx.example.com]:25\"\n",
+            "3:9",
+            "in brackets is not an IPv6 address",
+        ),
+        (
+            "[[route]]\ndomain = \"*\"\nrelay = \"\"\n",
+            "3:9",
+            "invalid relay \"\"",
+        ),
+        (
+            "[[route]]\ndomain = \"*.example.com\"\nrelay = \"mx\"\n",
+            "2:10",
+            "\".example.com\" for its subdomains",
+        ),
+        (
+            "[[route]]\ndomain = \"example..com\"\nrelay = \"mx\"\n",
+            "2:10",
+            "invalid route domain",
+        ),
+        (
+            "[[route]]\ndomain = \"*\"\nrelay = \"mx\"\nport = 25\n",
+            "4:1",
+            "unknown field `port`",
+        ),
+        (
+            "[[route]]\ndomain = \"*\"\n",
+            "1:1",
+            "missing field `relay`",
+        ),
+        (
+            "[[route]]\ndomain = \"a.test\"\nrelay = \"mx\"\n[[route]]\nrelay = \"mx\"\n",
+            "4:1",
+            "missing field `domain`",
+        ),
+    ] {
+        assert_error(text, location, contains);
+    }
+}
+
+#[test]
+fn relay_forms_and_the_default_port() {
+    let route_to = |relay: &str, extra: &str| {
+        let config = parse(&format!(
+            "{extra}\n[[route]]\ndomain = \"*\"\nrelay = \"{relay}\"\n"
+        ));
+        config.route[0].relay.clone()
+    };
+    assert_eq!(route_to("MX.Example.NET", ""), relay("mx.example.net", 25));
+    assert_eq!(
+        route_to("mx.example.net", "[delivery]\nport = 2525"),
+        relay("mx.example.net", 2525),
+        "no port in the relay: [delivery] port"
+    );
+    assert_eq!(
+        route_to("mx.example.net:587", ""),
+        relay("mx.example.net", 587)
+    );
+    assert_eq!(route_to("192.0.2.1:26", ""), relay("192.0.2.1", 26));
+    assert_eq!(route_to("192.0.2.1", ""), relay("192.0.2.1", 25));
+    assert_eq!(route_to("[2001:DB8::1]:26", ""), relay("2001:db8::1", 26));
+    assert_eq!(route_to("[::1]", ""), relay("::1", 25));
+    assert_eq!(route_to("::1", ""), relay("::1", 25));
+    assert_eq!(relay("::1", 25).to_string(), "[::1]:25");
+    assert_eq!(relay("mx.test", 26).to_string(), "mx.test:26");
+}
+
+#[test]
+fn route_domains_match_in_their_three_forms() {
+    let any = RouteDomain::Any;
+    let exact = RouteDomain::Exact("example.com".into());
+    let subdomains = RouteDomain::Subdomains("example.com".into());
+    for (domain, want) in [
+        ("example.com", [true, true, false]),
+        ("EXAMPLE.com.", [true, true, false]),
+        ("mail.example.com", [true, false, true]),
+        ("a.b.Example.COM.", [true, false, true]),
+        ("badexample.com", [true, false, false]),
+        (".example.com", [true, false, false]),
+        ("example.com.au", [true, false, false]),
+        ("example.org", [true, false, false]),
+        ("é.example.com", [true, false, true]),
+    ] {
+        let got = [&any, &exact, &subdomains].map(|route| route.matches(domain));
+        assert_eq!(got, want, "{domain}");
+    }
+    for (text, domain) in [
+        ("*", any),
+        ("Example.Com", exact),
+        (".example.COM", subdomains),
+    ] {
+        let parsed: RouteDomain = match text.parse() {
+            Ok(parsed) => parsed,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(parsed, domain);
+        assert_eq!(parsed.to_string(), text.to_ascii_lowercase());
+    }
+}
+
+#[test]
+fn the_first_matching_route_wins() {
+    let config = parse(
+        r#"
+[[route]]
+domain = "vip.example.com"
+relay = "fast.example.net"
+[[route]]
+domain = ".example.com"
+relay = "sub.example.net"
+[[route]]
+domain = "example.com"
+relay = "exact.example.net"
+[[route]]
+domain = "*"
+relay = "default.example.net"
+"#,
+    );
+    let relay_for = |domain: &str| {
+        config
+            .route_for(domain)
+            .map(|route| route.relay.host.as_str())
+    };
+    assert_eq!(relay_for("vip.example.com"), Some("fast.example.net"));
+    assert_eq!(relay_for("VIP.example.com."), Some("fast.example.net"));
+    assert_eq!(relay_for("www.example.com"), Some("sub.example.net"));
+    assert_eq!(relay_for("example.com"), Some("exact.example.net"));
+    assert_eq!(relay_for("example.org"), Some("default.example.net"));
+    let without_catch_all = parse("[[route]]\ndomain = \"example.com\"\nrelay = \"mx\"\n");
+    assert!(without_catch_all.route_for("example.org").is_none());
+}
+
+#[test]
+fn printed_settings_show_the_delivery_keys() {
+    let printed = |config: &Config| match config.to_toml_string() {
+        Ok(text) => text,
+        Err(e) => panic!("{e}"),
+    };
+    let defaults = printed(&parse("[server]\nhostname = \"mta.example.test\"\n"));
+    for line in [
+        "[dns]\nservers = []\ntimeout = \"2s\"\nattempts = 2\n",
+        "[delivery]\npaused = false\nport = 25\n",
+        "max_connections_per_destination = 20\n",
+        "max_messages_per_connection = 1000\n",
+        "retry = [\"5m\", \"10m\", \"20m\", \"40m\", \"1h\", \"2h\", \"4h\"]\n",
+        "max_age = \"5d\"\n",
+        "tls = \"opportunistic\"\n",
+        "connect_timeout = \"30s\"\n",
+        "command_timeout = \"5m\"\n",
+        "data_timeout = \"10m\"\n",
+        "idle_timeout = \"5s\"\n",
+        "helo_name = \"mta.example.test\"\n",
+    ] {
+        assert!(
+            defaults.contains(line),
+            "{line:?} missing from:\n{defaults}"
+        );
+    }
+    for absent in ["tls_ca_file", "delay_notice", "[[route]]"] {
+        assert!(!defaults.contains(absent), "{absent} in:\n{defaults}");
+    }
+    let ca = ca_file();
+    let set = printed(&parse(&delivery_keys_text(ca.path())));
+    for line in [
+        "servers = [\"127.0.0.1:5353\", \"192.0.2.53:53\", \"[::1]:53\", \"[2001:db8::53]:53\"]\n",
+        "timeout = \"500ms\"\n",
+        "retry = [\"1m\", \"2m\"]\n",
+        "tls = \"required\"\n",
+        &format!("tls_ca_file = {:?}\n", ca.path()),
+        "delay_notice = \"4h\"\n",
+        "[[route]]\ndomain = \"example.com\"\nrelay = \"smarthost.example.net:2525\"\n",
+        "[[route]]\ndomain = \".example.org\"\nrelay = \"[2001:db8::25]:587\"\n",
+        "[[route]]\ndomain = \"*\"\nrelay = \"127.0.0.1:2526\"\n",
+    ] {
+        assert!(set.contains(line), "{line:?} missing from:\n{set}");
+    }
 }
