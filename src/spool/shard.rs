@@ -16,7 +16,7 @@ use spool_format::envelope::{access_envelope, ArchivedEnvelope, ChunkRef, Envelo
 use spool_format::recover::Applied;
 use spool_format::{QueueIndex, RcptState, SegmentCursor, SegmentHeader};
 
-use super::commit::GroupCommit;
+use super::commit::{GroupCommit, Ticket};
 use super::segment::Segment;
 use super::SpoolError;
 
@@ -41,7 +41,8 @@ pub(crate) struct State {
     /// stops there: their chunks are not in the index until they commit.
     pub inflight: BTreeMap<u64, u32>,
     /// Messages with a status record appended but not yet applied to the
-    /// index; compaction must not copy them (see `QueueIndex::insert_copy`).
+    /// index, or being delivered; compaction must not copy them (see
+    /// `QueueIndex::insert_copy`).
     pub unapplied_status: HashMap<u64, u32>,
 }
 
@@ -314,29 +315,51 @@ impl ShardSpool {
         rcpts: &[u32],
         diagnostic: &[u8],
     ) -> Result<Applied, SpoolError> {
+        let ticket = self.append_status(msg_id, state, rcpts, diagnostic)?;
+        let durable = self.inner.commit.wait(ticket).await;
+        self.status_durable(msg_id, state, rcpts, durable)
+    }
+
+    /// Appends a status record without waiting: the first half of
+    /// [`Self::record_status`], for writers that batch many statuses
+    /// behind one wait ([`Self::wait`]) and then call
+    /// [`Self::status_durable`] for each, in order.
+    pub fn append_status(
+        &self,
+        msg_id: u64,
+        state: RcptState,
+        rcpts: &[u32],
+        diagnostic: &[u8],
+    ) -> Result<Ticket, SpoolError> {
         if self.refuses_appends() {
             return Err(SpoolError::SyncFailed);
         }
-        let ticket = {
-            let mut st = self.inner.state.borrow_mut();
-            let seq = st.next_seq();
-            let now = st.now_ms;
-            st.append(&self.inner.opts, |cur, buf| {
-                cur.append_status(buf, seq, msg_id, state, now, rcpts, diagnostic)
-            })?;
-            *st.unapplied_status.entry(msg_id).or_insert(0) += 1;
-            self.inner.commit.written()
-        };
-        let durable = self.inner.commit.wait(ticket).await;
-        {
-            let mut st = self.inner.state.borrow_mut();
-            if let Some(n) = st.unapplied_status.get_mut(&msg_id) {
-                *n -= 1;
-                if *n == 0 {
-                    st.unapplied_status.remove(&msg_id);
-                }
-            }
-        }
+        let mut st = self.inner.state.borrow_mut();
+        let seq = st.next_seq();
+        let now = st.now_ms;
+        st.append(&self.inner.opts, |cur, buf| {
+            cur.append_status(buf, seq, msg_id, state, now, rcpts, diagnostic)
+        })?;
+        *st.unapplied_status.entry(msg_id).or_insert(0) += 1;
+        Ok(self.inner.commit.written())
+    }
+
+    /// Resolves once everything appended up to `ticket` is durable; false
+    /// if the sync failed.
+    pub async fn wait(&self, ticket: Ticket) -> bool {
+        self.inner.commit.wait(ticket).await
+    }
+
+    /// The second half of [`Self::record_status`]: once the status record
+    /// is `durable`, applies it to the queue and reclaims freed segments.
+    pub fn status_durable(
+        &self,
+        msg_id: u64,
+        state: RcptState,
+        rcpts: &[u32],
+        durable: bool,
+    ) -> Result<Applied, SpoolError> {
+        self.release(msg_id);
         if !durable {
             return Err(SpoolError::SyncFailed);
         }
@@ -354,6 +377,29 @@ impl ShardSpool {
             }
         }
         Ok(applied)
+    }
+
+    /// Keeps compaction from copying `msg_id` until [`Self::release`]: its
+    /// envelope and chunks stay where a delivery in progress reads them.
+    pub fn hold(&self, msg_id: u64) {
+        *self
+            .inner
+            .state
+            .borrow_mut()
+            .unapplied_status
+            .entry(msg_id)
+            .or_insert(0) += 1;
+    }
+
+    /// Ends one [`Self::hold`] (or one appended status).
+    pub fn release(&self, msg_id: u64) {
+        let mut st = self.inner.state.borrow_mut();
+        if let Some(n) = st.unapplied_status.get_mut(&msg_id) {
+            *n -= 1;
+            if *n == 0 {
+                st.unapplied_status.remove(&msg_id);
+            }
+        }
     }
 
     /// Deletes old segments that hold nothing queued, oldest first.
