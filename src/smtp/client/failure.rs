@@ -53,6 +53,7 @@ impl Client {
         if let Some(tx) = self.tx.take() {
             self.finish_tx(tx, Some(&reason));
         }
+        self.failure = Some(reason);
         let event = if self.completed_any {
             Event::Closed
         } else {

@@ -234,6 +234,8 @@ pub struct Client {
     deadline: Option<u64>,
     events: VecDeque<Event>,
     outcomes: Vec<RcptOutcome>,
+    /// Why the connection ended early (421, bad greeting, timeout, ...).
+    failure: Option<ServerReply>,
 }
 
 impl Client {
@@ -257,6 +259,7 @@ impl Client {
             deadline,
             events: VecDeque::new(),
             outcomes: Vec::new(),
+            failure: None,
         }
     }
 
@@ -360,6 +363,12 @@ impl Client {
     /// same host with [`Client::new_plaintext_retry`].
     pub fn needs_plaintext_retry(&self) -> bool {
         self.plaintext_retry_needed
+    }
+
+    /// Why the connection ended before its time (after `TryNextHost` or an
+    /// unplanned `Closed`): the server's reply or a local reason.
+    pub fn failure(&self) -> Option<&ServerReply> {
+        self.failure.as_ref()
     }
 
     /// Why every transaction on this connection will be deferred, if so.

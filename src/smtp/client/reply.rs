@@ -45,7 +45,7 @@ pub struct ServerReply {
 }
 
 impl ServerReply {
-    pub(super) fn local(code: u16, status: (u8, u16, u16), reason: &str) -> Self {
+    pub fn local(code: u16, status: (u8, u16, u16), reason: &str) -> Self {
         ServerReply {
             code,
             status: Some(EnhancedStatus {
