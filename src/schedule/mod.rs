@@ -6,11 +6,13 @@
 //! never does I/O and never reads the clock or a random source: time and
 //! randomness are inputs, so every rule is tested on virtual time.
 //!
-//! Limits for the whole process: each destination is owned by exactly one
-//! shard (`owner_shard`, a hash of the destination), and every message
-//! recipient for it is handed to that shard. The owner's scheduler is then
-//! the only place that counts the destination's connections, so
-//! `max_connections_per_destination` holds for the process without locks.
+//! Limits for the whole process: every shard delivers the messages of its
+//! own spool (the bytes never cross cores), so a destination may have
+//! queues on several shards. Each scheduler paces its own connections
+//! (its window), and a connection may open only with a process-wide slot
+//! for its destination (`outbound::slots`, one atomic counter per
+//! destination, touched once per connection), so
+//! `max_connections_per_destination` holds for the whole process.
 
 pub mod retry;
 pub mod wheel;
@@ -70,6 +72,8 @@ struct DestQueue {
     window: usize,
     /// In the `wanting` list already.
     listed: bool,
+    /// Messages delivered since the window last grew.
+    successes: usize,
 }
 
 /// The scheduler of one shard.
@@ -80,15 +84,6 @@ pub struct Scheduler {
     /// Queues that may want another connection, checked by `poll_connect`.
     wanting: VecDeque<QueueKey>,
     due: Vec<(QueueKey, Job)>,
-}
-
-/// The shard that owns a destination (FNV-1a over its bytes).
-pub fn owner_shard(destination: &str, shards: usize) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in destination.bytes() {
-        h = (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x100_0000_01b3);
-    }
-    (h % shards.max(1) as u64) as usize
 }
 
 impl Scheduler {
@@ -197,6 +192,25 @@ impl Scheduler {
             self.queues.remove(key);
         } else if !q.ready.is_empty() {
             self.mark_wanting(key);
+        }
+    }
+
+    /// A message to `key` was accepted by the destination. The window
+    /// grows by one after as many successes as it is wide (Postfix's
+    /// positive feedback of 1/concurrency), so a busy destination gets
+    /// more connections without waiting for one to close.
+    pub fn delivered(&mut self, key: &QueueKey) {
+        let max = self.limits.max_connections_per_destination.max(1);
+        let Some(q) = self.queues.get_mut(key) else {
+            return;
+        };
+        q.successes += 1;
+        if q.successes >= q.window && q.window < max {
+            q.window += 1;
+            q.successes = 0;
+            if q.ready.len() > q.connections {
+                self.mark_wanting(key);
+            }
         }
     }
 

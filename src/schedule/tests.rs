@@ -144,14 +144,32 @@ fn the_limit_holds_under_random_traffic() {
 }
 
 #[test]
-fn owner_shard_is_stable_and_spreads() {
-    assert_eq!(
-        owner_shard("Example.TEST", 4),
-        owner_shard("example.test", 4)
-    );
-    let mut counts = [0; 4];
-    for i in 0..1000 {
-        counts[owner_shard(&format!("d{i}.test"), 4)] += 1;
+fn deliveries_widen_the_window_while_connections_stay_open() {
+    let limits = Limits {
+        max_connections_per_destination: 4,
+        initial_connections: 2,
+        ..Limits::default()
+    };
+    let mut s = Scheduler::new(limits, 0);
+    let k = key("busy.test");
+    for i in 0..10 {
+        s.enqueue(k.clone(), job(i));
     }
-    assert!(counts.iter().all(|&c| c > 150), "{counts:?}");
+    assert_eq!(s.poll_connect(), Some(k.clone()));
+    assert_eq!(s.poll_connect(), Some(k.clone()));
+    assert_eq!(s.poll_connect(), None);
+    s.delivered(&k);
+    assert_eq!(s.poll_connect(), None, "one success of a window of 2");
+    s.delivered(&k);
+    assert_eq!(s.poll_connect(), Some(k.clone()), "the window grew to 3");
+    assert_eq!(s.poll_connect(), None);
+    for _ in 0..3 {
+        s.delivered(&k);
+    }
+    assert_eq!(s.poll_connect(), Some(k.clone()), "the window grew to 4");
+    for _ in 0..10 {
+        s.delivered(&k);
+    }
+    assert_eq!(s.poll_connect(), None, "never above the limit");
+    assert_eq!(s.connections(&k), 4);
 }
