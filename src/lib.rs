@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod dns;
 pub mod dsn;
+pub mod outbound;
 pub mod preflight;
 pub mod schedule;
 pub mod session;

@@ -53,6 +53,15 @@ impl Transport for TcpStream {
     }
 }
 
+impl Transport for futures_rustls::client::TlsStream<TcpStream> {
+    fn set_read_deadline(&self, wait: Option<Duration>) -> std::io::Result<()> {
+        self.get_ref()
+            .0
+            .set_read_timeout(wait)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}
+
 impl Transport for TlsStream<TcpStream> {
     fn set_read_deadline(&self, wait: Option<Duration>) -> std::io::Result<()> {
         self.get_ref()
@@ -411,7 +420,12 @@ async fn commit(
     fill_envelope(env, s, sink.msg_id, sink.len);
     env.body = sink.chunks;
     match ctx.spool.commit_message(env).await {
-        Ok(id) => Ok(ctx.display_id(id)),
+        Ok(id) => {
+            if let Some(outbound) = &ctx.outbound {
+                outbound.queue_new(env);
+            }
+            Ok(ctx.display_id(id))
+        }
         Err(e) => {
             tracing::error!(error = %e, "spool commit failed; answered 451");
             Err(SpoolFailure::Io)

@@ -21,6 +21,7 @@ use glommio::net::TcpListener;
 use crate::auth::Users;
 use crate::config::{Config, ListenerSection};
 use crate::daemon::{now_ms, recover_spool, TICK};
+use crate::outbound::Outbound;
 use crate::smtp::server::{PeerInfo, ServerConfig};
 use crate::spool::ShardSpool;
 
@@ -149,6 +150,8 @@ pub struct ShardCtx {
     /// AUTH users; None when `[auth] users_file` is not set (AUTH fails).
     pub users: Option<Arc<Users>>,
     pub deadlines: Deadlines,
+    /// The shard's delivery side; `None` when `[delivery] paused`.
+    pub outbound: Option<Rc<Outbound>>,
     storage_ok: Cell<bool>,
     stopping: Cell<bool>,
     active: Cell<usize>,
@@ -227,6 +230,15 @@ pub async fn run(shard: usize, config: Arc<Config>, stop: Arc<AtomicBool>) -> Re
         }
         None => None,
     };
+    let outbound = if config.delivery.paused {
+        tracing::info!(
+            shard,
+            "delivery is paused: mail is accepted and kept in the spool"
+        );
+        None
+    } else {
+        Some(Outbound::start(shard, spool.clone(), config.clone())?)
+    };
     let mut listeners = Vec::new();
     for l in &config.listener {
         let tls = match (&l.tls_cert, &l.tls_key) {
@@ -246,6 +258,7 @@ pub async fn run(shard: usize, config: Arc<Config>, stop: Arc<AtomicBool>) -> Re
             tls,
             users: users.clone(),
             deadlines: Deadlines::default(),
+            outbound: outbound.clone(),
             storage_ok: Cell::new(true),
             stopping: Cell::new(false),
             active: Cell::new(0),
@@ -271,7 +284,7 @@ pub async fn run(shard: usize, config: Arc<Config>, stop: Arc<AtomicBool>) -> Re
             }
         }
     }
-    shutdown(shard, &spool, listeners).await;
+    shutdown(shard, &spool, outbound.as_deref(), listeners).await;
     Ok(())
 }
 
@@ -279,6 +292,7 @@ pub async fn run(shard: usize, config: Arc<Config>, stop: Arc<AtomicBool>) -> Re
 async fn shutdown(
     shard: usize,
     spool: &ShardSpool,
+    outbound: Option<&Outbound>,
     listeners: Vec<(Rc<ShardCtx>, glommio::Task<()>)>,
 ) {
     let mut ctxs = Vec::with_capacity(listeners.len());
@@ -290,14 +304,24 @@ async fn shutdown(
         ctxs.push(ctx);
     }
     let deadline = now_ms() + 30_000;
-    while ctxs.iter().any(|c| c.active.get() > 0) && now_ms() < deadline {
-        // Sessions waiting for a command are told 421 now; those in the
-        // middle of a message may finish it first.
-        for ctx in &ctxs {
-            ctx.deadlines.wake_idle();
+    // Delivery stops opening connections; open ones finish the message
+    // they are sending, then QUIT.
+    let delivery = async {
+        if let Some(ob) = outbound {
+            ob.stop(deadline).await;
         }
-        glommio::timer::sleep(TICK).await;
-    }
+    };
+    let sessions = async {
+        while ctxs.iter().any(|c| c.active.get() > 0) && now_ms() < deadline {
+            // Sessions waiting for a command are told 421 now; those in the
+            // middle of a message may finish it first.
+            for ctx in &ctxs {
+                ctx.deadlines.wake_idle();
+            }
+            glommio::timer::sleep(TICK).await;
+        }
+    };
+    futures_lite::future::zip(delivery, sessions).await;
     spool.close();
     tracing::info!(shard, "shard stopped");
 }

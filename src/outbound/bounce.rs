@@ -1,0 +1,133 @@
+//! Bounce notices: a delivery status notification (RFC 3464) to the
+//! sender of a message whose recipients failed, queued in the spool as a
+//! new message from `<>` like any other.
+
+use spool_format::envelope::{flags, notify, Envelope, Recipient};
+
+use super::outcome::Failure;
+use super::Outbound;
+use crate::daemon::now_ms;
+use crate::dsn::{
+    must_not_bounce, should_notify, write_dsn, Action, Diagnostic, DsnInput, NotifyKind,
+    RecipientReport, Status, DEFAULT_MAX_FULL_LEN,
+};
+use crate::smtp::client::ServerReply;
+
+/// The status a failed recipient is reported with: the server's enhanced
+/// code when it gave one, made permanent (a bounce is a failure).
+fn failure_status(reply: &ServerReply) -> Status {
+    reply
+        .status
+        .and_then(|s| Status::new(5, s.subject, s.detail))
+        .unwrap_or(Status::new(5, 0, 0).unwrap_or(Status::LOOP_DETECTED))
+}
+
+/// Writes and queues the notice; `Ok` also when none is due (null sender,
+/// NOTIFY without FAILURE).
+pub(super) async fn send(
+    ob: &Outbound,
+    msg_id: u64,
+    failed: &[Failure],
+    remote: Option<&str>,
+) -> Result<(), String> {
+    let now = now_ms();
+    let n = ob.notices.get() + 1;
+    ob.notices.set(n);
+    let unique = format!("{}.{:x}.{:x}", ob.shard, msg_id, n);
+    let mut text = Vec::new();
+    let written = ob.spool.with_state(|s| {
+        let m = s.index.messages.get(&msg_id)?;
+        let env = s.envelope(m.segment_id(), m.offset)?;
+        if must_not_bounce(&env.reverse_path) {
+            return None;
+        }
+        let reports: Vec<RecipientReport<'_>> = failed
+            .iter()
+            .filter_map(|f| {
+                let r = env.recipients.get(f.rcpt as usize)?;
+                if !should_notify(r.notify, NotifyKind::Failure) {
+                    return None;
+                }
+                Some(RecipientReport {
+                    address: &r.address,
+                    orcpt: &r.orcpt,
+                    action: Action::Failed,
+                    status: failure_status(&f.reply),
+                    remote_mta: if f.reply.local {
+                        None
+                    } else {
+                        remote.map(str::as_bytes)
+                    },
+                    diagnostic: Some(if f.reply.local {
+                        Diagnostic::Local(&f.reply.text)
+                    } else {
+                        Diagnostic::Smtp(&f.reply.text)
+                    }),
+                    last_attempt: Some((now / 1000) as i64),
+                    will_retry_until: None,
+                })
+            })
+            .collect();
+        if reports.is_empty() {
+            return None;
+        }
+        let parts: Vec<&[u8]> = env
+            .body
+            .iter()
+            .filter_map(|c| {
+                s.chunk(&spool_format::envelope::ChunkRef {
+                    segment: c.segment.to_native(),
+                    offset: c.offset.to_native(),
+                    len: c.len.to_native(),
+                })
+            })
+            .collect();
+        let input = DsnInput {
+            hostname: &ob.config.server.hostname,
+            unique_id: &unique,
+            now_unix: (now / 1000) as i64,
+            arrival_unix: (env.received_ms.to_native() / 1000) as i64,
+            reverse_path: &env.reverse_path,
+            envid: &env.envid,
+            ret: env.ret,
+            smtputf8: env.flags.to_native() & flags::SMTPUTF8 != 0,
+            recipients: &reports,
+            original: &parts,
+            max_full_len: DEFAULT_MAX_FULL_LEN,
+        };
+        Some(
+            write_dsn(&mut text, &input)
+                .map(|summary| (summary, env.reverse_path.to_vec()))
+                .map_err(|e| e.to_string()),
+        )
+    });
+    let Some(written) = written else {
+        return Ok(());
+    };
+    let (summary, sender) = written?;
+    let spool = &ob.spool;
+    let _pin = spool.pin_for_write();
+    let mut env = Envelope {
+        msg_id: 0,
+        received_ms: now,
+        reverse_path: Vec::new(),
+        flags: if summary.smtputf8 { flags::SMTPUTF8 } else { 0 },
+        body_type: if summary.eight_bit { 2 } else { 1 },
+        ret: 0,
+        envid: Vec::new(),
+        body_len: text.len() as u64,
+        recipients: vec![Recipient::new(&sender, notify::NEVER, b"")],
+        body: Vec::new(),
+    };
+    for piece in text.chunks(spool.max_chunk()) {
+        env.body
+            .push(spool.append_chunk(piece).map_err(|e| e.to_string())?);
+    }
+    spool
+        .commit_message(&mut env)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(msg_id, notice = env.msg_id, "bounce notice queued");
+    ob.queue_new(&env);
+    Ok(())
+}

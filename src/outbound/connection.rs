@@ -1,0 +1,499 @@
+//! One outbound connection task: takes a process-wide slot for its
+//! destination, resolves the hosts, and drives the sans-IO SMTP client over
+//! TCP (and TLS after STARTTLS), taking messages from the scheduler until
+//! the destination has none left, the per-connection limit is reached, or
+//! the shard stops.
+//!
+//! It decides nothing about SMTP: the client machine does. It owns the
+//! fallback across MX hosts, the hand-over of every outcome (to
+//! `Outbound::settle`), and the rule that a job taken from the scheduler
+//! is always given back settled.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use super::destination::{self, Hop, Myself, NoRoute};
+use super::message::{Current, Loaded};
+use super::slots::ConnectionSlot;
+use super::Outbound;
+use crate::daemon::now_ms;
+use crate::schedule::{Job, QueueKey};
+use crate::session::Transport;
+use crate::smtp::client::{Client, Event, ServerReply};
+
+/// How long a connection task waits between tries for a process-wide slot.
+const SLOT_WAIT: Duration = Duration::from_millis(20);
+/// Outgoing bytes gathered before a write while sending a body.
+const WRITE_BATCH: usize = 64 * 1024;
+const READ_BUFFER: usize = 16 * 1024;
+
+/// Runs one connection's worth of deliveries to `key`.
+pub async fn run(ob: Rc<Outbound>, key: QueueKey) {
+    let ok = deliver(&ob, &key).await;
+    ob.sched.borrow_mut().connection_closed(&key, ok);
+    ob.running.set(ob.running.get() - 1);
+    ob.work.notify();
+}
+
+/// True unless the destination failed at the connection level.
+async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
+    let max = ob.config.delivery.max_connections_per_destination;
+    let _slot = loop {
+        if let Some(s) = ConnectionSlot::try_acquire(&key.destination, max) {
+            break s;
+        }
+        if ob.stopping.get() {
+            return true;
+        }
+        glommio::timer::sleep(SLOT_WAIT).await;
+    };
+    if ob.stopping.get() {
+        return true;
+    }
+    let Some(job) = ob.take_job(key, 0) else {
+        return true;
+    };
+    let me = Myself {
+        hostname: &ob.config.server.hostname,
+        addrs: &ob.my_addrs,
+    };
+    let hops = match destination::resolve(
+        &ob.resolver,
+        &key.destination,
+        ob.config.delivery.port,
+        &me,
+    )
+    .await
+    {
+        Ok(h) => h,
+        Err(NoRoute::Permanent { status, reason }) => {
+            tracing::info!(destination = %key.destination, %reason, "bouncing the destination's queue");
+            let reply = ServerReply::local(550, status_parts(status), &reason);
+            ob.fail_job(job, &reply, None);
+            while let Some(job) = ob.take_job(key, 0) {
+                ob.fail_job(job, &reply, None);
+            }
+            return true;
+        }
+        Err(NoRoute::Temporary(reason)) => {
+            let reply = ServerReply::local(451, (4, 4, 3), &reason);
+            ob.defer_destination(key, job, &reply);
+            return false;
+        }
+    };
+    let mut job = Some(job);
+    let mut last_failure = ServerReply::local(451, (4, 4, 1), "no host could be reached");
+    let mut sent = 0;
+    for hop in &hops {
+        for &ip in &hop.addrs {
+            let addr = SocketAddr::new(ip, hop.port);
+            let mut plaintext_retry = false;
+            loop {
+                let mut conn = Conn::new(ob, key, hop, addr, job.take(), sent, plaintext_retry);
+                let end = conn.run().await;
+                sent = conn.sent;
+                job = conn.job_in_hand();
+                match end {
+                    End::Done => {
+                        if let Some(j) = job {
+                            // Never started and nowhere else to go: the
+                            // queue keeps it.
+                            ob.sched.borrow_mut().enqueue(key.clone(), j);
+                        }
+                        return true;
+                    }
+                    End::PlaintextRetry => plaintext_retry = true,
+                    End::TryNext(reason) => {
+                        tracing::info!(destination = %key.destination, host = %hop.name, %addr,
+                            reason = %String::from_utf8_lossy(&reason.text), "host failed; trying the next");
+                        last_failure = reason;
+                        break;
+                    }
+                }
+            }
+            if job.is_none() {
+                // Everything in hand was settled before the host failed;
+                // the scheduler still has the rest.
+                return true;
+            }
+        }
+    }
+    match job {
+        Some(job) => ob.defer_destination(key, job, &last_failure),
+        None => return true,
+    }
+    false
+}
+
+fn status_parts(s: crate::dsn::Status) -> (u8, u16, u16) {
+    let text = s.to_string();
+    let mut it = text.split('.').map(|p| p.parse::<u16>().unwrap_or(0));
+    let c = it.next().unwrap_or(5) as u8;
+    (c, it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+/// How a connection ended.
+enum End {
+    /// Its work is settled (or given back): nothing more to do here.
+    Done,
+    /// The TLS handshake failed under the opportunistic policy: connect
+    /// again without STARTTLS.
+    PlaintextRetry,
+    /// The host failed before finishing any transaction: try the next one
+    /// with the job in hand.
+    TryNext(ServerReply),
+}
+
+enum Step {
+    StartTls,
+    End(End),
+}
+
+struct Conn<'a> {
+    ob: &'a Rc<Outbound>,
+    key: &'a QueueKey,
+    hop: &'a Hop,
+    addr: SocketAddr,
+    client: Client,
+    out: Vec<u8>,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The message whose transaction is on the wire (or next to start).
+    cur: Option<Box<Current>>,
+    /// A job handed over from a failed host, not yet loaded.
+    first: Option<Job>,
+    /// Messages settled on this destination by this task (the per
+    /// connection limit counts across the hosts it tried).
+    sent: usize,
+    spare: Option<Box<Current>>,
+}
+
+impl<'a> Conn<'a> {
+    fn new(
+        ob: &'a Rc<Outbound>,
+        key: &'a QueueKey,
+        hop: &'a Hop,
+        addr: SocketAddr,
+        first: Option<Job>,
+        sent: usize,
+        plaintext_retry: bool,
+    ) -> Conn<'a> {
+        let now = now_ms();
+        let client = if plaintext_retry {
+            Client::new_plaintext_retry(ob.client.clone(), now)
+        } else {
+            Client::new(ob.client.clone(), now)
+        };
+        Conn {
+            ob,
+            key,
+            hop,
+            addr,
+            client,
+            out: Vec::with_capacity(4096),
+            buf: vec![0; READ_BUFFER],
+            start: 0,
+            end: 0,
+            cur: None,
+            first,
+            sent,
+            spare: None,
+        }
+    }
+
+    async fn run(&mut self) -> End {
+        let timeout = self.ob.config.delivery.connect_timeout.duration();
+        let stream = match TcpStream::connect_timeout(self.addr, timeout).await {
+            Ok(s) => s,
+            Err(e) => {
+                let why = format!("connect to {}[{}]: {e}", self.hop.name, self.addr);
+                return End::TryNext(ServerReply::local(451, (4, 4, 1), &why));
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_write_timeout(Some(self.ob.config.delivery.data_timeout.duration()));
+        let mut stream = stream;
+        match self.drive(&mut stream).await {
+            Step::End(e) => return e,
+            Step::StartTls => {}
+        }
+        let Some(connector) = self.ob.tls.clone() else {
+            return self.tls_failed("TLS is disabled".to_owned());
+        };
+        let name = super::tls::server_name(&self.hop.name, self.addr.ip());
+        let handshake = connector.connect(name, stream);
+        let timeout = self.ob.config.delivery.command_timeout.duration();
+        let tls = futures_lite::future::or(async { Some(handshake.await) }, async {
+            glommio::timer::sleep(timeout).await;
+            None
+        })
+        .await;
+        let mut tls = match tls {
+            Some(Ok(t)) => t,
+            Some(Err(e)) => return self.tls_failed(e.to_string()),
+            None => return self.tls_failed("timeout".to_owned()),
+        };
+        let _ = self.client.tls_established(now_ms(), &mut self.out);
+        self.start = 0;
+        self.end = 0;
+        match self.drive(&mut tls).await {
+            Step::End(e) => e,
+            // A second STARTTLS cannot happen (the machine never asks).
+            Step::StartTls => End::TryNext(ServerReply::local(
+                451,
+                (4, 5, 0),
+                "STARTTLS requested twice",
+            )),
+        }
+    }
+
+    /// The handshake failed: opportunistic TLS reconnects in plaintext
+    /// (the machine records it in the outcomes); required TLS tries the
+    /// next host, and defers when none is left.
+    fn tls_failed(&mut self, why: String) -> End {
+        tracing::info!(host = %self.hop.name, addr = %self.addr, error = %why, "TLS handshake failed");
+        let _ = self.client.tls_failed(now_ms());
+        if self.client.needs_plaintext_retry() {
+            return End::PlaintextRetry;
+        }
+        let reason = format!(
+            "TLS handshake with {}[{}] failed: {why}",
+            self.hop.name, self.addr
+        );
+        End::TryNext(ServerReply::local(451, (4, 7, 10), &reason))
+    }
+
+    /// The job this connection holds and did not settle, if any.
+    fn job_in_hand(&mut self) -> Option<Job> {
+        if let Some(j) = self.first.take() {
+            return Some(j);
+        }
+        let cur = self.cur.take()?;
+        self.ob.spool.release(cur.job.msg_id);
+        Some(cur.job)
+    }
+
+    /// Loads the next message and starts its transaction; false when there
+    /// is none (the caller sends QUIT).
+    async fn next_transaction(&mut self) -> bool {
+        loop {
+            let job = match self.first.take() {
+                Some(j) => j,
+                None => match self.next_job().await {
+                    Some(j) => j,
+                    None => return false,
+                },
+            };
+            let spare = self.spare.take();
+            let cur = match self.ob.load(job, spare) {
+                Loaded::Ready(c) => c,
+                Loaded::Nothing => continue,
+            };
+            let started = {
+                let mut rcpts = Vec::with_capacity(cur.job.rcpts.len());
+                let tx = cur.transaction(&mut rcpts);
+                self.client.start_transaction(&tx, now_ms(), &mut self.out)
+            };
+            match started {
+                Ok(()) => {
+                    self.cur = Some(cur);
+                    return true;
+                }
+                Err(e) => {
+                    // An envelope that cannot be written as commands can
+                    // never be sent: bounce it rather than loop on it.
+                    let why = format!("envelope cannot be sent: {e}");
+                    let reply = ServerReply::local(550, (5, 1, 3), &why);
+                    self.ob.fail_current(&cur, &reply, None);
+                    self.spare = Some(cur);
+                }
+            }
+        }
+    }
+
+    /// The next job for this connection, waiting up to `idle_timeout` for
+    /// one to be queued.
+    async fn next_job(&mut self) -> Option<Job> {
+        let idle = self.ob.config.delivery.idle_timeout.duration();
+        let until = now_ms() + idle.as_millis() as u64;
+        loop {
+            if self.ob.stopping.get() {
+                return None;
+            }
+            if let Some(j) = self.ob.take_job(self.key, self.sent) {
+                return Some(j);
+            }
+            let now = now_ms();
+            if now >= until || self.sent >= self.ob.config.delivery.max_messages_per_connection {
+                return None;
+            }
+            let left = Duration::from_millis(until - now);
+            futures_lite::future::or(self.ob.work.notified(), glommio::timer::sleep(left)).await;
+        }
+    }
+
+    /// Settles the outcomes of the transaction that just ended.
+    fn settle(&mut self) {
+        let outcomes = self.client.take_outcomes();
+        if let Some(cur) = self.cur.take() {
+            if !outcomes.is_empty() {
+                self.sent += 1;
+                self.ob.settle(self.key, &cur, &outcomes, &self.hop.name);
+                self.spare = Some(cur);
+            } else {
+                self.cur = Some(cur);
+            }
+        }
+    }
+
+    /// After `TryNextHost`: recipients refused for good are settled; the
+    /// rest stays in hand for the next host.
+    fn settle_partial(&mut self) {
+        let outcomes = self.client.take_outcomes();
+        if outcomes.is_empty() {
+            return;
+        }
+        if let Some(mut cur) = self.cur.take() {
+            let keep = self.ob.settle_failed_only(&cur, &outcomes, &self.hop.name);
+            if keep.is_empty() {
+                self.ob.spool.release(cur.job.msg_id);
+                self.spare = Some(cur);
+            } else {
+                cur.job.rcpts = keep;
+                self.cur = Some(cur);
+            }
+        }
+    }
+
+    async fn drive<S: Transport>(&mut self, stream: &mut S) -> Step {
+        loop {
+            while let Some(ev) = self.client.poll_event() {
+                match ev {
+                    Event::Ready => {
+                        if !self.next_transaction().await {
+                            let _ = self.client.quit(now_ms(), &mut self.out);
+                        }
+                    }
+                    Event::TransactionDone => {
+                        self.settle();
+                        if !self.next_transaction().await {
+                            let _ = self.client.quit(now_ms(), &mut self.out);
+                        }
+                    }
+                    Event::StartTls => {
+                        if !flush(stream, &mut self.out).await {
+                            self.client.connection_lost(now_ms());
+                            continue;
+                        }
+                        return Step::StartTls;
+                    }
+                    Event::SendBody => {
+                        if !self.send_body(stream).await {
+                            self.client.connection_lost(now_ms());
+                        }
+                    }
+                    Event::TryNextHost => {
+                        let _ = flush(stream, &mut self.out).await;
+                        self.settle_partial();
+                        let reason = self.client.failure().cloned().unwrap_or_else(|| {
+                            ServerReply::local(451, (4, 4, 2), "connection failed")
+                        });
+                        return Step::End(End::TryNext(reason));
+                    }
+                    Event::Closed => {
+                        let _ = flush(stream, &mut self.out).await;
+                        self.settle();
+                        return Step::End(End::Done);
+                    }
+                }
+            }
+            if !flush(stream, &mut self.out).await {
+                self.client.connection_lost(now_ms());
+                continue;
+            }
+            self.read(stream).await;
+        }
+    }
+
+    async fn send_body<S: Transport>(&mut self, stream: &mut S) -> bool {
+        let Some(cur) = self.cur.as_ref() else {
+            return false;
+        };
+        for c in &cur.chunks {
+            let encoded = self.ob.spool.with_state(|s| match s.chunk(c) {
+                Some(bytes) => self
+                    .client
+                    .encode_body(bytes, now_ms(), &mut self.out)
+                    .is_ok(),
+                None => false,
+            });
+            if !encoded {
+                // The chunk is gone (it cannot be while the message is
+                // held): end the connection so the message is deferred.
+                return false;
+            }
+            if self.out.len() >= WRITE_BATCH && !flush(stream, &mut self.out).await {
+                return false;
+            }
+        }
+        let _ = self.client.finish_body(now_ms(), &mut self.out);
+        true
+    }
+
+    async fn read<S: Transport>(&mut self, stream: &mut S) {
+        let now = now_ms();
+        let wait = self
+            .client
+            .next_deadline()
+            .map(|d| Duration::from_millis(d.saturating_sub(now).max(1)));
+        if stream.set_read_deadline(wait).is_err() {
+            self.client.connection_lost(now);
+            return;
+        }
+        if self.end == self.buf.len() {
+            if self.start == 0 {
+                // A reply line longer than the buffer: grow it (replies
+                // are bounded by the machine's parser).
+                self.buf.resize(self.buf.len() * 2, 0);
+            } else {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+        }
+        match stream.read(&mut self.buf[self.end..]).await {
+            Ok(0) => self.client.connection_lost(now_ms()),
+            Ok(n) => {
+                self.end += n;
+                let used = self.client.handle_input(
+                    &self.buf[self.start..self.end],
+                    now_ms(),
+                    &mut self.out,
+                );
+                self.start += used;
+                if self.start == self.end {
+                    self.start = 0;
+                    self.end = 0;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                self.client.handle_timeout(now_ms())
+            }
+            Err(_) => self.client.connection_lost(now_ms()),
+        }
+    }
+}
+
+async fn flush<S: Transport>(stream: &mut S, out: &mut Vec<u8>) -> bool {
+    if out.is_empty() {
+        return true;
+    }
+    let ok = stream.write_all(out).await.is_ok() && stream.flush().await.is_ok();
+    out.clear();
+    ok
+}

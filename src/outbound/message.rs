@@ -1,0 +1,154 @@
+//! A message in flight on a connection: the job, and what its transaction
+//! needs, copied out of the spool mapping into buffers reused from one
+//! message to the next (so a transaction costs no allocation for its
+//! envelope once the connection is warm).
+
+use spool_format::envelope::{flags, ChunkRef};
+
+use super::Outbound;
+use crate::dsn::{is_looping, DEFAULT_MAX_RECEIVED};
+use crate::schedule::Job;
+use crate::smtp::client::{Body, ServerReply, Transaction, TxRecipient};
+
+type Range = (usize, usize);
+
+pub(super) struct Current {
+    pub job: Job,
+    buf: Vec<u8>,
+    reverse: Range,
+    envid: Range,
+    /// Per transaction recipient: address and ORCPT in `buf`, NOTIFY
+    /// bits, and the recipient's index in the envelope.
+    rcpts: Vec<(Range, Range, u8, u32)>,
+    pub chunks: Vec<ChunkRef>,
+    size: u64,
+    body: Body,
+    smtputf8: bool,
+    ret: u8,
+}
+
+/// What became of a job when it was loaded from the spool.
+pub(super) enum Loaded {
+    /// Held against compaction until settled.
+    Ready(Box<Current>),
+    /// Nothing left to send: already finished, or settled here (a loop).
+    Nothing,
+}
+
+impl Current {
+    fn empty(job: Job) -> Box<Current> {
+        Box::new(Current {
+            job,
+            buf: Vec::new(),
+            reverse: (0, 0),
+            envid: (0, 0),
+            rcpts: Vec::new(),
+            chunks: Vec::new(),
+            size: 0,
+            body: Body::SevenBit,
+            smtputf8: false,
+            ret: 0,
+        })
+    }
+
+    fn push(&mut self, bytes: &[u8]) -> Range {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(bytes);
+        (start, self.buf.len())
+    }
+
+    pub fn transaction<'a>(&'a self, rcpts: &'a mut Vec<TxRecipient<'a>>) -> Transaction<'a> {
+        let at = |(a, b): Range| &self.buf[a..b];
+        rcpts.extend(
+            self.rcpts
+                .iter()
+                .map(|&(addr, orcpt, notify, _)| TxRecipient {
+                    address: at(addr),
+                    notify,
+                    orcpt: at(orcpt),
+                }),
+        );
+        Transaction {
+            reverse_path: at(self.reverse),
+            recipients: rcpts,
+            size: self.size,
+            body: self.body,
+            smtputf8: self.smtputf8,
+            ret: self.ret,
+            envid: at(self.envid),
+        }
+    }
+
+    /// Envelope indices of the transaction's recipients, in order.
+    pub fn rcpt_indices(&self) -> impl Iterator<Item = u32> + '_ {
+        self.rcpts.iter().map(|r| r.3)
+    }
+}
+
+impl Outbound {
+    /// Copies what `job` needs out of the spool; recipients that are no
+    /// longer pending are dropped from it.
+    pub(super) fn load(&self, job: Job, spare: Option<Box<Current>>) -> Loaded {
+        let mut cur = match spare {
+            Some(mut c) => {
+                c.job = job;
+                c.buf.clear();
+                c.rcpts.clear();
+                c.chunks.clear();
+                c
+            }
+            None => Current::empty(job),
+        };
+        let looping = self.spool.with_state(|s| {
+            let m = s.index.messages.get(&cur.job.msg_id)?;
+            let env = s.envelope(m.segment_id(), m.offset)?;
+            cur.reverse = cur.push(&env.reverse_path);
+            cur.envid = cur.push(&env.envid);
+            let rcpts = std::mem::take(&mut cur.job.rcpts);
+            for &i in &rcpts {
+                let Some(r) = env.recipients.get(i as usize) else {
+                    continue;
+                };
+                if !m.pending.contains(i) {
+                    continue;
+                }
+                let addr = cur.push(&r.address);
+                let orcpt = cur.push(&r.orcpt);
+                cur.rcpts.push((addr, orcpt, r.notify, i));
+            }
+            cur.job.rcpts = rcpts;
+            cur.job
+                .rcpts
+                .retain(|i| cur.rcpts.iter().any(|r| r.3 == *i));
+            cur.chunks.extend(env.body.iter().map(|c| ChunkRef {
+                segment: c.segment.to_native(),
+                offset: c.offset.to_native(),
+                len: c.len.to_native(),
+            }));
+            cur.size = env.body_len.to_native();
+            cur.body = match env.body_type {
+                2 => Body::EightBitMime,
+                3 => Body::BinaryMime,
+                _ => Body::SevenBit,
+            };
+            cur.smtputf8 = env.flags.to_native() & flags::SMTPUTF8 != 0;
+            cur.ret = env.ret;
+            let parts: Vec<&[u8]> = cur.chunks.iter().filter_map(|c| s.chunk(c)).collect();
+            Some(is_looping(&parts, DEFAULT_MAX_RECEIVED))
+        });
+        match looping {
+            None => Loaded::Nothing,
+            Some(_) if cur.rcpts.is_empty() => Loaded::Nothing,
+            Some(true) => {
+                self.spool.hold(cur.job.msg_id);
+                let why = format!("mail loop: more than {DEFAULT_MAX_RECEIVED} Received headers");
+                self.fail_current(&cur, &ServerReply::local(554, (5, 4, 6), &why), None);
+                Loaded::Nothing
+            }
+            Some(false) => {
+                self.spool.hold(cur.job.msg_id);
+                Loaded::Ready(cur)
+            }
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! Outbound delivery for one shard: turns queued recipients into SMTP
+//! transactions to their destinations, and every outcome into a status
+//! record (delivered, bounced with a notice to the sender, or deferred to
+//! a later retry).
+//!
+//! Each shard delivers the messages in its own spool, through its own
+//! scheduler, resolver and connections: the message bytes never leave the
+//! core that received them. The one limit that must hold for the whole
+//! process, connections per destination, is a process-wide counter per
+//! destination (`slots`) taken once per connection.
+//!
+//! Pieces: `destination` (routes and MX hosts), `connection` (the I/O
+//! driver of the sans-IO `smtp::client`), `status` (batched status
+//! records), `bounce` (delivery status notifications), `slots`, `tls`.
+//! Must never: lose a recipient (every job taken from the scheduler ends
+//! as delivered, failed or deferred), bounce to the null sender, or send a
+//! message on before its envelope is durable.
+
+mod bounce;
+mod connection;
+pub mod destination;
+mod message;
+mod outcome;
+mod signal;
+pub mod slots;
+mod status;
+pub mod tls;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::Duration;
+
+use spool_format::envelope::Envelope;
+use spool_format::RcptState;
+
+use crate::config::{Config, OutboundTls};
+use crate::daemon::now_ms;
+use crate::dns::{Resolver, ResolverConfig, XorShift};
+use crate::schedule::{Job, Limits, QueueKey, RetryPolicy, Scheduler};
+use crate::smtp::client::{ClientConfig, Timeouts, TlsPolicy};
+use crate::spool::ShardSpool;
+
+use signal::Signal;
+use status::StatusWriter;
+
+/// Recipients of one message per transaction, at most (RFC 5321 4.5.3.1.8
+/// requires servers to take 100).
+pub const MAX_RCPTS_PER_TRANSACTION: usize = 100;
+
+/// How often the dispatcher looks at the retry wheel when nothing wakes it.
+const DISPATCH_TICK: Duration = Duration::from_millis(500);
+
+/// One shard's delivery machinery.
+pub struct Outbound {
+    /// Itself, for the tasks it spawns.
+    me: Weak<Outbound>,
+    shard: usize,
+    spool: ShardSpool,
+    config: Arc<Config>,
+    client: Arc<ClientConfig>,
+    /// For STARTTLS: unverified (opportunistic) or verified (required).
+    tls: Option<futures_rustls::TlsConnector>,
+    retry: RetryPolicy,
+    resolver: Resolver,
+    sched: RefCell<Scheduler>,
+    /// Fired when jobs are queued or a connection ends.
+    work: Signal,
+    statuses: Rc<StatusWriter>,
+    stopping: Cell<bool>,
+    /// Connection tasks running (including those waiting for a slot).
+    running: Cell<usize>,
+    /// Listener addresses: an MX pointing at one of them is a loop.
+    my_addrs: Vec<IpAddr>,
+    rng: RefCell<XorShift>,
+    /// One `Rc<str>` per destination, shared by its queue keys.
+    names: RefCell<HashSet<Rc<str>>>,
+    /// Notices written, for unique Message-IDs.
+    notices: Cell<u64>,
+}
+
+impl Outbound {
+    /// Builds the shard's delivery side, queues what the spool holds, and
+    /// starts dispatching.
+    pub fn start(
+        shard: usize,
+        spool: ShardSpool,
+        config: Arc<Config>,
+    ) -> Result<Rc<Outbound>, String> {
+        let d = &config.delivery;
+        let resolver = Resolver::system(ResolverConfig {
+            servers: config.dns.servers.clone(),
+            timeout: config.dns.timeout(),
+            rounds: config.dns.attempts,
+            ..ResolverConfig::default()
+        })
+        .map_err(|e| format!("DNS resolver: {e}"))?;
+        let tls = match d.tls {
+            OutboundTls::Disabled => None,
+            OutboundTls::Opportunistic => Some(tls::unverified()?),
+            OutboundTls::Required => Some(tls::verified(d.tls_ca_file.as_deref())?),
+        };
+        let command_ms = d.command_timeout.as_millis();
+        let data_ms = d.data_timeout.as_millis();
+        let client = ClientConfig {
+            helo_name: d.helo_name.clone(),
+            tls: match d.tls {
+                OutboundTls::Opportunistic => TlsPolicy::Opportunistic,
+                OutboundTls::Required => TlsPolicy::Required,
+                OutboundTls::Disabled => TlsPolicy::Disabled,
+            },
+            timeouts: Timeouts {
+                greeting_ms: command_ms,
+                command_ms,
+                mail_ms: command_ms,
+                rcpt_ms: command_ms,
+                data_init_ms: command_ms,
+                data_block_ms: data_ms,
+                data_end_ms: data_ms,
+            },
+            chunking: false,
+        };
+        let limits = Limits {
+            max_connections_per_destination: d.max_connections_per_destination,
+            max_messages_per_connection: d.max_messages_per_connection,
+            ..Limits::default()
+        };
+        let retry = RetryPolicy {
+            schedule_ms: d.retry.iter().map(|r| r.as_millis()).collect(),
+            max_age_ms: d.max_age.as_millis(),
+            ..RetryPolicy::default()
+        };
+        let now = now_ms();
+        let seed = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            (shard, now),
+        );
+        let ob = Rc::new_cyclic(|me| Outbound {
+            me: me.clone(),
+            shard,
+            statuses: StatusWriter::start(spool.clone()),
+            spool,
+            client: Arc::new(client),
+            tls: tls.map(futures_rustls::TlsConnector::from),
+            retry,
+            resolver,
+            sched: RefCell::new(Scheduler::new(limits, now)),
+            work: Signal::default(),
+            stopping: Cell::new(false),
+            running: Cell::new(0),
+            my_addrs: config
+                .listener
+                .iter()
+                .map(|l| l.address.ip())
+                .filter(|ip| !ip.is_unspecified())
+                .collect(),
+            rng: RefCell::new(XorShift::new(seed)),
+            names: RefCell::new(HashSet::new()),
+            notices: Cell::new(0),
+            config,
+        });
+        let queued = ob.load_queue(now);
+        if queued > 0 {
+            tracing::info!(
+                shard,
+                messages = queued,
+                "delivery resumes the spooled queue"
+            );
+        }
+        glommio::spawn_local(dispatch(ob.clone())).detach();
+        Ok(ob)
+    }
+
+    fn name(&self, destination: &str) -> Rc<str> {
+        let mut names = self.names.borrow_mut();
+        if let Some(n) = names.get(destination) {
+            return n.clone();
+        }
+        let n: Rc<str> = Rc::from(destination);
+        names.insert(n.clone());
+        n
+    }
+
+    fn random(&self) -> u64 {
+        self.rng.borrow_mut().next_u64()
+    }
+
+    /// Queues the recipients of a message just committed to the spool.
+    pub fn queue_new(&self, env: &Envelope) {
+        self.queue_recipients(
+            env.msg_id,
+            env.received_ms,
+            0,
+            0,
+            env.recipients
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i as u32, &r.address[..])),
+        );
+        self.work.notify();
+    }
+
+    /// Groups recipients by destination into jobs of at most
+    /// [`MAX_RCPTS_PER_TRANSACTION`], queued now or at `not_before_ms`.
+    fn queue_recipients<'a>(
+        &self,
+        msg_id: u64,
+        received_ms: u64,
+        attempts: u32,
+        not_before_ms: u64,
+        rcpts: impl Iterator<Item = (u32, &'a [u8])>,
+    ) {
+        let mut groups: Vec<(Rc<str>, Vec<u32>)> = Vec::new();
+        let mut dest = String::new();
+        for (i, address) in rcpts {
+            destination::destination_of(&self.config, address, &mut dest);
+            match groups.iter_mut().find(|(d, _)| **d == *dest) {
+                Some((_, v)) => v.push(i),
+                None => groups.push((self.name(&dest), vec![i])),
+            }
+        }
+        let now = now_ms();
+        let mut sched = self.sched.borrow_mut();
+        for (destination, rcpts) in groups {
+            for part in rcpts.chunks(MAX_RCPTS_PER_TRANSACTION) {
+                let key = QueueKey {
+                    egress: 0,
+                    destination: destination.clone(),
+                };
+                let job = Job {
+                    msg_id,
+                    rcpts: part.to_vec(),
+                    attempts,
+                    received_ms,
+                };
+                if not_before_ms > now {
+                    sched.defer(key, job, not_before_ms);
+                } else {
+                    sched.enqueue(key, job);
+                }
+            }
+        }
+    }
+
+    /// Queues every pending recipient the spool holds (at start-up).
+    fn load_queue(&self, now: u64) -> usize {
+        let spool = self.spool.clone();
+        spool.with_state(|s| {
+            let mut n = 0;
+            for (&msg_id, m) in &s.index.messages {
+                let Some(env) = s.envelope(m.segment_id(), m.offset) else {
+                    continue;
+                };
+                let received = env.received_ms.to_native();
+                let rcpts = m
+                    .pending
+                    .iter()
+                    .filter_map(|i| env.recipients.get(i as usize).map(|r| (i, &r.address[..])));
+                let at = if m.next_attempt_ms > now {
+                    m.next_attempt_ms
+                } else {
+                    0
+                };
+                self.queue_recipients(msg_id, received, m.attempts, at, rcpts);
+                n += 1;
+            }
+            n
+        })
+    }
+
+    /// Stops opening connections and lets open ones finish their current
+    /// transaction; resolves when every connection and status record is
+    /// done, or at `deadline_ms`.
+    pub async fn stop(&self, deadline_ms: u64) {
+        self.stopping.set(true);
+        self.work.notify();
+        while (self.running.get() > 0 || self.statuses.outstanding() > 0) && now_ms() < deadline_ms
+        {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+        if self.running.get() > 0 {
+            tracing::warn!(
+                shard = self.shard,
+                connections = self.running.get(),
+                "delivery connections still open at shutdown; their messages stay queued"
+            );
+        }
+    }
+
+    /// Records the outcome for recipients that are finished.
+    fn finish(&self, msg_id: u64, state: RcptState, rcpts: Vec<u32>, diagnostic: Vec<u8>) {
+        self.statuses.push(msg_id, state, rcpts, diagnostic);
+    }
+}
+
+/// Opens connections as the scheduler asks, and moves due retries back
+/// into the ready queues.
+async fn dispatch(ob: Rc<Outbound>) {
+    loop {
+        if ob.stopping.get() {
+            return;
+        }
+        let now = now_ms();
+        ob.spool.set_now(now);
+        ob.sched.borrow_mut().advance(now);
+        loop {
+            let key = ob.sched.borrow_mut().poll_connect();
+            let Some(key) = key else { break };
+            ob.running.set(ob.running.get() + 1);
+            glommio::spawn_local(connection::run(ob.clone(), key)).detach();
+        }
+        let wait = ob
+            .sched
+            .borrow()
+            .next_deadline()
+            .map_or(DISPATCH_TICK, |d| {
+                Duration::from_millis(d.saturating_sub(now))
+            })
+            .clamp(Duration::from_millis(5), DISPATCH_TICK);
+        futures_lite::future::or(ob.work.notified(), glommio::timer::sleep(wait)).await;
+    }
+}
