@@ -90,7 +90,8 @@ fn check_prints_effective_settings_of_a_good_file() {
         "path = \"/var/spool/petrel\"",
         "command_timeout = \"5m\"",
         "networks = [\"127.0.0.0/8\", \"::1/128\"]",
-        "paused = true",
+        "paused = false",
+        "max_age = \"5d\"",
     ] {
         assert!(settings.contains(line), "{line} missing from:\n{settings}");
     }

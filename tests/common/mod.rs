@@ -152,6 +152,7 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon with one `[[listener]]` per entry of `listeners`,
     /// each on a free port, `server` in `[server]` and `extra` appended.
+    /// Delivery is paused unless `extra` has a `[delivery]` table.
     /// `tls` is needed to probe implicit-TLS listeners.
     pub fn start(
         dir: &Path,
@@ -177,6 +178,10 @@ impl Daemon {
             }
             config.push_str(extra);
             config.push('\n');
+            // Tests that do not deliver keep what they send in the spool.
+            if !extra.contains("[delivery]") {
+                config.push_str("[delivery]\npaused = true\n");
+            }
             let config_path = dir.join(format!("petrel-{}-{attempt}.toml", ports[0]));
             write(&config_path, config.as_bytes());
             let stderr_path = dir.join(format!("petrel-{}-{attempt}.stderr", ports[0]));
