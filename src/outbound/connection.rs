@@ -343,7 +343,9 @@ impl<'a> Conn<'a> {
         if let Some(cur) = self.cur.take() {
             if !outcomes.is_empty() {
                 self.sent += 1;
-                self.ob.settle(self.key, &cur, &outcomes, &self.hop.name);
+                let dsn = self.client.extensions().dsn;
+                self.ob
+                    .settle(self.key, &cur, &outcomes, &self.hop.name, dsn);
                 self.spare = Some(cur);
             } else {
                 self.cur = Some(cur);

@@ -79,6 +79,13 @@ impl Current {
         }
     }
 
+    /// Some recipient asked for a success notice (NOTIFY=SUCCESS).
+    pub fn wants_success_notice(&self) -> bool {
+        self.rcpts
+            .iter()
+            .any(|r| r.2 & spool_format::envelope::notify::SUCCESS != 0)
+    }
+
     /// Envelope indices of the transaction's recipients, in order.
     pub fn rcpt_indices(&self) -> impl Iterator<Item = u32> + '_ {
         self.rcpts.iter().map(|r| r.3)

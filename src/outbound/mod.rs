@@ -11,15 +11,15 @@
 //!
 //! Pieces: `destination` (routes and MX hosts), `connection` (the I/O
 //! driver of the sans-IO `smtp::client`), `status` (batched status
-//! records), `bounce` (delivery status notifications), `slots`, `tls`.
+//! records), `notice` (delivery status notifications), `slots`, `tls`.
 //! Must never: lose a recipient (every job taken from the scheduler ends
 //! as delivered, failed or deferred), bounce to the null sender, or send a
 //! message on before its envelope is durable.
 
-mod bounce;
 mod connection;
 pub mod destination;
 mod message;
+mod notice;
 mod outcome;
 mod signal;
 pub mod slots;

@@ -9,13 +9,14 @@
 use spool_format::RcptState;
 
 use super::message::Current;
+use super::notice::{self, Notice};
 use super::Outbound;
 use crate::daemon::now_ms;
 use crate::schedule::{Job, QueueKey, RetryDecision};
 use crate::smtp::client::{OutcomeKind, RcptOutcome, ServerReply};
 
-/// A recipient that failed for good, with the reply that said so.
-pub(super) struct Failure {
+/// A recipient and the reply that decided its fate.
+pub(super) struct RcptReply {
     pub rcpt: u32,
     pub reply: ServerReply,
 }
@@ -28,13 +29,15 @@ impl Outbound {
     }
 
     /// Settles a finished transaction's outcomes and ends the hold `load`
-    /// took.
+    /// took. `remote_dsn`: the server offered DSN, so it takes over
+    /// NOTIFY=SUCCESS (else we report "relayed" ourselves, RFC 3461 6.2.2).
     pub(super) fn settle(
         &self,
         key: &QueueKey,
         cur: &Current,
         outcomes: &[RcptOutcome],
         remote: &str,
+        remote_dsn: bool,
     ) {
         let index: Vec<u32> = cur.rcpt_indices().collect();
         let mut delivered = Vec::new();
@@ -51,7 +54,7 @@ impl Outbound {
                     delivered.push(rcpt);
                     delivered_reply.get_or_insert(&o.reply);
                 }
-                OutcomeKind::Failed => failed.push(Failure {
+                OutcomeKind::Failed => failed.push(RcptReply {
                     rcpt,
                     reply: o.reply.clone(),
                 }),
@@ -65,6 +68,16 @@ impl Outbound {
         if let Some(r) = delivered_reply {
             self.sched.borrow_mut().delivered(key);
             tracing::debug!(msg_id, remote, recipients = delivered.len(), "delivered");
+            if !remote_dsn && cur.wants_success_notice() {
+                let relayed = delivered
+                    .iter()
+                    .map(|&rcpt| RcptReply {
+                        rcpt,
+                        reply: r.clone(),
+                    })
+                    .collect();
+                self.notify(msg_id, Notice::Relayed, relayed, Some(remote), None);
+            }
             self.finish(msg_id, RcptState::Delivered, delivered, r.text.clone());
         }
         if !failed.is_empty() {
@@ -97,7 +110,7 @@ impl Outbound {
                 continue;
             };
             match o.kind {
-                OutcomeKind::Failed => failed.push(Failure {
+                OutcomeKind::Failed => failed.push(RcptReply {
                     rcpt,
                     reply: o.reply.clone(),
                 }),
@@ -122,7 +135,7 @@ impl Outbound {
         let failed = job
             .rcpts
             .iter()
-            .map(|&rcpt| Failure {
+            .map(|&rcpt| RcptReply {
                 rcpt,
                 reply: reply.clone(),
             })
@@ -148,6 +161,25 @@ impl Outbound {
                     attempts,
                 };
                 self.finish(job.msg_id, state, job.rcpts.clone(), reply.text.clone());
+                if self.delay_notice_due(&job, attempts, now) {
+                    let until_unix =
+                        (job.received_ms.saturating_add(self.retry.max_age_ms) / 1000) as i64;
+                    let delayed = job
+                        .rcpts
+                        .iter()
+                        .map(|&rcpt| RcptReply {
+                            rcpt,
+                            reply: reply.clone(),
+                        })
+                        .collect();
+                    self.notify(
+                        job.msg_id,
+                        Notice::Delayed { until_unix },
+                        delayed,
+                        None,
+                        None,
+                    );
+                }
                 self.sched
                     .borrow_mut()
                     .defer(key.clone(), Job { attempts, ..job }, at);
@@ -172,32 +204,116 @@ impl Outbound {
         }
     }
 
-    /// Writes a notice to the sender for `failed` (unless the sender or the
+    fn delay_notice_due(&self, job: &Job, attempts: u32, now: u64) -> bool {
+        let after = self.config.delivery.delay_notice.map(|d| d.as_millis());
+        delay_notice_due(
+            after,
+            &self.retry.schedule_ms,
+            job.received_ms,
+            attempts,
+            now,
+        )
+    }
+
+    /// Bounces `failed` to the sender (unless the sender or the
     /// recipients' NOTIFY forbid it), then records them as failed.
-    pub(super) fn bounce(&self, msg_id: u64, failed: Vec<Failure>, remote: Option<&str>) {
-        let Some(ob) = self.me.upgrade() else {
-            return;
-        };
+    pub(super) fn bounce(&self, msg_id: u64, failed: Vec<RcptReply>, remote: Option<&str>) {
         for f in &failed {
             tracing::info!(msg_id, remote, rcpt = f.rcpt,
                 reason = %String::from_utf8_lossy(&f.reply.text), "bounced");
         }
+        self.notify(
+            msg_id,
+            Notice::Failed,
+            failed,
+            remote,
+            Some(RcptState::Failed),
+        );
+    }
+
+    /// Writes and queues a notice about `rcpts` in a task of its own; then
+    /// records `then` for them, if given (a failure is recorded only once
+    /// its bounce is durable, so a crash between the two can repeat the
+    /// bounce but never lose it).
+    fn notify(
+        &self,
+        msg_id: u64,
+        notice: Notice,
+        rcpts: Vec<RcptReply>,
+        remote: Option<&str>,
+        then: Option<RcptState>,
+    ) {
+        let Some(ob) = self.me.upgrade() else {
+            return;
+        };
         self.spool.hold(msg_id);
         self.running.set(self.running.get() + 1);
         let remote = remote.map(str::to_owned);
         glommio::spawn_local(async move {
-            if let Err(e) = super::bounce::send(&ob, msg_id, &failed, remote.as_deref()).await {
-                tracing::error!(msg_id, error = %e, "could not queue a bounce notice");
+            if let Err(e) = notice::send(&ob, msg_id, notice, &rcpts, remote.as_deref()).await {
+                tracing::error!(msg_id, error = %e, "could not queue a delivery status notice");
             }
-            let diagnostic = failed
-                .first()
-                .map(|f| f.reply.text.clone())
-                .unwrap_or_default();
-            let rcpts = failed.into_iter().map(|f| f.rcpt).collect();
-            ob.finish(msg_id, RcptState::Failed, rcpts, diagnostic);
+            if let Some(state) = then {
+                let diagnostic = rcpts
+                    .first()
+                    .map(|f| f.reply.text.clone())
+                    .unwrap_or_default();
+                let rcpts = rcpts.into_iter().map(|f| f.rcpt).collect();
+                ob.finish(msg_id, state, rcpts, diagnostic);
+            }
             ob.spool.release(msg_id);
             ob.running.set(ob.running.get() - 1);
         })
         .detach();
+    }
+}
+
+/// True when a deferral after `attempts` failed attempts, at `now`, is the
+/// first one past `delay_notice_ms` since the message arrived: the attempt
+/// before it (one retry step earlier) was still before the threshold. Once
+/// per message, without storing anything.
+fn delay_notice_due(
+    delay_notice_ms: Option<u64>,
+    schedule_ms: &[u64],
+    received_ms: u64,
+    attempts: u32,
+    now: u64,
+) -> bool {
+    let Some(after) = delay_notice_ms else {
+        return false;
+    };
+    let threshold = received_ms.saturating_add(after);
+    if now < threshold {
+        return false;
+    }
+    if attempts <= 1 {
+        return true;
+    }
+    let i = (attempts as usize - 2).min(schedule_ms.len().saturating_sub(1));
+    let previous_step = schedule_ms.get(i).copied().unwrap_or(0);
+    now.saturating_sub(previous_step) < threshold
+}
+
+#[cfg(test)]
+mod tests {
+    use super::delay_notice_due;
+
+    const MIN: u64 = 60_000;
+
+    #[test]
+    fn one_delay_notice_at_the_first_deferral_past_the_threshold() {
+        let schedule = [5 * MIN, 10 * MIN, 20 * MIN, 40 * MIN, 60 * MIN];
+        let notice = Some(30 * MIN);
+        // Attempts at 0, 5, 15, 35, 75 minutes (each deferral counts one).
+        let times = [0, 5 * MIN, 15 * MIN, 35 * MIN, 75 * MIN, 135 * MIN];
+        let due: Vec<bool> = times
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| delay_notice_due(notice, &schedule, 0, i as u32 + 1, t))
+            .collect();
+        assert_eq!(due, [false, false, false, true, false, false]);
+        assert!(!delay_notice_due(None, &schedule, 0, 4, 35 * MIN));
+        // A message found late (after a long outage) gets one at once.
+        assert!(delay_notice_due(notice, &schedule, 0, 1, 90 * MIN));
     }
 }

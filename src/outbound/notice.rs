@@ -1,10 +1,12 @@
-//! Bounce notices: a delivery status notification (RFC 3464) to the
-//! sender of a message whose recipients failed, queued in the spool as a
-//! new message from `<>` like any other.
+//! Delivery status notifications (RFC 3464) to the sender of a message:
+//! bounces for failed recipients, delay notices for long-deferred ones
+//! (`[delivery] delay_notice`), and "relayed" notices for NOTIFY=SUCCESS
+//! recipients handed to a server that does not offer DSN (RFC 3461 6.2).
+//! Each is queued in the spool as a new message from `<>` like any other.
 
 use spool_format::envelope::{flags, notify, Envelope, Recipient};
 
-use super::outcome::Failure;
+use super::outcome::RcptReply;
 use super::Outbound;
 use crate::daemon::now_ms;
 use crate::dsn::{
@@ -13,21 +15,58 @@ use crate::dsn::{
 };
 use crate::smtp::client::ServerReply;
 
-/// The status a failed recipient is reported with: the server's enhanced
-/// code when it gave one, made permanent (a bounce is a failure).
-fn failure_status(reply: &ServerReply) -> Status {
-    reply
-        .status
-        .and_then(|s| Status::new(5, s.subject, s.detail))
-        .unwrap_or(Status::new(5, 0, 0).unwrap_or(Status::LOOP_DETECTED))
+/// What a notice reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Notice {
+    Failed,
+    /// Still being retried, until this unix time.
+    Delayed {
+        until_unix: i64,
+    },
+    Relayed,
 }
 
-/// Writes and queues the notice; `Ok` also when none is due (null sender,
-/// NOTIFY without FAILURE).
+impl Notice {
+    fn kind(self) -> NotifyKind {
+        match self {
+            Notice::Failed => NotifyKind::Failure,
+            Notice::Delayed { .. } => NotifyKind::Delay,
+            Notice::Relayed => NotifyKind::Success,
+        }
+    }
+
+    fn action(self) -> Action {
+        match self {
+            Notice::Failed => Action::Failed,
+            Notice::Delayed { .. } => Action::Delayed,
+            Notice::Relayed => Action::Relayed,
+        }
+    }
+
+    /// The status a recipient is reported with: the server's enhanced
+    /// code when it gave one, in the class of the notice (a bounce is a
+    /// permanent failure even when its last reply was temporary).
+    fn status(self, reply: &ServerReply) -> Status {
+        let class = match self {
+            Notice::Failed => 5,
+            Notice::Delayed { .. } => 4,
+            Notice::Relayed => return Status::new(2, 0, 0).unwrap_or(Status::LOOP_DETECTED),
+        };
+        reply
+            .status
+            .and_then(|s| Status::new(class, s.subject, s.detail))
+            .or(Status::new(class, 0, 0))
+            .unwrap_or(Status::LOOP_DETECTED)
+    }
+}
+
+/// Writes and queues a notice about `rcpts`; `Ok` also when none is due
+/// (null sender, NOTIFY not asking for this kind).
 pub(super) async fn send(
     ob: &Outbound,
     msg_id: u64,
-    failed: &[Failure],
+    notice: Notice,
+    rcpts: &[RcptReply],
     remote: Option<&str>,
 ) -> Result<(), String> {
     let now = now_ms();
@@ -41,18 +80,18 @@ pub(super) async fn send(
         if must_not_bounce(&env.reverse_path) {
             return None;
         }
-        let reports: Vec<RecipientReport<'_>> = failed
+        let reports: Vec<RecipientReport<'_>> = rcpts
             .iter()
             .filter_map(|f| {
                 let r = env.recipients.get(f.rcpt as usize)?;
-                if !should_notify(r.notify, NotifyKind::Failure) {
+                if !should_notify(r.notify, notice.kind()) {
                     return None;
                 }
                 Some(RecipientReport {
                     address: &r.address,
                     orcpt: &r.orcpt,
-                    action: Action::Failed,
-                    status: failure_status(&f.reply),
+                    action: notice.action(),
+                    status: notice.status(&f.reply),
                     remote_mta: if f.reply.local {
                         None
                     } else {
@@ -64,7 +103,10 @@ pub(super) async fn send(
                         Diagnostic::Smtp(&f.reply.text)
                     }),
                     last_attempt: Some((now / 1000) as i64),
-                    will_retry_until: None,
+                    will_retry_until: match notice {
+                        Notice::Delayed { until_unix } => Some(until_unix),
+                        _ => None,
+                    },
                 })
             })
             .collect();
@@ -127,7 +169,7 @@ pub(super) async fn send(
         .commit_message(&mut env)
         .await
         .map_err(|e| e.to_string())?;
-    tracing::info!(msg_id, notice = env.msg_id, "bounce notice queued");
+    tracing::info!(msg_id, notice = env.msg_id, kind = ?notice, "delivery status notice queued");
     ob.queue_new(&env);
     Ok(())
 }
