@@ -256,11 +256,13 @@ impl<'a> Conn<'a> {
     /// (the machine records it in the outcomes); required TLS tries the
     /// next host, and defers when none is left.
     fn tls_failed(&mut self, why: String) -> End {
-        tracing::info!(host = %self.hop.name, addr = %self.addr, error = %why, "TLS handshake failed");
         let _ = self.client.tls_failed(now_ms());
         if self.client.needs_plaintext_retry() {
+            tracing::warn!(host = %self.hop.name, addr = %self.addr, error = %why,
+                "TLS handshake failed; delivering to this host in plaintext (opportunistic TLS)");
             return End::PlaintextRetry;
         }
+        tracing::info!(host = %self.hop.name, addr = %self.addr, error = %why, "TLS handshake failed");
         let reason = format!(
             "TLS handshake with {}[{}] failed: {why}",
             self.hop.name, self.addr
