@@ -1,11 +1,15 @@
-//! Interoperability with real SMTP clients no one here wrote: Postfix's
-//! smtp-source and swaks, from Debian's packages, which `.ci/run` installs
-//! and then runs these tests with `--ignored`.
+//! Interoperability with real SMTP peers no one here wrote: Postfix's
+//! smtp-source and swaks as clients, Postfix's smtp-sink as the server petrel
+//! delivers to and dnsmasq as its DNS, from Debian's packages, which
+//! `.ci/run` installs and then runs these tests with `--ignored`. A missing
+//! program fails the test: these must never pass without their peer.
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
@@ -13,6 +17,8 @@ use common::{
 };
 
 const SMTP_SOURCE: &str = "/usr/sbin/smtp-source";
+const SMTP_SINK: &str = "/usr/sbin/smtp-sink";
+const DNSMASQ: &str = "/usr/sbin/dnsmasq";
 const SWAKS: &str = "/usr/bin/swaks";
 
 /// Generous: a loaded two-core machine may be building other things.
@@ -30,33 +36,7 @@ struct Run {
 /// Runs `program args` with output to files in `dir`, killing it if it
 /// takes longer than `RUN_TIMEOUT`.
 fn run(dir: &Path, program: &str, args: &[String]) -> Run {
-    assert!(
-        Path::new(program).exists(),
-        "{program} is missing: install Debian's postfix and swaks (.ci/run does)"
-    );
-    let name = Path::new(program)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let out_path = dir.join(format!("{name}.{}.out", common::free_port()));
-    let out = match std::fs::File::create(&out_path) {
-        Ok(f) => f,
-        Err(e) => panic!("{}: {e}", out_path.display()),
-    };
-    let err = match out.try_clone() {
-        Ok(f) => f,
-        Err(e) => panic!("{e}"),
-    };
-    let mut child = match Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => panic!("cannot run {program}: {e}"),
-    };
+    let (mut child, out_path) = spawn(dir, program, args);
     let deadline = Instant::now() + RUN_TIMEOUT;
     let status = loop {
         match child.try_wait() {
@@ -74,6 +54,38 @@ fn run(dir: &Path, program: &str, args: &[String]) -> Run {
     };
     let output = String::from_utf8_lossy(&std::fs::read(&out_path).unwrap_or_default()).into();
     Run { status, output }
+}
+
+/// Starts `program args` with stdout and stderr to one file in `dir`;
+/// returns the child and that file. A missing program is a failure.
+fn spawn(dir: &Path, program: &str, args: &[String]) -> (Child, PathBuf) {
+    assert!(
+        Path::new(program).exists(),
+        "{program} is missing: install Debian's postfix, swaks and dnsmasq (.ci/run does)"
+    );
+    let name = Path::new(program)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let out_path = dir.join(format!("{name}.{}.out", common::free_port()));
+    let out = match std::fs::File::create(&out_path) {
+        Ok(f) => f,
+        Err(e) => panic!("{}: {e}", out_path.display()),
+    };
+    let err = match out.try_clone() {
+        Ok(f) => f,
+        Err(e) => panic!("{e}"),
+    };
+    match Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+    {
+        Ok(c) => (c, out_path),
+        Err(e) => panic!("cannot run {program}: {e}"),
+    }
 }
 
 fn args(list: &[&str]) -> Vec<String> {
@@ -311,4 +323,396 @@ fn swaks_implicit_tls() {
     d.stop();
     let report = inspect(&spool);
     assert_eq!(total_queued(&report), 2, "{report}");
+}
+
+// Delivery to real peers: smtp-sink as the receiving server, dnsmasq as
+// the DNS that names it.
+
+/// How long the mail may take to reach smtp-sink once petrel has it.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a peer may take to start listening.
+const PEER_START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Loopback addresses of the peers; their ports are free ones.
+const DNS_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 21);
+const MX_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 22);
+const SENDER_MX_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 23);
+
+const SENDER: &str = "from@example.test";
+const RECIPIENT: &str = "rcpt@interop.test";
+
+/// A peer program running in the background, killed on drop so that a
+/// failed test leaves nothing running.
+struct Peer {
+    child: Child,
+    out_path: PathBuf,
+}
+
+impl Peer {
+    fn start(dir: &Path, program: &str, args: &[String]) -> Peer {
+        let (child, out_path) = spawn(dir, program, args);
+        Peer { child, out_path }
+    }
+
+    /// Its stdout and stderr so far.
+    fn output(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.out_path).unwrap_or_default()).into()
+    }
+
+    fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_tcp_port(ip: Ipv4Addr) -> u16 {
+    match TcpListener::bind((ip, 0)).and_then(|l| l.local_addr()) {
+        Ok(a) => a.port(),
+        Err(e) => panic!("bind {ip}:0: {e}"),
+    }
+}
+
+fn free_udp_port(ip: Ipv4Addr) -> u16 {
+    match UdpSocket::bind((ip, 0)).and_then(|s| s.local_addr()) {
+        Ok(a) => a.port(),
+        Err(e) => panic!("bind udp {ip}:0: {e}"),
+    }
+}
+
+/// Polls `done` until it holds (true) or `timeout` has passed (false).
+fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        panic!("chmod {}: {e}", path.display());
+    }
+}
+
+/// Postfix's smtp-sink on `ip` and a free port: it answers SMTP, counts
+/// the messages it receives (`-c`) and writes each transaction to a file
+/// of its own (`-d`).
+struct Sink {
+    peer: Peer,
+    addr: String,
+    dumps: PathBuf,
+}
+
+impl Sink {
+    /// `flags` go before the common ones, e.g. `-f RCPT` to reject every
+    /// recipient with a 5xx.
+    fn start(dir: &Path, ip: Ipv4Addr, flags: &[&str]) -> Sink {
+        let dumps = dir.join(format!("dumps-{ip}"));
+        if let Err(e) = std::fs::create_dir(&dumps) {
+            panic!("{}: {e}", dumps.display());
+        }
+        // As root, smtp-sink must switch to another user (-u), which then
+        // writes the dumps.
+        let user: &[&str] = if is_root() {
+            set_mode(dir, 0o755);
+            set_mode(&dumps, 0o777);
+            &["-u", "nobody"]
+        } else {
+            &[]
+        };
+        let template = format!("{}/%M.", dumps.display());
+        let mut last_output = String::new();
+        for _ in 0..5 {
+            let addr = format!("{ip}:{}", free_tcp_port(ip));
+            let mut list = user.to_vec();
+            list.extend_from_slice(flags);
+            list.extend_from_slice(&["-c", "-d", &template, &addr, "100"]);
+            let mut peer = Peer::start(dir, SMTP_SINK, &args(&list));
+            wait_until(PEER_START_TIMEOUT, || {
+                peer.exited() || TcpStream::connect(&addr).is_ok()
+            });
+            if !peer.exited() && TcpStream::connect(&addr).is_ok() {
+                return Sink { peer, addr, dumps };
+            }
+            // Most likely someone else took the port: try another one.
+            last_output = peer.output();
+        }
+        panic!("smtp-sink would not start on {ip}: {last_output}");
+    }
+
+    /// Messages received so far, from the `-c` counters
+    /// (`sess=N quit=N mesg=N`, one update per `\r`).
+    fn messages(&self) -> usize {
+        self.peer
+            .output()
+            .split_whitespace()
+            .filter_map(|f| f.strip_prefix("mesg=")?.parse().ok())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The text of every transaction dumped so far.
+    fn dumps(&self) -> Vec<String> {
+        let entries = match std::fs::read_dir(&self.dumps) {
+            Ok(e) => e,
+            Err(e) => panic!("{}: {e}", self.dumps.display()),
+        };
+        entries
+            .flatten()
+            .map(|e| String::from_utf8_lossy(&std::fs::read(e.path()).unwrap_or_default()).into())
+            .collect()
+    }
+}
+
+/// dnsmasq on `DNS_IP` and a free UDP port, answering only from `records`
+/// (its own options, e.g. `--mx-host=...`) and forwarding nothing.
+struct Dns {
+    peer: Peer,
+    server: String,
+}
+
+impl Dns {
+    fn start(dir: &Path, records: &[String]) -> Dns {
+        let mut last_output = String::new();
+        for _ in 0..5 {
+            let port = free_udp_port(DNS_IP);
+            // --no-daemon: foreground, no pid file, no change of user.
+            let mut list = args(&[
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--log-queries",
+                "--bind-interfaces",
+                &format!("--listen-address={DNS_IP}"),
+                &format!("--port={port}"),
+            ]);
+            list.extend_from_slice(records);
+            let mut peer = Peer::start(dir, DNSMASQ, &list);
+            // It reports "started" once its sockets are bound.
+            wait_until(PEER_START_TIMEOUT, || {
+                peer.exited() || peer.output().contains("started, version")
+            });
+            if !peer.exited() && peer.output().contains("started, version") {
+                return Dns {
+                    peer,
+                    server: format!("{DNS_IP}:{port}"),
+                };
+            }
+            last_output = peer.output();
+        }
+        panic!("dnsmasq would not start on {DNS_IP}: {last_output}");
+    }
+}
+
+/// As many shards as there are CPUs, up to two: delivery across shards,
+/// on any machine.
+fn delivery_shards() -> String {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+    format!("shards = {n}")
+}
+
+/// A daemon relaying for loopback that delivers: `delivery` holds its
+/// `[dns]`, `[delivery]` and `[[route]]` tables.
+fn delivering_daemon(dir: &Path, spool: &Path, delivery: &str) -> Daemon {
+    assert!(delivery.contains("[delivery]"), "{delivery}");
+    Daemon::start(
+        dir,
+        spool,
+        &delivery_shards(),
+        &[Listener::plain("")],
+        &format!("[relay]\nnetworks = [\"127.0.0.0/8\"]\n\n{delivery}"),
+        None,
+    )
+}
+
+/// Sends `count` messages from `SENDER` to `RECIPIENT` with smtp-source, in
+/// 10 sessions with a new connection per message.
+fn send_messages(dir: &Path, d: &Daemon, count: usize) {
+    let r = run(
+        dir,
+        SMTP_SOURCE,
+        &args(&[
+            "-s",
+            "10",
+            "-m",
+            &count.to_string(),
+            "-f",
+            SENDER,
+            "-t",
+            RECIPIENT,
+            &format!("127.0.0.1:{}", d.port()),
+        ]),
+    );
+    assert!(r.status.success(), "smtp-source: {}", r.output);
+}
+
+/// Sends `count` messages through `d` with smtp-source, waits until `sink`
+/// has received them and petrel's spool has nothing left queued, then
+/// stops `d` and checks that its spool stays empty. `peers` tells what the
+/// peers said if the mail does not arrive.
+fn deliver_all(
+    dir: &Path,
+    d: Daemon,
+    spool: &Path,
+    sink: &Sink,
+    count: usize,
+    peers: &dyn Fn() -> String,
+) {
+    send_messages(dir, &d, count);
+    let delivered = wait_until(DELIVERY_TIMEOUT, || sink.messages() >= count);
+    assert!(
+        delivered,
+        "smtp-sink has {} of {count} messages after {DELIVERY_TIMEOUT:?}\n\
+         petrel: {}\n{}\n{}",
+        sink.messages(),
+        d.stderr(),
+        inspect(spool),
+        peers()
+    );
+    // The status record follows the sink's 250 closely.
+    let finished = wait_until(DELIVERY_TIMEOUT, || total_queued(&inspect(spool)) == 0);
+    assert!(finished, "still queued: {}", inspect(spool));
+    d.stop();
+    assert_eq!(total_queued(&inspect(spool)), 0);
+}
+
+/// Checks that the sink got each message smtp-source sent exactly once,
+/// from `SENDER` to `RECIPIENT`, with the Received header petrel added.
+fn assert_delivered_once(sink: &Sink, count: usize) {
+    assert_eq!(sink.messages(), count, "{}", sink.peer.output());
+    let dumps = sink.dumps();
+    assert_eq!(dumps.len(), count);
+    let mut ids = std::collections::HashSet::new();
+    for text in &dumps {
+        assert!(
+            text.contains(&format!("X-Mail-Args: <{SENDER}>\n"))
+                && text.contains(&format!("X-Rcpt-Args: <{RECIPIENT}>\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains("\tby mx.test.example (petrel) with ")
+                && text.contains(&format!("\tfor <{RECIPIENT}>; ")),
+            "no Received header from petrel: {text}"
+        );
+        let id = text.lines().find(|l| l.starts_with("Message-Id: "));
+        assert!(ids.insert(id.map(str::to_owned)), "twice: {text}");
+    }
+}
+
+#[test]
+#[ignore = "needs Debian's postfix and dnsmasq; run by .ci/run"]
+fn dnsmasq_mx_to_smtp_sink() {
+    let dir = tempdir();
+    let spool = dir.path().join("spool");
+    let sink = Sink::start(dir.path(), MX_IP, &[]);
+    let Some((_, sink_port)) = sink.addr.rsplit_once(':') else {
+        panic!("{}", sink.addr);
+    };
+    let dns = Dns::start(
+        dir.path(),
+        &[
+            "--mx-host=interop.test,mx.interop.test,10".to_string(),
+            format!("--host-record=mx.interop.test,{MX_IP}"),
+        ],
+    );
+    // No route: the MX of interop.test, on the sink's port.
+    let d = delivering_daemon(
+        dir.path(),
+        &spool,
+        &format!(
+            "[dns]\nservers = [\"{}\"]\n\n[delivery]\nport = {sink_port}\n",
+            dns.server
+        ),
+    );
+    deliver_all(dir.path(), d, &spool, &sink, 200, &|| {
+        format!(
+            "smtp-sink: {}\ndnsmasq: {}",
+            sink.peer.output(),
+            dns.peer.output()
+        )
+    });
+    assert_delivered_once(&sink, 200);
+    let queries = dns.peer.output();
+    assert!(queries.contains("query[MX] interop.test"), "{queries}");
+}
+
+#[test]
+#[ignore = "needs Debian's postfix; run by .ci/run"]
+fn smtp_sink_as_relay_with_route() {
+    let dir = tempdir();
+    let spool = dir.path().join("spool");
+    let sink = Sink::start(dir.path(), MX_IP, &[]);
+    // A smart host for every domain: no DNS at all.
+    let d = delivering_daemon(
+        dir.path(),
+        &spool,
+        &format!(
+            "[delivery]\npaused = false\n\n[[route]]\ndomain = \"*\"\nrelay = \"{}\"\n",
+            sink.addr
+        ),
+    );
+    deliver_all(dir.path(), d, &spool, &sink, 200, &|| {
+        format!("smtp-sink: {}", sink.peer.output())
+    });
+    assert_delivered_once(&sink, 200);
+}
+
+#[test]
+#[ignore = "needs Debian's postfix; run by .ci/run"]
+fn smtp_sink_5xx_bounces_to_the_sender() {
+    let dir = tempdir();
+    let spool = dir.path().join("spool");
+    // interop.test rejects every recipient with 500 5.3.0; the bounces go
+    // to the sender's domain, which has a sink of its own.
+    let rejecting = Sink::start(dir.path(), MX_IP, &["-f", "RCPT"]);
+    let sender_mx = Sink::start(dir.path(), SENDER_MX_IP, &[]);
+    let d = delivering_daemon(
+        dir.path(),
+        &spool,
+        &format!(
+            "[delivery]\npaused = false\n\n\
+             [[route]]\ndomain = \"interop.test\"\nrelay = \"{}\"\n\n\
+             [[route]]\ndomain = \"*\"\nrelay = \"{}\"\n",
+            rejecting.addr, sender_mx.addr
+        ),
+    );
+    deliver_all(dir.path(), d, &spool, &sender_mx, 20, &|| {
+        format!(
+            "rejecting smtp-sink: {}\nsender's smtp-sink: {}",
+            rejecting.peer.output(),
+            sender_mx.peer.output()
+        )
+    });
+    assert_eq!(rejecting.messages(), 0, "{}", rejecting.peer.output());
+    assert_eq!(sender_mx.messages(), 20, "{}", sender_mx.peer.output());
+    for text in sender_mx.dumps() {
+        for line in [
+            "X-Mail-Args: <>\n".to_string(),
+            format!("X-Rcpt-Args: <{SENDER}>"),
+            "Content-Type: multipart/report; report-type=delivery-status;".to_string(),
+            format!("Final-Recipient: rfc822; {RECIPIENT}\n"),
+            "Action: failed\n".to_string(),
+            "Status: 5.3.0\n".to_string(),
+            "Diagnostic-Code: smtp; 500 5.3.0 Error: command failed\n".to_string(),
+        ] {
+            assert!(text.contains(&line), "no {line:?} in {text}");
+        }
+    }
 }
