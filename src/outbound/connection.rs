@@ -18,7 +18,7 @@ use glommio::net::TcpStream;
 
 use super::destination::{self, Hop, Myself, NoRoute};
 use super::message::{Current, Loaded};
-use super::slots::ConnectionSlot;
+use super::slots::{ConnectionSlot, SlotWaiter};
 use super::Outbound;
 use crate::daemon::now_ms;
 use crate::schedule::{Job, QueueKey};
@@ -27,6 +27,10 @@ use crate::smtp::client::{Client, Event, ServerReply};
 
 /// How long a connection task waits between tries for a process-wide slot.
 const SLOT_WAIT: Duration = Duration::from_millis(20);
+/// How often an idle connection looks whether another shard wants its slot.
+const CONTENTION_POLL: Duration = Duration::from_millis(50);
+/// Messages a connection carries before it hands a contested slot over.
+const FAIR_SHARE: usize = 50;
 /// Outgoing bytes gathered before a write while sending a body.
 const WRITE_BATCH: usize = 64 * 1024;
 const READ_BUFFER: usize = 16 * 1024;
@@ -42,15 +46,20 @@ pub async fn run(ob: Rc<Outbound>, key: QueueKey) {
 /// True unless the destination failed at the connection level.
 async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
     let max = ob.config.delivery.max_connections_per_destination;
-    let _slot = loop {
+    let mut waiter = None;
+    let slot = loop {
         if let Some(s) = ConnectionSlot::try_acquire(&key.destination, max) {
             break s;
         }
         if ob.stopping.get() {
             return true;
         }
+        // Holders on other shards see this and hand the slot over after
+        // their current message.
+        waiter.get_or_insert_with(|| SlotWaiter::new(&key.destination));
         glommio::timer::sleep(SLOT_WAIT).await;
     };
+    drop(waiter);
     if ob.stopping.get() {
         return true;
     }
@@ -93,7 +102,8 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
             let addr = SocketAddr::new(ip, hop.port);
             let mut plaintext_retry = false;
             loop {
-                let mut conn = Conn::new(ob, key, hop, addr, job.take(), sent, plaintext_retry);
+                let mut conn =
+                    Conn::new(ob, key, &slot, hop, addr, job.take(), sent, plaintext_retry);
                 let end = conn.run().await;
                 sent = conn.sent;
                 job = conn.job_in_hand();
@@ -156,6 +166,7 @@ enum Step {
 struct Conn<'a> {
     ob: &'a Rc<Outbound>,
     key: &'a QueueKey,
+    slot: &'a ConnectionSlot,
     hop: &'a Hop,
     addr: SocketAddr,
     client: Client,
@@ -174,9 +185,11 @@ struct Conn<'a> {
 }
 
 impl<'a> Conn<'a> {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         ob: &'a Rc<Outbound>,
         key: &'a QueueKey,
+        slot: &'a ConnectionSlot,
         hop: &'a Hop,
         addr: SocketAddr,
         first: Option<Job>,
@@ -192,6 +205,7 @@ impl<'a> Conn<'a> {
         Conn {
             ob,
             key,
+            slot,
             hop,
             addr,
             client,
@@ -319,7 +333,9 @@ impl<'a> Conn<'a> {
     }
 
     /// The next job for this connection, waiting up to `idle_timeout` for
-    /// one to be queued.
+    /// one to be queued. When a connection task elsewhere waits for this
+    /// destination's slot, the slot is handed over instead of idling on
+    /// it, and after [`FAIR_SHARE`] messages even when busy.
     async fn next_job(&mut self) -> Option<Job> {
         let idle = self.ob.config.delivery.idle_timeout.duration();
         let until = now_ms() + idle.as_millis() as u64;
@@ -327,14 +343,22 @@ impl<'a> Conn<'a> {
             if self.ob.stopping.get() {
                 return None;
             }
+            let contested = self.slot.contested();
+            if contested && self.sent >= FAIR_SHARE {
+                return None;
+            }
             if let Some(j) = self.ob.take_job(self.key, self.sent) {
                 return Some(j);
             }
             let now = now_ms();
-            if now >= until || self.sent >= self.ob.config.delivery.max_messages_per_connection {
+            if contested
+                || now >= until
+                || self.sent >= self.ob.config.delivery.max_messages_per_connection
+            {
                 return None;
             }
-            let left = Duration::from_millis(until - now);
+            // Wake for new work, or now and then to look for contention.
+            let left = Duration::from_millis(until - now).min(CONTENTION_POLL);
             futures_lite::future::or(self.ob.work.notified(), glommio::timer::sleep(left)).await;
         }
     }

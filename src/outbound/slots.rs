@@ -6,19 +6,29 @@
 //! two destinations that share a slot share a cap, which only ever makes
 //! it stricter (with 65,536 slots, rare). A counter is touched once per
 //! connection, never per message, so the hot path stays on its own core.
+//!
+//! Each entry also counts the connection tasks waiting for it, so that a
+//! connection holding a slot gives it up when another shard needs it
+//! (instead of idling on it, or keeping it for all its messages).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 const SLOTS: usize = 1 << 16;
 
-fn table() -> &'static [AtomicU32] {
-    static TABLE: OnceLock<Box<[AtomicU32]>> = OnceLock::new();
-    TABLE.get_or_init(|| (0..SLOTS).map(|_| AtomicU32::new(0)).collect())
+#[derive(Default)]
+struct Entry {
+    open: AtomicU32,
+    waiting: AtomicU32,
+}
+
+fn table() -> &'static [Entry] {
+    static TABLE: OnceLock<Box<[Entry]>> = OnceLock::new();
+    TABLE.get_or_init(|| (0..SLOTS).map(|_| Entry::default()).collect())
 }
 
 /// FNV-1a over the destination, case-insensitively.
-fn slot_of(destination: &str) -> &'static AtomicU32 {
+fn slot_of(destination: &str) -> &'static Entry {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in destination.bytes() {
         h = (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x100_0000_01b3);
@@ -27,26 +37,50 @@ fn slot_of(destination: &str) -> &'static AtomicU32 {
 }
 
 /// One open (or opening) connection to a destination; released on drop.
-pub struct ConnectionSlot(&'static AtomicU32);
+pub struct ConnectionSlot(&'static Entry);
 
 impl ConnectionSlot {
     /// A slot if fewer than `max` connections to `destination` are open in
     /// the whole process.
     pub fn try_acquire(destination: &str, max: usize) -> Option<ConnectionSlot> {
-        let counter = slot_of(destination);
+        let entry = slot_of(destination);
         let max = u32::try_from(max).unwrap_or(u32::MAX);
-        counter
+        entry
+            .open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
             .ok()
-            .map(|_| ConnectionSlot(counter))
+            .map(|_| ConnectionSlot(entry))
+    }
+
+    /// Another connection task is waiting for a slot of this destination.
+    pub fn contested(&self) -> bool {
+        self.0.waiting.load(Ordering::Acquire) > 0
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection task waiting for a slot of a destination; makes holders
+/// see [`ConnectionSlot::contested`] until dropped.
+pub struct SlotWaiter(&'static Entry);
+
+impl SlotWaiter {
+    pub fn new(destination: &str) -> SlotWaiter {
+        let entry = slot_of(destination);
+        entry.waiting.fetch_add(1, Ordering::AcqRel);
+        SlotWaiter(entry)
+    }
+}
+
+impl Drop for SlotWaiter {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -73,5 +107,15 @@ mod tests {
         assert!(ConnectionSlot::try_acquire(dest, 7).is_none());
         drop(held);
         assert!(ConnectionSlot::try_acquire("SLOTS-TEST.example", 7).is_some());
+    }
+
+    #[test]
+    fn a_waiter_makes_the_holders_see_contention() {
+        let held = ConnectionSlot::try_acquire("contested.example", 1).unwrap();
+        assert!(!held.contested());
+        let waiter = SlotWaiter::new("Contested.Example");
+        assert!(held.contested());
+        drop(waiter);
+        assert!(!held.contested());
     }
 }
