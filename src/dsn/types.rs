@@ -89,6 +89,11 @@ impl Status {
     pub fn class(self) -> u8 {
         self.class
     }
+
+    /// The parts, `(class, subject, detail)`.
+    pub fn parts(self) -> (u8, u16, u16) {
+        (self.class, self.subject, self.detail)
+    }
 }
 
 impl fmt::Display for Status {

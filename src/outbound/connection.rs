@@ -81,7 +81,7 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
         Ok(h) => h,
         Err(NoRoute::Permanent { status, reason }) => {
             tracing::info!(destination = %key.destination, %reason, "bouncing the destination's queue");
-            let reply = ServerReply::local(550, status_parts(status), &reason);
+            let reply = ServerReply::local(550, status.parts(), &reason);
             ob.fail_job(job, &reply, None);
             while let Some(job) = ob.take_job(key, 0) {
                 ob.fail_job(job, &reply, None);
@@ -137,13 +137,6 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
         None => return true,
     }
     false
-}
-
-fn status_parts(s: crate::dsn::Status) -> (u8, u16, u16) {
-    let text = s.to_string();
-    let mut it = text.split('.').map(|p| p.parse::<u16>().unwrap_or(0));
-    let c = it.next().unwrap_or(5) as u8;
-    (c, it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 
 /// How a connection ended.
