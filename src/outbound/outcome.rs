@@ -15,6 +15,9 @@ use crate::daemon::now_ms;
 use crate::schedule::{Job, QueueKey, RetryDecision};
 use crate::smtp::client::{OutcomeKind, RcptOutcome, ServerReply};
 
+/// Longest pause of a destination whose hosts all failed.
+const SUSPEND_MAX_MS: u64 = 60_000;
+
 /// A recipient and the reply that decided its fate.
 pub(super) struct RcptReply {
     pub rcpt: u32,
@@ -197,11 +200,22 @@ impl Outbound {
 
     /// The destination cannot be reached now: defer `job` and everything
     /// ready for the destination, so that each is not tried in turn.
+    /// Mail queued for it meanwhile waits for the destination's
+    /// suspension to end (the first retry step, at most a minute) rather
+    /// than cost a connection attempt per message.
     pub(super) fn defer_destination(&self, key: &QueueKey, job: Job, reply: &ServerReply) {
         self.defer(key, job, reply);
         while let Some(job) = self.take_job(key, 0) {
             self.defer(key, job, reply);
         }
+        let pause = self
+            .retry
+            .schedule_ms
+            .first()
+            .copied()
+            .unwrap_or(SUSPEND_MAX_MS)
+            .min(SUSPEND_MAX_MS);
+        self.sched.borrow_mut().suspend(key, now_ms() + pause);
     }
 
     fn delay_notice_due(&self, job: &Job, attempts: u32, now: u64) -> bool {

@@ -74,6 +74,8 @@ struct DestQueue {
     listed: bool,
     /// Messages delivered since the window last grew.
     successes: usize,
+    /// No connection before this time (the destination just failed).
+    suspended_until: u64,
 }
 
 /// The scheduler of one shard.
@@ -84,6 +86,10 @@ pub struct Scheduler {
     /// Queues that may want another connection, checked by `poll_connect`.
     wanting: VecDeque<QueueKey>,
     due: Vec<(QueueKey, Job)>,
+    /// Suspended destinations and when they may be tried again; a handful
+    /// at a time, so a list.
+    suspended: Vec<(u64, QueueKey)>,
+    now_ms: u64,
 }
 
 impl Scheduler {
@@ -94,6 +100,8 @@ impl Scheduler {
             deferred: TimerWheel::new(now_ms),
             wanting: VecDeque::new(),
             due: Vec::new(),
+            suspended: Vec::new(),
+            now_ms,
         }
     }
 
@@ -127,8 +135,25 @@ impl Scheduler {
         self.deferred.insert(until_ms, (key, job));
     }
 
-    /// Moves deferred jobs that came due into their ready queues.
+    /// Moves deferred jobs that came due into their ready queues, and
+    /// ends suspensions that are over.
     pub fn advance(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+        let mut i = 0;
+        while i < self.suspended.len() {
+            if self.suspended[i].0 <= now_ms {
+                let (_, key) = self.suspended.swap_remove(i);
+                let q = self.queue(&key);
+                q.suspended_until = 0;
+                if q.ready.is_empty() && q.connections == 0 {
+                    self.queues.remove(&key);
+                } else {
+                    self.mark_wanting(&key);
+                }
+            } else {
+                i += 1;
+            }
+        }
         let mut due = std::mem::take(&mut self.due);
         self.deferred.advance(now_ms, &mut due);
         for (key, job) in due.drain(..) {
@@ -139,7 +164,27 @@ impl Scheduler {
 
     /// When `advance` should run next.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.deferred.next_due()
+        let suspended = self.suspended.iter().map(|s| s.0).min();
+        match (self.deferred.next_due(), suspended) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Opens no connection to `key` before `until_ms`: every host of the
+    /// destination just failed, so mail queued for it meanwhile waits
+    /// instead of each message costing a connection attempt (like
+    /// Postfix's dead destinations).
+    pub fn suspend(&mut self, key: &QueueKey, until_ms: u64) {
+        let q = self.queue(key);
+        if q.suspended_until == 0 {
+            self.suspended.push((until_ms, key.clone()));
+        }
+        let q = self.queue(key);
+        q.suspended_until = q.suspended_until.max(until_ms);
+        if let Some(s) = self.suspended.iter_mut().find(|s| s.1 == *key) {
+            s.0 = s.0.max(until_ms);
+        }
     }
 
     /// A destination that should get one more connection now, if any; the
@@ -150,6 +195,11 @@ impl Scheduler {
             let Some(q) = self.queues.get_mut(&key) else {
                 continue;
             };
+            if q.suspended_until > self.now_ms {
+                // `advance` lists it again when the suspension ends.
+                q.listed = false;
+                continue;
+            }
             // One connection per waiting job, within the window: a busy
             // connection takes the next job itself when it is done.
             let wanted = q.window.min(max).min(q.ready.len());
@@ -187,7 +237,7 @@ impl Scheduler {
         } else {
             (q.window / 2).max(1)
         };
-        let empty = q.ready.is_empty() && q.connections == 0;
+        let empty = q.ready.is_empty() && q.connections == 0 && q.suspended_until == 0;
         if empty {
             self.queues.remove(key);
         } else if !q.ready.is_empty() {

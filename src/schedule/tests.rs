@@ -173,3 +173,44 @@ fn deliveries_widen_the_window_while_connections_stay_open() {
     assert_eq!(s.poll_connect(), None, "never above the limit");
     assert_eq!(s.connections(&k), 4);
 }
+
+#[test]
+fn a_suspended_destination_gets_no_connection_until_it_ends() {
+    let limits = Limits {
+        initial_connections: 2,
+        ..Limits::default()
+    };
+    let mut s = Scheduler::new(limits, 0);
+    let k = key("down.test");
+    s.enqueue(k.clone(), job(1));
+    assert_eq!(s.poll_connect(), Some(k.clone()));
+    s.suspend(&k, 60_000);
+    s.connection_closed(&k, false);
+    // Mail keeps arriving while the destination is down.
+    for i in 2..100 {
+        s.enqueue(k.clone(), job(i));
+    }
+    s.advance(59_000);
+    assert_eq!(s.poll_connect(), None);
+    assert_eq!(s.next_deadline(), Some(60_000));
+    s.advance(60_000);
+    assert_eq!(s.poll_connect(), Some(k.clone()), "one try when it ends");
+    assert_eq!(s.poll_connect(), None, "the failure halved the window to 1");
+    assert_eq!(s.backlog(&k), 99, "all still queued");
+}
+
+#[test]
+fn an_empty_suspended_destination_is_forgotten_when_it_ends() {
+    let mut s = Scheduler::new(Limits::default(), 0);
+    let k = key("gone.test");
+    s.enqueue(k.clone(), job(1));
+    assert_eq!(s.poll_connect(), Some(k.clone()));
+    assert_eq!(s.next_job(&k, 0), Some(job(1)));
+    s.suspend(&k, 1_000);
+    s.connection_closed(&k, false);
+    s.advance(1_000);
+    assert_eq!(s.next_deadline(), None);
+    assert_eq!(s.poll_connect(), None);
+    s.enqueue(k.clone(), job(2));
+    assert_eq!(s.poll_connect(), Some(k));
+}
