@@ -1,0 +1,530 @@
+#!/usr/bin/env bash
+# End-to-end delivery benchmark with Postfix's smtp-source and smtp-sink.
+#
+# Mode `throughput` (the default): for 1 KiB and 100 KiB messages it runs
+#   1. smtp-source -> smtp-sink directly: the protocol limit of this machine;
+#   2. smtp-source -> petrel -> smtp-sink, petrel relaying everything to the
+#      sink ([[route]] domain = "*");
+#   3. smtp-source -> Postfix -> smtp-sink, a private Postfix instance with
+#      relayhost = the sink, when Postfix can be started here;
+# each on a fresh smtp-sink, timed from the start of smtp-source until the
+# sink has received every message. For petrel it also reports its CPU time
+# per delivered message and its peak RSS, and checks that petrel's spool
+# ends up empty: every message was delivered, none twice.
+#
+# Mode `queue-down`: petrel routes everything to a port where nothing
+# listens (connection refused) with a long retry, takes QUEUED messages
+# with smtp-source and reports its memory with all of them queued, its CPU
+# use while they wait, its shutdown and restart (recovery) times and the
+# spool's count.
+#
+# Usage: benches/delivery.sh [throughput|queue-down]   (from any directory)
+# Environment:
+#   MESSAGES=50000          messages per throughput run
+#   SESSIONS=20             parallel smtp-source sessions, and the
+#                           connections per destination of petrel and Postfix
+#   SIZES="1024 102400"     message body sizes (smtp-source -l)
+#   SOURCE_FLAGS=-d         smtp-source mode: -d = one connection per session
+#                           for all its messages; "" = a new one per message
+#   QUEUED=1000000          messages queued in queue-down mode
+#   QUEUED_SIZE=1024        their body size
+#   SINK_ADDR=127.0.0.2:2526, PETREL_ADDR=127.0.0.3:2525,
+#   POSTFIX_ADDR=127.0.0.4:2527, DOWN_ADDR=127.0.0.5:2528
+#   DELIVERY_TIMEOUT=1800   seconds to wait for the sink to have everything
+#   PETREL_BENCH_DIR=target/   where spools and Postfix's queue go (not /tmp)
+#   SMTP_SOURCE, SMTP_SINK, POSTFIX   paths of the Postfix tools (/usr/sbin/...)
+# See benches/README.md.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo=$PWD
+
+MODE=${1:-throughput}
+MESSAGES=${MESSAGES:-50000}
+SESSIONS=${SESSIONS:-20}
+SIZES=${SIZES:-1024 102400}
+SOURCE_FLAGS=${SOURCE_FLAGS--d}
+QUEUED=${QUEUED:-1000000}
+QUEUED_SIZE=${QUEUED_SIZE:-1024}
+SINK_ADDR=${SINK_ADDR:-127.0.0.2:2526}
+PETREL_ADDR=${PETREL_ADDR:-127.0.0.3:2525}
+POSTFIX_ADDR=${POSTFIX_ADDR:-127.0.0.4:2527}
+DOWN_ADDR=${DOWN_ADDR:-127.0.0.5:2528}
+DELIVERY_TIMEOUT=${DELIVERY_TIMEOUT:-1800}
+SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
+SMTP_SINK=${SMTP_SINK:-/usr/sbin/smtp-sink}
+POSTFIX=${POSTFIX:-/usr/sbin/postfix}
+BENCH_DIR=${PETREL_BENCH_DIR:-$repo/target}
+FROM=from@example.test
+TO=to@example.test
+
+die() {
+    echo "delivery.sh: $*" >&2
+    exit 1
+}
+
+case $MODE in
+throughput | queue-down) ;;
+*) die "unknown mode '$MODE': throughput or queue-down" ;;
+esac
+
+for tool in "$SMTP_SOURCE" "$SMTP_SINK"; do
+    [[ -x $tool ]] || die "$tool not found: install Postfix (apt-get install postfix)"
+done
+
+cargo build --release --manifest-path "$repo/Cargo.toml" --bin petrel
+petrel=$repo/target/release/petrel
+
+mkdir -p "$BENCH_DIR"
+work=$(mktemp -d "$BENCH_DIR/petrel-delivery-bench.XXXXXX")
+# Postfix's daemons and smtp-sink drop root; they must reach their files.
+chmod 755 "$work"
+started_pids=()
+postfix_conf=""
+
+cleanup() {
+    local pid
+    if [[ -n $postfix_conf ]]; then
+        "$POSTFIX" -c "$postfix_conf" abort >/dev/null 2>&1 || true
+    fi
+    for pid in "${started_pids[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+tick_hz=$(getconf CLK_TCK)
+shard_count=$(nproc)
+
+now() { date +%s.%N; }
+
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+
+rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
+
+# Fails when something already listens on HOST:PORT.
+require_free() {
+    local host=${1%:*} port=${1##*:}
+    if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
+        die "$1 is already in use; set SINK_ADDR / PETREL_ADDR / POSTFIX_ADDR / DOWN_ADDR"
+    fi
+}
+
+# Waits until HOST:PORT has COUNT listening sockets (SO_REUSEPORT: one per
+# shard), or PID exits.
+wait_listening() {
+    local addr=$1 count=$2 pid=$3 i
+    for ((i = 0; i < 600; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if (($(ss -Hltn "src $addr" | wc -l) >= count)); then
+            return 0
+        fi
+        sleep 0.05
+    done
+    return 1
+}
+
+# utime + stime of a whole process (all threads), in clock ticks. The
+# command name in field 2 may hold spaces, so fields are counted after ')'.
+cpu_ticks() {
+    local stat rest
+    stat=$(<"/proc/$1/stat")
+    rest=${stat##*) }
+    # shellcheck disable=SC2086
+    set -- $rest
+    echo $((${12} + ${13}))
+}
+
+# Busy time of the whole machine (every process, the kernel's threads and
+# interrupts), in clock ticks: the first line of /proc/stat less idle and
+# iowait.
+host_ticks() {
+    local cpu user nice system idle iowait irq softirq steal rest
+    read -r cpu user nice system idle iowait irq softirq steal rest </proc/stat
+    echo $((user + nice + system + irq + softirq + steal))
+}
+
+# Microseconds of CPU per message from a tick difference.
+us_per_msg() {
+    awk -v t="$1" -v hz="$tick_hz" -v n="$2" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }'
+}
+
+status_kib() {
+    awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"
+}
+
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+
+spool_queued() {
+    "$petrel" spool inspect "$1" | awk -F': ' '/^total queued messages:/ { print $2 }'
+}
+
+# The functions below set globals instead of printing, so that they never run
+# in a subshell: a failure then exits the script itself and the EXIT trap
+# stops every process they started.
+
+# Starts a fresh smtp-sink on SINK_ADDR; sets sink_pid. With `counted`, it
+# shows its counters (-c), which tell when a relay has delivered everything;
+# they cost the sink a write per message, so the direct run goes without.
+# (Its -M, exit after N messages, does not do: it exits before answering
+# the last one.)
+start_sink() {
+    local flags=()
+    [[ $(id -u) == 0 ]] && flags=(-u nobody)
+    sink_counting=${1:-}
+    [[ -n $sink_counting ]] && flags+=(-c)
+    require_free "$SINK_ADDR"
+    "$SMTP_SINK" "${flags[@]}" "$SINK_ADDR" 1000 >"$work/sink.out" 2>&1 &
+    sink_pid=$!
+    started_pids+=("$sink_pid")
+    wait_listening "$SINK_ADDR" 1 "$sink_pid" || die "smtp-sink did not start on $SINK_ADDR"
+}
+
+stop_sink() {
+    kill -TERM "$sink_pid" 2>/dev/null || true
+    wait "$sink_pid" 2>/dev/null || true
+}
+
+# Sets sink_count: the messages smtp-sink has received, from the last
+# complete "sess=N quit=N mesg=N\r" of its -c counters.
+read_sink_count() {
+    local data
+    data=$(tail -c 100 "$work/sink.out" 2>/dev/null || true)
+    data=${data%$'\r'*}
+    sink_count=${data##*mesg=}
+    [[ $sink_count =~ ^[0-9]+$ ]] || sink_count=0
+}
+
+# Sets t_done: when the sink has every message. Without counters,
+# smtp-source got the sink's 250 for each of them, so that is when it
+# finished; with them, when they reach MESSAGES (polled every 0.1 s).
+# Fails after DELIVERY_TIMEOUT seconds.
+wait_sink() {
+    local what=$1 deadline
+    if [[ -z $sink_counting ]]; then
+        t_done=$t_sent
+        return 0
+    fi
+    deadline=$(($(date +%s) + DELIVERY_TIMEOUT))
+    while :; do
+        read_sink_count
+        ((sink_count >= MESSAGES)) && break
+        (($(date +%s) < deadline)) ||
+            die "$what: smtp-sink has $sink_count of $MESSAGES messages after ${DELIVERY_TIMEOUT}s"
+        sleep 0.1
+    done
+    t_done=$(now)
+}
+
+# Runs smtp-source against ADDR with N messages of SIZE; sets t_sent.
+run_source() {
+    local addr=$1 n=$2 size=$3
+    # shellcheck disable=SC2086
+    "$SMTP_SOURCE" $SOURCE_FLAGS -s "$SESSIONS" -m "$n" -l "$size" \
+        -f "$FROM" -t "$TO" "$addr" ||
+        die "smtp-source against $addr failed (size $size, flags '$SOURCE_FLAGS')"
+    t_sent=$(now)
+}
+
+# Sends MESSAGES of SIZE to ADDR and waits for the sink to have them all;
+# sets timed_rate (msg/s, from the start of smtp-source until then),
+# timed_accept_rate (msg/s, until smtp-source is done) and timed_host_us
+# (busy CPU of the whole machine per message).
+timed_to_sink() {
+    local addr=$1 size=$2 what=$3 t0 h0
+    h0=$(host_ticks)
+    t0=$(now)
+    run_source "$addr" "$MESSAGES" "$size"
+    wait_sink "$what"
+    timed_host_us=$(us_per_msg $(($(host_ticks) - h0)) "$MESSAGES")
+    timed_rate=$(rate "$MESSAGES" "$(elapsed "$t0" "$t_done")")
+    timed_accept_rate=$(rate "$MESSAGES" "$(elapsed "$t0" "$t_sent")")
+}
+
+# Writes petrel's config to FILE: spool in SPOOL, everything routed to
+# RELAY, more [delivery] keys in EXTRA.
+write_config() {
+    cat >"$1" <<EOF
+[server]
+shards = 0
+
+[spool]
+path = "$2"
+min_free_space = 0
+
+[[listener]]
+address = "$PETREL_ADDR"
+
+[relay]
+networks = ["127.0.0.0/8"]
+
+[delivery]
+max_connections_per_destination = $SESSIONS
+$4
+
+[[route]]
+domain = "*"
+relay = "$3"
+EOF
+}
+
+# Starts petrel with CONFIG; sets petrel_pid and petrel_log.
+start_petrel() {
+    local config=$1
+    petrel_log=$work/petrel.log
+    require_free "$PETREL_ADDR"
+    PETREL_LOG=warn "$petrel" run --config "$config" 2>>"$petrel_log" &
+    petrel_pid=$!
+    started_pids+=("$petrel_pid")
+    wait_listening "$PETREL_ADDR" "$shard_count" "$petrel_pid" ||
+        die "petrel did not start on $PETREL_ADDR; its log: $(cat "$petrel_log")"
+}
+
+# SIGTERM; petrel must exit 0. Sets stop_secs.
+stop_petrel() {
+    local rc=0 t0
+    t0=$(now)
+    kill -TERM "$petrel_pid"
+    wait "$petrel_pid" || rc=$?
+    stop_secs=$(elapsed "$t0" "$(now)")
+    ((rc == 0)) || die "petrel exited with status $rc; its log: $(cat "$petrel_log")"
+}
+
+# Sets timed_rate, timed_accept_rate, timed_host_us, cpu_us, rss_mib and
+# anon_mib.
+run_petrel() {
+    local size=$1 dir=$work/petrel ticks0 ticks1 queued i
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    write_config "$dir/petrel.toml" "$dir/spool" "$SINK_ADDR" ""
+    start_sink counted
+    start_petrel "$dir/petrel.toml"
+    ticks0=$(cpu_ticks "$petrel_pid")
+    timed_to_sink "$PETREL_ADDR" "$size" "petrel"
+    ticks1=$(cpu_ticks "$petrel_pid")
+    rss_mib=$(mib "$(status_kib "$petrel_pid" VmHWM)")
+    anon_mib=$(mib "$(status_kib "$petrel_pid" RssAnon)")
+    # The status records follow the sink's 250s closely.
+    for ((i = 0; i < 300; i++)); do
+        queued=$(spool_queued "$dir/spool")
+        [[ $queued == 0 ]] && break
+        sleep 0.1
+    done
+    stop_petrel
+    queued=$(spool_queued "$dir/spool")
+    read_sink_count
+    stop_sink
+    echo "  petrel: smtp-sink counted $sink_count of $MESSAGES messages, the spool holds $queued queued"
+    [[ $queued == 0 ]] || die "FAILED: every message reached smtp-sink but the spool still holds $queued"
+    ((sink_count == MESSAGES)) || die "FAILED: smtp-sink got $sink_count messages for $MESSAGES sent"
+    grep -v '^$' "$petrel_log" | tail -5 | sed 's/^/  petrel log: /' || true
+    rm -rf "$dir" "$petrel_log"
+    cpu_us=$(us_per_msg $((ticks1 - ticks0)) "$MESSAGES")
+}
+
+# Writes a private Postfix instance under $work/postfix: smtpd on
+# POSTFIX_ADDR, everything relayed to the sink, no local delivery, no
+# chroot, its log in a file. Sets postfix_conf and postfix_log.
+write_postfix() {
+    local dir=$work/postfix
+    mkdir -p "$dir/conf" "$dir/queue" "$dir/data"
+    chown postfix "$dir/data"
+    postfix_log=$dir/maillog
+    cat >"$dir/conf/main.cf" <<EOF
+compatibility_level = 3.6
+queue_directory = $dir/queue
+data_directory = $dir/data
+maillog_file = $postfix_log
+maillog_file_prefixes = $dir
+myhostname = postfix.bench.test
+mydestination =
+relayhost = [${SINK_ADDR%:*}]:${SINK_ADDR##*:}
+mynetworks = 127.0.0.0/8
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+smtpd_relay_restrictions = permit_mynetworks, reject
+local_transport = error:5.1.1 no local delivery here
+alias_maps =
+alias_database =
+biff = no
+smtp_tls_security_level = none
+smtpd_tls_security_level = none
+default_destination_concurrency_limit = $SESSIONS
+smtp_destination_concurrency_limit = $SESSIONS
+default_process_limit = $((4 * SESSIONS + 20))
+EOF
+    # Debian's services, without chroot (it would need copies of /etc files
+    # in the queue directory) and with smtpd only on POSTFIX_ADDR.
+    cat >"$dir/conf/master.cf" <<EOF
+$POSTFIX_ADDR inet n - n - - smtpd
+pickup     unix  n - n 60 1 pickup
+cleanup    unix  n - n -  0 cleanup
+qmgr       unix  n - n 300 1 qmgr
+rewrite    unix  - - n -  - trivial-rewrite
+bounce     unix  - - n -  0 bounce
+defer      unix  - - n -  0 bounce
+trace      unix  - - n -  0 bounce
+verify     unix  - - n -  1 verify
+flush      unix  n - n 1000? 0 flush
+proxymap   unix  - - n -  - proxymap
+proxywrite unix  - - n -  1 proxymap
+smtp       unix  - - n -  - smtp
+relay      unix  - - n -  - smtp
+showq      unix  n - n -  - showq
+error      unix  - - n -  - error
+retry      unix  - - n -  - error
+discard    unix  - - n -  - discard
+anvil      unix  - - n -  1 anvil
+scache     unix  - - n -  1 scache
+postlog    unix-dgram n - n - 1 postlogd
+EOF
+    postfix_conf=$dir/conf
+}
+
+# Starts the private Postfix, or sets postfix_skip to the reason it cannot.
+start_postfix() {
+    postfix_skip=""
+    if [[ ! -x $POSTFIX ]]; then
+        postfix_skip="$POSTFIX not found"
+    elif [[ $(id -u) != 0 ]]; then
+        postfix_skip="Postfix must be started as root"
+    elif ! id postfix >/dev/null 2>&1; then
+        postfix_skip="no postfix user"
+    fi
+    [[ -z $postfix_skip ]] || return 0
+    require_free "$POSTFIX_ADDR"
+    write_postfix
+    # Postfix reports to syslog until it has read main.cf, and to its
+    # maillog_file after.
+    if ! "$POSTFIX" -c "$postfix_conf" check >/dev/null 2>&1 ||
+        ! "$POSTFIX" -c "$postfix_conf" start >/dev/null 2>&1; then
+        postfix_skip="postfix check/start failed: $(tail -3 "$postfix_log" 2>/dev/null | tr '\n' ' ')"
+        "$POSTFIX" -c "$postfix_conf" abort >/dev/null 2>&1 || true
+        postfix_conf=""
+        return 0
+    fi
+    local i
+    for ((i = 0; i < 200; i++)); do
+        (($(ss -Hltn "src $POSTFIX_ADDR" | wc -l) >= 1)) && return 0
+        sleep 0.05
+    done
+    postfix_skip="Postfix did not listen on $POSTFIX_ADDR: $(tail -3 "$postfix_log" | tr '\n' ' ')"
+    stop_postfix
+}
+
+stop_postfix() {
+    "$POSTFIX" -c "$postfix_conf" stop >/dev/null 2>&1 || true
+    local i pid_file=$work/postfix/queue/pid/master.pid
+    for ((i = 0; i < 200; i++)); do
+        [[ -s $pid_file ]] && kill -0 "$(tr -d ' ' <"$pid_file")" 2>/dev/null || break
+        sleep 0.05
+    done
+    postfix_conf=""
+    rm -rf "$work/postfix"
+}
+
+# Sets timed_rate and timed_host_us, or postfix_skip.
+run_postfix() {
+    local size=$1
+    start_sink counted
+    start_postfix
+    if [[ -z $postfix_skip ]]; then
+        timed_to_sink "$POSTFIX_ADDR" "$size" "Postfix"
+        stop_postfix
+    fi
+    stop_sink
+}
+
+throughput() {
+    echo "petrel delivery benchmark: $MESSAGES messages per run, $SESSIONS sessions," \
+        "smtp-source flags '$SOURCE_FLAGS', $shard_count shards, $(nproc) CPUs," \
+        "spool under $BENCH_DIR"
+    echo "smtp-sink on $SINK_ADDR, petrel on $PETREL_ADDR, Postfix on $POSTFIX_ADDR"
+    local rows=() size label ratio pf_rate pf_ratio
+    for size in $SIZES; do
+        label="$((size / 1024)) KiB"
+        echo "case: $label"
+        start_sink
+        timed_to_sink "$SINK_ADDR" "$size" "direct"
+        stop_sink
+        direct_rate=$timed_rate
+        echo "  direct: $direct_rate msg/s (host CPU $timed_host_us us/msg)"
+        run_petrel "$size"
+        petrel_rate=$timed_rate
+        echo "  petrel: $petrel_rate msg/s end to end, accepted at $timed_accept_rate msg/s;" \
+            "$cpu_us us CPU/msg; peak RSS $rss_mib MiB, anon $anon_mib MiB;" \
+            "host CPU $timed_host_us us/msg"
+        ratio=$(awk -v p="$petrel_rate" -v s="$direct_rate" 'BEGIN { printf "%.2f", p / s }')
+        run_postfix "$size"
+        if [[ -n $postfix_skip ]]; then
+            echo "  Postfix: not measured: $postfix_skip"
+            pf_rate=-
+            pf_ratio=-
+        else
+            echo "  Postfix: $timed_rate msg/s (host CPU $timed_host_us us/msg)"
+            pf_rate=$timed_rate
+            pf_ratio=$(awk -v p="$petrel_rate" -v s="$timed_rate" 'BEGIN { printf "%.1f", p / s }')
+        fi
+        rows+=("$(printf '%-8s %12s %12s %8s %13s %8s %11s %9s' "$label" "$direct_rate" \
+            "$petrel_rate" "$ratio" "$pf_rate" "$pf_ratio" "$cpu_us" "$rss_mib")")
+    done
+    echo
+    printf '%-8s %12s %12s %8s %13s %8s %11s %9s\n' case "direct msg/s" "petrel msg/s" \
+        "/direct" "Postfix msg/s" "/Postfix" "CPU us/msg" "RSS MiB"
+    printf '%s\n' "${rows[@]}"
+    echo "targets: petrel/direct >= 0.40 and petrel/Postfix >= 8 for 1 KiB"
+}
+
+queue_down() {
+    local dir=$work/petrel t0 t1 ticks0 ticks1 queued secs
+    echo "petrel queue-down benchmark: $QUEUED messages of $QUEUED_SIZE bytes for a" \
+        "destination that refuses connections ($DOWN_ADDR), $SESSIONS sessions," \
+        "smtp-source flags '$SOURCE_FLAGS', $shard_count shards, spool under $BENCH_DIR"
+    require_free "$DOWN_ADDR"
+    mkdir -p "$dir"
+    write_config "$dir/petrel.toml" "$dir/spool" "$DOWN_ADDR" \
+        'retry = ["1h"]
+max_age = "5d"
+connect_timeout = "5s"'
+    start_petrel "$dir/petrel.toml"
+    t0=$(now)
+    run_source "$PETREL_ADDR" "$QUEUED" "$QUEUED_SIZE"
+    secs=$(elapsed "$t0" "$t_sent")
+    echo "  queued $QUEUED in ${secs}s ($(rate "$QUEUED" "$secs") msg/s)"
+    echo "  petrel with $QUEUED queued: VmRSS $(mib "$(status_kib "$petrel_pid" VmRSS)") MiB" \
+        "(RssAnon $(mib "$(status_kib "$petrel_pid" RssAnon)") MiB," \
+        "RssFile $(mib "$(status_kib "$petrel_pid" RssFile)") MiB)," \
+        "peak $(mib "$(status_kib "$petrel_pid" VmHWM)") MiB"
+    ticks0=$(cpu_ticks "$petrel_pid")
+    sleep 10
+    ticks1=$(cpu_ticks "$petrel_pid")
+    echo "  CPU while they wait: $(awk -v t="$((ticks1 - ticks0))" -v hz="$tick_hz" \
+        'BEGIN { printf "%.0f", t * 1000 / hz / 10 }') ms per second"
+    stop_petrel
+    echo "  SIGTERM to exit: ${stop_secs}s"
+    t0=$(now)
+    queued=$(spool_queued "$dir/spool")
+    echo "  petrel spool inspect: $queued queued messages ($(elapsed "$t0" "$(now)")s)," \
+        "spool $(du -sh "$dir/spool" | cut -f1)"
+    [[ $queued == "$QUEUED" ]] || die "FAILED: $QUEUED messages were acknowledged but the spool holds ${queued:-?}"
+    t0=$(now)
+    start_petrel "$dir/petrel.toml"
+    t1=$(now)
+    echo "  restart until listening: $(elapsed "$t0" "$t1")s; then VmRSS" \
+        "$(mib "$(status_kib "$petrel_pid" VmRSS)") MiB (RssAnon" \
+        "$(mib "$(status_kib "$petrel_pid" RssAnon)") MiB)"
+    stop_petrel
+    grep -v '^$' "$petrel_log" | tail -5 | sed 's/^/  petrel log: /' || true
+}
+
+t_start=$(now)
+case $MODE in
+throughput) throughput ;;
+queue-down) queue_down ;;
+esac
+echo "total time: $(elapsed "$t_start" "$(now)")s"
