@@ -53,17 +53,23 @@ fn inspect_shard(shard: u32, dir: &Path, out: &mut dyn Write) -> Result<usize, I
     writeln!(out, "shard {shard} ({})", dir.display())?;
     let mut images = Vec::new();
     for (id, path) in list_segments(dir)? {
-        let bytes = std::fs::read(&path).map_err(|source| InspectError::Read {
+        let read_err = |source| InspectError::Read {
             path: path.clone(),
             source,
-        })?;
-        let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
-        aligned.extend_from_slice(&bytes);
-        images.push((id, aligned));
+        };
+        let file = std::fs::File::open(&path).map_err(read_err)?;
+        let size = file.metadata().map_err(read_err)?.len();
+        // Past the last data extent the file reads as zeros: not read.
+        let data = super::segment::data_len(&file, size);
+        let mut aligned = AlignedVec::<16>::with_capacity(data as usize);
+        aligned.resize(data as usize, 0);
+        std::os::unix::fs::FileExt::read_exact_at(&file, aligned.as_mut_slice(), 0)
+            .map_err(read_err)?;
+        images.push((id, size, aligned));
     }
     let mut scans = Vec::new();
     let mut last = 0;
-    for (id, bytes) in &images {
+    for (id, size, bytes) in &images {
         let s = scan_segment(bytes, last);
         last = s.last_seq;
         let count = |k| s.records.iter().filter(|r| r.header.kind == k).count();
@@ -76,7 +82,7 @@ fn inspect_shard(shard: u32, dir: &Path, out: &mut dyn Write) -> Result<usize, I
         writeln!(
             out,
             "  segment {id:016x}: {} bytes, used {}, {} records ({} message, {} chunk, {} status), tail {tail}, header {}, damaged regions {}",
-            bytes.len(), s.end, s.records.len(), count(RecordKind::Message), count(RecordKind::Chunk),
+            size, s.end, s.records.len(), count(RecordKind::Message), count(RecordKind::Chunk),
             count(RecordKind::Status), if s.header.is_some() { "ok" } else { "BAD" }, s.damage.len()
         )?;
         for d in &s.damage {
@@ -87,7 +93,7 @@ fn inspect_shard(shard: u32, dir: &Path, out: &mut dyn Write) -> Result<usize, I
     let segs: Vec<_> = scans
         .iter()
         .zip(&images)
-        .map(|((id, scan), (_, bytes))| RecoveredSegment {
+        .map(|((id, scan), (_, _, bytes))| RecoveredSegment {
             id: *id,
             bytes,
             scan,

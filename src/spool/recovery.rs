@@ -120,7 +120,9 @@ pub fn open_shard(
     let mut last_seq = 0;
     for (id, path) in list_segments(&opts.dir)? {
         let mut seg = Segment::open(&path, id)?;
-        let scan = scan_segment(&seg.map, last_seq);
+        // Everything past the last data extent reads as zeros, which the
+        // scan would only walk through.
+        let scan = scan_segment(&seg.map[..seg.data_len()], last_seq);
         last_seq = scan.last_seq;
         if scan.is_damaged() {
             let q = quarantine(&opts.dir, &seg, now_ms)?;

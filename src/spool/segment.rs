@@ -62,6 +62,37 @@ fn fallocate(file: &File, len: u64) -> std::io::Result<()> {
     }
 }
 
+/// Bytes of a `len`-byte file up to the end of its last data extent: past
+/// it the file is a hole (or preallocated and never written), which reads
+/// as zeros. Recovery and `spool inspect` scan only this far, so they do
+/// not read (and map in) the unwritten tail of every preallocated segment.
+/// `len` when the file system cannot tell (no SEEK_DATA). Moves the file
+/// offset: read with positioned reads afterwards.
+pub fn data_len(file: &File, len: u64) -> u64 {
+    let fd = file.as_raw_fd();
+    let len = len as libc::off_t;
+    let mut pos: libc::off_t = 0;
+    let mut end: libc::off_t = 0;
+    while pos < len {
+        // SAFETY: lseek on a descriptor the caller owns; no memory is passed.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
+                break;
+            }
+            return len as u64;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return len as u64;
+        }
+        end = hole.min(len);
+        pos = hole;
+    }
+    end.max(0) as u64
+}
+
 fn map(file: &File, path: &Path) -> Result<MmapMut, SpoolError> {
     // SAFETY: the file is a segment this shard owns exclusively (one shard
     // per directory, and the daemon holds a lock on the spool), its length is
@@ -143,11 +174,48 @@ impl Segment {
         })
     }
 
+    /// See [`data_len`]: how far recovery needs to scan this segment.
+    pub fn data_len(&self) -> usize {
+        data_len(&self.file, self.map.len() as u64) as usize
+    }
+
     /// Flushes this segment's dirty pages and the metadata needed to read
     /// them back (blocking; the runtime calls the io_uring variant instead).
     pub fn sync_blocking(&self) -> Result<(), SpoolError> {
         self.file
             .sync_data()
             .map_err(io_err(&self.path, "syncing segment"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(id: u64) -> SegmentHeader {
+        SegmentHeader {
+            shard: 0,
+            segment_id: id,
+            segment_size: 4 << 20,
+            created_ms: 0,
+            nonce: 7,
+            first_seq: 0,
+        }
+    }
+
+    #[test]
+    fn data_len_covers_every_written_byte_and_stops_at_the_unwritten_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seg = Segment::create(dir.path(), &header(1)).unwrap();
+        let header_only = seg.data_len();
+        assert!(header_only >= spool_format::SEGMENT_HEADER_LEN);
+        assert!(header_only <= seg.map.len());
+        // Data written through the mapping (not yet synced) and far out.
+        let at = 3 << 20;
+        seg.map[at..at + 5].copy_from_slice(b"hello");
+        let len = seg.data_len();
+        assert!(len >= at + 5 && len <= seg.map.len(), "{len}");
+        // Past data_len the file reads as zeros, so scanning stops there.
+        assert!(seg.map[len..].iter().all(|&b| b == 0));
     }
 }
