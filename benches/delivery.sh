@@ -38,6 +38,8 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
+# shellcheck source=benches/lib.sh
+source "$repo/benches/lib.sh"
 
 MODE=${1:-throughput}
 MESSAGES=${MESSAGES:-50000}
@@ -101,44 +103,13 @@ trap 'exit 130' INT TERM
 tick_hz=$(getconf CLK_TCK)
 shard_count=$(nproc)
 
-now() { date +%s.%N; }
 
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
 
-# Fails when something already listens on HOST:PORT.
-require_free() {
-    local host=${1%:*} port=${1##*:}
-    if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
-        die "$1 is already in use; set SINK_ADDR / PETREL_ADDR / POSTFIX_ADDR / DOWN_ADDR"
-    fi
-}
 
-# Waits until HOST:PORT has COUNT listening sockets (SO_REUSEPORT: one per
-# shard), or PID exits.
-wait_listening() {
-    local addr=$1 count=$2 pid=$3 i
-    for ((i = 0; i < 600; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        if (($(ss -Hltn "src $addr" | wc -l) >= count)); then
-            return 0
-        fi
-        sleep 0.05
-    done
-    return 1
-}
 
-# utime + stime of a whole process (all threads), in clock ticks. The
-# command name in field 2 may hold spaces, so fields are counted after ')'.
-cpu_ticks() {
-    local stat rest
-    stat=$(<"/proc/$1/stat")
-    rest=${stat##*) }
-    # shellcheck disable=SC2086
-    set -- $rest
-    echo $((${12} + ${13}))
-}
 
 # Busy time of the whole machine (every process, the kernel's threads and
 # interrupts), in clock ticks: the first line of /proc/stat less idle and

@@ -1,0 +1,37 @@
+# Shell functions shared by the benchmark scripts; sourced, not run.
+# The sourcing script defines die().
+
+now() { date +%s.%N; }
+
+# Fails when something already listens on HOST:PORT.
+require_free() {
+    local host=${1%:*} port=${1##*:}
+    if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
+        die "$1 is already in use; set the *_ADDR variables (see the script's header)"
+    fi
+}
+
+# Waits until HOST:PORT has COUNT listening sockets (SO_REUSEPORT: one per
+# shard), or PID exits; gives up after 30 s.
+wait_listening() {
+    local addr=$1 count=$2 pid=$3 i
+    for ((i = 0; i < 600; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if (($(ss -Hltn "src $addr" | wc -l) >= count)); then
+            return 0
+        fi
+        sleep 0.05
+    done
+    return 1
+}
+
+# utime + stime of a whole process (all threads), in clock ticks. The
+# command name in field 2 may hold spaces, so fields are counted after ')'.
+cpu_ticks() {
+    local stat rest
+    stat=$(<"/proc/$1/stat")
+    rest=${stat##*) }
+    # shellcheck disable=SC2086
+    set -- $rest
+    echo $((${12} + ${13}))
+}
