@@ -1074,3 +1074,30 @@ fn smart_host_route_needs_no_dns() {
     assert!(relay.violations().is_empty(), "{:?}", relay.violations());
     finish(d);
 }
+
+#[test]
+fn a_connection_closed_by_the_server_while_idle_is_reopened_not_deferred() {
+    let net = one_mx("stale.test.example");
+    let mx = net.server(2, Script::accept().close_after_message());
+    // A deferral would wait a minute: the second message arriving within
+    // the test's bound shows the stale connection was replaced, not
+    // failed.
+    let d = net.daemon(
+        1,
+        &net.config(&[
+            ("idle_timeout", "\"10s\""),
+            ("retry", "[\"60s\"]"),
+            ("max_connections_per_destination", "1"),
+        ]),
+    );
+    send_one(&d, &["first@stale.test.example"]);
+    expect_messages(&mx, 1, &d, "the first message");
+    // The connection now idles, closed at the server's end.
+    std::thread::sleep(Duration::from_millis(300));
+    send_one(&d, &["second@stale.test.example"]);
+    let got = expect_messages(&mx, 2, &d, "the second message after the close");
+    assert_eq!(got[1].rcpt_to, ["second@stale.test.example"]);
+    assert!(!d.stderr().contains("deferred"), "{}", d.stderr());
+    assert_eq!(mx.connections(), 2);
+    finish(d);
+}

@@ -117,6 +117,7 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
                         return true;
                     }
                     End::PlaintextRetry => plaintext_retry = true,
+                    End::Reconnect => {}
                     End::TryNext(reason) => {
                         tracing::info!(destination = %key.destination, host = %hop.name, %addr,
                             reason = %String::from_utf8_lossy(&reason.text), "host failed; trying the next");
@@ -146,6 +147,9 @@ enum End {
     /// The TLS handshake failed under the opportunistic policy: connect
     /// again without STARTTLS.
     PlaintextRetry,
+    /// The connection went stale while idle: connect to the same host
+    /// again with the job in hand.
+    Reconnect,
     /// The host failed before finishing any transaction: try the next one
     /// with the job in hand.
     TryNext(ServerReply),
@@ -154,6 +158,16 @@ enum End {
 enum Step {
     StartTls,
     End(End),
+}
+
+/// What `next_transaction` did.
+enum NextTx {
+    Started,
+    /// Nothing to send: QUIT.
+    Nothing,
+    /// The server closed (or started closing) the connection while it
+    /// idled: reconnect with the job in hand rather than fail it.
+    Stale,
 }
 
 struct Conn<'a> {
@@ -175,6 +189,10 @@ struct Conn<'a> {
     /// connection limit counts across the hosts it tried).
     sent: usize,
     spare: Option<Box<Current>>,
+    /// The TCP socket, to look for a close while idle.
+    fd: Option<std::os::fd::RawFd>,
+    /// `next_job` waited for work since the last transaction.
+    idled: bool,
 }
 
 impl<'a> Conn<'a> {
@@ -210,6 +228,8 @@ impl<'a> Conn<'a> {
             first,
             sent,
             spare: None,
+            fd: None,
+            idled: false,
         }
     }
 
@@ -223,6 +243,7 @@ impl<'a> Conn<'a> {
             }
         };
         let _ = stream.set_nodelay(true);
+        self.fd = Some(std::os::fd::AsRawFd::as_raw_fd(&stream));
         let _ = stream.set_write_timeout(Some(self.ob.config.delivery.data_timeout.duration()));
         let mut stream = stream;
         match self.drive(&mut stream).await {
@@ -287,17 +308,22 @@ impl<'a> Conn<'a> {
         Some(cur.job)
     }
 
-    /// Loads the next message and starts its transaction; false when there
-    /// is none (the caller sends QUIT).
-    async fn next_transaction(&mut self) -> bool {
+    /// Loads the next message and starts its transaction.
+    async fn next_transaction(&mut self) -> NextTx {
         loop {
             let job = match self.first.take() {
                 Some(j) => j,
                 None => match self.next_job().await {
                     Some(j) => j,
-                    None => return false,
+                    None => return NextTx::Nothing,
                 },
             };
+            if std::mem::take(&mut self.idled) && self.fd.is_some_and(peer_is_closing) {
+                tracing::debug!(host = %self.hop.name, addr = %self.addr,
+                    "connection closed by the server while idle; reconnecting");
+                self.first = Some(job);
+                return NextTx::Stale;
+            }
             let spare = self.spare.take();
             let cur = match self.ob.load(job, spare) {
                 Loaded::Ready(c) => c,
@@ -311,7 +337,7 @@ impl<'a> Conn<'a> {
             match started {
                 Ok(()) => {
                     self.cur = Some(cur);
-                    return true;
+                    return NextTx::Started;
                 }
                 Err(e) => {
                     // An envelope that cannot be written as commands can
@@ -322,6 +348,19 @@ impl<'a> Conn<'a> {
                     self.spare = Some(cur);
                 }
             }
+        }
+    }
+
+    /// After `Ready` or `TransactionDone`: the next transaction, or QUIT,
+    /// or the end of a stale connection.
+    async fn after_ready(&mut self) -> Option<Step> {
+        match self.next_transaction().await {
+            NextTx::Started => None,
+            NextTx::Nothing => {
+                let _ = self.client.quit(now_ms(), &mut self.out);
+                None
+            }
+            NextTx::Stale => Some(Step::End(End::Reconnect)),
         }
     }
 
@@ -351,6 +390,7 @@ impl<'a> Conn<'a> {
                 return None;
             }
             // Wake for new work, or now and then to look for contention.
+            self.idled = true;
             let left = Duration::from_millis(until - now).min(CONTENTION_POLL);
             futures_lite::future::or(self.ob.work.notified(), glommio::timer::sleep(left)).await;
         }
@@ -396,14 +436,14 @@ impl<'a> Conn<'a> {
             while let Some(ev) = self.client.poll_event() {
                 match ev {
                     Event::Ready => {
-                        if !self.next_transaction().await {
-                            let _ = self.client.quit(now_ms(), &mut self.out);
+                        if let Some(step) = self.after_ready().await {
+                            return step;
                         }
                     }
                     Event::TransactionDone => {
                         self.settle();
-                        if !self.next_transaction().await {
-                            let _ = self.client.quit(now_ms(), &mut self.out);
+                        if let Some(step) = self.after_ready().await {
+                            return step;
                         }
                     }
                     Event::StartTls => {
@@ -508,6 +548,30 @@ impl<'a> Conn<'a> {
             Err(_) => self.client.connection_lost(now_ms()),
         }
     }
+}
+
+/// True when the peer closed the socket or sent something unasked (a 421
+/// before closing, a TLS alert): either way the connection is ending.
+fn peer_is_closing(fd: std::os::fd::RawFd) -> bool {
+    let mut b = 0u8;
+    // SAFETY: peeks at most one byte into a local; the descriptor is the
+    // connection's open socket.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut b as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n >= 0 {
+        return true;
+    }
+    let e = std::io::Error::last_os_error().kind();
+    !matches!(
+        e,
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+    )
 }
 
 async fn flush<S: Transport>(stream: &mut S, out: &mut Vec<u8>) -> bool {

@@ -69,6 +69,7 @@ pub struct Script {
     delays: HashMap<Cmd, Duration>,
     extensions: Extensions,
     hold: Duration,
+    close_after_message: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +105,7 @@ impl Script {
                 chunking: false,
             },
             hold: Duration::ZERO,
+            close_after_message: false,
         }
     }
 
@@ -172,6 +174,13 @@ impl Script {
     /// Also advertises CHUNKING and takes `BDAT n [LAST]` (RFC 3030).
     pub fn chunking(mut self) -> Script {
         self.extensions.chunking = true;
+        self
+    }
+
+    /// Closes the connection right after accepting a message (as a server
+    /// whose idle timeout is very short would, once the client idles).
+    pub fn close_after_message(mut self) -> Script {
+        self.close_after_message = true;
         self
     }
 
@@ -933,11 +942,16 @@ impl Session {
                 self.shared().log().messages.len() + 1
             )
         };
-        if is_positive(&reply) {
+        let accepted = is_positive(&reply);
+        if accepted {
             self.record(bdat);
         }
         self.reset();
-        self.send(&reply)
+        let flow = self.send(&reply)?;
+        if accepted && self.script.close_after_message {
+            return Ok(Flow::Close);
+        }
+        Ok(flow)
     }
 
     fn record(&mut self, bdat: bool) {
