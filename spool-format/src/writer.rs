@@ -73,7 +73,15 @@ impl SegmentCursor {
         }
         let at = self.pos;
         let area = &mut buf[at..at + record_span(max_payload)];
-        let n = fill(&mut area[RECORD_HEADER_LEN..RECORD_HEADER_LEN + max_payload])?;
+        let payload = &mut area[RECORD_HEADER_LEN..RECORD_HEADER_LEN + max_payload];
+        let Some(n) = fill(payload) else {
+            // A writer that gave up may have written part of its payload
+            // (an envelope that did not fit at the end of a segment): wipe
+            // it, or recovery would find garbage after the last record and
+            // report a torn tail on every restart.
+            payload.fill(0);
+            return None;
+        };
         assert!(n <= max_payload, "payload writer overran its reservation");
         self.pos += seal_record(area, kind, seq, n, self.nonce);
         Some(at as u32)
@@ -117,5 +125,44 @@ impl SegmentCursor {
             StatusRecord::encode_into(dst, msg_id, state, time_ms, rcpts, diagnostic);
             len
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Recipient;
+    use crate::scan::{scan_segment, Tail};
+
+    #[test]
+    fn an_envelope_that_does_not_fit_leaves_no_garbage_behind() {
+        let header = SegmentHeader {
+            shard: 0,
+            segment_id: 1,
+            segment_size: 4096,
+            created_ms: 0,
+            nonce: 9,
+            first_seq: 0,
+        };
+        let mut buf = vec![0u8; 4096];
+        let mut cur = SegmentCursor::start(&mut buf, &header);
+        let env = Envelope {
+            msg_id: 1,
+            reverse_path: vec![b's'; 300],
+            recipients: (0..20)
+                .map(|i| Recipient::new(format!("r{i}@example.test").as_bytes(), 0, b""))
+                .collect(),
+            ..Envelope::default()
+        };
+        let mut seq = 0;
+        while cur.append_envelope(&mut buf, seq + 1, &env).is_some() {
+            seq += 1;
+        }
+        assert!(seq > 0, "at least one envelope fits");
+        // The one that did not fit wrote nothing a scan could trip over.
+        assert!(buf[cur.pos..].iter().all(|&b| b == 0));
+        let scan = scan_segment(&buf, 0);
+        assert_eq!(scan.tail, Tail::Clean);
+        assert_eq!(scan.records.len(), seq as usize);
     }
 }
