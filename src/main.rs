@@ -205,13 +205,15 @@ fn passwd(user: &str, file: Option<&Path>) -> ExitCode {
 }
 
 /// Logs to stderr, filtered by PETREL_LOG (default info); systemd's journal
-/// adds its own timestamps, but a terminal needs them, so they stay.
+/// adds its own timestamps, but a terminal needs them, so they stay. Colours
+/// only on a terminal: a journal or a log file gets plain text.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PETREL_LOG");
     let bad_filter = std::env::var_os("PETREL_LOG").is_some() && filter.is_err();
     tracing_subscriber::fmt()
         .with_env_filter(filter.unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")))
         .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
         .init();
     if bad_filter {
         tracing::warn!("PETREL_LOG is not a valid filter; logging at info");
