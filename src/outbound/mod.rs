@@ -10,11 +10,14 @@
 //! destination (`slots`) taken once per connection.
 //!
 //! Pieces: `destination` (routes and MX hosts), `connection` (the I/O
-//! driver of the sans-IO `smtp::client`), `status` (batched status
-//! records), `notice` (delivery status notifications), `slots`, `tls`.
+//! driver of the sans-IO `smtp::client`), `message` (a message in flight,
+//! copied out of the mapping), `outcome` (what each verdict does),
+//! `status` (batched status records), `notice` (delivery status
+//! notifications), `slots` (process-wide connection counts), `signal`
+//! (wake-ups for new work), `tls`.
 //! Must never: lose a recipient (every job taken from the scheduler ends
-//! as delivered, failed or deferred), bounce to the null sender, or send a
-//! message on before its envelope is durable.
+//! as delivered, failed or deferred, or goes back to its queue), bounce to
+//! the null sender, or send a message on before its envelope is durable.
 
 mod connection;
 pub mod destination;
