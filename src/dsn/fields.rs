@@ -59,9 +59,12 @@ pub(super) fn write_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
     let mut col = name.len() + 2;
-    for (i, word) in value.split(|&b| b == b' ').enumerate() {
+    // Empty words (a leading, trailing or doubled space) are dropped: a
+    // space written after a word that filled the line would pass MAX_LINE.
+    let words = value.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    for (i, word) in words.enumerate() {
         if i > 0 {
-            if !word.is_empty() && col > 1 && col + 1 + word.len() > SOFT_LINE {
+            if col > 1 && col + 1 + word.len() > SOFT_LINE {
                 out.extend_from_slice(b"\r\n ");
                 col = 1;
             } else {

@@ -781,3 +781,16 @@ proptest! {
             .any(|w| w == summary.boundary.as_bytes()));
     }
 }
+
+#[test]
+fn a_trailing_space_after_a_full_line_does_not_overflow_it() {
+    // A remote host name that ends in a space, after a word that fills a
+    // folded line exactly: the space once made a line of 999 octets.
+    let mut value = b"dns; Received: ".to_vec();
+    value.extend(std::iter::repeat_n(b'y', 997));
+    value.push(b' ');
+    let mut out = Vec::new();
+    super::fields::write_field(&mut out, "Remote-MTA", &value);
+    check_lines(&out);
+    assert!(!out.windows(3).any(|w| w == b" \r\n"), "no trailing space");
+}
