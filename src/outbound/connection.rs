@@ -82,9 +82,9 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
         Err(NoRoute::Permanent { status, reason }) => {
             tracing::info!(destination = %key.destination, %reason, "bouncing the destination's queue");
             let reply = ServerReply::local(550, status.parts(), &reason);
-            ob.fail_job(job, &reply, None);
+            ob.fail_job(&job, &reply, None);
             while let Some(job) = ob.take_job(key, 0) {
-                ob.fail_job(job, &reply, None);
+                ob.fail_job(&job, &reply, None);
             }
             return true;
         }

@@ -86,9 +86,9 @@ impl Current {
             .any(|r| r.2 & spool_format::envelope::notify::SUCCESS != 0)
     }
 
-    /// Envelope indices of the transaction's recipients, in order.
-    pub fn rcpt_indices(&self) -> impl Iterator<Item = u32> + '_ {
-        self.rcpts.iter().map(|r| r.3)
+    /// The envelope index of the transaction's recipient `i`.
+    pub fn rcpt_index(&self, i: usize) -> Option<u32> {
+        self.rcpts.get(i).map(|r| r.3)
     }
 }
 
@@ -111,22 +111,16 @@ impl Outbound {
             let env = s.envelope(m.segment_id(), m.offset)?;
             cur.reverse = cur.push(&env.reverse_path);
             cur.envid = cur.push(&env.envid);
-            let rcpts = std::mem::take(&mut cur.job.rcpts);
+            // Recipients finished meanwhile (or unknown) leave the job.
+            let mut rcpts = std::mem::take(&mut cur.job.rcpts);
+            rcpts.retain(|&i| (i as usize) < env.recipients.len() && m.pending.contains(i));
             for &i in &rcpts {
-                let Some(r) = env.recipients.get(i as usize) else {
-                    continue;
-                };
-                if !m.pending.contains(i) {
-                    continue;
-                }
+                let r = &env.recipients[i as usize];
                 let addr = cur.push(&r.address);
                 let orcpt = cur.push(&r.orcpt);
                 cur.rcpts.push((addr, orcpt, r.notify, i));
             }
             cur.job.rcpts = rcpts;
-            cur.job
-                .rcpts
-                .retain(|i| cur.rcpts.iter().any(|r| r.3 == *i));
             cur.chunks.extend(env.body.iter().map(|c| ChunkRef {
                 segment: c.segment.to_native(),
                 offset: c.offset.to_native(),

@@ -15,6 +15,17 @@ use crate::daemon::now_ms;
 use crate::schedule::{Job, QueueKey, RetryDecision};
 use crate::smtp::client::{OutcomeKind, RcptOutcome, ServerReply};
 
+/// The same reply for each of `rcpts`.
+fn replies(rcpts: &[u32], reply: &ServerReply) -> Vec<RcptReply> {
+    rcpts
+        .iter()
+        .map(|&rcpt| RcptReply {
+            rcpt,
+            reply: reply.clone(),
+        })
+        .collect()
+}
+
 /// Longest pause of a destination whose hosts all failed.
 const SUSPEND_MAX_MS: u64 = 60_000;
 
@@ -42,14 +53,13 @@ impl Outbound {
         remote: &str,
         remote_dsn: bool,
     ) {
-        let index: Vec<u32> = cur.rcpt_indices().collect();
         let mut delivered = Vec::new();
         let mut failed = Vec::new();
         let mut deferred = Vec::new();
         let mut defer_reply = None;
         let mut delivered_reply = None;
         for o in outcomes {
-            let Some(&rcpt) = index.get(o.index) else {
+            let Some(rcpt) = cur.rcpt_index(o.index) else {
                 continue;
             };
             match o.kind {
@@ -72,13 +82,7 @@ impl Outbound {
             self.sched.borrow_mut().delivered(key);
             tracing::debug!(msg_id, remote, recipients = delivered.len(), "delivered");
             if !remote_dsn && cur.wants_success_notice() {
-                let relayed = delivered
-                    .iter()
-                    .map(|&rcpt| RcptReply {
-                        rcpt,
-                        reply: r.clone(),
-                    })
-                    .collect();
+                let relayed = replies(&delivered, r);
                 self.notify(msg_id, Notice::Relayed, relayed, Some(remote), None);
             }
             self.finish(msg_id, RcptState::Delivered, delivered, r.text.clone());
@@ -88,8 +92,10 @@ impl Outbound {
         }
         if let Some(r) = defer_reply {
             let job = Job {
+                msg_id,
                 rcpts: deferred,
-                ..cur.job.clone()
+                attempts: cur.job.attempts,
+                received_ms: cur.job.received_ms,
             };
             self.defer(key, job, r);
         }
@@ -105,11 +111,10 @@ impl Outbound {
         outcomes: &[RcptOutcome],
         remote: &str,
     ) -> Vec<u32> {
-        let index: Vec<u32> = cur.rcpt_indices().collect();
         let mut failed = Vec::new();
         let mut keep = Vec::new();
         for o in outcomes {
-            let Some(&rcpt) = index.get(o.index) else {
+            let Some(rcpt) = cur.rcpt_index(o.index) else {
                 continue;
             };
             match o.kind {
@@ -129,21 +134,13 @@ impl Outbound {
 
     /// Bounces every recipient of a loaded message and ends its hold.
     pub(super) fn fail_current(&self, cur: &Current, reply: &ServerReply, remote: Option<&str>) {
-        self.fail_job(cur.job.clone(), reply, remote);
+        self.fail_job(&cur.job, reply, remote);
         self.spool.release(cur.job.msg_id);
     }
 
     /// Bounces every recipient of a job with `reply`.
-    pub(super) fn fail_job(&self, job: Job, reply: &ServerReply, remote: Option<&str>) {
-        let failed = job
-            .rcpts
-            .iter()
-            .map(|&rcpt| RcptReply {
-                rcpt,
-                reply: reply.clone(),
-            })
-            .collect();
-        self.bounce(job.msg_id, failed, remote);
+    pub(super) fn fail_job(&self, job: &Job, reply: &ServerReply, remote: Option<&str>) {
+        self.bounce(job.msg_id, replies(&job.rcpts, reply), remote);
     }
 
     /// Defers a job after a temporary failure, or bounces it when it is
@@ -167,14 +164,7 @@ impl Outbound {
                 if self.delay_notice_due(&job, attempts, now) {
                     let until_unix =
                         (job.received_ms.saturating_add(self.retry.max_age_ms) / 1000) as i64;
-                    let delayed = job
-                        .rcpts
-                        .iter()
-                        .map(|&rcpt| RcptReply {
-                            rcpt,
-                            reply: reply.clone(),
-                        })
-                        .collect();
+                    let delayed = replies(&job.rcpts, reply);
                     self.notify(
                         job.msg_id,
                         Notice::Delayed { until_unix },
@@ -193,7 +183,7 @@ impl Outbound {
                     crate::config::duration::format(self.config.delivery.max_age.duration()),
                     String::from_utf8_lossy(&reply.text)
                 );
-                self.fail_job(job, &ServerReply::local(554, (5, 4, 7), &why), None);
+                self.fail_job(&job, &ServerReply::local(554, (5, 4, 7), &why), None);
             }
         }
     }
