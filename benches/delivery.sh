@@ -220,28 +220,13 @@ timed_to_sink() {
 # Writes petrel's config to FILE: spool in SPOOL, everything routed to
 # RELAY, more [delivery] keys in EXTRA.
 write_config() {
-    cat >"$1" <<EOF
-[server]
-shards = 0
-
-[spool]
-path = "$2"
-min_free_space = 0
-
-[[listener]]
-address = "$PETREL_ADDR"
-
-[relay]
-networks = ["127.0.0.0/8"]
-
-[delivery]
+    write_petrel_config "$1" "$2" "[delivery]
 max_connections_per_destination = $SESSIONS
 $4
 
 [[route]]
-domain = "*"
-relay = "$3"
-EOF
+domain = \"*\"
+relay = \"$3\""
 }
 
 # Starts petrel with CONFIG; sets petrel_pid and petrel_log.

@@ -35,3 +35,25 @@ cpu_ticks() {
     set -- $rest
     echo $((${12} + ${13}))
 }
+
+# Writes a petrel config to FILE for PETREL_ADDR, with its spool in SPOOL,
+# relaying from loopback; the rest of the file (from [delivery] on) is
+# TAIL.
+write_petrel_config() {
+    cat >"$1" <<EOF
+[server]
+shards = 0
+
+[spool]
+path = "$2"
+min_free_space = 0
+
+[[listener]]
+address = "$PETREL_ADDR"
+
+[relay]
+networks = ["127.0.0.0/8"]
+
+$3
+EOF
+}

@@ -106,25 +106,6 @@ run_sink() {
     sink_rate=$(awk -v n="$MESSAGES" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
 }
 
-write_config() {
-    cat >"$1" <<EOF
-[server]
-shards = 0
-
-[spool]
-path = "$2"
-min_free_space = 0
-
-[[listener]]
-address = "$PETREL_ADDR"
-
-[relay]
-networks = ["127.0.0.0/8"]
-
-[delivery]
-paused = true
-EOF
-}
 
 # Sets petrel_rate (msg/s), cpu_us (CPU time per message) and rss_mib (peak
 # RSS) for one petrel run, after checking that the spool holds every message.
@@ -132,7 +113,8 @@ run_petrel() {
     local size=$1 mode_flags=$2 case_dir=$work/petrel pid ticks0 ticks1 rss rc queued
     rm -rf "$case_dir"
     mkdir -p "$case_dir"
-    write_config "$case_dir/petrel.toml" "$case_dir/spool"
+    write_petrel_config "$case_dir/petrel.toml" "$case_dir/spool" "[delivery]
+paused = true"
     require_free "$PETREL_ADDR"
     PETREL_LOG=warn "$petrel" run --config "$case_dir/petrel.toml" 2>"$case_dir/petrel.log" &
     pid=$!
