@@ -85,16 +85,10 @@ started_pids=()
 postfix_conf=""
 
 cleanup() {
-    local pid
     if [[ -n $postfix_conf ]]; then
         "$POSTFIX" -c "$postfix_conf" abort >/dev/null 2>&1 || true
     fi
-    for pid in "${started_pids[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null || true
-            wait "$pid" 2>/dev/null || true
-        fi
-    done
+    stop_started
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -103,13 +97,9 @@ trap 'exit 130' INT TERM
 tick_hz=$(getconf CLK_TCK)
 shard_count=$(nproc)
 
-
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
-
-
-
 
 # Busy time of the whole machine (every process, the kernel's threads and
 # interrupts), in clock ticks: the first line of /proc/stat less idle and

@@ -57,3 +57,14 @@ networks = ["127.0.0.0/8"]
 $3
 EOF
 }
+
+# Stops every process in the started_pids array that still runs.
+stop_started() {
+    local pid
+    for pid in "${started_pids[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
+}

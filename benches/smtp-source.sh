@@ -52,13 +52,7 @@ work=$(mktemp -d "$BENCH_DIR/petrel-smtp-bench.XXXXXX")
 started_pids=()
 
 cleanup() {
-    local pid
-    for pid in "${started_pids[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null || true
-            wait "$pid" 2>/dev/null || true
-        fi
-    done
+    stop_started
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -66,10 +60,6 @@ trap 'exit 130' INT TERM
 
 tick_hz=$(getconf CLK_TCK)
 shard_count=$(nproc)
-
-
-
-
 
 peak_rss_kib() {
     awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"
@@ -105,7 +95,6 @@ run_sink() {
     wait "$pid" 2>/dev/null || true
     sink_rate=$(awk -v n="$MESSAGES" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
 }
-
 
 # Sets petrel_rate (msg/s), cpu_us (CPU time per message) and rss_mib (peak
 # RSS) for one petrel run, after checking that the spool holds every message.
