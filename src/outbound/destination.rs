@@ -29,10 +29,13 @@ pub fn destination_of(config: &Config, address: &[u8], out: &mut String) {
     let domain = domain.trim_end_matches('.');
     match config.route_for(domain) {
         Some(route) => {
-            out.push_str(RELAY_PREFIX);
-            out.push_str(&route.relay.host);
-            out.push(':');
-            out.push_str(&route.relay.port.to_string());
+            use std::fmt::Write;
+            // Writing into a String cannot fail.
+            let _ = write!(
+                out,
+                "{RELAY_PREFIX}{}:{}",
+                route.relay.host, route.relay.port
+            );
         }
         None => {
             out.extend(domain.chars().map(|c| c.to_ascii_lowercase()));
