@@ -600,6 +600,43 @@ fn dropped_after_data_end_is_retried_and_delivered_once() {
 }
 
 #[test]
+fn a_connection_lost_mid_transaction_defers_and_bounces_nothing() {
+    // The server holds its reply to MAIL until three messages are queued,
+    // then drops the connection at the end of the first one's data. The
+    // messages queued behind it were never sent: they must wait for the
+    // retry like the one in flight, not be refused on the dead connection.
+    let domain = "midway.test.example";
+    let net = one_mx(domain);
+    let first = Script::accept()
+        .delay(Cmd::Mail, Duration::from_millis(500))
+        .drop_after(Cmd::DataEnd);
+    let mx = net.server(2, first);
+    let bounces = net.bounce_server();
+    let d = net.daemon(1, &net.config(&[("idle_timeout", "\"200ms\"")]));
+    let rcpt = format!("user@{domain}");
+    let mut c = d.connect();
+    c.hello();
+    for _ in 0..3 {
+        send_message(&mut c, &[&rcpt], BODY);
+    }
+    c.cmd("QUIT", "221");
+
+    wait_first_attempt(&mx, &d);
+    mx.set_script(Script::accept());
+    let got = expect_messages(&mx, 3, &d, "messages after the dropped connection");
+    assert!(got.iter().all(|m| m.rcpt_to == [rcpt.clone()]));
+    wait_queue_empty(&d, &net.spool, ARRIVAL);
+    assert_eq!(mx.messages().len(), 3, "each recorded exactly once");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        bounces.messages().is_empty(),
+        "a message bounced after a lost connection: {}",
+        bounces.messages()[0].text()
+    );
+    finish(d);
+}
+
+#[test]
 fn bounce_5_4_7_after_max_age() {
     // The only MX never answers: nothing listens on 127.0.0.2.
     let zone = Zone::new()

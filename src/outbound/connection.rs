@@ -23,7 +23,7 @@ use super::Outbound;
 use crate::daemon::now_ms;
 use crate::schedule::{Job, QueueKey};
 use crate::session::Transport;
-use crate::smtp::client::{Client, Event, ServerReply};
+use crate::smtp::client::{Client, Event, Misuse, ServerReply};
 
 /// How long a connection task waits between tries for a process-wide slot.
 const SLOT_WAIT: Duration = Duration::from_millis(20);
@@ -183,6 +183,11 @@ struct Conn<'a> {
     end: usize,
     /// The message whose transaction is on the wire (or next to start).
     cur: Option<Box<Current>>,
+    /// The message whose commands went out behind `cur`'s body.
+    next: Option<Box<Current>>,
+    /// A message loaded to go behind `cur` that the client would not
+    /// pipeline: it starts after `cur`'s verdict.
+    held: Option<Box<Current>>,
     /// A job handed over from a failed host, not yet loaded.
     first: Option<Job>,
     /// Messages settled on this destination by this task (the per
@@ -225,6 +230,8 @@ impl<'a> Conn<'a> {
             start: 0,
             end: 0,
             cur: None,
+            next: None,
+            held: None,
             first,
             sent,
             spare: None,
@@ -298,36 +305,63 @@ impl<'a> Conn<'a> {
         End::TryNext(ServerReply::local(451, (4, 7, 10), &reason))
     }
 
-    /// The job this connection holds and did not settle, if any.
+    /// The job this connection holds and did not settle, if any. A
+    /// pipelined message still waiting goes back to the queue.
     fn job_in_hand(&mut self) -> Option<Job> {
-        if let Some(j) = self.first.take() {
-            return Some(j);
+        if let Some(next) = self.next.take() {
+            self.give_back(next);
         }
-        let cur = self.cur.take()?;
-        self.ob.spool.release(cur.job.msg_id);
-        Some(cur.job)
+        let mut loaded = [self.cur.take(), self.held.take()].into_iter().flatten();
+        let keep = match self.first.take() {
+            Some(j) => Some(j),
+            None => loaded.next().map(|c| {
+                self.ob.spool.release(c.job.msg_id);
+                c.job
+            }),
+        };
+        for c in loaded {
+            self.give_back(c);
+        }
+        keep
+    }
+
+    /// Returns a loaded message that was never attempted to the queue, for
+    /// the next connection to take (no attempt is counted).
+    fn give_back(&mut self, c: Box<Current>) {
+        self.ob.spool.release(c.job.msg_id);
+        self.ob
+            .sched
+            .borrow_mut()
+            .enqueue(self.key.clone(), c.job.clone());
+        self.ob.work.notify();
+        self.spare = Some(c);
     }
 
     /// Loads the next message and starts its transaction.
     async fn next_transaction(&mut self) -> NextTx {
         loop {
-            let job = match self.first.take() {
-                Some(j) => j,
-                None => match self.next_job().await {
-                    Some(j) => j,
-                    None => return NextTx::Nothing,
-                },
-            };
-            if std::mem::take(&mut self.idled) && self.fd.is_some_and(peer_is_closing) {
-                tracing::debug!(host = %self.hop.name, addr = %self.addr,
-                    "connection closed by the server while idle; reconnecting");
-                self.first = Some(job);
-                return NextTx::Stale;
-            }
-            let spare = self.spare.take();
-            let cur = match self.ob.load(job, spare) {
-                Loaded::Ready(c) => c,
-                Loaded::Nothing => continue,
+            let cur = match self.held.take() {
+                Some(c) => c,
+                None => {
+                    let job = match self.first.take() {
+                        Some(j) => j,
+                        None => match self.next_job().await {
+                            Some(j) => j,
+                            None => return NextTx::Nothing,
+                        },
+                    };
+                    if std::mem::take(&mut self.idled) && self.fd.is_some_and(peer_is_closing) {
+                        tracing::debug!(host = %self.hop.name, addr = %self.addr,
+                            "connection closed by the server while idle; reconnecting");
+                        self.first = Some(job);
+                        return NextTx::Stale;
+                    }
+                    let spare = self.spare.take();
+                    match self.ob.load(job, spare) {
+                        Loaded::Ready(c) => c,
+                        Loaded::Nothing => continue,
+                    }
+                }
             };
             let started = {
                 let mut rcpts = Vec::with_capacity(cur.job.rcpts.len());
@@ -339,15 +373,50 @@ impl<'a> Conn<'a> {
                     self.cur = Some(cur);
                     return NextTx::Started;
                 }
-                Err(e) => {
-                    // An envelope that cannot be written as commands can
-                    // never be sent: bounce it rather than loop on it.
-                    let why = format!("envelope cannot be sent: {e}");
-                    let reply = ServerReply::local(550, (5, 1, 3), &why);
-                    self.ob.fail_current(&cur, &reply, None);
-                    self.spare = Some(cur);
-                }
+                Err(e) => self.unsendable(cur, e),
             }
+        }
+    }
+
+    /// An envelope that cannot be written as commands can never be sent:
+    /// bounce it rather than loop on it.
+    fn unsendable(&mut self, cur: Box<Current>, e: Misuse) {
+        let why = format!("envelope cannot be sent: {e}");
+        let reply = ServerReply::local(550, (5, 1, 3), &why);
+        self.ob.fail_current(&cur, &reply, None);
+        self.spare = Some(cur);
+    }
+
+    /// Right after a body: when another message is ready, its commands go
+    /// out in the same write as the end of the body, and the server's
+    /// verdict on this message and its replies to them come back together
+    /// (RFC 2920 3.1), saving a round trip per message. The limits of the
+    /// connection count the message in flight.
+    fn pipeline_next(&mut self) {
+        let in_flight = self.sent + 1;
+        if self.ob.stopping.get()
+            || !self.client.can_pipeline()
+            || (self.slot.contested() && in_flight >= FAIR_SHARE)
+        {
+            return;
+        }
+        let Some(job) = self.ob.take_job(self.key, in_flight) else {
+            return;
+        };
+        let spare = self.spare.take();
+        let Loaded::Ready(next) = self.ob.load(job, spare) else {
+            return;
+        };
+        let pipelined = {
+            let mut rcpts = Vec::with_capacity(next.job.rcpts.len());
+            let tx = next.transaction(&mut rcpts);
+            self.client
+                .pipeline_transaction(&tx, now_ms(), &mut self.out)
+        };
+        match pipelined {
+            Ok(true) => self.next = Some(next),
+            Ok(false) => self.held = Some(next),
+            Err(e) => self.unsendable(next, e),
         }
     }
 
@@ -442,8 +511,20 @@ impl<'a> Conn<'a> {
                     }
                     Event::TransactionDone => {
                         self.settle();
-                        if let Some(step) = self.after_ready().await {
-                            return step;
+                        if let Some(next) = self.next.take() {
+                            if !self.client.dropped_pipelined() {
+                                // Its replies and events follow.
+                                self.cur = Some(next);
+                                continue;
+                            }
+                            self.give_back(next);
+                        }
+                        // After a failure the connection is closing: its
+                        // last event follows.
+                        if self.client.is_ready() {
+                            if let Some(step) = self.after_ready().await {
+                                return step;
+                            }
                         }
                     }
                     Event::StartTls => {
@@ -503,6 +584,7 @@ impl<'a> Conn<'a> {
             }
         }
         let _ = self.client.finish_body(now_ms(), &mut self.out);
+        self.pipeline_next();
         true
     }
 

@@ -45,21 +45,26 @@ impl Client {
     }
 
     /// Defers what is in flight with `reason` and ends the connection. The
-    /// next host is worth a try when this one never finished a transaction.
+    /// next host is worth a try when this one never finished a transaction:
+    /// the outcomes then come with `TryNextHost` (no `TransactionDone`),
+    /// so that the I/O layer keeps what is not decided for that host.
+    /// A pipelined transaction still waiting behind the current one is
+    /// dropped without outcomes (see [`Client::dropped_pipelined`]).
     pub(super) fn connection_failed(&mut self, reason: ServerReply) {
         if self.phase == Phase::Closed {
             return;
         }
+        let try_next = !self.completed_any;
         if let Some(tx) = self.tx.take() {
-            self.finish_tx(tx, Some(&reason));
+            self.finish_tx(tx, Some(&reason), try_next, 0);
         }
+        self.dropped_next = self.next.take().is_some();
         self.failure = Some(reason);
-        let event = if self.completed_any {
-            Event::Closed
-        } else {
+        self.close(if try_next {
             Event::TryNextHost
-        };
-        self.close(event);
+        } else {
+            Event::Closed
+        });
     }
 
     /// "after <what we waited for>", for reasons that end up in bounces.

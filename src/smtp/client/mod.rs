@@ -40,6 +40,12 @@
 //!                     sock.write_all(&out).await?; out.clear();
 //!                 }
 //!                 c.finish_body(now_ms(), &mut out)?;
+//!                 // Optional: the next message's commands in the same write.
+//!                 if let Some(m) = peek_next_message() {
+//!                     if c.pipeline_transaction(&m.transaction(), now_ms(), &mut out)? {
+//!                         // Its events follow the current one's TransactionDone.
+//!                     }
+//!                 }
 //!             }
 //!             Event::TryNextHost | Event::Closed => { sock.write_all(&out).await; return; }
 //!         }
@@ -52,6 +58,15 @@
 //!     }
 //! }
 //! ```
+//!
+//! A transaction started with [`Client::pipeline_transaction`] goes on the
+//! wire right behind the current body (RFC 2920 3.1: message content may
+//! open a group) and becomes the current one when the server has answered
+//! the end of data: its `TransactionDone` comes after the first one's, and
+//! `Ready` does not come in between. If the connection fails before that,
+//! the server never saw a complete command of it that it could act on: it
+//! is dropped without outcomes and [`Client::dropped_pipelined`] says so,
+//! for the I/O layer to send it elsewhere.
 //!
 //! After [`Event::StartTls`] the unconsumed plaintext is discarded by the
 //! machine (`handle_input` consumes it all) and must not be kept. During a
@@ -143,7 +158,8 @@ pub enum Event {
     /// DATA got 354: call `encode_body` per chunk, then `finish_body`.
     SendBody,
     /// Every recipient has an outcome: `take_outcomes`, then
-    /// `start_transaction` again or `quit`.
+    /// `start_transaction` again or `quit` (unless a pipelined transaction
+    /// is on its way: then its events follow).
     TransactionDone,
     /// The host failed before any transaction on this connection finished
     /// (bad greeting, 421, EHLO/HELO refused, timeout, connection lost):
@@ -224,6 +240,10 @@ pub struct Client {
     /// in an unknown state).
     broken: bool,
     tx: Option<Tx>,
+    /// Sent behind `tx`'s body; becomes `tx` at its end-of-data reply.
+    next: Option<Tx>,
+    /// The connection failed while `next` waited: it was dropped unanswered.
+    dropped_next: bool,
     /// The server may hold state of an unfinished transaction.
     needs_rset: bool,
     /// A transaction ended on this connection with the server's verdicts.
@@ -233,7 +253,8 @@ pub struct Client {
     scratch: Vec<u8>,
     deadline: Option<u64>,
     events: VecDeque<Event>,
-    outcomes: Vec<RcptOutcome>,
+    /// One entry per `TransactionDone` not yet taken, in order.
+    outcomes: VecDeque<Vec<RcptOutcome>>,
     /// Why the connection ended early (421, bad greeting, timeout, ...).
     failure: Option<ServerReply>,
 }
@@ -252,13 +273,15 @@ impl Client {
             refusal: None,
             broken: false,
             tx: None,
+            next: None,
+            dropped_next: false,
             needs_rset: false,
             completed_any: false,
             encoder: BodyEncoder::new(),
             scratch: Vec::new(),
             deadline,
             events: VecDeque::new(),
-            outcomes: Vec::new(),
+            outcomes: VecDeque::new(),
             failure: None,
         }
     }
@@ -329,9 +352,16 @@ impl Client {
         self.events.pop_front()
     }
 
-    /// Outcomes of the transaction that just ended (after `TransactionDone`).
+    /// Outcomes of the transaction whose `TransactionDone` was polled last
+    /// (empty if there is none).
     pub fn take_outcomes(&mut self) -> Vec<RcptOutcome> {
-        std::mem::take(&mut self.outcomes)
+        self.outcomes.pop_front().unwrap_or_default()
+    }
+
+    /// True once the connection failed with a pipelined transaction not yet
+    /// begun: it got no outcomes and may go out on another connection.
+    pub fn dropped_pipelined(&self) -> bool {
+        self.dropped_next
     }
 
     /// Sends QUIT; `Closed` follows its reply, a timeout or the loss of the

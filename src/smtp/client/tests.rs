@@ -7,6 +7,7 @@ mod bdat;
 mod body;
 mod failures;
 mod pair;
+mod pipelined;
 mod transaction;
 
 use super::*;

@@ -170,9 +170,10 @@ impl Client {
             return Err(Misuse::BadEnvelope);
         }
         if let Some((kind, reply)) = self.precheck(t) {
-            self.outcomes = (0..t.recipients.len())
+            let decided = (0..t.recipients.len())
                 .map(|index| self.outcome(index, kind, reply.clone(), false))
                 .collect();
+            self.outcomes.push_back(decided);
             self.events.push_back(Event::TransactionDone);
             return Ok(());
         }
@@ -180,6 +181,50 @@ impl Client {
         self.phase = Phase::Transaction;
         self.send_more(now_ms, out);
         Ok(())
+    }
+
+    /// Whether [`Client::pipeline_transaction`] could take a transaction now
+    /// (before looking at the transaction itself).
+    pub fn can_pipeline(&self) -> bool {
+        let waiting_for_verdict = self.phase == Phase::Transaction
+            && (self.tx.as_ref()).is_some_and(|tx| tx.body_done && !tx.chunking);
+        waiting_for_verdict
+            && self.ext.pipelining
+            && self.completed_any
+            && self.next.is_none()
+            && !self.broken
+    }
+
+    /// Sends `t`'s commands right behind the body just finished, before
+    /// its end-of-data reply (RFC 2920 3.1). `Ok(false)` when that cannot
+    /// be done now, and nothing was written: the server does not offer
+    /// PIPELINING, the body went as BDAT, one transaction is already
+    /// waiting, no transaction has ended on this connection yet (a failure
+    /// then means trying the next host, with one message in hand), or `t`
+    /// would be decided without the server; call `start_transaction` after
+    /// `TransactionDone` instead.
+    pub fn pipeline_transaction(
+        &mut self,
+        t: &Transaction<'_>,
+        _now_ms: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, Misuse> {
+        if !self.can_pipeline() {
+            return Ok(false);
+        }
+        if !t.is_writable() {
+            return Err(Misuse::BadEnvelope);
+        }
+        if self.precheck(t).is_some() || self.uses_bdat(t) {
+            return Ok(false);
+        }
+        let mut next = self.build_tx(t);
+        for &(_, start, end) in &next.cmds {
+            out.extend_from_slice(next.lines.get(start..end).unwrap_or(&[]));
+        }
+        next.sent = next.cmds.len();
+        self.next = Some(next);
+        Ok(true)
     }
 
     fn precheck(&self, t: &Transaction<'_>) -> Option<(OutcomeKind, ServerReply)> {
@@ -318,7 +363,7 @@ impl Client {
             return;
         }
         if let Some(tx) = self.tx.take_if(|tx| tx.is_over()) {
-            return self.finish_tx(tx, None);
+            return self.finish_tx(tx, None, false, now_ms);
         }
         let bdat_body_due = (self.tx.as_ref())
             .is_some_and(|tx| tx.chunking && !tx.body_started && tx.awaited().is_none());
@@ -330,12 +375,20 @@ impl Client {
 
     /// Turns every recipient into an outcome. `cause` (a connection
     /// failure) defers whoever has no verdict yet; without one the
-    /// transaction ended normally and the connection is ready again.
-    pub(super) fn finish_tx(&mut self, tx: Tx, cause: Option<&ServerReply>) {
+    /// transaction ended normally and the connection is ready again, or
+    /// goes on with the pipelined transaction. `TransactionDone` is queued
+    /// unless `quiet` (the outcomes then wait for `TryNextHost`).
+    pub(super) fn finish_tx(
+        &mut self,
+        tx: Tx,
+        cause: Option<&ServerReply>,
+        quiet: bool,
+        now_ms: u64,
+    ) {
         let unplanned =
             || ServerReply::local(451, (4, 4, 0), "transaction ended without a verdict");
         let unannounced = tx.body_8bit_unannounced;
-        self.outcomes = (tx.rcpts.into_iter().enumerate())
+        let decided = (tx.rcpts.into_iter().enumerate())
             .map(|(index, state)| match state {
                 RcptState::Decided(kind, reply) => self.outcome(index, kind, reply, unannounced),
                 RcptState::Pending | RcptState::Accepted => {
@@ -344,12 +397,29 @@ impl Client {
                 }
             })
             .collect();
-        self.events.push_back(Event::TransactionDone);
-        if cause.is_none() {
-            self.needs_rset = !tx.ended_cleanly;
-            self.completed_any = true;
-            self.phase = Phase::Ready;
-            self.deadline = None;
+        self.outcomes.push_back(decided);
+        if !quiet {
+            self.events.push_back(Event::TransactionDone);
+        }
+        if cause.is_some() {
+            return;
+        }
+        self.needs_rset = !tx.ended_cleanly;
+        self.completed_any = true;
+        match self.next.take() {
+            Some(next) => {
+                // Its commands went out behind the body: their replies
+                // come next.
+                self.deadline = next
+                    .awaited()
+                    .map(|c| now_ms.saturating_add(self.timeout_for(c)));
+                self.tx = Some(next);
+                self.phase = Phase::Transaction;
+            }
+            None => {
+                self.phase = Phase::Ready;
+                self.deadline = None;
+            }
         }
     }
 

@@ -97,10 +97,7 @@ fn each_transaction_phase_has_its_timeout() {
         h.now = 100;
         h.start(&tx(&r));
         h.feed(replies);
-        assert_eq!(
-            expire(&mut h, deadline),
-            [Event::TransactionDone, Event::TryNextHost]
-        );
+        assert_eq!(expire(&mut h, deadline), [Event::TryNextHost]);
         assert_eq!(reason(&mut h), [(Deferred, why.to_string())]);
     }
 }
@@ -117,10 +114,7 @@ fn data_block_and_end_of_data_timeouts() {
     assert_eq!(h.c.encode_body(b"x", 450, &mut h.out), Ok(()));
     assert_eq!(h.sent(), "x");
     let events = expire(&mut h, 510);
-    assert_eq!(
-        events,
-        [Event::SendBody, Event::TransactionDone, Event::TryNextHost]
-    );
+    assert_eq!(events, [Event::SendBody, Event::TryNextHost]);
     let why = "timeout while sending the message body".to_string();
     assert_eq!(reason(&mut h), [(Deferred, why), (Failed, "550 no".into())]);
 
@@ -170,10 +164,7 @@ fn connection_lost_during_body_defers_accepted() {
     h.start(&tx(&r));
     h.feed(b"250 ok\r\n250 ok\r\n550 no\r\n354 go\r\n");
     h.c.connection_lost(0);
-    assert_eq!(
-        h.take_events(),
-        [Event::SendBody, Event::TransactionDone, Event::TryNextHost]
-    );
+    assert_eq!(h.take_events(), [Event::SendBody, Event::TryNextHost]);
     let why = "connection lost while sending the message body".to_string();
     assert_eq!(reason(&mut h), [(Deferred, why), (Failed, "550 no".into())]);
     // Further calls are harmless.
