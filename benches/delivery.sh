@@ -26,6 +26,7 @@
 #   SIZES="1024 102400"     message body sizes (smtp-source -l)
 #   SOURCE_FLAGS=-d         smtp-source mode: -d = one connection per session
 #                           for all its messages; "" = a new one per message
+#   SHARDS=CPUs-1           petrel's shards (see lib.sh; 0 = one per CPU)
 #   QUEUED=1000000          messages queued in queue-down mode
 #   QUEUED_SIZE=1024        their body size
 #   SINK_ADDR=127.0.0.2:2526, PETREL_ADDR=127.0.0.3:2525,
@@ -95,7 +96,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 tick_hz=$(getconf CLK_TCK)
-shard_count=$(nproc)
 
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 

@@ -14,6 +14,7 @@
 # Environment:
 #   MESSAGES=50000        messages per run
 #   SESSIONS=20           parallel smtp-source sessions
+#   SHARDS=CPUs-1         petrel's shards (see lib.sh; 0 = one per CPU)
 #   SINK_ADDR=127.0.0.2:2526, PETREL_ADDR=127.0.0.3:2525
 #   PETREL_BENCH_DIR=target/   where the spool goes (not /tmp: may be tmpfs)
 #   SMTP_SOURCE, SMTP_SINK     paths of the Postfix tools (/usr/sbin/...)
@@ -59,7 +60,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 tick_hz=$(getconf CLK_TCK)
-shard_count=$(nproc)
 
 peak_rss_kib() {
     awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"
