@@ -187,6 +187,22 @@ fn torn_tail_is_cut_and_middle_damage_quarantined() {
         assert_eq!(spool.pending_recipients(ids[3]), Some(vec![0]));
         spool.close();
     });
+    // The damage is still there at the next starts, later in time and with
+    // more appended behind it: reported again, but not copied again.
+    for (start, now) in [(1u8, 1_700_000_100_000u64), (2, 1_700_000_200_000)] {
+        let d = tmp.path().to_path_buf();
+        shard_support::on_shard(move || async move {
+            let (spool, report, _lock) = open_shard(opts(&d), now).expect("open spool");
+            assert_eq!(report.damaged_regions, 1, "start {start}");
+            assert_eq!(report.quarantined.len(), 1, "start {start}");
+            put(&spool, 100 + start as usize, 500, 1).await;
+            spool.close();
+        });
+    }
+    let copies = std::fs::read_dir(tmp.path().join("shard-0/quarantine"))
+        .expect("quarantine dir")
+        .count();
+    assert_eq!(copies, 1, "the same damage was copied aside twice");
 }
 
 #[test]

@@ -61,7 +61,18 @@ pub fn list_segments(dir: &Path) -> Result<BTreeMap<u64, PathBuf>, SpoolError> {
     Ok(out)
 }
 
-fn quarantine(dir: &Path, seg: &Segment, now_ms: u64) -> Result<PathBuf, SpoolError> {
+/// Copies a damaged segment aside into `quarantine/`, named after the
+/// segment and the CRC32C of its bytes up to the end of the damage, which
+/// later appends and tail cuts never change: the same damage found again
+/// at the next start is not copied again (the damaged segment stays in
+/// place, with its valid records still in use). Only the written part is
+/// copied; the copy keeps the segment's size (the rest is a hole).
+/// Returns the copy's path and whether it was made now.
+fn quarantine(
+    dir: &Path,
+    seg: &Segment,
+    scan: &SegmentScan,
+) -> Result<(PathBuf, bool), SpoolError> {
     let qdir = dir.join("quarantine");
     std::fs::create_dir_all(&qdir).map_err(io_err(&qdir, "creating quarantine"))?;
     let name = seg
@@ -69,9 +80,26 @@ fn quarantine(dir: &Path, seg: &Segment, now_ms: u64) -> Result<PathBuf, SpoolEr
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let dst = qdir.join(format!("{name}.{}", now_ms));
-    std::fs::write(&dst, &seg.map[..]).map_err(io_err(&dst, "copying damaged segment aside"))?;
-    Ok(dst)
+    let written = &seg.map[..seg.data_len()];
+    let damage_end = (scan.damage.iter().map(|d| (d.offset + d.len) as usize))
+        .max()
+        .unwrap_or(spool_format::SEGMENT_HEADER_LEN)
+        .min(written.len());
+    let id = crc32c::crc32c(&written[..damage_end]);
+    let dst = qdir.join(format!("{name}.{id:08x}"));
+    if dst.exists() {
+        return Ok((dst, false));
+    }
+    let tmp = qdir.join(format!("{name}.partial"));
+    let copy = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, written)?;
+        f.set_len(seg.map.len() as u64)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &dst)
+    };
+    copy().map_err(io_err(&dst, "copying damaged segment aside"))?;
+    Ok((dst, true))
 }
 
 /// Cuts a torn tail back: zeroes what follows the last valid record so a
@@ -125,9 +153,14 @@ pub fn open_shard(
         let scan = scan_segment(&seg.map[..seg.data_len()], last_seq);
         last_seq = scan.last_seq;
         if scan.is_damaged() {
-            let q = quarantine(&opts.dir, &seg, now_ms)?;
+            let (q, new) = quarantine(&opts.dir, &seg, &scan)?;
+            let copied = if new {
+                "segment copied aside"
+            } else {
+                "copied aside at an earlier start"
+            };
             tracing::error!(segment = %path.display(), copy = %q.display(), regions = scan.damage.len(),
-                header_ok = scan.header.is_some(), "spool damage before the tail; segment copied aside, valid records kept");
+                header_ok = scan.header.is_some(), "spool damage before the tail; {copied}, valid records kept");
             report.quarantined.push(q);
             report.damaged_regions += scan.damage.len().max(1);
         }
