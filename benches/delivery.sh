@@ -24,6 +24,7 @@
 #   SESSIONS=20             parallel smtp-source sessions, and the
 #                           connections per destination of petrel and Postfix
 #   SIZES="1024 102400"     message body sizes (smtp-source -l)
+#   ROUNDS=3                direct and petrel runs per size (medians); Postfix runs once
 #   SOURCE_FLAGS=-d         smtp-source mode: -d = one connection per session
 #                           for all its messages; "" = a new one per message
 #   SHARDS=CPUs-1           petrel's shards (see lib.sh; 0 = one per CPU)
@@ -44,6 +45,7 @@ source "$repo/benches/lib.sh"
 
 MODE=${1:-throughput}
 MESSAGES=${MESSAGES:-50000}
+ROUNDS=${ROUNDS:-3}
 SESSIONS=${SESSIONS:-20}
 SIZES=${SIZES:-1024 102400}
 SOURCE_FLAGS=${SOURCE_FLAGS--d}
@@ -391,20 +393,25 @@ throughput() {
         "smtp-source flags '$SOURCE_FLAGS', $shard_count shards, $(nproc) CPUs," \
         "spool under $BENCH_DIR"
     echo "smtp-sink on $SINK_ADDR, petrel on $PETREL_ADDR, Postfix on $POSTFIX_ADDR"
-    local rows=() size label ratio pf_rate pf_ratio
+    local rows=() size label ratio pf_rate pf_ratio round directs petrels cpus rsss
     for size in $SIZES; do
         label="$((size / 1024)) KiB"
-        echo "case: $label"
-        start_sink
-        timed_to_sink "$SINK_ADDR" "$size" "direct"
-        stop_sink
-        direct_rate=$timed_rate
-        echo "  direct: $direct_rate msg/s (host CPU $timed_host_us us/msg)"
-        run_petrel "$size"
-        petrel_rate=$timed_rate
-        echo "  petrel: $petrel_rate msg/s end to end, accepted at $timed_accept_rate msg/s;" \
-            "$cpu_us us CPU/msg; peak RSS $rss_mib MiB, anon $anon_mib MiB;" \
-            "host CPU $timed_host_us us/msg"
+        directs=() petrels=() cpus=() rsss=()
+        for ((round = 1; round <= ROUNDS; round++)); do
+            echo "case: $label, round $round of $ROUNDS"
+            start_sink
+            timed_to_sink "$SINK_ADDR" "$size" "direct"
+            stop_sink
+            directs+=("$timed_rate")
+            echo "  direct: $timed_rate msg/s (host CPU $timed_host_us us/msg)"
+            run_petrel "$size"
+            petrels+=("$timed_rate") cpus+=("$cpu_us") rsss+=("$rss_mib")
+            echo "  petrel: $timed_rate msg/s end to end, accepted at $timed_accept_rate msg/s;" \
+                "$cpu_us us CPU/msg; peak RSS $rss_mib MiB, anon $anon_mib MiB;" \
+                "host CPU $timed_host_us us/msg"
+        done
+        direct_rate=$(median "${directs[@]}")
+        petrel_rate=$(median "${petrels[@]}")
         ratio=$(awk -v p="$petrel_rate" -v s="$direct_rate" 'BEGIN { printf "%.2f", p / s }')
         run_postfix "$size"
         if [[ -n $postfix_skip ]]; then
@@ -416,12 +423,14 @@ throughput() {
             pf_rate=$timed_rate
             pf_ratio=$(awk -v p="$petrel_rate" -v s="$timed_rate" 'BEGIN { printf "%.1f", p / s }')
         fi
-        rows+=("$(printf '%-8s %12s %12s %8s %13s %8s %11s %9s' "$label" "$direct_rate" \
-            "$petrel_rate" "$ratio" "$pf_rate" "$pf_ratio" "$cpu_us" "$rss_mib")")
+        rows+=("$(printf '%-8s %12s %12s %8s %13s %13s %8s %11s %9s' "$label" "$direct_rate" \
+            "$petrel_rate" "$ratio" "$(range "${petrels[@]}")" "$pf_rate" "$pf_ratio" \
+            "$(median "${cpus[@]}")" "$(maximum "${rsss[@]}")")")
     done
     echo
-    printf '%-8s %12s %12s %8s %13s %8s %11s %9s\n' case "direct msg/s" "petrel msg/s" \
-        "/direct" "Postfix msg/s" "/Postfix" "CPU us/msg" "RSS MiB"
+    echo "direct and petrel: medians of $ROUNDS rounds (petrel range: slowest-fastest); Postfix: one run"
+    printf '%-8s %12s %12s %8s %13s %13s %8s %11s %9s\n' case "direct msg/s" "petrel msg/s" \
+        "/direct" "petrel range" "Postfix msg/s" "/Postfix" "CPU us/msg" "RSS MiB"
     printf '%s\n' "${rows[@]}"
     echo "targets: petrel/direct >= 0.40 and petrel/Postfix >= 8 for 1 KiB"
 }

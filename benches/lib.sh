@@ -3,6 +3,11 @@
 
 now() { date +%s.%N; }
 
+# The median, the "slowest-fastest" range and the maximum of numbers.
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+range() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "-" hi }'; }
+maximum() { printf '%s\n' "$@" | sort -g | tail -n 1; }
+
 # petrel's shard count in the SMTP benchmarks: one CPU fewer than the
 # machine has (at least 1), because smtp-source and smtp-sink run on the
 # same machine and each needs a CPU as much as petrel does; with a shard

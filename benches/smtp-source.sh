@@ -14,6 +14,8 @@
 # Environment:
 #   MESSAGES=50000        messages per run
 #   SESSIONS=20           parallel smtp-source sessions
+#   SIZES="1024 102400"   message body sizes (smtp-source -l)
+#   ROUNDS=3              runs of each case against each server (medians)
 #   SHARDS=CPUs-1         petrel's shards (see lib.sh; 0 = one per CPU)
 #   SINK_ADDR=127.0.0.2:2526, PETREL_ADDR=127.0.0.3:2525
 #   PETREL_BENCH_DIR=target/   where the spool goes (not /tmp: may be tmpfs)
@@ -27,6 +29,8 @@ repo=$PWD
 source "$repo/benches/lib.sh"
 
 MESSAGES=${MESSAGES:-50000}
+SIZES=${SIZES:-1024 102400}
+ROUNDS=${ROUNDS:-3}
 SESSIONS=${SESSIONS:-20}
 SINK_ADDR=${SINK_ADDR:-127.0.0.2:2526}
 PETREL_ADDR=${PETREL_ADDR:-127.0.0.3:2525}
@@ -135,22 +139,31 @@ echo "petrel receive benchmark: $MESSAGES messages per run, $SESSIONS sessions,"
 echo "smtp-sink on $SINK_ADDR, petrel on $PETREL_ADDR; Postfix as a durable MTA is not measured"
 
 rows=()
-for size in 1024 102400; do
+for size in $SIZES; do
     for mode in new reuse; do
         mode_flags=""
         [[ $mode == reuse ]] && mode_flags="-d"
         label="$((size / 1024)) KiB, $mode conn"
-        echo "case: $label"
-        run_sink "$size" "$mode_flags"
-        echo "  smtp-sink: $sink_rate msg/s"
-        run_petrel "$size" "$mode_flags"
-        echo "  petrel: $petrel_rate msg/s, $cpu_us us CPU/msg, peak RSS $rss_mib MiB"
-        ratio=$(awk -v p="$petrel_rate" -v s="$sink_rate" 'BEGIN { printf "%.2f", p / s }')
-        rows+=("$(printf '%-22s %12s %12s %8s %12s %14s' "$label" "$sink_rate" \
-            "$petrel_rate" "$ratio" "$cpu_us" "$rss_mib")")
+        sinks=() petrels=() cpus=() rsss=()
+        for ((round = 1; round <= ROUNDS; round++)); do
+            echo "case: $label, round $round of $ROUNDS"
+            run_sink "$size" "$mode_flags"
+            echo "  smtp-sink: $sink_rate msg/s"
+            run_petrel "$size" "$mode_flags"
+            echo "  petrel: $petrel_rate msg/s, $cpu_us us CPU/msg, peak RSS $rss_mib MiB"
+            sinks+=("$sink_rate") petrels+=("$petrel_rate") cpus+=("$cpu_us") rsss+=("$rss_mib")
+        done
+        sink_med=$(median "${sinks[@]}")
+        petrel_med=$(median "${petrels[@]}")
+        ratio=$(awk -v p="$petrel_med" -v s="$sink_med" 'BEGIN { printf "%.2f", p / s }')
+        rows+=("$(printf '%-22s %12s %12s %8s %15s %12s %14s' "$label" "$sink_med" \
+            "$petrel_med" "$ratio" "$(range "${petrels[@]}")" "$(median "${cpus[@]}")" \
+            "$(maximum "${rsss[@]}")")")
     done
 done
 
 echo
-printf '%-22s %12s %12s %8s %12s %14s\n' case "sink msg/s" "petrel msg/s" ratio "CPU us/msg" "peak RSS MiB"
+echo "medians of $ROUNDS rounds (petrel range: slowest-fastest round)"
+printf '%-22s %12s %12s %8s %15s %12s %14s\n' case "sink msg/s" "petrel msg/s" ratio \
+    "petrel range" "CPU us/msg" "peak RSS MiB"
 printf '%s\n' "${rows[@]}"

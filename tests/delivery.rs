@@ -415,6 +415,44 @@ fn mx_backup_takes_over_when_the_primary_is_down() {
 }
 
 #[test]
+fn mx_backup_takes_over_when_the_primary_drops_mid_transaction() {
+    // The primary refuses one recipient for good, then drops the
+    // connection at the end of the data: that recipient bounces with the
+    // primary's reply, and the other goes on to the backup MX at once
+    // rather than waiting for a retry.
+    let domain = "halfway.test.example";
+    let net = primary_and_backup(domain, false);
+    let primary = net.server(
+        2,
+        Script::accept()
+            .reject_rcpt("gone@", "550 5.1.1 no such user here")
+            .drop_after(Cmd::DataEnd),
+    );
+    let backup = net.server(3, Script::accept());
+    let bounces = net.bounce_server();
+    let d = net.daemon(1, &net.config(&[]));
+    let ok = format!("user@{domain}");
+    let gone = format!("gone@{domain}");
+    send_one(&d, &[&ok, &gone]);
+
+    let got = expect_messages(&backup, 1, &d, "backup MX");
+    assert_eq!(got[0].rcpt_to, [ok]);
+    let b = bounces.wait_for_messages(1, ARRIVAL);
+    assert_eq!(
+        b.len(),
+        1,
+        "no bounce for the refused recipient: {}",
+        d.stderr()
+    );
+    let text = check_bounce(&b[0], &gone, "5.1.1");
+    assert!(text.contains("no such user here"), "{text}");
+    wait_queue_empty(&d, &net.spool, ARRIVAL);
+    assert!(primary.connections() >= 1 && primary.messages().is_empty());
+    assert_eq!(backup.messages().len(), 1, "delivered more than once");
+    finish(d);
+}
+
+#[test]
 fn implicit_mx_is_the_domains_address() {
     let zone = Zone::new().a("implicit.test.example", "127.0.0.2");
     let net = Net::new(zone, &[2]);
