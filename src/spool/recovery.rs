@@ -231,7 +231,12 @@ fn resume_state(
             .then(|| SegmentCursor::resume(header, scan.end, size))
     });
     let cursor = match resume {
-        Some(c) => c,
+        Some(c) => {
+            if let Some(seg) = segments.get(&c.segment_id) {
+                seg.prepare_for_appends();
+            }
+            c
+        }
         None => {
             let id = segments.keys().next_back().map_or(1, |id| id + 1);
             let header = spool_format::SegmentHeader {

@@ -135,13 +135,29 @@ impl Segment {
             return Err(e);
         }
         let map = map(&file, &path)?;
-        Ok(Segment {
+        let seg = Segment {
             id: header.segment_id,
             nonce: header.nonce,
             path,
             file,
             map,
-        })
+        };
+        seg.prepare_for_appends();
+        Ok(seg)
+    }
+
+    /// Turns off read-ahead on the mapping of the segment being appended
+    /// to (`MADV_RANDOM`). With read-ahead, the write faults of a sequential
+    /// append pull in ever larger folios (the zeros of the preallocated
+    /// space), and every group commit then writes whole large folios back
+    /// for a few new kilobytes: measured on ext4, fdatasync after 13 KB of
+    /// appends grew from 0.3 ms to about 3.5 ms once some 30 MB had been
+    /// appended, while it stays at 0.35 ms with read-ahead off. Only a
+    /// hint: if it fails, appends are as correct, only slower.
+    pub fn prepare_for_appends(&self) {
+        if let Err(e) = self.map.advise(memmap2::Advice::Random) {
+            tracing::warn!(segment = %self.path.display(), error = %e, "madvise(MADV_RANDOM) failed");
+        }
     }
 
     /// Maps an existing segment read-write (recovery, then appends).
