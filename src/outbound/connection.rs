@@ -341,6 +341,11 @@ impl<'a> Conn<'a> {
     async fn next_transaction(&mut self) -> NextTx {
         loop {
             let cur = match self.held.take() {
+                // Stopping: it stays in hand and goes back to the queue.
+                Some(c) if self.ob.stopping.get() => {
+                    self.held = Some(c);
+                    return NextTx::Nothing;
+                }
                 Some(c) => c,
                 None => {
                     let job = match self.first.take() {
