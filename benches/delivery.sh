@@ -73,12 +73,7 @@ throughput | queue-down) ;;
 *) die "unknown mode '$MODE': throughput or queue-down" ;;
 esac
 
-for tool in "$SMTP_SOURCE" "$SMTP_SINK"; do
-    [[ -x $tool ]] || die "$tool not found: install Postfix (apt-get install postfix)"
-done
-
-cargo build --release --manifest-path "$repo/Cargo.toml" --bin petrel
-petrel=$repo/target/release/petrel
+build_petrel_and_check_tools
 
 mkdir -p "$BENCH_DIR"
 work=$(mktemp -d "$BENCH_DIR/petrel-delivery-bench.XXXXXX")

@@ -53,6 +53,18 @@ cpu_ticks() {
     echo $((${12} + ${13}))
 }
 
+# Checks that Postfix's smtp-source and smtp-sink ($SMTP_SOURCE,
+# $SMTP_SINK) are there, builds petrel in release mode from $repo and sets
+# petrel to its binary.
+build_petrel_and_check_tools() {
+    local tool
+    for tool in "$SMTP_SOURCE" "$SMTP_SINK"; do
+        [[ -x $tool ]] || die "$tool not found: install Postfix (apt-get install postfix)"
+    done
+    cargo build --release --manifest-path "$repo/Cargo.toml" --bin petrel
+    petrel=$repo/target/release/petrel
+}
+
 # Writes a petrel config to FILE for PETREL_ADDR, with its spool in SPOOL,
 # relaying from loopback; the rest of the file (from [delivery] on) is
 # TAIL.

@@ -45,12 +45,7 @@ die() {
     exit 1
 }
 
-for tool in "$SMTP_SOURCE" "$SMTP_SINK"; do
-    [[ -x $tool ]] || die "$tool not found: install Postfix (apt-get install postfix)"
-done
-
-cargo build --release --manifest-path "$repo/Cargo.toml" --bin petrel
-petrel=$repo/target/release/petrel
+build_petrel_and_check_tools
 
 mkdir -p "$BENCH_DIR"
 work=$(mktemp -d "$BENCH_DIR/petrel-smtp-bench.XXXXXX")
