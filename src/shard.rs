@@ -322,7 +322,7 @@ async fn shutdown(
         }
     };
     futures_lite::future::zip(delivery, sessions).await;
-    spool.close();
+    spool.shutdown().await;
     tracing::info!(shard, "shard stopped");
 }
 

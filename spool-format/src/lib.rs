@@ -21,7 +21,7 @@ pub use header::{RecordHeader, RecordKind, SegmentHeader};
 pub use recover::{Applied, PendingSet, QueueIndex, QueuedMessage, RecoveredSegment};
 pub use scan::{scan_segment, Damage, ScannedRecord, SegmentScan, Tail};
 pub use status::{RcptState, StatusRecord};
-pub use writer::SegmentCursor;
+pub use writer::{ExternalRecord, SegmentCursor};
 
 /// Records start on this boundary so archived envelopes can be read in place.
 pub const ALIGN: usize = 16;

@@ -7,6 +7,14 @@ use crate::header::{seal_record, RecordKind, SegmentHeader};
 use crate::status::{RcptState, StatusRecord};
 use crate::{record_span, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 
+/// The framing of a record written by the caller: its header, then the
+/// payload, then `padding` zero bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct ExternalRecord {
+    pub header: [u8; RECORD_HEADER_LEN],
+    pub padding: usize,
+}
+
 /// Write position inside one segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentCursor {
@@ -85,6 +93,38 @@ impl SegmentCursor {
         assert!(n <= max_payload, "payload writer overran its reservation");
         self.pos += seal_record(area, kind, seq, n, self.nonce);
         Some(at as u32)
+    }
+
+    /// Reserves room for a record whose bytes the caller writes itself
+    /// (through `pwrite`, say, instead of the mapping): moves the position
+    /// past it and returns its offset with the whole record image except the
+    /// payload — the sealed header and the zero padding after the payload.
+    /// `None` if `payload` does not fit.
+    pub fn reserve_external(
+        &mut self,
+        kind: RecordKind,
+        seq: u64,
+        payload: &[u8],
+    ) -> Option<(u32, ExternalRecord)> {
+        let span = record_span(payload.len());
+        if self.pos + span > self.size {
+            return None;
+        }
+        let header = crate::header::RecordHeader {
+            kind,
+            payload_len: payload.len() as u32,
+            payload_crc: crc32c::crc32c(payload),
+            seq,
+        };
+        let at = self.pos;
+        self.pos += span;
+        Some((
+            at as u32,
+            ExternalRecord {
+                header: header.encode(self.nonce),
+                padding: span - RECORD_HEADER_LEN - payload.len(),
+            },
+        ))
     }
 
     /// Appends a body chunk.

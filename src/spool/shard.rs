@@ -3,8 +3,10 @@
 //!
 //! Bodies are written in place: the receive path hands a closure that fills
 //! the record's payload area of the mapping directly (one copy, unstuffing on
-//! the way). Only the envelope record commits a message, and it resolves only
-//! once durable.
+//! the way). A body that is already whole in memory (`append_chunk`) goes to
+//! the file with `pwritev` when it is large, which fills the same page cache
+//! without a page fault per page. Only the envelope record commits a
+//! message, and it resolves only once durable.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -19,6 +21,11 @@ use spool_format::{QueueIndex, RcptState, SegmentCursor, SegmentHeader};
 use super::commit::{GroupCommit, Ticket};
 use super::segment::Segment;
 use super::SpoolError;
+
+/// Chunks at least this large are written with `pwritev` rather than
+/// copied through the mapping: past a few pages, faulting in (and zeroing)
+/// each preallocated page costs more than the system call.
+const WRITE_THROUGH_MIN: usize = 8192;
 
 /// What a shard's spool is told at start-up.
 #[derive(Debug, Clone)]
@@ -50,6 +57,8 @@ pub(crate) struct Inner {
     pub opts: SpoolOptions,
     pub commit: GroupCommit,
     pub state: RefCell<State>,
+    /// The sync task, awaited by [`ShardSpool::shutdown`].
+    sync_task: RefCell<Option<glommio::task::JoinHandle<()>>>,
 }
 
 /// Keeps the segments a message is being written into from being reclaimed
@@ -151,10 +160,12 @@ impl ShardSpool {
                 opts,
                 commit: GroupCommit::default(),
                 state: RefCell::new(state),
+                sync_task: RefCell::new(None),
             }),
         };
         let inner = spool.inner.clone();
-        glommio::spawn_local(sync_loop(inner)).detach();
+        let task = glommio::spawn_local(sync_loop(inner)).detach();
+        *spool.inner.sync_task.borrow_mut() = Some(task);
         spool
     }
 
@@ -246,11 +257,50 @@ impl ShardSpool {
     /// Appends a whole chunk from a slice (not empty: an empty body simply
     /// has no chunks, and a chunk reference must name a real record).
     pub fn append_chunk(&self, data: &[u8]) -> Result<ChunkRef, SpoolError> {
+        if data.len() >= WRITE_THROUGH_MIN {
+            return self.write_chunk(data);
+        }
         let c = self.append_chunk_with(data.len(), |dst| {
             dst[..data.len()].copy_from_slice(data);
             data.len()
         })?;
         c.ok_or(SpoolError::EmptyChunk)
+    }
+
+    /// [`Self::append_chunk`] for large chunks: `pwritev` instead of a
+    /// copy through the mapping (see [`Segment::write_record`]).
+    fn write_chunk(&self, data: &[u8]) -> Result<ChunkRef, SpoolError> {
+        if self.refuses_appends() {
+            return Err(SpoolError::SyncFailed);
+        }
+        if data.len() > self.max_chunk() {
+            return Err(SpoolError::TooLarge);
+        }
+        let mut st = self.inner.state.borrow_mut();
+        let seq = st.next_seq();
+        let (segment, offset, rec) = st.append(&self.inner.opts, |cur, _| {
+            let (off, rec) = cur.reserve_external(spool_format::RecordKind::Chunk, seq, data)?;
+            Some((cur.segment_id, off, rec))
+        })?;
+        let seg = st.segments.get_mut(&segment).ok_or(SpoolError::TooLarge)?;
+        if let Err(e) = seg.write_record(offset, &rec, data) {
+            // Take the reservation back; a header that may have reached the
+            // page cache is wiped so that nothing passes for a record there.
+            let at = offset as usize;
+            seg.map[at..at + spool_format::RECORD_HEADER_LEN].fill(0);
+            let path = seg.path.clone();
+            st.cursor.pos = at;
+            return Err(SpoolError::Io {
+                path,
+                what: "writing a body chunk",
+                source: e,
+            });
+        }
+        Ok(ChunkRef {
+            segment,
+            offset,
+            len: data.len() as u32,
+        })
     }
 
     /// Commits a message: appends its envelope (whose `body` names chunks
@@ -558,6 +608,18 @@ impl ShardSpool {
         self.inner.commit.close();
     }
 
+    /// [`Self::close`], then waits for the sync task to finish and close its
+    /// files. Without this, an executor that ends right after `close` never
+    /// runs the task again: the spool's segments stay mapped and open, and
+    /// the pages of deleted segments are never freed.
+    pub async fn shutdown(&self) {
+        self.close();
+        let task = self.inner.sync_task.borrow_mut().take();
+        if let Some(task) = task {
+            task.await;
+        }
+    }
+
     /// Number of fdatasyncs issued so far.
     pub fn syncs(&self) -> u64 {
         self.inner.commit.syncs.get()
@@ -585,8 +647,30 @@ async fn sync_loop(inner: Rc<Inner>) {
             }
         }
         inner.commit.completed(upto, ok);
-        let live: Vec<u64> = inner.state.borrow().segments.keys().copied().collect();
-        files.retain(|id, _| live.contains(id));
+        let gone: Vec<u64> = {
+            let st = inner.state.borrow();
+            files
+                .keys()
+                .filter(|id| !st.segments.contains_key(id))
+                .copied()
+                .collect()
+        };
+        for id in gone {
+            close_file(files.remove(&id)).await;
+        }
+    }
+    // Closed explicitly: a file dropped as the executor ends may never be
+    // closed, and a reclaimed segment's pages stay in memory while open.
+    for (_, f) in files.drain() {
+        close_file(Some(f)).await;
+    }
+}
+
+async fn close_file(file: Option<BufferedFile>) {
+    if let Some(f) = file {
+        if let Err(e) = f.close().await {
+            tracing::warn!(error = %e, "closing a segment file");
+        }
     }
 }
 
