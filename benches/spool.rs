@@ -12,7 +12,10 @@
 //!
 //! Arguments (after `cargo bench --bench spool --`):
 //! `--seconds S` time budget of one throughput run (default 5),
-//! `--recovery-messages N` size of the recovery spool (default 1,000,000),
+//! `--recovery-messages N` size of the recovery spool (default 1,000,000;
+//! 0 skips recovery), `--size KIB` a message size to run (repeatable;
+//! default 1 and 100), `--appenders N` a number of concurrent appenders
+//! (repeatable; default 1, 16 and 256),
 //! `--quick` (1 s runs, 100,000-message recovery spool: a smoke test).
 //! `--open-spool DIR` is internal: open one spool in a fresh process and
 //! print what it cost.
@@ -92,6 +95,10 @@ const TARGET_RECOVERY_SECS: f64 = 2.0;
 struct Settings {
     budget: Duration,
     recovery_messages: u64,
+    /// Message sizes to run (`--size KIB`, repeatable); empty: 1 and 100 KiB.
+    sizes: Vec<usize>,
+    /// Concurrent appenders to run (`--appenders N`, repeatable).
+    appenders: Vec<usize>,
 }
 
 fn main() {
@@ -106,6 +113,8 @@ fn run() -> Res<()> {
     let mut settings = Settings {
         budget: Duration::from_secs(5),
         recovery_messages: 1_000_000,
+        sizes: Vec::new(),
+        appenders: Vec::new(),
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -117,6 +126,8 @@ fn run() -> Res<()> {
             }
             "--seconds" => settings.budget = Duration::from_secs_f64(value(&mut args, &arg)?),
             "--recovery-messages" => settings.recovery_messages = value(&mut args, &arg)?,
+            "--appenders" => settings.appenders.push(value(&mut args, &arg)?),
+            "--size" => settings.sizes.push(value::<usize>(&mut args, &arg)? * KIB),
             _ => return Err(format!("unknown argument {arg:?} (see benches/README.md)").into()),
         }
     }
@@ -142,7 +153,8 @@ struct Report {
     load: (String, String),
     disk: DiskLimits,
     appends: Vec<AppendConfig>,
-    recovery: Recovery,
+    /// None with `--recovery-messages 0`.
+    recovery: Option<Recovery>,
 }
 
 fn bench_all(dir: &Path, settings: &Settings) -> Res<Report> {
@@ -150,8 +162,20 @@ fn bench_all(dir: &Path, settings: &Settings) -> Res<Report> {
     let load_start = load_average();
     let disk = disk_limits(dir)?;
     let mut appends = Vec::new();
-    for (size, max_msgs) in [(KIB, 100_000), (100 * KIB, 10_000)] {
-        for appenders in [1, 16, 256] {
+    let appenders = if settings.appenders.is_empty() {
+        vec![1, 16, 256]
+    } else {
+        settings.appenders.clone()
+    };
+    let sizes = if settings.sizes.is_empty() {
+        vec![KIB, 100 * KIB]
+    } else {
+        settings.sizes.clone()
+    };
+    for size in sizes {
+        // At most 100 MiB (and at least 10,000 messages) per run.
+        let max_msgs = (102_400_000 / size as u64).max(10_000);
+        for &appenders in &appenders {
             appends.push(append_config(
                 dir,
                 size,
@@ -161,7 +185,10 @@ fn bench_all(dir: &Path, settings: &Settings) -> Res<Report> {
             )?);
         }
     }
-    let recovery = recovery(dir, settings.recovery_messages)?;
+    let recovery = match settings.recovery_messages {
+        0 => None,
+        n => Some(recovery(dir, n)?),
+    };
     Ok(Report {
         load: (load_start, load_average()),
         disk,
@@ -353,7 +380,7 @@ fn append_run(
             syncs: spool.syncs() - syncs0,
             cpu_secs: cpu_seconds() - cpu0,
         };
-        spool.close();
+        spool.shutdown().await;
         Ok(run)
     })
 }
@@ -557,7 +584,7 @@ fn open_spool_child(dir: &Path) -> Res<()> {
         let (spool, report, _lock) = open_shard(opts, now_ms())?;
         let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
         let (after, heap1) = (proc_status()?, LIVE_HEAP.load(Ordering::Relaxed));
-        spool.close();
+        spool.shutdown().await;
         let get = |s: &[(String, u64)], k: &str| s.iter().find(|(n, _)| n == k).map_or(0, |v| v.1);
         Ok(format!(
             "opened secs={secs} cpu={cpu} queued={} records={} segments={} rss0={} rss1={} anon0={} anon1={} file0={} file1={} hwm={} heap0={heap0} heap1={heap1}",
@@ -635,7 +662,9 @@ fn print_report(dir: &Path, settings: &Settings, r: &Report) {
     );
     print_disk(&r.disk);
     print_appends(&r.appends, r.disk.seq_mb_s);
-    print_recovery(&r.recovery, settings.recovery_messages);
+    if let Some(rec) = &r.recovery {
+        print_recovery(rec, settings.recovery_messages);
+    }
 }
 
 fn print_disk(d: &DiskLimits) {
@@ -659,6 +688,21 @@ fn print_disk(d: &DiskLimits) {
     }
 }
 
+/// The rate in dd's summary line (`PETREL_BENCH_DD`, set by spool.sh), in MB/s.
+fn dd_mb_s() -> Option<f64> {
+    let line = std::env::var("PETREL_BENCH_DD").ok()?;
+    let mut words = line.rsplit(' ');
+    let unit = words.next()?;
+    let value: f64 = words.next()?.replace(',', ".").parse().ok()?;
+    let scale = match unit {
+        "kB/s" => 1e-3,
+        "MB/s" => 1.0,
+        "GB/s" => 1e3,
+        _ => return None,
+    };
+    Some(value * scale)
+}
+
 fn print_appends(configs: &[AppendConfig], seq_mb_s: f64) {
     println!();
     println!("Durable append throughput (group commit, one shard)");
@@ -670,10 +714,12 @@ fn print_appends(configs: &[AppendConfig], seq_mb_s: f64) {
         let m = &c.median;
         let mb_s = m.msgs as f64 * c.size as f64 / m.secs / MB;
         let versus = if c.size >= 100 * KIB {
-            let ratio = mb_s / seq_mb_s;
+            let dd = dd_mb_s().map_or(String::new(), |dd| {
+                format!("{:.0}% of dd, ", mb_s / dd * 100.0)
+            });
             format!(
-                "{:.0}% of seq. bandwidth (target {:.0}%)",
-                ratio * 100.0,
+                "{dd}{:.0}% of the 1 GiB write (target {:.0}%)",
+                mb_s / seq_mb_s * 100.0,
                 TARGET_100K_RATIO * 100.0
             )
         } else if c.appenders == 256 {
