@@ -174,6 +174,47 @@ mod tests {
     use crate::envelope::Recipient;
     use crate::scan::{scan_segment, Tail};
 
+    /// A record written by the caller from `reserve_external` is byte for
+    /// byte the record `append_chunk` writes, for every padding length, and
+    /// one that does not fit moves nothing.
+    #[test]
+    fn an_external_record_is_the_same_bytes_as_an_appended_one() {
+        let header = SegmentHeader {
+            shard: 0,
+            segment_id: 1,
+            segment_size: 4096,
+            created_ms: 0,
+            nonce: 77,
+            first_seq: 0,
+        };
+        for len in 1..=48usize {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 + len) as u8).collect();
+            let mut a = vec![0xeeu8; 4096];
+            let mut b = vec![0xeeu8; 4096];
+            let mut ca = SegmentCursor::start(&mut a, &header);
+            let mut cb = SegmentCursor::start(&mut b, &header);
+            let r = ca.append_chunk(&mut a, 5, &data).expect("fits");
+            let (off, rec) = cb
+                .reserve_external(RecordKind::Chunk, 5, &data)
+                .expect("fits");
+            assert_eq!(off, r.offset);
+            assert_eq!(ca.pos, cb.pos, "len {len}");
+            let at = off as usize;
+            let p = at + RECORD_HEADER_LEN;
+            b[at..p].copy_from_slice(&rec.header);
+            b[p..p + len].copy_from_slice(&data);
+            b[p + len..p + len + rec.padding].fill(0);
+            assert_eq!(a[..ca.pos], b[..cb.pos], "len {len}");
+        }
+        let mut buf = vec![0u8; 4096];
+        let mut cur = SegmentCursor::start(&mut buf, &header);
+        let before = cur.pos;
+        assert!(cur
+            .reserve_external(RecordKind::Chunk, 1, &[1u8; 4096])
+            .is_none());
+        assert_eq!(cur.pos, before);
+    }
+
     #[test]
     fn an_envelope_that_does_not_fit_leaves_no_garbage_behind() {
         let header = SegmentHeader {

@@ -9,6 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::{MmapMut, MmapOptions};
 use spool_format::{segment_file_name, SegmentHeader};
@@ -24,7 +25,9 @@ pub struct Segment {
     /// The header's nonce, needed to check any record header in it.
     pub nonce: u64,
     pub path: PathBuf,
-    pub file: File,
+    /// Shared with the sync task, which may still be syncing it when the
+    /// segment is reclaimed.
+    pub file: Arc<File>,
     pub map: MmapMut,
 }
 
@@ -139,7 +142,7 @@ impl Segment {
             id: header.segment_id,
             nonce: header.nonce,
             path,
-            file,
+            file: Arc::new(file),
             map,
         };
         seg.prepare_for_appends();
@@ -246,7 +249,7 @@ impl Segment {
             id,
             nonce,
             path: path.to_path_buf(),
-            file,
+            file: Arc::new(file),
             map,
         })
     }
