@@ -33,7 +33,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
+use glommio::{LocalExecutorBuilder, Placement};
 use petrel::spool::recovery::open_shard;
 use petrel::spool::{ShardSpool, SpoolOptions};
 use spool_format::envelope::{Envelope, Recipient};
@@ -425,8 +425,6 @@ where
 {
     LocalExecutorBuilder::new(Placement::Fixed(0))
         .io_memory(IO_MEMORY)
-        // As the daemon: the blocking thread (the spool's fdatasyncs) floats.
-        .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
         .name("spool-bench")
         .spawn(f)
         .map_err(|e| e.to_string())?

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
+use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 use crate::preflight::Plan;
@@ -125,9 +125,6 @@ pub fn run(config: Config, plan: Plan) -> Result<(), DaemonError> {
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("petrel-shard-{shard}"))
             .io_memory(plan.io_memory)
-            // The blocking thread runs the spool's fdatasyncs: unpinned,
-            // so that the scheduler can run them on an idle CPU.
-            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
             .spawn(move || async move {
                 // However the shard ends (error or panic), the others stop
                 // too: a partial MTA would leave this shard's mail unseen.

@@ -9,7 +9,6 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use memmap2::{MmapMut, MmapOptions};
 use spool_format::{segment_file_name, SegmentHeader};
@@ -25,9 +24,7 @@ pub struct Segment {
     /// The header's nonce, needed to check any record header in it.
     pub nonce: u64,
     pub path: PathBuf,
-    /// Shared with the sync task, which may still be syncing it when the
-    /// segment is reclaimed.
-    pub file: Arc<File>,
+    pub file: File,
     pub map: MmapMut,
 }
 
@@ -142,7 +139,7 @@ impl Segment {
             id: header.segment_id,
             nonce: header.nonce,
             path,
-            file: Arc::new(file),
+            file,
             map,
         };
         seg.prepare_for_appends();
@@ -249,7 +246,7 @@ impl Segment {
             id,
             nonce,
             path: path.to_path_buf(),
-            file: Arc::new(file),
+            file,
             map,
         })
     }
