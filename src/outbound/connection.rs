@@ -340,45 +340,47 @@ impl<'a> Conn<'a> {
     /// Loads the next message and starts its transaction.
     async fn next_transaction(&mut self) -> NextTx {
         loop {
-            let cur = match self.held.take() {
-                // Stopping: it stays in hand and goes back to the queue.
-                Some(c) if self.ob.stopping.get() => {
-                    self.held = Some(c);
-                    return NextTx::Nothing;
-                }
-                Some(c) => c,
-                None => {
-                    let job = match self.first.take() {
-                        Some(j) => j,
-                        None => match self.next_job().await {
-                            Some(j) => j,
-                            None => return NextTx::Nothing,
-                        },
-                    };
-                    if std::mem::take(&mut self.idled) && self.fd.is_some_and(peer_is_closing) {
-                        tracing::debug!(host = %self.hop.name, addr = %self.addr,
-                            "connection closed by the server while idle; reconnecting");
-                        self.first = Some(job);
-                        return NextTx::Stale;
-                    }
-                    let spare = self.spare.take();
-                    match self.ob.load(job, spare) {
-                        Loaded::Ready(c) => c,
-                        Loaded::Nothing => continue,
-                    }
-                }
+            let cur = match self.next_loaded().await {
+                Ok(c) => c,
+                Err(end) => return end,
             };
-            let started = {
-                let mut rcpts = Vec::with_capacity(cur.job.rcpts.len());
-                let tx = cur.transaction(&mut rcpts);
-                self.client.start_transaction(&tx, now_ms(), &mut self.out)
-            };
+            let started = cur
+                .with_transaction(|tx| self.client.start_transaction(tx, now_ms(), &mut self.out));
             match started {
                 Ok(()) => {
                     self.cur = Some(cur);
                     return NextTx::Started;
                 }
                 Err(e) => self.unsendable(cur, e),
+            }
+        }
+    }
+
+    /// The message to send next: one held behind the last body, else the
+    /// next job loaded; `Err` when there is none or the connection is stale.
+    async fn next_loaded(&mut self) -> Result<Box<Current>, NextTx> {
+        if let Some(c) = self.held.take() {
+            if self.ob.stopping.get() {
+                // Stopping: it stays in hand and goes back to the queue.
+                self.held = Some(c);
+                return Err(NextTx::Nothing);
+            }
+            return Ok(c);
+        }
+        loop {
+            let job = match self.first.take() {
+                Some(j) => j,
+                None => self.next_job().await.ok_or(NextTx::Nothing)?,
+            };
+            if std::mem::take(&mut self.idled) && self.fd.is_some_and(peer_is_closing) {
+                tracing::debug!(host = %self.hop.name, addr = %self.addr,
+                    "connection closed by the server while idle; reconnecting");
+                self.first = Some(job);
+                return Err(NextTx::Stale);
+            }
+            let spare = self.spare.take();
+            if let Loaded::Ready(c) = self.ob.load(job, spare) {
+                return Ok(c);
             }
         }
     }
@@ -412,12 +414,10 @@ impl<'a> Conn<'a> {
         let Loaded::Ready(next) = self.ob.load(job, spare) else {
             return;
         };
-        let pipelined = {
-            let mut rcpts = Vec::with_capacity(next.job.rcpts.len());
-            let tx = next.transaction(&mut rcpts);
+        let pipelined = next.with_transaction(|tx| {
             self.client
-                .pipeline_transaction(&tx, now_ms(), &mut self.out)
-        };
+                .pipeline_transaction(tx, now_ms(), &mut self.out)
+        });
         match pipelined {
             Ok(true) => self.next = Some(next),
             Ok(false) => self.held = Some(next),

@@ -57,7 +57,13 @@ impl Current {
         (start, self.buf.len())
     }
 
-    pub fn transaction<'a>(&'a self, rcpts: &'a mut Vec<TxRecipient<'a>>) -> Transaction<'a> {
+    /// Runs `f` on this message's envelope as the client sends it.
+    pub fn with_transaction<R>(&self, f: impl FnOnce(&Transaction<'_>) -> R) -> R {
+        let mut rcpts = Vec::with_capacity(self.rcpts.len());
+        f(&self.transaction(&mut rcpts))
+    }
+
+    fn transaction<'a>(&'a self, rcpts: &'a mut Vec<TxRecipient<'a>>) -> Transaction<'a> {
         let at = |(a, b): Range| &self.buf[a..b];
         rcpts.extend(
             self.rcpts

@@ -25,6 +25,16 @@ fn in_second_body(r: &[TxRecipient<'_>]) -> H {
     h
 }
 
+/// The second body has ended and a third transaction (to the same
+/// recipient) is pipelined behind it.
+fn one_pipelined() -> H {
+    let r = [rcpt("a@x.test")];
+    let mut h = in_second_body(&r);
+    h.body(&[b"two\r\n"]);
+    assert_eq!(h.c.pipeline_transaction(&tx(&r), 0, &mut h.out), Ok(true));
+    h
+}
+
 #[test]
 fn the_next_commands_follow_the_body_in_one_write() {
     let r = [rcpt("a@x.test")];
@@ -57,10 +67,7 @@ fn the_next_commands_follow_the_body_in_one_write() {
 
 #[test]
 fn a_pipelined_transaction_refused_at_mail_ends_in_the_same_read() {
-    let r = [rcpt("a@x.test")];
-    let mut h = in_second_body(&r);
-    h.body(&[b"two\r\n"]);
-    assert_eq!(h.c.pipeline_transaction(&tx(&r), 0, &mut h.out), Ok(true));
+    let mut h = one_pipelined();
     h.sent();
     h.feed(b"250 ok\r\n550 5.7.1 sender refused\r\n503 5.5.1 no\r\n503 5.5.1 no\r\n");
     // One event per transaction, outcomes taken in the same order.
@@ -73,15 +80,14 @@ fn a_pipelined_transaction_refused_at_mail_ends_in_the_same_read() {
     assert!(h.c.take_outcomes().is_empty());
     assert!(h.c.is_ready());
     // The server holds a MAIL state that never ended: RSET first.
-    assert!(h.start(&tx(&r)).starts_with("RSET\r\nMAIL FROM:"));
+    assert!(h
+        .start(&tx(&[rcpt("a@x.test")]))
+        .starts_with("RSET\r\nMAIL FROM:"));
 }
 
 #[test]
 fn a_connection_lost_before_the_verdict_drops_the_pipelined_one() {
-    let r = [rcpt("a@x.test")];
-    let mut h = in_second_body(&r);
-    h.body(&[b"two\r\n"]);
-    assert_eq!(h.c.pipeline_transaction(&tx(&r), 0, &mut h.out), Ok(true));
+    let mut h = one_pipelined();
     h.c.connection_lost(0);
     assert_eq!(h.take_events(), [Event::TransactionDone, Event::Closed]);
     assert_eq!(h.verdicts(), [(Deferred, 451)]);
@@ -92,10 +98,7 @@ fn a_connection_lost_before_the_verdict_drops_the_pipelined_one() {
 
 #[test]
 fn a_failure_after_the_verdict_defers_the_promoted_one() {
-    let r = [rcpt("a@x.test")];
-    let mut h = in_second_body(&r);
-    h.body(&[b"two\r\n"]);
-    assert_eq!(h.c.pipeline_transaction(&tx(&r), 0, &mut h.out), Ok(true));
+    let mut h = one_pipelined();
     h.feed(b"250 ok\r\n421 4.3.2 closing\r\n");
     assert_eq!(
         h.take_events(),
