@@ -414,10 +414,8 @@ impl<'a> Conn<'a> {
         let Loaded::Ready(next) = self.ob.load(job, spare) else {
             return;
         };
-        let pipelined = next.with_transaction(|tx| {
-            self.client
-                .pipeline_transaction(tx, now_ms(), &mut self.out)
-        });
+        let pipelined =
+            next.with_transaction(|tx| self.client.pipeline_transaction(tx, &mut self.out));
         match pipelined {
             Ok(true) => self.next = Some(next),
             Ok(false) => self.held = Some(next),

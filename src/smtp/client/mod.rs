@@ -42,7 +42,7 @@
 //!                 c.finish_body(now_ms(), &mut out)?;
 //!                 // Optional: the next message's commands in the same write.
 //!                 if let Some(m) = peek_next_message() {
-//!                     if c.pipeline_transaction(&m.transaction(), now_ms(), &mut out)? {
+//!                     if c.pipeline_transaction(&m.transaction(), &mut out)? {
 //!                         // Its events follow the current one's TransactionDone.
 //!                     }
 //!                 }

@@ -202,11 +202,11 @@ impl Client {
     /// waiting, no transaction has ended on this connection yet (a failure
     /// then means trying the next host, with one message in hand), or `t`
     /// would be decided without the server; call `start_transaction` after
-    /// `TransactionDone` instead.
+    /// `TransactionDone` instead. Its replies are awaited within the
+    /// current end-of-data deadline, so it takes no time of its own.
     pub fn pipeline_transaction(
         &mut self,
         t: &Transaction<'_>,
-        _now_ms: u64,
         out: &mut Vec<u8>,
     ) -> Result<bool, Misuse> {
         if !self.can_pipeline() {

@@ -31,7 +31,7 @@ fn one_pipelined() -> H {
     let r = [rcpt("a@x.test")];
     let mut h = in_second_body(&r);
     h.body(&[b"two\r\n"]);
-    assert_eq!(h.c.pipeline_transaction(&tx(&r), 0, &mut h.out), Ok(true));
+    assert_eq!(h.c.pipeline_transaction(&tx(&r), &mut h.out), Ok(true));
     h
 }
 
@@ -42,13 +42,13 @@ fn the_next_commands_follow_the_body_in_one_write() {
     let r2 = [rcpt("b@x.test"), rcpt("c@x.test")];
     assert_eq!(h.c.encode_body(b"two\r\n", 0, &mut h.out), Ok(()));
     assert_eq!(h.c.finish_body(0, &mut h.out), Ok(()));
-    assert_eq!(h.c.pipeline_transaction(&tx(&r2), 0, &mut h.out), Ok(true));
+    assert_eq!(h.c.pipeline_transaction(&tx(&r2), &mut h.out), Ok(true));
     assert_eq!(
         h.sent(),
         format!("two\r\n.\r\n{MAIL}RCPT TO:<b@x.test>\r\nRCPT TO:<c@x.test>\r\nDATA\r\n")
     );
     // Only one may wait behind the current body.
-    assert_eq!(h.c.pipeline_transaction(&tx(&r2), 0, &mut h.out), Ok(false));
+    assert_eq!(h.c.pipeline_transaction(&tx(&r2), &mut h.out), Ok(false));
     assert!(h.out.is_empty());
 
     // The end-of-data reply ends the second message; the third's replies
@@ -122,7 +122,7 @@ fn not_before_a_first_transaction_ended_nor_without_pipelining() {
     h.start(&tx(&r));
     h.feed(b"250 ok\r\n250 ok\r\n354 go\r\n");
     h.body(&[b"one\r\n"]);
-    assert_eq!(h.c.pipeline_transaction(&tx(&r), 0, &mut h.out), Ok(false));
+    assert_eq!(h.c.pipeline_transaction(&tx(&r), &mut h.out), Ok(false));
     assert!(h.out.is_empty());
 
     // Lock-step server.
@@ -133,7 +133,7 @@ fn not_before_a_first_transaction_ended_nor_without_pipelining() {
         h.feed(b"250 ok\r\n");
         h.feed(b"354 go\r\n");
         h.body(&[b"x\r\n"]);
-        assert_eq!(h.c.pipeline_transaction(&tx(&r), 0, &mut h.out), Ok(false));
+        assert_eq!(h.c.pipeline_transaction(&tx(&r), &mut h.out), Ok(false));
         h.feed(b"250 ok\r\n");
         h.take_events();
         h.verdicts();
@@ -141,7 +141,7 @@ fn not_before_a_first_transaction_ended_nor_without_pipelining() {
 
     // Not while the body is still being fed.
     let mut h = in_second_body(&r);
-    assert_eq!(h.c.pipeline_transaction(&tx(&r), 0, &mut h.out), Ok(false));
+    assert_eq!(h.c.pipeline_transaction(&tx(&r), &mut h.out), Ok(false));
 }
 
 #[test]
@@ -151,10 +151,10 @@ fn an_envelope_decided_here_is_not_pipelined() {
     h.body(&[b"two\r\n"]);
     let mut big = tx(&r);
     big.size = 5000; // over SIZE 1000
-    assert_eq!(h.c.pipeline_transaction(&big, 0, &mut h.out), Ok(false));
+    assert_eq!(h.c.pipeline_transaction(&big, &mut h.out), Ok(false));
     let bad = [rcpt("a@x.test\r\nRSET")];
     assert_eq!(
-        h.c.pipeline_transaction(&tx(&bad), 0, &mut h.out),
+        h.c.pipeline_transaction(&tx(&bad), &mut h.out),
         Err(Misuse::BadEnvelope)
     );
     assert!(h.out.is_empty());
@@ -166,7 +166,7 @@ fn the_end_of_data_timeout_still_holds() {
     let mut h = in_second_body(&r);
     h.body(&[b"two\r\n"]);
     let deadline = h.c.next_deadline().expect("waits for the verdict");
-    assert_eq!(h.c.pipeline_transaction(&tx(&r), 0, &mut h.out), Ok(true));
+    assert_eq!(h.c.pipeline_transaction(&tx(&r), &mut h.out), Ok(true));
     assert_eq!(h.c.next_deadline(), Some(deadline));
     h.c.handle_timeout(deadline);
     assert_eq!(h.take_events(), [Event::TransactionDone, Event::Closed]);
