@@ -345,3 +345,93 @@ fn message_ids_keep_rising_when_only_an_empty_segment_is_left() {
         spool.close();
     });
 }
+
+/// Whether any block of `file` in `[from, to)` is still preallocated and
+/// unwritten, from FS_IOC_FIEMAP (which syncs the file first).
+fn has_unwritten(file: &std::fs::File, from: u64, to: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+    const FIEMAP_FLAG_SYNC: u32 = 1;
+    const FIEMAP_EXTENT_UNWRITTEN: u32 = 0x800;
+    const EXTENTS: usize = 64;
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Extent {
+        logical: u64,
+        physical: u64,
+        length: u64,
+        reserved64: [u64; 2],
+        flags: u32,
+        reserved: [u32; 3],
+    }
+    #[repr(C)]
+    struct Fiemap {
+        start: u64,
+        length: u64,
+        flags: u32,
+        mapped_extents: u32,
+        extent_count: u32,
+        reserved: u32,
+        extents: [Extent; EXTENTS],
+    }
+    let mut m = Fiemap {
+        start: from,
+        length: to - from,
+        flags: FIEMAP_FLAG_SYNC,
+        mapped_extents: 0,
+        extent_count: EXTENTS as u32,
+        reserved: 0,
+        extents: [Extent::default(); EXTENTS],
+    };
+    // SAFETY: FS_IOC_FIEMAP fills at most extent_count extents of the
+    // struct we own and pass by pointer.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), FS_IOC_FIEMAP, &mut m as *mut Fiemap) };
+    assert_eq!(
+        rc,
+        0,
+        "FIEMAP on the spool's file system: {}",
+        std::io::Error::last_os_error()
+    );
+    let n = m.mapped_extents as usize;
+    assert!(n < EXTENTS, "more extents than asked for");
+    let unwritten = m.extents[..n]
+        .iter()
+        .any(|e| e.flags & FIEMAP_EXTENT_UNWRITTEN != 0);
+    // Holes would hide behind a gap between extents; preallocation leaves
+    // none, so the extents must cover the whole range.
+    let covered: u64 = m.extents[..n]
+        .iter()
+        .map(|e| (e.logical + e.length).min(to) - e.logical.max(from))
+        .sum();
+    assert_eq!(covered, to - from, "range not fully preallocated");
+    unwritten
+}
+
+#[test]
+fn group_commits_write_the_space_ahead_of_small_appends() {
+    // On the checkout's file system (not a tmpfs /tmp): preallocation must
+    // leave unwritten extents for this to mean anything.
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tmp");
+    let dir = tmp.path().to_path_buf();
+    shard_support::on_shard(move || async move {
+        let (spool, _, _lock) = open(&dir);
+        let id = spool.segment_ids()[0];
+        let path = opts(&dir).dir.join(spool_format::segment_file_name(id));
+        let file = std::fs::File::open(&path).expect("segment");
+        assert!(
+            has_unwritten(&file, 0, SEG),
+            "a new segment's space is preallocated"
+        );
+        for i in 0..20 {
+            put(&spool, i, 1024, 1).await;
+        }
+        // 20 small messages fill some 30 KB; the space written reaches a
+        // window past them, and the rest stays preallocated.
+        assert!(
+            !has_unwritten(&file, 0, 256 << 10),
+            "the space just past the appends is still unwritten"
+        );
+        assert!(has_unwritten(&file, SEG - (64 << 10), SEG));
+        spool.close();
+    });
+}

@@ -9,6 +9,7 @@
 //!
 //! The on-disk format belongs to the `spool-format` crate.
 
+pub mod ahead;
 pub mod commit;
 pub mod inspect;
 pub mod recovery;

@@ -260,6 +260,7 @@ fn resume_state(
         seq,
         index,
         dirty: Vec::new(),
+        ahead: super::ahead::Ahead::default(),
         now_ms,
         inflight: BTreeMap::new(),
         unapplied_status: std::collections::HashMap::new(),

@@ -43,6 +43,8 @@ pub(crate) struct State {
     pub index: QueueIndex,
     /// Segments written since the last sync started.
     pub dirty: Vec<u64>,
+    /// The space written ahead of the cursor (see `ahead`).
+    pub ahead: super::ahead::Ahead,
     pub now_ms: u64,
     /// Segment id → messages being written that started in it. Reclaiming
     /// stops there: their chunks are not in the index until they commit.
@@ -97,6 +99,25 @@ impl State {
         if self.dirty.last() != Some(&id) {
             self.dirty.push(id);
         }
+    }
+
+    /// Dirties the pages just ahead of the cursor, so that the coming
+    /// sync converts their preallocated blocks (see `ahead`).
+    fn write_ahead(&mut self) {
+        let cur = self.cursor;
+        let Some((from, to)) = self.ahead.plan(cur.segment_id, cur.pos, cur.size) else {
+            return;
+        };
+        let Some(seg) = self.segments.get_mut(&cur.segment_id) else {
+            return;
+        };
+        for page in (from..to).step_by(super::ahead::PAGE) {
+            // SAFETY: in bounds (`plan` stays below the mapping's size) and
+            // past the cursor, where nothing else writes; volatile so that
+            // the store of the zero already there is kept.
+            unsafe { std::ptr::write_volatile(seg.map.as_mut_ptr().add(page), 0) };
+        }
+        self.mark_dirty();
     }
 
     fn roll(&mut self, opts: &SpoolOptions) -> Result<(), SpoolError> {
@@ -633,6 +654,7 @@ async fn sync_loop(inner: Rc<Inner>) {
         let dirty: Vec<(u64, PathBuf)> = {
             let mut st = inner.state.borrow_mut();
             let st = &mut *st;
+            st.write_ahead();
             let ids = std::mem::take(&mut st.dirty);
             ids.into_iter()
                 .filter_map(|id| st.segments.get(&id).map(|s| (id, s.path.clone())))
