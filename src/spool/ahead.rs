@@ -2,17 +2,16 @@
 //!
 //! Segments are preallocated with fallocate, which leaves their blocks
 //! "unwritten" in ext4's (and XFS's) extent tree. The first writeback into
-//! such a block converts the extent, a metadata change, so an fdatasync
-//! that covers it must also commit the file system's journal: on ext4 on a
-//! virtio disk, fdatasync after 9 KB of appends took 0.39 ms into
-//! unwritten blocks against 0.23 ms into written ones, and the journal
-//! thread's work came on top.
+//! such a block converts the extent, a metadata change that an fdatasync
+//! covering it must write too: on ext4 on a virtio disk, fdatasync after
+//! 9 KB of appends took 0.39 ms into unwritten blocks against 0.23 ms into
+//! written ones.
 //!
 //! Small appends cross into new blocks at nearly every group commit, so the
-//! sync task dirties the pages just ahead of the cursor (one byte each,
-//! storing the zero they already read as) before a sync. Their conversion
-//! rides that one sync, and the syncs of the appends that then fill those
-//! pages are data-only. The zeros are only ever written past the cursor,
+//! sync task dirties the pages just ahead of the cursor before a sync
+//! (write-faulting them with MADV_POPULATE_WRITE; no byte changes). Their
+//! conversion rides that one sync, and the syncs of the appends that then
+//! fill those pages are data-only. Only space past the cursor is touched,
 //! where the format already reads zeros as the end of the segment, and on
 //! the shard's own thread, between appends.
 //!

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use memmap2::{MmapMut, MmapOptions};
 use spool_format::{segment_file_name, SegmentHeader};
 
-use super::{io_err, SpoolError};
+use super::{ahead, io_err, SpoolError};
 
 /// Suffix of a segment file still being built.
 pub const TEMP_SUFFIX: &str = ".tmp";
@@ -157,6 +157,32 @@ impl Segment {
     pub fn prepare_for_appends(&self) {
         if let Err(e) = self.map.advise(memmap2::Advice::Random) {
             tracing::warn!(segment = %self.path.display(), error = %e, "madvise(MADV_RANDOM) failed");
+        }
+    }
+
+    /// Dirties the page-aligned range `[from, to)` of the mapping without
+    /// changing its bytes, so that the next fdatasync writes its blocks
+    /// (see `spool::ahead`). Only for space past the cursor.
+    pub fn dirty_pages(&mut self, from: usize, to: usize) {
+        assert!(from % ahead::PAGE == 0 && from <= to && to <= self.map.len());
+        // SAFETY: the range is inside the mapping (asserted above);
+        // MADV_POPULATE_WRITE (Linux 5.14) write-faults each page of it, as
+        // a store would, in one call, and changes no byte.
+        let rc = unsafe {
+            libc::madvise(
+                self.map.as_mut_ptr().add(from).cast(),
+                to - from,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+        // Older kernels: store the zero each page already reads as.
+        for page in (from..to).step_by(ahead::PAGE) {
+            // SAFETY: in bounds (asserted above); volatile so that the store
+            // of an unchanged byte is kept.
+            unsafe { std::ptr::write_volatile(self.map.as_mut_ptr().add(page), 0) };
         }
     }
 

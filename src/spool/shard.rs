@@ -111,12 +111,7 @@ impl State {
         let Some(seg) = self.segments.get_mut(&cur.segment_id) else {
             return;
         };
-        for page in (from..to).step_by(super::ahead::PAGE) {
-            // SAFETY: in bounds (`plan` stays below the mapping's size) and
-            // past the cursor, where nothing else writes; volatile so that
-            // the store of the zero already there is kept.
-            unsafe { std::ptr::write_volatile(seg.map.as_mut_ptr().add(page), 0) };
-        }
+        seg.dirty_pages(from, to);
         self.mark_dirty();
     }
 
