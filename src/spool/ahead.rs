@@ -24,9 +24,10 @@ pub const AHEAD: usize = 256 << 10;
 /// Batches that appended this much or more skip the writing ahead.
 pub const LARGE_BATCH: usize = AHEAD / 4;
 
-/// Page granularity of the zero writes (the file system's block size is
-/// at most this on the platforms the spool supports).
-pub const PAGE: usize = 4096;
+/// Page granularity of the writing ahead: the page size segments are
+/// aligned to (the file system's block size is at most this on the
+/// platforms the spool supports).
+pub const PAGE: usize = crate::config::SEGMENT_SIZE_ALIGN as usize;
 
 /// Where the written space ahead of the active segment's cursor ends.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
