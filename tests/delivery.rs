@@ -868,6 +868,26 @@ fn no_bounce_for_notify_never_or_the_null_sender() {
 // Connections
 // ---------------------------------------------------------------------
 
+/// Sends `n` messages to `u0@domain`, `u1@domain`, … over one client
+/// connection, one after another.
+fn send_burst(d: &Daemon, domain: &str, n: usize) {
+    let mut c = d.connect();
+    c.hello();
+    for i in 0..n {
+        send_message(&mut c, &[&format!("u{i}@{domain}")], BODY);
+    }
+    c.cmd("QUIT", "221");
+}
+
+/// How many of `got` each connection carried, by connection.
+fn per_connection(got: &[Received]) -> std::collections::BTreeMap<usize, usize> {
+    let mut n = std::collections::BTreeMap::new();
+    for m in got {
+        *n.entry(m.connection).or_insert(0usize) += 1;
+    }
+    n
+}
+
 /// Sends 30 messages to one domain quickly over one client connection,
 /// with `max_connections_per_destination = limit`; checks each arrived
 /// once, intact and cleanly sent, and returns how many messages each
@@ -888,11 +908,10 @@ fn thirty_messages(limit: &str) -> std::collections::BTreeMap<usize, usize> {
     c.cmd("QUIT", "221");
 
     let got = expect_messages(&mx, 30, &d, "reused connections");
-    let mut per_connection = std::collections::BTreeMap::new();
     for m in &got {
         assert!(!m.bare_lf_or_cr, "{m:?}");
-        *per_connection.entry(m.connection).or_insert(0usize) += 1;
     }
+    let per_connection = per_connection(&got);
     // Each arrived once, intact (the dot-stuffing undone by the server).
     let mut seen: Vec<usize> = got
         .iter()
@@ -951,22 +970,35 @@ fn connections_are_reused_when_several_are_allowed() {
 }
 
 #[test]
+fn a_backlog_gets_another_connection_only_when_the_open_ones_leave_enough() {
+    // A slow destination and a burst of twelve: the first connection is
+    // busy with the first message while the other eleven queue. They are
+    // worth one more connection (eight queued jobs each), not eleven: the
+    // two take the rest in turn, their transactions pipelined.
+    let net = one_mx("backlog.test.example");
+    let mx = net.server(
+        2,
+        Script::accept().delay(Cmd::DataEnd, Duration::from_millis(300)),
+    );
+    let d = net.daemon(1, &net.config(&[("max_connections_per_destination", "20")]));
+    send_burst(&d, "backlog.test.example", 12);
+    let per_connection = per_connection(&expect_messages(&mx, 12, &d, "a backlog"));
+    assert!(
+        per_connection.len() <= 2,
+        "12 messages took {} connections: {per_connection:?}",
+        per_connection.len()
+    );
+    assert!(mx.violations().is_empty(), "{:?}", mx.violations());
+    finish(d);
+}
+
+#[test]
 fn max_messages_per_connection_is_kept() {
     let net = one_mx("permsg.test.example");
     let mx = net.server(2, Script::accept());
     let d = net.daemon(1, &net.config(&[("max_messages_per_connection", "3")]));
-    let mut c = d.connect();
-    c.hello();
-    for i in 0..10 {
-        send_message(&mut c, &[&format!("u{i}@permsg.test.example")], BODY);
-    }
-    c.cmd("QUIT", "221");
-
-    let got = expect_messages(&mx, 10, &d, "limited connections");
-    let mut per_connection = std::collections::HashMap::new();
-    for m in &got {
-        *per_connection.entry(m.connection).or_insert(0usize) += 1;
-    }
+    send_burst(&d, "permsg.test.example", 10);
+    let per_connection = per_connection(&expect_messages(&mx, 10, &d, "limited connections"));
     assert!(
         per_connection.values().all(|&n| n <= 3),
         "messages per connection: {per_connection:?}"

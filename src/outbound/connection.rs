@@ -112,7 +112,7 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
                         if let Some(j) = job {
                             // Never started and nowhere else to go: the
                             // queue keeps it.
-                            ob.sched.borrow_mut().enqueue(key.clone(), j);
+                            ob.enqueue(key.clone(), j);
                         }
                         return true;
                     }
@@ -329,11 +329,7 @@ impl<'a> Conn<'a> {
     /// the next connection to take (no attempt is counted).
     fn give_back(&mut self, c: Box<Current>) {
         self.ob.spool.release(c.job.msg_id);
-        self.ob
-            .sched
-            .borrow_mut()
-            .enqueue(self.key.clone(), c.job.clone());
-        self.ob.work.notify();
+        self.ob.enqueue(self.key.clone(), c.job.clone());
         self.spare = Some(c);
     }
 
@@ -461,10 +457,15 @@ impl<'a> Conn<'a> {
             {
                 return None;
             }
-            // Wake for new work, or now and then to look for contention.
+            // Wake for a job, or now and then to look for contention.
             self.idled = true;
             let left = Duration::from_millis(until - now).min(CONTENTION_POLL);
-            futures_lite::future::or(self.ob.work.notified(), glommio::timer::sleep(left)).await;
+            let park = Park {
+                ob: self.ob,
+                key: self.key,
+                id: None,
+            };
+            futures_lite::future::or(park, glommio::timer::sleep(left)).await;
         }
     }
 
@@ -631,6 +632,46 @@ impl<'a> Conn<'a> {
                 self.client.handle_timeout(now_ms())
             }
             Err(_) => self.client.connection_lost(now_ms()),
+        }
+    }
+}
+
+/// An idle connection waiting in its destination's queue for the next job
+/// (`Scheduler::park`); it stops waiting when dropped.
+struct Park<'a> {
+    ob: &'a Outbound,
+    key: &'a QueueKey,
+    id: Option<u64>,
+}
+
+impl std::future::Future for Park<'_> {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let mut sched = self.ob.sched.borrow_mut();
+        let id = match self.id {
+            Some(id) if !sched.is_parked(self.key, id) => {
+                drop(sched);
+                self.id = None;
+                return std::task::Poll::Ready(());
+            }
+            Some(id) => id,
+            None => sched.park_id(),
+        };
+        sched.park(self.key, id, cx.waker());
+        drop(sched);
+        self.id = Some(id);
+        std::task::Poll::Pending
+    }
+}
+
+impl Drop for Park<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.ob.sched.borrow_mut().unpark(self.key, id);
         }
     }
 }

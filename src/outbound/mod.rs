@@ -69,7 +69,8 @@ pub struct Outbound {
     retry: RetryPolicy,
     resolver: Resolver,
     sched: RefCell<Scheduler>,
-    /// Fired when jobs are queued or a connection ends.
+    /// Wakes the dispatcher: a destination wants another connection, a
+    /// connection ended, or the shard stops.
     work: Signal,
     statuses: Rc<StatusWriter>,
     stopping: Cell<bool>,
@@ -202,7 +203,6 @@ impl Outbound {
                 .enumerate()
                 .map(|(i, r)| (i as u32, &r.address[..])),
         );
-        self.work.notify();
     }
 
     /// Groups recipients by destination into jobs of at most
@@ -226,6 +226,7 @@ impl Outbound {
         }
         let now = now_ms();
         let mut sched = self.sched.borrow_mut();
+        let mut wants_connection = false;
         for (destination, rcpts) in groups {
             for part in rcpts.chunks(MAX_RCPTS_PER_TRANSACTION) {
                 let key = QueueKey {
@@ -241,9 +242,22 @@ impl Outbound {
                 if not_before_ms > now {
                     sched.defer(key, job, not_before_ms);
                 } else {
-                    sched.enqueue(key, job);
+                    wants_connection |= sched.enqueue(key, job);
                 }
             }
+        }
+        drop(sched);
+        if wants_connection {
+            self.work.notify();
+        }
+    }
+
+    /// Queues a job for delivery now: a parked connection to its
+    /// destination takes it, else the dispatcher hears when the
+    /// destination wants another connection.
+    fn enqueue(&self, key: QueueKey, job: Job) {
+        if self.sched.borrow_mut().enqueue(key, job) {
+            self.work.notify();
         }
     }
 
@@ -279,6 +293,7 @@ impl Outbound {
     pub async fn stop(&self, deadline_ms: u64) {
         self.stopping.set(true);
         self.work.notify();
+        self.sched.borrow_mut().wake_all_parked();
         while (self.running.get() > 0 || self.statuses.outstanding() > 0) && now_ms() < deadline_ms
         {
             glommio::timer::sleep(Duration::from_millis(20)).await;

@@ -1,5 +1,6 @@
-//! A wake-up for tasks of one shard waiting for new work: the dispatcher
-//! and idle connections wait on it; queuing a job fires it.
+//! A wake-up for the dispatcher of one shard: a destination wants another
+//! connection, a connection ended, or the shard stops. (Idle connections
+//! wait in their destination's queue instead: `Scheduler::park`.)
 //!
 //! Single-threaded (it lives on one executor), so it needs no atomics.
 

@@ -19,6 +19,7 @@ pub mod wheel;
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
+use std::task::Waker;
 
 pub use retry::{RetryDecision, RetryPolicy};
 pub use wheel::TimerWheel;
@@ -52,6 +53,9 @@ pub struct Limits {
     pub max_messages_per_connection: usize,
     /// Connections a destination starts with before success widens it.
     pub initial_connections: usize,
+    /// Ready jobs each open connection is left to take by itself before
+    /// the destination gets another connection.
+    pub backlog_per_connection: usize,
 }
 
 impl Default for Limits {
@@ -60,9 +64,20 @@ impl Default for Limits {
             max_connections_per_destination: 20,
             max_messages_per_connection: 1000,
             initial_connections: 5,
+            backlog_per_connection: BACKLOG_PER_CONNECTION,
         }
     }
 }
+
+/// How many ready jobs justify another connection to a destination, per
+/// connection already open. A connection that finds the next job ready
+/// when it ends a body sends that job's commands in the same write, so a
+/// few connections that always have a job waiting carry mail with half the
+/// writes, reads and wake-ups of many connections that each find one. A
+/// destination that is slow to answer builds a backlog, and gets more
+/// connections as it does (up to its window and
+/// `max_connections_per_destination`).
+const BACKLOG_PER_CONNECTION: usize = 8;
 
 #[derive(Debug, Default)]
 struct DestQueue {
@@ -76,6 +91,23 @@ struct DestQueue {
     successes: usize,
     /// No connection before this time (the destination just failed).
     suspended_until: u64,
+    /// Connections waiting for a job, by park id; the last parked is woken
+    /// first, so a burst goes to connections that were just busy and the
+    /// ones left over idle out.
+    idle: Vec<(u64, Waker)>,
+}
+
+impl DestQueue {
+    /// Connections this destination should have for its backlog: one per
+    /// `backlog_per_connection` ready jobs, within its window and the limit.
+    fn wanted(&self, limits: &Limits) -> usize {
+        let per = limits.backlog_per_connection.max(1);
+        self.ready
+            .len()
+            .div_ceil(per)
+            .min(self.window)
+            .min(limits.max_connections_per_destination)
+    }
 }
 
 /// The scheduler of one shard.
@@ -90,6 +122,8 @@ pub struct Scheduler {
     /// at a time, so a list.
     suspended: Vec<(u64, QueueKey)>,
     now_ms: u64,
+    /// The last id handed out by `park_id`.
+    parks: u64,
 }
 
 impl Scheduler {
@@ -102,6 +136,7 @@ impl Scheduler {
             due: Vec::new(),
             suspended: Vec::new(),
             now_ms,
+            parks: 0,
         }
     }
 
@@ -124,10 +159,61 @@ impl Scheduler {
         }
     }
 
-    /// Queues a job for delivery now.
-    pub fn enqueue(&mut self, key: QueueKey, job: Job) {
-        self.queue(&key).ready.push_back(job);
+    /// Queues a job for delivery now, and wakes the connection to its
+    /// destination that parked last, if one waits. True when no connection
+    /// was woken and the destination wants another: `poll_connect` has
+    /// one to give.
+    pub fn enqueue(&mut self, key: QueueKey, job: Job) -> bool {
+        let q = self.queue(&key);
+        q.ready.push_back(job);
+        if let Some((_, w)) = q.idle.pop() {
+            w.wake();
+            return false;
+        }
+        let q = &self.queues[&key];
+        let wants = q.connections < q.wanted(&self.limits) && q.suspended_until <= self.now_ms;
         self.mark_wanting(&key);
+        wants
+    }
+
+    /// A fresh id for [`Scheduler::park`].
+    pub fn park_id(&mut self) -> u64 {
+        self.parks += 1;
+        self.parks
+    }
+
+    /// An open connection to `key` waits for a job: the next `enqueue` for
+    /// `key` wakes it (the last parked first). Parking again under the
+    /// same id only refreshes the waker.
+    pub fn park(&mut self, key: &QueueKey, id: u64, waker: &Waker) {
+        let idle = &mut self.queue(key).idle;
+        match idle.iter_mut().find(|(i, _)| *i == id) {
+            Some((_, w)) => w.clone_from(waker),
+            None => idle.push((id, waker.clone())),
+        }
+    }
+
+    /// Whether park `id` still waits (it was not woken).
+    pub fn is_parked(&self, key: &QueueKey, id: u64) -> bool {
+        self.queues
+            .get(key)
+            .is_some_and(|q| q.idle.iter().any(|(i, _)| *i == id))
+    }
+
+    /// Withdraws park `id` (its connection stopped waiting).
+    pub fn unpark(&mut self, key: &QueueKey, id: u64) {
+        if let Some(q) = self.queues.get_mut(key) {
+            q.idle.retain(|(i, _)| *i != id);
+        }
+    }
+
+    /// Wakes every parked connection (the shard is stopping).
+    pub fn wake_all_parked(&mut self) {
+        for q in self.queues.values_mut() {
+            for (_, w) in q.idle.drain(..) {
+                w.wake();
+            }
+        }
     }
 
     /// Parks a job until `until_ms`.
@@ -190,7 +276,6 @@ impl Scheduler {
     /// A destination that should get one more connection now, if any; the
     /// caller opens it and later reports `connection_closed`.
     pub fn poll_connect(&mut self) -> Option<QueueKey> {
-        let max = self.limits.max_connections_per_destination;
         while let Some(key) = self.wanting.pop_front() {
             let Some(q) = self.queues.get_mut(&key) else {
                 continue;
@@ -200,10 +285,9 @@ impl Scheduler {
                 q.listed = false;
                 continue;
             }
-            // One connection per waiting job, within the window: a busy
-            // connection takes the next job itself when it is done.
-            let wanted = q.window.min(max).min(q.ready.len());
-            if q.connections < wanted {
+            // Busy connections take the next jobs themselves when they are
+            // done: another opens only for a backlog they leave.
+            if q.connections < q.wanted(&self.limits) {
                 q.connections += 1;
                 // It may want yet another connection: look again next time.
                 self.wanting.push_back(key.clone());
@@ -258,7 +342,7 @@ impl Scheduler {
         if q.successes >= q.window && q.window < max {
             q.window += 1;
             q.successes = 0;
-            if q.ready.len() > q.connections {
+            if q.connections < q.wanted(&self.limits) {
                 self.mark_wanting(key);
             }
         }

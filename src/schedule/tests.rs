@@ -19,10 +19,11 @@ fn job(id: u64) -> Job {
 }
 
 #[test]
-fn connections_grow_with_backlog_up_to_the_window_and_limit() {
+fn connections_grow_with_the_window_up_to_the_limit() {
     let limits = Limits {
         max_connections_per_destination: 3,
         initial_connections: 2,
+        backlog_per_connection: 1,
         ..Limits::default()
     };
     let mut s = Scheduler::new(limits, 0);
@@ -52,6 +53,7 @@ fn failures_halve_the_window() {
     let limits = Limits {
         max_connections_per_destination: 8,
         initial_connections: 8,
+        backlog_per_connection: 1,
         ..Limits::default()
     };
     let mut s = Scheduler::new(limits, 0);
@@ -121,7 +123,13 @@ fn the_limit_holds_under_random_traffic() {
         x ^= x >> 7;
         x ^= x << 17;
         match x % 3 {
-            0 => s.enqueue(keys[(x >> 8) as usize % 3].clone(), job(step)),
+            0 => {
+                let k = keys[(x >> 8) as usize % 3].clone();
+                if s.enqueue(k.clone(), job(step)) {
+                    // It said a connection is wanted: the dispatcher gets one.
+                    open.push(s.poll_connect().expect("a wanted connection"));
+                }
+            }
             1 => {
                 if let Some(k) = s.poll_connect() {
                     open.push(k);
@@ -148,6 +156,7 @@ fn deliveries_widen_the_window_while_connections_stay_open() {
     let limits = Limits {
         max_connections_per_destination: 4,
         initial_connections: 2,
+        backlog_per_connection: 1,
         ..Limits::default()
     };
     let mut s = Scheduler::new(limits, 0);
@@ -178,6 +187,7 @@ fn deliveries_widen_the_window_while_connections_stay_open() {
 fn a_suspended_destination_gets_no_connection_until_it_ends() {
     let limits = Limits {
         initial_connections: 2,
+        backlog_per_connection: 1,
         ..Limits::default()
     };
     let mut s = Scheduler::new(limits, 0);
@@ -213,4 +223,115 @@ fn an_empty_suspended_destination_is_forgotten_when_it_ends() {
     assert_eq!(s.poll_connect(), None);
     s.enqueue(k.clone(), job(2));
     assert_eq!(s.poll_connect(), Some(k));
+}
+
+#[test]
+fn another_connection_opens_only_for_the_backlog_the_open_ones_leave() {
+    let limits = Limits {
+        max_connections_per_destination: 20,
+        initial_connections: 20,
+        backlog_per_connection: 4,
+        ..Limits::default()
+    };
+    let mut s = Scheduler::new(limits, 0);
+    let k = key("bulk.test");
+    assert!(
+        s.enqueue(k.clone(), job(0)),
+        "the first job wants a connection"
+    );
+    assert_eq!(s.poll_connect(), Some(k.clone()));
+    assert_eq!(s.poll_connect(), None);
+    for i in 1..4 {
+        assert!(
+            !s.enqueue(k.clone(), job(i)),
+            "job {i} waits for the open one"
+        );
+    }
+    assert_eq!(s.poll_connect(), None, "four jobs for one connection");
+    assert!(
+        s.enqueue(k.clone(), job(4)),
+        "the fifth is more than one takes"
+    );
+    assert_eq!(s.poll_connect(), Some(k.clone()));
+    assert_eq!(s.poll_connect(), None);
+    for i in 5..40 {
+        s.enqueue(k.clone(), job(i));
+    }
+    while s.poll_connect().is_some() {}
+    assert_eq!(s.connections(&k), 10, "40 ready jobs, 4 per connection");
+    // The open connections drain the queue: none is added meanwhile.
+    for i in 0..40 {
+        assert_eq!(s.next_job(&k, 0).map(|j| j.msg_id), Some(i));
+        assert_eq!(s.poll_connect(), None);
+    }
+}
+
+/// A waker that counts its wakes.
+struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn counting_waker() -> (std::sync::Arc<CountingWaker>, Waker) {
+    let c = std::sync::Arc::new(CountingWaker(0.into()));
+    (c.clone(), Waker::from(c))
+}
+
+fn wakes(c: &CountingWaker) -> usize {
+    c.0.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[test]
+fn a_job_wakes_the_connection_that_parked_last_and_only_it() {
+    let mut s = Scheduler::new(Limits::default(), 0);
+    let k = key("idle.test");
+    let other = key("other.test");
+    s.enqueue(k.clone(), job(0));
+    assert_eq!(s.poll_connect(), Some(k.clone()));
+    assert_eq!(s.poll_connect(), None);
+    assert_eq!(s.next_job(&k, 0), Some(job(0)));
+    let (first, first_waker) = counting_waker();
+    let (last, last_waker) = counting_waker();
+    let (a, b) = (s.park_id(), s.park_id());
+    s.park(&k, a, &first_waker);
+    s.park(&k, b, &last_waker);
+    s.park(&k, b, &last_waker);
+    assert!(s.is_parked(&k, a) && s.is_parked(&k, b));
+
+    s.enqueue(other.clone(), job(1));
+    assert_eq!((wakes(&first), wakes(&last)), (0, 0), "another destination");
+
+    assert!(
+        !s.enqueue(k.clone(), job(2)),
+        "a parked connection takes it"
+    );
+    assert_eq!((wakes(&first), wakes(&last)), (0, 1));
+    assert!(!s.is_parked(&k, b));
+    assert!(s.is_parked(&k, a));
+
+    s.unpark(&k, a);
+    assert!(!s.is_parked(&k, a));
+    s.enqueue(k.clone(), job(3));
+    assert_eq!(wakes(&first), 0, "an unparked connection is not woken");
+}
+
+#[test]
+fn stopping_wakes_every_parked_connection() {
+    let mut s = Scheduler::new(Limits::default(), 0);
+    let keys = [key("a.test"), key("b.test")];
+    let (c, w) = counting_waker();
+    for k in &keys {
+        s.enqueue(k.clone(), job(0));
+        assert_eq!(s.poll_connect(), Some(k.clone()));
+        let id = s.park_id();
+        s.park(k, id, &w);
+    }
+    s.wake_all_parked();
+    assert_eq!(wakes(&c), 2);
+    assert!(keys
+        .iter()
+        .all(|k| !s.is_parked(k, 1) && !s.is_parked(k, 2)));
 }
