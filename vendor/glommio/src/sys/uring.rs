@@ -1241,7 +1241,10 @@ pub(crate) struct Reactor {
     latency_ring: RefCell<SleepableRing>,
     poll_ring: RefCell<PollRing>,
 
-    latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// The latency ring's timer and when it fires. It stays armed across
+    /// calls to `wait` until it fires or a sooner one is needed.
+    latency_preemption_timeout_src: RefCell<Option<(Source, Instant)>>,
+    /// Stays armed across calls to `wait` until it fires.
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1372,7 +1375,7 @@ impl Reactor {
             main_ring: RefCell::new(main_ring),
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
-            latency_preemption_timeout_src: Cell::new(None),
+            latency_preemption_timeout_src: RefCell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1834,22 +1837,31 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
-
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // The timers stay armed across calls, for as long as they have not
+        // fired: cancelling and re-arming them on every call cost two
+        // submissions and a reprogrammed hrtimer per reactor turn. A timer
+        // kept armed only ever fires sooner than needed, which is a spurious
+        // wake-up or an early preemption, never a late one.
+        let mut lat_timer = self.latency_preemption_timeout_src.borrow_mut();
+        if lat_timer
+            .as_ref()
+            .is_some_and(|(src, _)| src.result().is_some())
+        {
+            *lat_timer = None;
+        }
+        match self.throughput_preemption_timeout_src.take() {
+            Some(src) if src.result().is_none() => {
+                self.throughput_preemption_timeout_src.set(Some(src));
+            }
+            _ => {
+                self.throughput_preemption_timeout_src.set(Some(
+                    main_ring.prepare_throughput_preemption_timer(
+                        self.ring_depth() as u32,
+                        self.eventfd_src.raw(),
+                    ),
+                ));
+            }
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1871,9 +1883,11 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                let by = Instant::now() + dur;
+                if !Self::timer_fires_by(&lat_timer, by) {
+                    *lat_timer = Some((lat_ring.prepare_latency_preemption_timer(dur), by));
+                    assert!(flush_rings!(lat_ring)? > 0);
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1900,9 +1914,11 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+            let by = Instant::now() + preempt;
+            if !Self::timer_fires_by(&lat_timer, by) {
+                *lat_timer = Some((lat_ring.prepare_latency_preemption_timer(preempt), by));
+                flush_rings!(lat_ring, main_ring)?;
+            }
         }
 
         // A Note about `need_preempt`:
@@ -1911,8 +1927,18 @@ impl Reactor {
         // head would have moved to match. So it does not matter that events were
         // generated after we registered the timer: since we consumed them here,
         // need_preempt() should be false at this point. As soon as the next event
-        // in the preempt ring completes, though, then it will be true.
+        // in the preempt ring completes, though, then it will be true. A timer
+        // kept from an earlier call may be that event at any moment, even
+        // before the first task runs: the executor then polls again rather
+        // than parks (`run_task_queues`).
         Ok(should_sleep)
+    }
+
+    /// Whether the latency timer is armed and fires by `by`.
+    fn timer_fires_by(timer: &Option<(Source, Instant)>, by: Instant) -> bool {
+        timer
+            .as_ref()
+            .is_some_and(|(src, at)| *at <= by && src.result().is_none())
     }
 
     pub(crate) fn flush_syscall_thread(&self) -> usize {
