@@ -880,7 +880,9 @@ fn send_burst(d: &Daemon, domain: &str, n: usize) {
 }
 
 /// How many of `got` each connection carried, by connection.
-fn per_connection(got: &[Received]) -> std::collections::BTreeMap<usize, usize> {
+fn per_connection<'a>(
+    got: impl IntoIterator<Item = &'a Received>,
+) -> std::collections::BTreeMap<usize, usize> {
     let mut n = std::collections::BTreeMap::new();
     for m in got {
         *n.entry(m.connection).or_insert(0usize) += 1;
@@ -987,6 +989,48 @@ fn a_backlog_gets_another_connection_only_when_the_open_ones_leave_enough() {
         per_connection.len() <= 2,
         "12 messages took {} connections: {per_connection:?}",
         per_connection.len()
+    );
+    assert!(mx.violations().is_empty(), "{:?}", mx.violations());
+    finish(d);
+}
+
+#[test]
+fn a_trickle_goes_to_the_connection_idle_last_and_the_surplus_ones_close() {
+    // A burst to a slow destination opens a few connections. Then one
+    // message at a time, each once the last is delivered: each wakes the
+    // connection that became idle last, so one carries them all and the
+    // others wait out idle_timeout (were the trickle shared among them,
+    // each would get a message more often than that and stay open).
+    let domain = "trickle.test.example";
+    let net = one_mx(domain);
+    let mx = net.server(
+        2,
+        Script::accept().delay(Cmd::DataEnd, Duration::from_millis(200)),
+    );
+    let d = net.daemon(
+        1,
+        &net.config(&[
+            ("max_connections_per_destination", "20"),
+            ("idle_timeout", "\"2s\""),
+        ]),
+    );
+    send_burst(&d, domain, 30);
+    let burst = per_connection(&expect_messages(&mx, 30, &d, "the burst"));
+    assert!(burst.len() >= 2, "the burst took one connection: {burst:?}");
+
+    let mut c = d.connect();
+    c.hello();
+    for i in 0..10 {
+        send_message(&mut c, &[&format!("t{i}@{domain}")], BODY);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    c.cmd("QUIT", "221");
+    let got = expect_messages(&mx, 40, &d, "the trickle");
+    let carriers = per_connection(got.iter().filter(|m| m.rcpt_to[0].starts_with('t')));
+    assert_eq!(
+        carriers.len(),
+        1,
+        "the trickle was spread over connections {carriers:?} (burst: {burst:?})"
     );
     assert!(mx.violations().is_empty(), "{:?}", mx.violations());
     finish(d);

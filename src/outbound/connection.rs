@@ -439,6 +439,9 @@ impl<'a> Conn<'a> {
     async fn next_job(&mut self) -> Option<Job> {
         let idle = self.ob.config.delivery.idle_timeout.duration();
         let until = now_ms() + idle.as_millis() as u64;
+        // One place in the destination's idle list for the whole wait, so
+        // that the looks for contention do not move it to the front.
+        let parking = Parking::new(self.ob, self.key);
         loop {
             if self.ob.stopping.get() {
                 return None;
@@ -460,12 +463,7 @@ impl<'a> Conn<'a> {
             // Wake for a job, or now and then to look for contention.
             self.idled = true;
             let left = Duration::from_millis(until - now).min(CONTENTION_POLL);
-            let park = Park {
-                ob: self.ob,
-                key: self.key,
-                id: None,
-            };
-            futures_lite::future::or(park, glommio::timer::sleep(left)).await;
+            futures_lite::future::or(parking.woken(), glommio::timer::sleep(left)).await;
         }
     }
 
@@ -636,42 +634,48 @@ impl<'a> Conn<'a> {
     }
 }
 
-/// An idle connection waiting in its destination's queue for the next job
-/// (`Scheduler::park`); it stops waiting when dropped.
-struct Park<'a> {
+/// An idle connection's place in its destination's idle list
+/// (`Scheduler::park`): taken at the first wait, kept across waits, left
+/// when dropped.
+struct Parking<'a> {
     ob: &'a Outbound,
     key: &'a QueueKey,
-    id: Option<u64>,
+    id: u64,
+    /// In the list, unless a job woke it (took it out) since.
+    parked: std::cell::Cell<bool>,
 }
 
-impl std::future::Future for Park<'_> {
-    type Output = ();
+impl<'a> Parking<'a> {
+    fn new(ob: &'a Outbound, key: &'a QueueKey) -> Parking<'a> {
+        let id = ob.sched.borrow_mut().park_id();
+        Parking {
+            ob,
+            key,
+            id,
+            parked: std::cell::Cell::new(false),
+        }
+    }
 
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        let mut sched = self.ob.sched.borrow_mut();
-        let id = match self.id {
-            Some(id) if !sched.is_parked(self.key, id) => {
-                drop(sched);
-                self.id = None;
+    /// Resolves when a job queued for the destination wakes this
+    /// connection.
+    fn woken(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            let mut sched = self.ob.sched.borrow_mut();
+            if self.parked.get() && !sched.is_parked(self.key, self.id) {
+                self.parked.set(false);
                 return std::task::Poll::Ready(());
             }
-            Some(id) => id,
-            None => sched.park_id(),
-        };
-        sched.park(self.key, id, cx.waker());
-        drop(sched);
-        self.id = Some(id);
-        std::task::Poll::Pending
+            sched.park(self.key, self.id, cx.waker());
+            self.parked.set(true);
+            std::task::Poll::Pending
+        })
     }
 }
 
-impl Drop for Park<'_> {
+impl Drop for Parking<'_> {
     fn drop(&mut self) {
-        if let Some(id) = self.id {
-            self.ob.sched.borrow_mut().unpark(self.key, id);
+        if self.parked.get() {
+            self.ob.sched.borrow_mut().unpark(self.key, self.id);
         }
     }
 }
