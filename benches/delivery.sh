@@ -450,6 +450,17 @@ connect_timeout = "5s"'
         "(RssAnon $(mib "$(status_kib "$petrel_pid" RssAnon)") MiB," \
         "RssFile $(mib "$(status_kib "$petrel_pid" RssFile)") MiB)," \
         "peak $(mib "$(status_kib "$petrel_pid" VmHWM)") MiB"
+    # The last acknowledgements leave a moment of work behind them (the
+    # final group commits, the queue taking the last messages): wait until
+    # a whole second passes with at most one tick of CPU (up to 10 s), so
+    # that the window measures waiting, not the end of receiving.
+    settled=0
+    for _ in $(seq 10); do
+        ticks0=$(cpu_ticks "$petrel_pid")
+        sleep 1
+        (($(cpu_ticks "$petrel_pid") - ticks0 <= 1)) && { settled=1; break; }
+    done
+    ((settled)) || echo "  (petrel was still busy 10 s after the last message was queued)"
     ticks0=$(cpu_ticks "$petrel_pid")
     sleep 10
     ticks1=$(cpu_ticks "$petrel_pid")
