@@ -225,8 +225,6 @@ impl Outbound {
             }
         }
         let now = now_ms();
-        let mut sched = self.sched.borrow_mut();
-        let mut wants_connection = false;
         for (destination, rcpts) in groups {
             for part in rcpts.chunks(MAX_RCPTS_PER_TRANSACTION) {
                 let key = QueueKey {
@@ -240,15 +238,11 @@ impl Outbound {
                     received_ms,
                 };
                 if not_before_ms > now {
-                    sched.defer(key, job, not_before_ms);
+                    self.sched.borrow_mut().defer(key, job, not_before_ms);
                 } else {
-                    wants_connection |= sched.enqueue(key, job);
+                    self.enqueue(key, job);
                 }
             }
-        }
-        drop(sched);
-        if wants_connection {
-            self.work.notify();
         }
     }
 

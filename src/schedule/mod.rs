@@ -110,6 +110,29 @@ impl DestQueue {
     }
 }
 
+/// The queue of `key`, created with the initial window if new.
+fn queue_in<'a>(
+    queues: &'a mut HashMap<QueueKey, DestQueue>,
+    limits: &Limits,
+    key: &QueueKey,
+) -> &'a mut DestQueue {
+    let initial = limits
+        .initial_connections
+        .clamp(1, limits.max_connections_per_destination.max(1));
+    queues.entry(key.clone()).or_insert_with(|| DestQueue {
+        window: initial,
+        ..DestQueue::default()
+    })
+}
+
+/// Puts `key` (whose queue is `q`) on the `wanting` list unless it is on it.
+fn list_wanting(wanting: &mut VecDeque<QueueKey>, q: &mut DestQueue, key: &QueueKey) {
+    if !q.listed {
+        q.listed = true;
+        wanting.push_back(key.clone());
+    }
+}
+
 /// The scheduler of one shard.
 pub struct Scheduler {
     limits: Limits,
@@ -141,22 +164,12 @@ impl Scheduler {
     }
 
     fn queue(&mut self, key: &QueueKey) -> &mut DestQueue {
-        let initial = self
-            .limits
-            .initial_connections
-            .clamp(1, self.limits.max_connections_per_destination.max(1));
-        self.queues.entry(key.clone()).or_insert_with(|| DestQueue {
-            window: initial,
-            ..DestQueue::default()
-        })
+        queue_in(&mut self.queues, &self.limits, key)
     }
 
     fn mark_wanting(&mut self, key: &QueueKey) {
-        let q = self.queue(key);
-        if !q.listed {
-            q.listed = true;
-            self.wanting.push_back(key.clone());
-        }
+        let q = queue_in(&mut self.queues, &self.limits, key);
+        list_wanting(&mut self.wanting, q, key);
     }
 
     /// Queues a job for delivery now, and wakes the connection to its
@@ -164,15 +177,15 @@ impl Scheduler {
     /// was woken and the destination wants another: `poll_connect` has
     /// one to give.
     pub fn enqueue(&mut self, key: QueueKey, job: Job) -> bool {
-        let q = self.queue(&key);
+        // One lookup: this runs for every message received.
+        let q = queue_in(&mut self.queues, &self.limits, &key);
         q.ready.push_back(job);
         if let Some((_, w)) = q.idle.pop() {
             w.wake();
             return false;
         }
-        let q = &self.queues[&key];
         let wants = q.connections < q.wanted(&self.limits) && q.suspended_until <= self.now_ms;
-        self.mark_wanting(&key);
+        list_wanting(&mut self.wanting, q, &key);
         wants
     }
 
