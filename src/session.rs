@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_lite::AsyncReadExt;
 use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
 use spool_format::envelope::{notify, ChunkRef, Envelope as SpoolEnvelope, Recipient};
@@ -21,6 +21,7 @@ use crate::smtp::received::{format_date, DATE_LEN};
 use crate::smtp::server::{Event, PeerInfo, Session, SpoolFailure, MIN_RECEIVE_BUFFER};
 use crate::spool::shard::WritePin;
 use crate::tls;
+use crate::transport::{flush, Transport};
 
 /// Receive buffer per session: big enough for the longest command line and
 /// for large body reads.
@@ -38,37 +39,6 @@ struct BodySink {
     len: u64,
     /// The spool refused a chunk: keep reading to stay in sync, answer 451.
     failed: bool,
-}
-
-/// A byte stream a session runs over: plain TCP or TLS on top of it.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin {
-    /// Bounds the next reads (the session's next deadline).
-    fn set_read_deadline(&self, wait: Option<Duration>) -> std::io::Result<()>;
-}
-
-impl Transport for TcpStream {
-    fn set_read_deadline(&self, wait: Option<Duration>) -> std::io::Result<()> {
-        self.set_read_timeout(wait)
-            .map_err(|e| std::io::Error::other(e.to_string()))
-    }
-}
-
-impl Transport for futures_rustls::client::TlsStream<TcpStream> {
-    fn set_read_deadline(&self, wait: Option<Duration>) -> std::io::Result<()> {
-        self.get_ref()
-            .0
-            .set_read_timeout(wait)
-            .map_err(|e| std::io::Error::other(e.to_string()))
-    }
-}
-
-impl Transport for TlsStream<TcpStream> {
-    fn set_read_deadline(&self, wait: Option<Duration>) -> std::io::Result<()> {
-        self.get_ref()
-            .0
-            .set_read_timeout(wait)
-            .map_err(|e| std::io::Error::other(e.to_string()))
-    }
 }
 
 /// Buffers of one connection, kept across the switch to TLS.
@@ -165,15 +135,6 @@ async fn handshake(ctx: &ShardCtx, stream: TcpStream) -> Option<TlsStream<TcpStr
             None
         }
     }
-}
-
-async fn flush<S: Transport>(stream: &mut S, out: &mut Vec<u8>) -> bool {
-    if out.is_empty() {
-        return true;
-    }
-    let ok = stream.write_all(out).await.is_ok() && stream.flush().await.is_ok();
-    out.clear();
-    ok
 }
 
 /// Runs the session over one transport until it closes or asks for TLS.

@@ -318,26 +318,24 @@ fn check_bounce(m: &Received, rcpt: &str, status: &str) -> String {
 /// Sends one message to `rcpt`, which cannot be delivered through `zone`
 /// (`hosts` are addresses its MX hosts may use, none of them listening),
 /// and waits for the one bounce: checked to report `rcpt` with `status`,
-/// and returned (unfolded) with the time it took.
+/// and returned (unfolded).
 fn lone_bounce(
     zone: Zone,
     hosts: &[u8],
     overrides: &[(&str, &str)],
     rcpt: &str,
     status: &str,
-) -> (String, Duration) {
+) -> String {
     let net = Net::new(zone, hosts);
     let bounces = net.bounce_server();
     let d = net.daemon(1, &net.config(overrides));
-    let sent = Instant::now();
     send_one(&d, &[rcpt]);
     let got = expect_messages(&bounces, 1, &d, "bounce");
-    let took = sent.elapsed();
     let text = check_bounce(&got[0], rcpt, status);
     wait_queue_empty(&d, &net.spool, ARRIVAL);
     assert_eq!(bounces.messages().len(), 1, "one notice");
     finish(d);
-    (text, took)
+    text
 }
 
 /// The daemon must not have panicked on any shard.
@@ -474,7 +472,7 @@ fn implicit_mx_is_the_domains_address() {
 fn null_mx_bounces_5_1_10() {
     let zone = Zone::new().null_mx("nullmx.test.example");
     let rcpt = "user@nullmx.test.example";
-    let (text, _) = lone_bounce(zone, &[], &[], rcpt, "5.1.10");
+    let text = lone_bounce(zone, &[], &[], rcpt, "5.1.10");
     assert!(text.contains("Subject: delivery test"), "{text}");
 }
 
@@ -592,9 +590,8 @@ fn data_5xx_bounces_every_recipient() {
 
 /// Sends one message to `user@<domain>`, whose MX behaves as `first` for
 /// the first attempt and accepts from then on; checks that the message
-/// came once, on a later attempt, with no bounce, and returns how long it
-/// took.
-fn delivered_on_retry(domain: &str, first: Script) -> Duration {
+/// came once, on a later attempt, with no bounce.
+fn delivered_on_retry(domain: &str, first: Script) {
     let net = one_mx(domain);
     let mx = net.server(2, first);
     let bounces = net.bounce_server();
@@ -602,31 +599,27 @@ fn delivered_on_retry(domain: &str, first: Script) -> Duration {
     // script only changes for new ones).
     let d = net.daemon(1, &net.config(&[("idle_timeout", "\"200ms\"")]));
     let rcpt = format!("user@{domain}");
-    let sent = Instant::now();
     send_one(&d, &[&rcpt]);
 
     wait_first_attempt(&mx, &d);
     mx.set_script(Script::accept());
 
+    // The retry comes within ARRIVAL only because the test's retry step
+    // is 1s: when a deferred job comes due is the scheduler's, tested on
+    // virtual time (`schedule::tests`).
     let got = expect_messages(&mx, 1, &d, "retried message");
-    let took = sent.elapsed();
     assert_eq!(got[0].rcpt_to, [rcpt]);
     assert!(mx.transactions() >= 2, "the first attempt did not succeed");
     wait_queue_empty(&d, &net.spool, ARRIVAL);
     assert_eq!(mx.messages().len(), 1, "recorded exactly once");
     assert!(bounces.messages().is_empty(), "a temporary failure bounced");
     finish(d);
-    took
 }
 
 #[test]
 fn retry_after_451_then_success() {
     let first = Script::accept().reply_to(Cmd::DataEnd, "451 4.3.0 later");
-    let took = delivered_on_retry("retry.test.example", first);
-    assert!(
-        took < Duration::from_secs(8),
-        "retry [\"1s\"] took {took:?}"
-    );
+    delivered_on_retry("retry.test.example", first);
 }
 
 #[test]
@@ -682,14 +675,12 @@ fn bounce_5_4_7_after_max_age() {
         .a("mx.expire.test.example", "127.0.0.2");
     let overrides = [("max_age", "\"3s\""), ("retry", "[\"1s\"]")];
     let rcpt = "user@expire.test.example";
-    let (text, took) = lone_bounce(zone, &[2], &overrides, rcpt, "5.4.7");
+    // Not before max_age: the retry policy's tests check that on
+    // virtual time (`schedule::retry`).
+    let text = lone_bounce(zone, &[2], &overrides, rcpt, "5.4.7");
     assert!(
         text.contains("Diagnostic-Code: X-Petrel;"),
         "a local reason is not an SMTP reply:\n{text}"
-    );
-    assert!(
-        took >= Duration::from_secs(2),
-        "bounced after {took:?}, before max_age"
     );
 }
 
@@ -1100,55 +1091,37 @@ fn per_destination_limit_holds_across_shards() {
 #[test]
 fn an_idle_connection_does_not_starve_the_other_shard() {
     // One connection allowed to the destination in the whole process, and
-    // a long idle time. Once a shard's connection has delivered and sits
-    // idle, mail that another shard holds for the same destination must
-    // not wait for that idle time to pass.
+    // an idle time far beyond the test's patience. Once a shard's
+    // connection has delivered and sits idle, mail that another shard
+    // holds for the same destination must still go out: the idle
+    // connection hands the slot over (how soon is the delivery machine's
+    // rule, tested on virtual time in `outbound::delivery`).
     let net = one_mx("starve.test.example");
     let mx = net.server(2, Script::accept());
     let d = net.daemon(
         2,
         &net.config(&[
             ("max_connections_per_destination", "1"),
-            ("idle_timeout", "\"8s\""),
+            ("idle_timeout", "\"1h\""),
         ]),
     );
     send_one(&d, &["first@starve.test.example"]);
     expect_messages(&mx, 1, &d, "first message");
     // Each message on a new client connection, so the kernel spreads them
-    // over the shards: one sent to the shard with the idle connection
-    // arrives at once; the first that does not is on the other shard.
-    let mut starved = None;
+    // over the shards: the slot changes hands whenever one lands on the
+    // shard without it.
     for i in 0..30 {
-        let sent = Instant::now();
         send_one(&d, &[&format!("m{i}@starve.test.example")]);
-        let got = mx.wait_for_messages(i + 2, Duration::from_millis(1500));
-        if got.len() < i + 2 {
-            starved = Some((i, sent));
-            break;
-        }
+        let got = mx.wait_for_messages(i + 2, ARRIVAL);
+        assert_eq!(
+            got.len(),
+            i + 2,
+            "message {i} waited for the other shard's idle connection \
+             to give up the destination's only slot; spool:\n{}\n{}",
+            common::inspect(&net.spool),
+            d.stderr()
+        );
     }
-    let Some((i, sent)) = starved else {
-        // Every message arrived at once: nothing was held back.
-        finish(d);
-        return;
-    };
-    // Which shard holds it, for the failure message.
-    let spool_then = common::inspect(&net.spool);
-    let got = mx.wait_for_messages(i + 2, ARRIVAL);
-    let waited = sent.elapsed();
-    assert_eq!(
-        got.len(),
-        i + 2,
-        "message {i} never arrived: {}",
-        d.stderr()
-    );
-    assert!(
-        waited < Duration::from_secs(4),
-        "message {i} waited {waited:?} for the other shard's idle connection \
-         (idle_timeout 8s) to give up the destination's only slot; \
-         connections {}; spool while it waited:\n{spool_then}",
-        mx.connections()
-    );
     finish(d);
 }
 

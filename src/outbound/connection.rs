@@ -1,36 +1,34 @@
-//! One outbound connection task: takes a process-wide slot for its
-//! destination, resolves the hosts, and drives the sans-IO SMTP client over
-//! TCP (and TLS after STARTTLS), taking messages from the scheduler until
-//! the destination has none left, the per-connection limit is reached, or
-//! the shard stops.
+//! One outbound connection task, the I/O driver of a [`Delivery`]: takes
+//! a process-wide slot for its destination, resolves the hosts, performs
+//! each [`Step`] the machine returns (connect, bounce, defer, finish) and
+//! drives the sans-IO SMTP client over TCP (and TLS after STARTTLS),
+//! taking messages from the scheduler while the machine allows.
 //!
-//! It decides nothing about SMTP: the client machine does. It owns the
-//! fallback across MX hosts, the hand-over of every outcome (to
-//! `Outbound::settle`), and the rule that a job taken from the scheduler
-//! is always given back settled.
+//! It decides nothing: SMTP is the client machine's, which host, when to
+//! retry in plaintext, when to idle, close or hand the slot over are the
+//! delivery machine's, and what each verdict does is `Outbound::settle`'s.
+//! It owns the rule that a job taken from the scheduler is always given
+//! back settled or queued.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 
-use super::destination::{self, Hop, Myself, NoRoute};
+use super::delivery::{Delivery, Ended, Policy, Step};
+use super::destination::{self, Myself};
 use super::message::{Current, Loaded};
 use super::slots::{ConnectionSlot, SlotWaiter};
 use super::Outbound;
 use crate::daemon::now_ms;
 use crate::schedule::{Job, QueueKey};
-use crate::session::Transport;
 use crate::smtp::client::{Client, Event, Misuse, ServerReply};
+use crate::transport::{flush, Transport};
 
 /// How long a connection task waits between tries for a process-wide slot.
 const SLOT_WAIT: Duration = Duration::from_millis(20);
-/// How often an idle connection looks whether another shard wants its slot.
-const CONTENTION_POLL: Duration = Duration::from_millis(50);
-/// Messages a connection carries before it hands a contested slot over.
-const FAIR_SHARE: usize = 50;
 /// Outgoing bytes gathered before a write while sending a body.
 const WRITE_BATCH: usize = 64 * 1024;
 const READ_BUFFER: usize = 16 * 1024;
@@ -43,26 +41,30 @@ pub async fn run(ob: Rc<Outbound>, key: QueueKey) {
     ob.work.notify();
 }
 
-/// True unless the destination failed at the connection level.
-async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
+/// A process-wide slot for `key`'s destination, waiting while other
+/// connections hold them all; `None` when the shard stops meanwhile.
+async fn acquire_slot(ob: &Outbound, key: &QueueKey) -> Option<ConnectionSlot> {
     let max = ob.config.delivery.max_connections_per_destination;
     let mut waiter = None;
-    let slot = loop {
-        if let Some(s) = ConnectionSlot::try_acquire(&key.destination, max) {
-            break s;
-        }
+    loop {
         if ob.stopping.get() {
-            return true;
+            return None;
         }
-        // Holders on other shards see this and hand the slot over after
-        // their current message.
+        if let Some(s) = ConnectionSlot::try_acquire(&key.destination, max) {
+            return Some(s);
+        }
+        // Holders on other shards see this and hand the slot over.
         waiter.get_or_insert_with(|| SlotWaiter::new(&key.destination));
         glommio::timer::sleep(SLOT_WAIT).await;
-    };
-    drop(waiter);
-    if ob.stopping.get() {
-        return true;
     }
+}
+
+/// Performs the steps of one delivery run; true unless the destination
+/// failed at the connection level.
+async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
+    let Some(slot) = acquire_slot(ob, key).await else {
+        return true;
+    };
     let Some(job) = ob.take_job(key, 0) else {
         return true;
     };
@@ -70,94 +72,78 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
         hostname: &ob.config.server.hostname,
         addrs: &ob.my_addrs,
     };
-    let hops = match destination::resolve(
-        &ob.resolver,
-        &key.destination,
-        ob.config.delivery.port,
-        &me,
-    )
-    .await
-    {
-        Ok(h) => h,
-        Err(NoRoute::Permanent { status, reason }) => {
-            tracing::info!(destination = %key.destination, %reason, "bouncing the destination's queue");
-            let reply = ServerReply::local(550, status.parts(), &reason);
-            ob.fail_job(&job, &reply, None);
-            while let Some(job) = ob.take_job(key, 0) {
-                ob.fail_job(&job, &reply, None);
-            }
-            return true;
-        }
-        Err(NoRoute::Temporary(reason)) => {
-            let reply = ServerReply::local(451, (4, 4, 3), &reason);
-            ob.defer_destination(key, job, &reply);
-            return false;
-        }
-    };
+    let port = ob.config.delivery.port;
+    let hops = destination::resolve(&ob.resolver, &key.destination, port, &me).await;
+    let mut plan = Delivery::new(Policy::of(&ob.config.delivery));
+    let mut step = plan.resolved(hops, now_ms());
     let mut job = Some(job);
-    let mut last_failure = ServerReply::local(451, (4, 4, 1), "no host could be reached");
-    let mut sent = 0;
-    for hop in &hops {
-        for &ip in &hop.addrs {
-            let addr = SocketAddr::new(ip, hop.port);
-            let mut plaintext_retry = false;
-            loop {
-                let mut conn =
-                    Conn::new(ob, key, &slot, hop, addr, job.take(), sent, plaintext_retry);
-                let end = conn.run().await;
-                sent = conn.sent;
+    loop {
+        match step {
+            Step::Connect { addr, plaintext } => {
+                let mut conn = Conn::new(ob, key, &slot, &mut plan, addr, job.take(), plaintext);
+                let ended = conn.run().await;
                 job = conn.job_in_hand();
-                match end {
-                    End::Done => {
-                        if let Some(j) = job {
-                            // Never started and nowhere else to go: the
-                            // queue keeps it.
-                            ob.enqueue(key.clone(), j);
-                        }
-                        return true;
-                    }
-                    End::PlaintextRetry => plaintext_retry = true,
-                    End::Reconnect => {}
-                    End::TryNext(reason) => {
-                        tracing::info!(destination = %key.destination, host = %hop.name, %addr,
-                            reason = %String::from_utf8_lossy(&reason.text), "host failed; trying the next");
-                        last_failure = reason;
-                        break;
-                    }
-                }
+                log_failure(&plan, addr, &ended);
+                step = plan.connection_ended(ended, job.is_some(), now_ms());
             }
-            if job.is_none() {
-                // Everything in hand was settled before the host failed;
-                // the scheduler still has the rest.
+            Step::Bounce(reply) => {
+                tracing::info!(destination = %key.destination,
+                    reason = %String::from_utf8_lossy(&reply.text), "bouncing the destination's queue");
+                let queued = std::iter::from_fn(|| ob.take_job(key, 0));
+                for j in job.into_iter().chain(queued) {
+                    ob.fail_job(&j, &reply, None);
+                }
                 return true;
             }
+            Step::Defer {
+                reply,
+                suspend_until_ms,
+            } => {
+                if let Some(j) = job {
+                    ob.defer_destination(key, j, &reply, suspend_until_ms);
+                }
+                return false;
+            }
+            Step::Finish { ok } => {
+                if let Some(j) = job {
+                    // Never started and nowhere else to go: the queue
+                    // keeps it.
+                    ob.enqueue(key.clone(), j);
+                }
+                return ok;
+            }
         }
     }
-    match job {
-        Some(job) => ob.defer_destination(key, job, &last_failure),
-        None => return true,
+}
+
+/// Logs why a host is left behind, as the machine moves on.
+fn log_failure(plan: &Delivery, addr: SocketAddr, ended: &Ended) {
+    let host = plan.host();
+    match ended {
+        Ended::Closed => {}
+        Ended::Stale => {
+            tracing::debug!(host, %addr, "connection closed by the server while idle; reconnecting")
+        }
+        Ended::TlsFailed {
+            why,
+            plaintext_allowed: true,
+        } => tracing::warn!(host, %addr, error = %why,
+            "TLS handshake failed; delivering to this host in plaintext (opportunistic TLS)"),
+        Ended::TlsFailed { why, .. } => {
+            tracing::info!(host, %addr, error = %why, "TLS handshake failed")
+        }
+        Ended::ConnectFailed(why) => {
+            tracing::info!(host, %addr, reason = %why, "host failed; trying the next")
+        }
+        Ended::HostFailed(reply) => tracing::info!(host, %addr,
+            reason = %String::from_utf8_lossy(&reply.text), "host failed; trying the next"),
     }
-    false
 }
 
-/// How a connection ended.
-enum End {
-    /// Its work is settled (or given back): nothing more to do here.
-    Done,
-    /// The TLS handshake failed under the opportunistic policy: connect
-    /// again without STARTTLS.
-    PlaintextRetry,
-    /// The connection went stale while idle: connect to the same host
-    /// again with the job in hand.
-    Reconnect,
-    /// The host failed before finishing any transaction: try the next one
-    /// with the job in hand.
-    TryNext(ServerReply),
-}
-
-enum Step {
+/// Why `drive` returned.
+enum Driven {
     StartTls,
-    End(End),
+    End(Ended),
 }
 
 /// What `next_transaction` did.
@@ -174,7 +160,7 @@ struct Conn<'a> {
     ob: &'a Rc<Outbound>,
     key: &'a QueueKey,
     slot: &'a ConnectionSlot,
-    hop: &'a Hop,
+    plan: &'a mut Delivery,
     addr: SocketAddr,
     client: Client,
     out: Vec<u8>,
@@ -190,30 +176,23 @@ struct Conn<'a> {
     held: Option<Box<Current>>,
     /// A job handed over from a failed host, not yet loaded.
     first: Option<Job>,
-    /// Messages settled on this destination by this task (the per
-    /// connection limit counts across the hosts it tried).
-    sent: usize,
     spare: Option<Box<Current>>,
-    /// The TCP socket, to look for a close while idle.
-    fd: Option<std::os::fd::RawFd>,
     /// `next_job` waited for work since the last transaction.
     idled: bool,
 }
 
 impl<'a> Conn<'a> {
-    #[allow(clippy::too_many_arguments)]
     fn new(
         ob: &'a Rc<Outbound>,
         key: &'a QueueKey,
         slot: &'a ConnectionSlot,
-        hop: &'a Hop,
+        plan: &'a mut Delivery,
         addr: SocketAddr,
         first: Option<Job>,
-        sent: usize,
-        plaintext_retry: bool,
+        plaintext: bool,
     ) -> Conn<'a> {
         let now = now_ms();
-        let client = if plaintext_retry {
+        let client = if plaintext {
             Client::new_plaintext_retry(ob.client.clone(), now)
         } else {
             Client::new(ob.client.clone(), now)
@@ -222,7 +201,7 @@ impl<'a> Conn<'a> {
             ob,
             key,
             slot,
-            hop,
+            plan,
             addr,
             client,
             out: Vec::with_capacity(4096),
@@ -233,34 +212,28 @@ impl<'a> Conn<'a> {
             next: None,
             held: None,
             first,
-            sent,
             spare: None,
-            fd: None,
             idled: false,
         }
     }
 
-    async fn run(&mut self) -> End {
+    async fn run(&mut self) -> Ended {
         let timeout = self.ob.config.delivery.connect_timeout.duration();
         let stream = match TcpStream::connect_timeout(self.addr, timeout).await {
             Ok(s) => s,
-            Err(e) => {
-                let why = format!("connect to {}[{}]: {e}", self.hop.name, self.addr);
-                return End::TryNext(ServerReply::local(451, (4, 4, 1), &why));
-            }
+            Err(e) => return Ended::ConnectFailed(e.to_string()),
         };
         let _ = stream.set_nodelay(true);
-        self.fd = Some(std::os::fd::AsRawFd::as_raw_fd(&stream));
         let _ = stream.set_write_timeout(Some(self.ob.config.delivery.data_timeout.duration()));
         let mut stream = stream;
         match self.drive(&mut stream).await {
-            Step::End(e) => return e,
-            Step::StartTls => {}
+            Driven::End(e) => return e,
+            Driven::StartTls => {}
         }
         let Some(connector) = self.ob.tls.clone() else {
             return self.tls_failed("TLS is disabled".to_owned());
         };
-        let name = super::tls::server_name(&self.hop.name, self.addr.ip());
+        let name = super::tls::server_name(self.plan.host(), self.addr.ip());
         let handshake = connector.connect(name, stream);
         let timeout = self.ob.config.delivery.command_timeout.duration();
         let tls = futures_lite::future::or(async { Some(handshake.await) }, async {
@@ -277,9 +250,9 @@ impl<'a> Conn<'a> {
         self.start = 0;
         self.end = 0;
         match self.drive(&mut tls).await {
-            Step::End(e) => e,
+            Driven::End(e) => e,
             // A second STARTTLS cannot happen (the machine never asks).
-            Step::StartTls => End::TryNext(ServerReply::local(
+            Driven::StartTls => Ended::HostFailed(ServerReply::local(
                 451,
                 (4, 5, 0),
                 "STARTTLS requested twice",
@@ -287,22 +260,14 @@ impl<'a> Conn<'a> {
         }
     }
 
-    /// The handshake failed: opportunistic TLS reconnects in plaintext
-    /// (the machine records it in the outcomes); required TLS tries the
-    /// next host, and defers when none is left.
-    fn tls_failed(&mut self, why: String) -> End {
+    /// The handshake failed: the client machine's TLS policy says whether
+    /// the plaintext retry is allowed.
+    fn tls_failed(&mut self, why: String) -> Ended {
         let _ = self.client.tls_failed(now_ms());
-        if self.client.needs_plaintext_retry() {
-            tracing::warn!(host = %self.hop.name, addr = %self.addr, error = %why,
-                "TLS handshake failed; delivering to this host in plaintext (opportunistic TLS)");
-            return End::PlaintextRetry;
+        Ended::TlsFailed {
+            why,
+            plaintext_allowed: self.client.needs_plaintext_retry(),
         }
-        tracing::info!(host = %self.hop.name, addr = %self.addr, error = %why, "TLS handshake failed");
-        let reason = format!(
-            "TLS handshake with {}[{}] failed: {why}",
-            self.hop.name, self.addr
-        );
-        End::TryNext(ServerReply::local(451, (4, 7, 10), &reason))
     }
 
     /// The job this connection holds and did not settle, if any. A
@@ -334,9 +299,9 @@ impl<'a> Conn<'a> {
     }
 
     /// Loads the next message and starts its transaction.
-    async fn next_transaction(&mut self) -> NextTx {
+    async fn next_transaction<S: Transport>(&mut self, stream: &S) -> NextTx {
         loop {
-            let cur = match self.next_loaded().await {
+            let cur = match self.next_loaded(stream).await {
                 Ok(c) => c,
                 Err(end) => return end,
             };
@@ -354,7 +319,7 @@ impl<'a> Conn<'a> {
 
     /// The message to send next: one held behind the last body, else the
     /// next job loaded; `Err` when there is none or the connection is stale.
-    async fn next_loaded(&mut self) -> Result<Box<Current>, NextTx> {
+    async fn next_loaded<S: Transport>(&mut self, stream: &S) -> Result<Box<Current>, NextTx> {
         if let Some(c) = self.held.take() {
             if self.ob.stopping.get() {
                 // Stopping: it stays in hand and goes back to the queue.
@@ -368,9 +333,7 @@ impl<'a> Conn<'a> {
                 Some(j) => j,
                 None => self.next_job().await.ok_or(NextTx::Nothing)?,
             };
-            if std::mem::take(&mut self.idled) && self.fd.is_some_and(peer_is_closing) {
-                tracing::debug!(host = %self.hop.name, addr = %self.addr,
-                    "connection closed by the server while idle; reconnecting");
+            if std::mem::take(&mut self.idled) && stream.peer_is_closing() {
                 self.first = Some(job);
                 return Err(NextTx::Stale);
             }
@@ -390,20 +353,20 @@ impl<'a> Conn<'a> {
         self.spare = Some(cur);
     }
 
-    /// Right after a body: when another message is ready, its commands go
-    /// out in the same write as the end of the body, and the server's
-    /// verdict on this message and its replies to them come back together
-    /// (RFC 2920 3.1), saving a round trip per message. The limits of the
-    /// connection count the message in flight.
+    /// Right after a body, when the machine allows it and another message
+    /// is ready: its commands go out in the same write as the end of the
+    /// body, and the server's verdict on this message and its replies to
+    /// them come back together (RFC 2920 3.1), saving a round trip per
+    /// message.
     fn pipeline_next(&mut self) {
-        let in_flight = self.sent + 1;
-        if self.ob.stopping.get()
-            || !self.client.can_pipeline()
-            || (self.slot.contested() && in_flight >= FAIR_SHARE)
+        let (contested, stopping) = (self.slot.contested(), self.ob.stopping.get());
+        if !self
+            .plan
+            .may_pipeline(contested, stopping, self.client.can_pipeline())
         {
             return;
         }
-        let Some(job) = self.ob.take_job(self.key, in_flight) else {
+        let Some(job) = self.ob.take_job(self.key, self.plan.sent() + 1) else {
             return;
         };
         let spare = self.spare.take();
@@ -421,48 +384,37 @@ impl<'a> Conn<'a> {
 
     /// After `Ready` or `TransactionDone`: the next transaction, or QUIT,
     /// or the end of a stale connection.
-    async fn after_ready(&mut self) -> Option<Step> {
-        match self.next_transaction().await {
+    async fn after_ready<S: Transport>(&mut self, stream: &S) -> Option<Driven> {
+        match self.next_transaction(stream).await {
             NextTx::Started => None,
             NextTx::Nothing => {
                 let _ = self.client.quit(now_ms(), &mut self.out);
                 None
             }
-            NextTx::Stale => Some(Step::End(End::Reconnect)),
+            NextTx::Stale => Some(Driven::End(Ended::Stale)),
         }
     }
 
-    /// The next job for this connection, waiting up to `idle_timeout` for
-    /// one to be queued. When a connection task elsewhere waits for this
-    /// destination's slot, the slot is handed over instead of idling on
-    /// it, and after [`FAIR_SHARE`] messages even when busy.
+    /// The next job for this connection, idling for one as long as the
+    /// delivery machine says.
     async fn next_job(&mut self) -> Option<Job> {
-        let idle = self.ob.config.delivery.idle_timeout.duration();
-        let until = now_ms() + idle.as_millis() as u64;
         // One place in the destination's idle list for the whole wait, so
         // that the looks for contention do not move it to the front.
         let parking = Parking::new(self.ob, self.key);
         loop {
-            if self.ob.stopping.get() {
+            let (contested, stopping) = (self.slot.contested(), self.ob.stopping.get());
+            if !self.plan.may_take(contested, stopping) {
                 return None;
             }
-            let contested = self.slot.contested();
-            if contested && self.sent >= FAIR_SHARE {
-                return None;
-            }
-            if let Some(j) = self.ob.take_job(self.key, self.sent) {
+            if let Some(j) = self.ob.take_job(self.key, self.plan.sent()) {
+                self.plan.took();
                 return Some(j);
             }
             let now = now_ms();
-            if contested
-                || now >= until
-                || self.sent >= self.ob.config.delivery.max_messages_per_connection
-            {
-                return None;
-            }
+            let wake = self.plan.idle(now, contested)?;
             // Wake for a job, or now and then to look for contention.
             self.idled = true;
-            let left = Duration::from_millis(until - now).min(CONTENTION_POLL);
+            let left = Duration::from_millis(wake.saturating_sub(now));
             futures_lite::future::or(parking.woken(), glommio::timer::sleep(left)).await;
         }
     }
@@ -472,10 +424,10 @@ impl<'a> Conn<'a> {
         let outcomes = self.client.take_outcomes();
         if let Some(cur) = self.cur.take() {
             if !outcomes.is_empty() {
-                self.sent += 1;
                 let dsn = self.client.extensions().dsn;
                 self.ob
-                    .settle(self.key, &cur, &outcomes, &self.hop.name, dsn);
+                    .settle(self.key, &cur, &outcomes, self.plan.host(), dsn);
+                self.plan.settled();
                 self.spare = Some(cur);
             } else {
                 self.cur = Some(cur);
@@ -491,7 +443,9 @@ impl<'a> Conn<'a> {
             return;
         }
         if let Some(mut cur) = self.cur.take() {
-            let keep = self.ob.settle_failed_only(&cur, &outcomes, &self.hop.name);
+            let keep = self
+                .ob
+                .settle_failed_only(&cur, &outcomes, self.plan.host());
             if keep.is_empty() {
                 self.ob.spool.release(cur.job.msg_id);
                 self.spare = Some(cur);
@@ -502,13 +456,13 @@ impl<'a> Conn<'a> {
         }
     }
 
-    async fn drive<S: Transport>(&mut self, stream: &mut S) -> Step {
+    async fn drive<S: Transport>(&mut self, stream: &mut S) -> Driven {
         loop {
             while let Some(ev) = self.client.poll_event() {
                 match ev {
                     Event::Ready => {
-                        if let Some(step) = self.after_ready().await {
-                            return step;
+                        if let Some(end) = self.after_ready(stream).await {
+                            return end;
                         }
                     }
                     Event::TransactionDone => {
@@ -524,8 +478,8 @@ impl<'a> Conn<'a> {
                         // After a failure the connection is closing: its
                         // last event follows.
                         if self.client.is_ready() {
-                            if let Some(step) = self.after_ready().await {
-                                return step;
+                            if let Some(end) = self.after_ready(stream).await {
+                                return end;
                             }
                         }
                     }
@@ -534,7 +488,7 @@ impl<'a> Conn<'a> {
                             self.client.connection_lost(now_ms());
                             continue;
                         }
-                        return Step::StartTls;
+                        return Driven::StartTls;
                     }
                     Event::SendBody => {
                         if !self.send_body(stream).await {
@@ -547,12 +501,12 @@ impl<'a> Conn<'a> {
                         let reason = self.client.failure().cloned().unwrap_or_else(|| {
                             ServerReply::local(451, (4, 4, 2), "connection failed")
                         });
-                        return Step::End(End::TryNext(reason));
+                        return Driven::End(Ended::HostFailed(reason));
                     }
                     Event::Closed => {
                         let _ = flush(stream, &mut self.out).await;
                         self.settle();
-                        return Step::End(End::Done);
+                        return Driven::End(Ended::Closed);
                     }
                 }
             }
@@ -678,37 +632,4 @@ impl Drop for Parking<'_> {
             self.ob.sched.borrow_mut().unpark(self.key, self.id);
         }
     }
-}
-
-/// True when the peer closed the socket or sent something unasked (a 421
-/// before closing, a TLS alert): either way the connection is ending.
-fn peer_is_closing(fd: std::os::fd::RawFd) -> bool {
-    let mut b = 0u8;
-    // SAFETY: peeks at most one byte into a local; the descriptor is the
-    // connection's open socket.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            (&mut b as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    if n >= 0 {
-        return true;
-    }
-    let e = std::io::Error::last_os_error().kind();
-    !matches!(
-        e,
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-    )
-}
-
-async fn flush<S: Transport>(stream: &mut S, out: &mut Vec<u8>) -> bool {
-    if out.is_empty() {
-        return true;
-    }
-    let ok = stream.write_all(out).await.is_ok() && stream.flush().await.is_ok();
-    out.clear();
-    ok
 }

@@ -9,8 +9,11 @@
 //! process, connections per destination, is a process-wide counter per
 //! destination (`slots`) taken once per connection.
 //!
-//! Pieces: `destination` (routes and MX hosts), `connection` (the I/O
-//! driver of the sans-IO `smtp::client`), `message` (a message in flight,
+//! Pieces: `delivery` (the sans-IO decisions of a connection task: host
+//! fallback, plaintext retry, idling, slot hand-over, suspension, what
+//! each outcome means), `connection` (the I/O driver of `delivery` and of
+//! the sans-IO `smtp::client`), `destination` (routes and MX hosts),
+//! `message` (a message in flight,
 //! copied out of the mapping), `outcome` (what each verdict does),
 //! `status` (batched status records), `notice` (delivery status
 //! notifications), `slots` (process-wide connection counts), `signal`
@@ -20,6 +23,7 @@
 //! the null sender, or send a message on before its envelope is durable.
 
 mod connection;
+mod delivery;
 pub mod destination;
 mod message;
 mod notice;

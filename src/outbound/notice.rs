@@ -6,7 +6,7 @@
 
 use spool_format::envelope::{flags, notify, Envelope, Recipient};
 
-use super::outcome::RcptReply;
+use super::delivery::RcptReply;
 use super::Outbound;
 use crate::daemon::now_ms;
 use crate::dsn::{

@@ -8,12 +8,13 @@
 
 use spool_format::RcptState;
 
+use super::delivery::{RcptReply, Verdicts};
 use super::message::Current;
 use super::notice::{self, Notice};
 use super::Outbound;
 use crate::daemon::now_ms;
 use crate::schedule::{Job, QueueKey, RetryDecision};
-use crate::smtp::client::{OutcomeKind, RcptOutcome, ServerReply};
+use crate::smtp::client::{RcptOutcome, ServerReply};
 
 /// The same reply for each of `rcpts`.
 fn replies(rcpts: &[u32], reply: &ServerReply) -> Vec<RcptReply> {
@@ -24,15 +25,6 @@ fn replies(rcpts: &[u32], reply: &ServerReply) -> Vec<RcptReply> {
             reply: reply.clone(),
         })
         .collect()
-}
-
-/// Longest pause of a destination whose hosts all failed.
-const SUSPEND_MAX_MS: u64 = 60_000;
-
-/// A recipient and the reply that decided its fate.
-pub(super) struct RcptReply {
-    pub rcpt: u32,
-    pub reply: ServerReply,
 }
 
 impl Outbound {
@@ -53,30 +45,13 @@ impl Outbound {
         remote: &str,
         remote_dsn: bool,
     ) {
-        let mut delivered = Vec::new();
-        let mut failed = Vec::new();
-        let mut deferred = Vec::new();
-        let mut defer_reply = None;
-        let mut delivered_reply = None;
-        for o in outcomes {
-            let Some(rcpt) = cur.rcpt_index(o.index) else {
-                continue;
-            };
-            match o.kind {
-                OutcomeKind::Delivered => {
-                    delivered.push(rcpt);
-                    delivered_reply.get_or_insert(&o.reply);
-                }
-                OutcomeKind::Failed => failed.push(RcptReply {
-                    rcpt,
-                    reply: o.reply.clone(),
-                }),
-                OutcomeKind::Deferred => {
-                    deferred.push(rcpt);
-                    defer_reply.get_or_insert(&o.reply);
-                }
-            }
-        }
+        let Verdicts {
+            delivered,
+            delivered_reply,
+            failed,
+            deferred,
+            deferred_reply,
+        } = Verdicts::of(outcomes, |i| cur.rcpt_index(i));
         let msg_id = cur.job.msg_id;
         if let Some(r) = delivered_reply {
             self.sched.borrow_mut().delivered(key);
@@ -90,7 +65,7 @@ impl Outbound {
         if !failed.is_empty() {
             self.bounce(msg_id, failed, Some(remote));
         }
-        if let Some(r) = defer_reply {
+        if let Some(r) = deferred_reply {
             let job = Job {
                 msg_id,
                 rcpts: deferred,
@@ -111,25 +86,13 @@ impl Outbound {
         outcomes: &[RcptOutcome],
         remote: &str,
     ) -> Vec<u32> {
-        let mut failed = Vec::new();
-        let mut keep = Vec::new();
-        for o in outcomes {
-            let Some(rcpt) = cur.rcpt_index(o.index) else {
-                continue;
-            };
-            match o.kind {
-                OutcomeKind::Failed => failed.push(RcptReply {
-                    rcpt,
-                    reply: o.reply.clone(),
-                }),
-                // No transaction completed, so nothing was delivered.
-                OutcomeKind::Deferred | OutcomeKind::Delivered => keep.push(rcpt),
-            }
-        }
+        let Verdicts {
+            failed, deferred, ..
+        } = Verdicts::of_unfinished(outcomes, |i| cur.rcpt_index(i));
         if !failed.is_empty() {
             self.bounce(cur.job.msg_id, failed, Some(remote));
         }
-        keep
+        deferred
     }
 
     /// Bounces every recipient of a loaded message and ends its hold.
@@ -189,23 +152,22 @@ impl Outbound {
     }
 
     /// The destination cannot be reached now: defer `job` and everything
-    /// ready for the destination, so that each is not tried in turn.
-    /// Mail queued for it meanwhile waits for the destination's
-    /// suspension to end (the first retry step, at most a minute) rather
-    /// than cost a connection attempt per message.
-    pub(super) fn defer_destination(&self, key: &QueueKey, job: Job, reply: &ServerReply) {
+    /// ready for the destination, so that each is not tried in turn, and
+    /// suspend it until `suspend_until_ms` (the delivery machine's
+    /// choice): mail queued for it meanwhile waits rather than cost a
+    /// connection attempt per message.
+    pub(super) fn defer_destination(
+        &self,
+        key: &QueueKey,
+        job: Job,
+        reply: &ServerReply,
+        suspend_until_ms: u64,
+    ) {
         self.defer(key, job, reply);
         while let Some(job) = self.take_job(key, 0) {
             self.defer(key, job, reply);
         }
-        let pause = self
-            .retry
-            .schedule_ms
-            .first()
-            .copied()
-            .unwrap_or(SUSPEND_MAX_MS)
-            .min(SUSPEND_MAX_MS);
-        self.sched.borrow_mut().suspend(key, now_ms() + pause);
+        self.sched.borrow_mut().suspend(key, suspend_until_ms);
     }
 
     fn delay_notice_due(&self, job: &Job, attempts: u32, now: u64) -> bool {
