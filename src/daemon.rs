@@ -8,10 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::preflight::Plan;
 use crate::spool::recovery::open_shard;
@@ -38,14 +39,6 @@ pub enum DaemonError {
     },
     #[error("blocking signals: {0}")]
     Signals(std::io::Error),
-}
-
-/// Wall clock in unix milliseconds: the one place the daemon reads it for
-/// the spool (protocol machines and the spool take it as an input).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Refuses to start when a spool holds shard directories beyond the
@@ -119,6 +112,8 @@ pub fn run(config: Config, plan: Plan) -> Result<(), DaemonError> {
     let set = block_signals()?;
     let stop = Arc::new(AtomicBool::new(false));
     let config = Arc::new(config);
+    // One clock for every shard: their monotonic times agree.
+    let clock = Clock::new();
     let mut handles = Vec::new();
     for (shard, &cpu) in plan.cpus.iter().enumerate().take(plan.shards) {
         let (config, stop) = (config.clone(), stop.clone());
@@ -129,7 +124,7 @@ pub fn run(config: Config, plan: Plan) -> Result<(), DaemonError> {
                 // However the shard ends (error or panic), the others stop
                 // too: a partial MTA would leave this shard's mail unseen.
                 let _stop_all = StopOnExit(stop.clone());
-                crate::shard::run(shard, config, stop).await
+                crate::shard::run(shard, config, stop, clock).await
             })
             .map_err(|source| DaemonError::Executor { shard, source })?;
         handles.push(h);
@@ -182,10 +177,11 @@ pub fn spool_options(config: &Config, shard: usize) -> SpoolOptions {
 pub fn recover_spool(
     config: &Config,
     shard: usize,
+    clock: Clock,
 ) -> Result<(crate::spool::ShardSpool, std::fs::File), String> {
     let opts = spool_options(config, shard);
-    let started = std::time::Instant::now();
-    let (spool, report, lock) = open_shard(opts, now_ms()).map_err(|e| e.to_string())?;
+    let started = clock.monotonic_ms();
+    let (spool, report, lock) = open_shard(opts, clock.wall_ms()).map_err(|e| e.to_string())?;
     tracing::info!(
         shard,
         segments = report.segments,
@@ -194,7 +190,7 @@ pub fn recover_spool(
         torn_bytes = report.torn_bytes_dropped,
         damaged_regions = report.damaged_regions,
         damaged_messages = report.damaged_messages,
-        elapsed_ms = started.elapsed().as_millis() as u64,
+        elapsed_ms = clock.monotonic_ms() - started,
         "spool recovered"
     );
     Ok((spool, lock))

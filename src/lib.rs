@@ -4,6 +4,7 @@
 //! benchmarks can drive them directly; `src/main.rs` is only the command line.
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dns;

@@ -14,7 +14,6 @@ use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
 use spool_format::envelope::{notify, ChunkRef, Envelope as SpoolEnvelope, Recipient};
 
-use crate::daemon::now_ms;
 use crate::shard::{DisplayId, ShardCtx};
 use crate::smtp::params::{Body, Ret};
 use crate::smtp::received::{format_date, DATE_LEN};
@@ -98,13 +97,18 @@ pub async fn serve(stream: TcpStream, peer: PeerInfo, ctx: Rc<ShardCtx>) {
             return;
         };
         let info = tls::info(tls.get_ref().1);
-        let mut s = Session::new(ctx.server.clone(), peer, Some(info), now_ms());
+        let mut s = Session::new(
+            ctx.server.clone(),
+            peer,
+            Some(info),
+            ctx.clock.monotonic_ms(),
+        );
         s.greeting(&mut b.out);
         drive(&mut tls, &mut s, &ctx, &mut b).await;
         return;
     }
     let mut stream = stream;
-    let mut s = Session::new(ctx.server.clone(), peer, None, now_ms());
+    let mut s = Session::new(ctx.server.clone(), peer, None, ctx.clock.monotonic_ms());
     s.greeting(&mut b.out);
     if drive(&mut stream, &mut s, &ctx, &mut b).await != Outcome::StartTls {
         return;
@@ -115,7 +119,7 @@ pub async fn serve(stream: TcpStream, peer: PeerInfo, ctx: Rc<ShardCtx>) {
     let Some(mut tls) = handshake(&ctx, stream).await else {
         return;
     };
-    if s.tls_established(tls::info(tls.get_ref().1), now_ms())
+    if s.tls_established(tls::info(tls.get_ref().1), ctx.clock.monotonic_ms())
         .is_ok()
     {
         drive(&mut tls, &mut s, &ctx, &mut b).await;
@@ -148,7 +152,7 @@ async fn drive<S: Transport>(
     loop {
         s.set_storage_available(ctx.storage_available());
         s.set_spool_failed(ctx.spool.has_failed());
-        let now = now_ms();
+        let now = ctx.clock.monotonic_ms();
         let pending = &b.buf[b.start..b.end];
         let hold_back = s.wants_body() && !s.body_input_ready(pending, MIN_CHUNK);
         let (used, event) = if hold_back && b.end < b.buf.len() {
@@ -252,7 +256,7 @@ async fn read_more<S: Transport>(
     if into.is_empty() {
         return None;
     }
-    let now = now_ms();
+    let now = ctx.clock.monotonic_ms();
     let wait = s.next_deadline().map(|d| d.saturating_sub(now).max(1));
     stream
         .set_read_deadline(wait.map(Duration::from_millis))
@@ -265,7 +269,7 @@ async fn read_more<S: Transport>(
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
             // The machine writes its 421 (idle, session, data rate) and says
             // whether to close; a data-rate window that passed is not one.
-            match s.handle_timeout(now_ms(), out) {
+            match s.handle_timeout(ctx.clock.monotonic_ms(), out) {
                 Some(Event::Close) => None,
                 _ => Some(0),
             }
@@ -341,7 +345,7 @@ fn open_sink(
     let msg_id = ctx.spool.allocate_msg_id();
     let id = ctx.display_id(msg_id);
     let mut date = [0u8; DATE_LEN];
-    let date = format_date((now_ms() / 1000) as i64, &mut date);
+    let date = format_date((ctx.clock.wall_ms() / 1000) as i64, &mut date);
     hdr.clear();
     s.write_received(hdr, None, id.as_str(), date);
     let mut sink = BodySink {
@@ -378,7 +382,7 @@ async fn commit(
             SpoolFailure::NoSpace
         });
     };
-    fill_envelope(env, s, sink.msg_id, sink.len);
+    fill_envelope(env, s, sink.msg_id, sink.len, ctx.clock.wall_ms());
     env.body = sink.chunks;
     match ctx.spool.commit_message(env).await {
         Ok(id) => {
@@ -396,10 +400,16 @@ async fn commit(
 
 /// Copies the session's envelope into the reused spool envelope, keeping
 /// the buffers it already has.
-fn fill_envelope(env: &mut SpoolEnvelope, s: &Session, msg_id: u64, body_len: u64) {
+fn fill_envelope(
+    env: &mut SpoolEnvelope,
+    s: &Session,
+    msg_id: u64,
+    body_len: u64,
+    received_ms: u64,
+) {
     let e = s.envelope();
     env.msg_id = msg_id;
-    env.received_ms = now_ms();
+    env.received_ms = received_ms;
     env.body_len = body_len;
     env.flags = if e.smtputf8() {
         spool_format::envelope::flags::SMTPUTF8

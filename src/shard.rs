@@ -19,8 +19,9 @@ use std::sync::{Arc, OnceLock};
 use glommio::net::TcpListener;
 
 use crate::auth::Users;
+use crate::clock::Clock;
 use crate::config::{Config, ListenerSection};
-use crate::daemon::{now_ms, recover_spool, TICK};
+use crate::daemon::{recover_spool, TICK};
 use crate::outbound::Outbound;
 use crate::smtp::server::{PeerInfo, ServerConfig};
 use crate::spool::ShardSpool;
@@ -150,6 +151,7 @@ pub struct ShardCtx {
     /// AUTH users; None when `[auth] users_file` is not set (AUTH fails).
     pub users: Option<Arc<Users>>,
     pub deadlines: Deadlines,
+    pub clock: Clock,
     /// The shard's delivery side; `None` when `[delivery] paused`.
     pub outbound: Option<Rc<Outbound>>,
     storage_ok: Cell<bool>,
@@ -220,8 +222,13 @@ fn server_config(config: &Config, l: &ListenerSection, tls: bool, auth: bool) ->
 }
 
 /// Runs shard `shard` until the stop flag is set.
-pub async fn run(shard: usize, config: Arc<Config>, stop: Arc<AtomicBool>) -> Result<(), String> {
-    let (spool, _lock) = recover_spool(&config, shard)?;
+pub async fn run(
+    shard: usize,
+    config: Arc<Config>,
+    stop: Arc<AtomicBool>,
+    clock: Clock,
+) -> Result<(), String> {
+    let (spool, _lock) = recover_spool(&config, shard, clock)?;
     let users = match &config.auth.users_file {
         Some(path) => {
             let users = Users::load(path).map_err(|e| e.to_string())?;
@@ -237,7 +244,12 @@ pub async fn run(shard: usize, config: Arc<Config>, stop: Arc<AtomicBool>) -> Re
         );
         None
     } else {
-        Some(Outbound::start(shard, spool.clone(), config.clone())?)
+        Some(Outbound::start(
+            shard,
+            spool.clone(),
+            config.clone(),
+            clock,
+        )?)
     };
     let mut listeners = Vec::new();
     for l in &config.listener {
@@ -258,6 +270,7 @@ pub async fn run(shard: usize, config: Arc<Config>, stop: Arc<AtomicBool>) -> Re
             tls,
             users: users.clone(),
             deadlines: Deadlines::default(),
+            clock,
             outbound: outbound.clone(),
             storage_ok: Cell::new(true),
             stopping: Cell::new(false),
@@ -271,7 +284,7 @@ pub async fn run(shard: usize, config: Arc<Config>, stop: Arc<AtomicBool>) -> Re
     let mut ticks = 0u64;
     while !stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(TICK).await;
-        spool.set_now(now_ms());
+        spool.set_now(clock.wall_ms());
         ticks += 1;
         if ticks % 10 == 0 {
             for (ctx, _) in &listeners {
@@ -284,7 +297,7 @@ pub async fn run(shard: usize, config: Arc<Config>, stop: Arc<AtomicBool>) -> Re
             }
         }
     }
-    shutdown(shard, &spool, outbound.as_deref(), listeners).await;
+    shutdown(shard, &spool, outbound.as_deref(), listeners, clock).await;
     Ok(())
 }
 
@@ -294,6 +307,7 @@ async fn shutdown(
     spool: &ShardSpool,
     outbound: Option<&Outbound>,
     listeners: Vec<(Rc<ShardCtx>, glommio::Task<()>)>,
+    clock: Clock,
 ) {
     let mut ctxs = Vec::with_capacity(listeners.len());
     for (ctx, task) in listeners {
@@ -303,7 +317,7 @@ async fn shutdown(
         let _ = task.cancel().await;
         ctxs.push(ctx);
     }
-    let deadline = now_ms() + 30_000;
+    let deadline = clock.monotonic_ms() + 30_000;
     // Delivery stops opening connections; open ones finish the message
     // they are sending, then QUIT.
     let delivery = async {
@@ -312,7 +326,7 @@ async fn shutdown(
         }
     };
     let sessions = async {
-        while ctxs.iter().any(|c| c.active.get() > 0) && now_ms() < deadline {
+        while ctxs.iter().any(|c| c.active.get() > 0) && clock.monotonic_ms() < deadline {
             // Sessions waiting for a command are told 421 now; those in the
             // middle of a message may finish it first.
             for ctx in &ctxs {

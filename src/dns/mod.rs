@@ -34,6 +34,6 @@ pub use mx::{
     address_literal, mx_plan, HostKind, MxAnswer, MxHost, MxPlan, MxRecord, MAX_MX_HOSTS,
 };
 pub use resolv_conf::{parse_resolv_conf, read_system_nameservers, RESOLV_CONF};
-pub use resolver::{monotonic_clock, Clock, Resolver, ResolverConfig};
+pub use resolver::{Clock, Resolver, ResolverConfig};
 pub use rng::XorShift;
 pub use wire::{build_query, parse_name, parse_response, Outcome, Parsed, WireError};

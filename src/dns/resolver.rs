@@ -11,7 +11,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_proto::rr::{Name, RecordType};
 
@@ -54,12 +54,6 @@ impl Default for ResolverConfig {
     }
 }
 
-/// A monotonic clock in milliseconds since its creation.
-pub fn monotonic_clock() -> Clock {
-    let start = Instant::now();
-    Rc::new(move || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX))
-}
-
 struct Inner {
     config: ResolverConfig,
     clock: Clock,
@@ -96,15 +90,18 @@ impl Resolver {
     }
 
     /// A resolver for the daemon: servers from `config` or else from
-    /// /etc/resolv.conf, the monotonic clock, and a random seed.
-    pub fn system(mut config: ResolverConfig) -> Result<Self, DnsError> {
+    /// /etc/resolv.conf, the daemon's monotonic clock, and a random seed.
+    pub fn system(
+        mut config: ResolverConfig,
+        clock: crate::clock::Clock,
+    ) -> Result<Self, DnsError> {
         if config.servers.is_empty() {
             config.servers = read_system_nameservers();
         }
         // RandomState is seeded from the OS once per thread, which is all
         // the unpredictability the transaction ids need.
         let seed = RandomState::new().hash_one(std::process::id());
-        Resolver::new(config, monotonic_clock(), seed)
+        Resolver::new(config, Rc::new(move || clock.monotonic_ms()), seed)
     }
 
     /// Queries sent to nameservers so far (UDP and TCP attempts).

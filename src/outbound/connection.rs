@@ -22,7 +22,6 @@ use super::destination::{self, Myself};
 use super::message::{Current, Loaded};
 use super::slots::{ConnectionSlot, SlotWaiter};
 use super::Outbound;
-use crate::daemon::now_ms;
 use crate::schedule::{Job, QueueKey};
 use crate::smtp::client::{Client, Event, Misuse, ServerReply};
 use crate::transport::{flush, Transport};
@@ -75,7 +74,7 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
     let port = ob.config.delivery.port;
     let hops = destination::resolve(&ob.resolver, &key.destination, port, &me).await;
     let mut plan = Delivery::new(Policy::of(&ob.config.delivery));
-    let mut step = plan.resolved(hops, now_ms());
+    let mut step = plan.resolved(hops, ob.clock.monotonic_ms());
     let mut job = Some(job);
     loop {
         match step {
@@ -84,7 +83,7 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
                 let ended = conn.run().await;
                 job = conn.job_in_hand();
                 log_failure(&plan, addr, &ended);
-                step = plan.connection_ended(ended, job.is_some(), now_ms());
+                step = plan.connection_ended(ended, job.is_some(), ob.clock.monotonic_ms());
             }
             Step::Bounce(reply) => {
                 tracing::info!(destination = %key.destination,
@@ -191,7 +190,7 @@ impl<'a> Conn<'a> {
         first: Option<Job>,
         plaintext: bool,
     ) -> Conn<'a> {
-        let now = now_ms();
+        let now = ob.clock.monotonic_ms();
         let client = if plaintext {
             Client::new_plaintext_retry(ob.client.clone(), now)
         } else {
@@ -215,6 +214,11 @@ impl<'a> Conn<'a> {
             spare: None,
             idled: false,
         }
+    }
+
+    /// Monotonic time, for the machines' deadlines.
+    fn now(&self) -> u64 {
+        self.ob.clock.monotonic_ms()
     }
 
     async fn run(&mut self) -> Ended {
@@ -246,7 +250,7 @@ impl<'a> Conn<'a> {
             Some(Err(e)) => return self.tls_failed(e.to_string()),
             None => return self.tls_failed("timeout".to_owned()),
         };
-        let _ = self.client.tls_established(now_ms(), &mut self.out);
+        let _ = self.client.tls_established(self.now(), &mut self.out);
         self.start = 0;
         self.end = 0;
         match self.drive(&mut tls).await {
@@ -263,7 +267,7 @@ impl<'a> Conn<'a> {
     /// The handshake failed: the client machine's TLS policy says whether
     /// the plaintext retry is allowed.
     fn tls_failed(&mut self, why: String) -> Ended {
-        let _ = self.client.tls_failed(now_ms());
+        let _ = self.client.tls_failed(self.now());
         Ended::TlsFailed {
             why,
             plaintext_allowed: self.client.needs_plaintext_retry(),
@@ -305,8 +309,9 @@ impl<'a> Conn<'a> {
                 Ok(c) => c,
                 Err(end) => return end,
             };
-            let started = cur
-                .with_transaction(|tx| self.client.start_transaction(tx, now_ms(), &mut self.out));
+            let started = cur.with_transaction(|tx| {
+                self.client.start_transaction(tx, self.now(), &mut self.out)
+            });
             match started {
                 Ok(()) => {
                     self.cur = Some(cur);
@@ -388,7 +393,7 @@ impl<'a> Conn<'a> {
         match self.next_transaction(stream).await {
             NextTx::Started => None,
             NextTx::Nothing => {
-                let _ = self.client.quit(now_ms(), &mut self.out);
+                let _ = self.client.quit(self.now(), &mut self.out);
                 None
             }
             NextTx::Stale => Some(Driven::End(Ended::Stale)),
@@ -410,7 +415,7 @@ impl<'a> Conn<'a> {
                 self.plan.took();
                 return Some(j);
             }
-            let now = now_ms();
+            let now = self.now();
             let wake = self.plan.idle(now, contested)?;
             // Wake for a job, or now and then to look for contention.
             self.idled = true;
@@ -485,14 +490,14 @@ impl<'a> Conn<'a> {
                     }
                     Event::StartTls => {
                         if !flush(stream, &mut self.out).await {
-                            self.client.connection_lost(now_ms());
+                            self.client.connection_lost(self.now());
                             continue;
                         }
                         return Driven::StartTls;
                     }
                     Event::SendBody => {
                         if !self.send_body(stream).await {
-                            self.client.connection_lost(now_ms());
+                            self.client.connection_lost(self.now());
                         }
                     }
                     Event::TryNextHost => {
@@ -511,7 +516,7 @@ impl<'a> Conn<'a> {
                 }
             }
             if !flush(stream, &mut self.out).await {
-                self.client.connection_lost(now_ms());
+                self.client.connection_lost(self.now());
                 continue;
             }
             self.read(stream).await;
@@ -523,11 +528,9 @@ impl<'a> Conn<'a> {
             return false;
         };
         for c in &cur.chunks {
+            let now = self.ob.clock.monotonic_ms();
             let encoded = self.ob.spool.with_state(|s| match s.chunk(c) {
-                Some(bytes) => self
-                    .client
-                    .encode_body(bytes, now_ms(), &mut self.out)
-                    .is_ok(),
+                Some(bytes) => self.client.encode_body(bytes, now, &mut self.out).is_ok(),
                 None => false,
             });
             if !encoded {
@@ -539,13 +542,13 @@ impl<'a> Conn<'a> {
                 return false;
             }
         }
-        let _ = self.client.finish_body(now_ms(), &mut self.out);
+        let _ = self.client.finish_body(self.now(), &mut self.out);
         self.pipeline_next();
         true
     }
 
     async fn read<S: Transport>(&mut self, stream: &mut S) {
-        let now = now_ms();
+        let now = self.now();
         let wait = self
             .client
             .next_deadline()
@@ -566,12 +569,12 @@ impl<'a> Conn<'a> {
             }
         }
         match stream.read(&mut self.buf[self.end..]).await {
-            Ok(0) => self.client.connection_lost(now_ms()),
+            Ok(0) => self.client.connection_lost(self.now()),
             Ok(n) => {
                 self.end += n;
                 let used = self.client.handle_input(
                     &self.buf[self.start..self.end],
-                    now_ms(),
+                    self.now(),
                     &mut self.out,
                 );
                 self.start += used;
@@ -581,9 +584,9 @@ impl<'a> Conn<'a> {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                self.client.handle_timeout(now_ms())
+                self.client.handle_timeout(self.now())
             }
-            Err(_) => self.client.connection_lost(now_ms()),
+            Err(_) => self.client.connection_lost(self.now()),
         }
     }
 }

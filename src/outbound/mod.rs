@@ -43,8 +43,8 @@ use std::time::Duration;
 use spool_format::envelope::Envelope;
 use spool_format::RcptState;
 
+use crate::clock::Clock;
 use crate::config::{Config, OutboundTls};
-use crate::daemon::now_ms;
 use crate::dns::{Resolver, ResolverConfig, XorShift};
 use crate::schedule::{Job, Limits, QueueKey, RetryPolicy, Scheduler};
 use crate::smtp::client::{ClientConfig, Timeouts, TlsPolicy};
@@ -67,6 +67,9 @@ pub struct Outbound {
     shard: usize,
     spool: ShardSpool,
     config: Arc<Config>,
+    /// Monotonic time for the scheduler, the delivery machine and the
+    /// client; wall time for the stamps and retry times in the spool.
+    clock: Clock,
     client: Arc<ClientConfig>,
     /// For STARTTLS: unverified (opportunistic) or verified (required).
     tls: Option<futures_rustls::TlsConnector>,
@@ -96,14 +99,18 @@ impl Outbound {
         shard: usize,
         spool: ShardSpool,
         config: Arc<Config>,
+        clock: Clock,
     ) -> Result<Rc<Outbound>, String> {
         let d = &config.delivery;
-        let resolver = Resolver::system(ResolverConfig {
-            servers: config.dns.servers.clone(),
-            timeout: config.dns.timeout(),
-            rounds: config.dns.attempts,
-            ..ResolverConfig::default()
-        })
+        let resolver = Resolver::system(
+            ResolverConfig {
+                servers: config.dns.servers.clone(),
+                timeout: config.dns.timeout(),
+                rounds: config.dns.attempts,
+                ..ResolverConfig::default()
+            },
+            clock,
+        )
         .map_err(|e| format!("DNS resolver: {e}"))?;
         let tls = match d.tls {
             OutboundTls::Disabled => None,
@@ -140,10 +147,10 @@ impl Outbound {
             max_age_ms: d.max_age.as_millis(),
             ..RetryPolicy::default()
         };
-        let now = now_ms();
+        let now = clock.monotonic_ms();
         let seed = std::hash::BuildHasher::hash_one(
             &std::collections::hash_map::RandomState::new(),
-            (shard, now),
+            (shard, clock.wall_ms()),
         );
         let ob = Rc::new_cyclic(|me| Outbound {
             me: me.clone(),
@@ -168,8 +175,9 @@ impl Outbound {
             names: RefCell::new(HashSet::new()),
             notices: Cell::new(0),
             config,
+            clock,
         });
-        let queued = ob.load_queue(now);
+        let queued = ob.load_queue();
         if queued > 0 {
             tracing::info!(
                 shard,
@@ -210,7 +218,8 @@ impl Outbound {
     }
 
     /// Groups recipients by destination into jobs of at most
-    /// [`MAX_RCPTS_PER_TRANSACTION`], queued now or at `not_before_ms`.
+    /// [`MAX_RCPTS_PER_TRANSACTION`], queued now or at `not_before_ms`
+    /// (wall time, as the spool keeps it).
     fn queue_recipients<'a>(
         &self,
         msg_id: u64,
@@ -228,7 +237,8 @@ impl Outbound {
                 None => groups.push((self.name(&dest), vec![i])),
             }
         }
-        let now = now_ms();
+        let later =
+            (not_before_ms > self.clock.wall_ms()).then(|| self.clock.monotonic_at(not_before_ms));
         for (destination, rcpts) in groups {
             for part in rcpts.chunks(MAX_RCPTS_PER_TRANSACTION) {
                 let key = QueueKey {
@@ -241,10 +251,9 @@ impl Outbound {
                     attempts,
                     received_ms,
                 };
-                if not_before_ms > now {
-                    self.sched.borrow_mut().defer(key, job, not_before_ms);
-                } else {
-                    self.enqueue(key, job);
+                match later {
+                    Some(at) => self.sched.borrow_mut().defer(key, job, at),
+                    None => self.enqueue(key, job),
                 }
             }
         }
@@ -260,7 +269,7 @@ impl Outbound {
     }
 
     /// Queues every pending recipient the spool holds (at start-up).
-    fn load_queue(&self, now: u64) -> usize {
+    fn load_queue(&self) -> usize {
         let spool = self.spool.clone();
         spool.with_state(|s| {
             let mut n = 0;
@@ -273,11 +282,7 @@ impl Outbound {
                     .pending
                     .iter()
                     .filter_map(|i| env.recipients.get(i as usize).map(|r| (i, &r.address[..])));
-                let at = if m.next_attempt_ms > now {
-                    m.next_attempt_ms
-                } else {
-                    0
-                };
+                let at = m.next_attempt_ms;
                 self.queue_recipients(msg_id, received, m.attempts, at, rcpts);
                 n += 1;
             }
@@ -287,12 +292,13 @@ impl Outbound {
 
     /// Stops opening connections and lets open ones finish their current
     /// transaction; resolves when every connection and status record is
-    /// done, or at `deadline_ms`.
+    /// done, or at `deadline_ms` (monotonic).
     pub async fn stop(&self, deadline_ms: u64) {
         self.stopping.set(true);
         self.work.notify();
         self.sched.borrow_mut().wake_all_parked();
-        while (self.running.get() > 0 || self.statuses.outstanding() > 0) && now_ms() < deadline_ms
+        while (self.running.get() > 0 || self.statuses.outstanding() > 0)
+            && self.clock.monotonic_ms() < deadline_ms
         {
             glommio::timer::sleep(Duration::from_millis(20)).await;
         }
@@ -318,8 +324,8 @@ async fn dispatch(ob: Rc<Outbound>) {
         if ob.stopping.get() {
             return;
         }
-        let now = now_ms();
-        ob.spool.set_now(now);
+        let now = ob.clock.monotonic_ms();
+        ob.spool.set_now(ob.clock.wall_ms());
         ob.sched.borrow_mut().advance(now);
         loop {
             let key = ob.sched.borrow_mut().poll_connect();

@@ -8,7 +8,6 @@ use spool_format::envelope::{flags, notify, Envelope, Recipient};
 
 use super::delivery::RcptReply;
 use super::Outbound;
-use crate::daemon::now_ms;
 use crate::dsn::{
     must_not_bounce, should_notify, write_dsn, Action, Diagnostic, DsnInput, NotifyKind,
     RecipientReport, Status, DEFAULT_MAX_FULL_LEN,
@@ -69,7 +68,7 @@ pub(super) async fn send(
     rcpts: &[RcptReply],
     remote: Option<&str>,
 ) -> Result<(), String> {
-    let now = now_ms();
+    let now = ob.clock.wall_ms();
     let n = ob.notices.get() + 1;
     ob.notices.set(n);
     let unique = format!("{}.{:x}.{:x}", ob.shard, msg_id, n);

@@ -12,7 +12,6 @@ use super::delivery::{RcptReply, Verdicts};
 use super::message::Current;
 use super::notice::{self, Notice};
 use super::Outbound;
-use crate::daemon::now_ms;
 use crate::schedule::{Job, QueueKey, RetryDecision};
 use crate::smtp::client::{RcptOutcome, ServerReply};
 
@@ -107,9 +106,10 @@ impl Outbound {
     }
 
     /// Defers a job after a temporary failure, or bounces it when it is
-    /// older than `max_age`.
+    /// older than `max_age`. Retry times are wall time: the spool keeps
+    /// them, next to the message's arrival.
     pub(super) fn defer(&self, key: &QueueKey, job: Job, reply: &ServerReply) {
-        let now = now_ms();
+        let now = self.clock.wall_ms();
         let attempts = job.attempts.saturating_add(1);
         match self
             .retry
@@ -136,9 +136,10 @@ impl Outbound {
                         None,
                     );
                 }
+                let due = self.clock.monotonic_at(at);
                 self.sched
                     .borrow_mut()
-                    .defer(key.clone(), Job { attempts, ..job }, at);
+                    .defer(key.clone(), Job { attempts, ..job }, due);
             }
             RetryDecision::Expire => {
                 let why = format!(
