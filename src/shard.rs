@@ -244,12 +244,10 @@ pub async fn run(
         );
         None
     } else {
-        Some(Outbound::start(
-            shard,
-            spool.clone(),
-            config.clone(),
-            clock,
-        )?)
+        Some(
+            Outbound::start(shard, spool.clone(), config.clone(), clock)
+                .map_err(|e| e.to_string())?,
+        )
     };
     let mut listeners = Vec::new();
     for l in &config.listener {

@@ -342,10 +342,23 @@ impl<'a> Conn<'a> {
                 self.first = Some(job);
                 return Err(NextTx::Stale);
             }
-            let spare = self.spare.take();
-            if let Loaded::Ready(c) = self.ob.load(job, spare) {
+            if let Some(c) = self.load(job) {
                 return Ok(c);
             }
+        }
+    }
+
+    /// `job` loaded from the spool, if anything of it is left to send; a
+    /// looping message is bounced here.
+    fn load(&mut self, job: Job) -> Option<Box<Current>> {
+        match Current::load(&self.ob.spool, job, self.spare.take()) {
+            Loaded::Ready(c) => Some(c),
+            Loaded::Looping(c, reply) => {
+                self.ob.fail_current(&c, &reply, None);
+                self.spare = Some(c);
+                None
+            }
+            Loaded::Nothing => None,
         }
     }
 
@@ -374,8 +387,7 @@ impl<'a> Conn<'a> {
         let Some(job) = self.ob.take_job(self.key, self.plan.sent() + 1) else {
             return;
         };
-        let spare = self.spare.take();
-        let Loaded::Ready(next) = self.ob.load(job, spare) else {
+        let Some(next) = self.load(job) else {
             return;
         };
         let pipelined =

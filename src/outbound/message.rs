@@ -5,10 +5,10 @@
 
 use spool_format::envelope::{flags, ChunkRef};
 
-use super::Outbound;
 use crate::dsn::{is_looping, DEFAULT_MAX_RECEIVED};
 use crate::schedule::Job;
 use crate::smtp::client::{Body, ServerReply, Transaction, TxRecipient};
+use crate::spool::ShardSpool;
 
 type Range = (usize, usize);
 
@@ -31,7 +31,10 @@ pub(super) struct Current {
 pub(super) enum Loaded {
     /// Held against compaction until settled.
     Ready(Box<Current>),
-    /// Nothing left to send: already finished, or settled here (a loop).
+    /// Held, but never to be sent: it has been around a mail loop. Every
+    /// recipient fails with the reply.
+    Looping(Box<Current>, ServerReply),
+    /// Nothing left to send: already finished.
     Nothing,
 }
 
@@ -98,10 +101,11 @@ impl Current {
     }
 }
 
-impl Outbound {
-    /// Copies what `job` needs out of the spool; recipients that are no
-    /// longer pending are dropped from it.
-    pub(super) fn load(&self, job: Job, spare: Option<Box<Current>>) -> Loaded {
+impl Current {
+    /// Copies what `job` needs out of the spool, into `spare`'s buffers
+    /// if given; recipients that are no longer pending are dropped from
+    /// it.
+    pub fn load(spool: &ShardSpool, job: Job, spare: Option<Box<Current>>) -> Loaded {
         let mut cur = match spare {
             Some(mut c) => {
                 c.job = job;
@@ -112,7 +116,7 @@ impl Outbound {
             }
             None => Current::empty(job),
         };
-        let looping = self.spool.with_state(|s| {
+        let looping = spool.with_state(|s| {
             let m = s.index.messages.get(&cur.job.msg_id)?;
             let env = s.envelope(m.segment_id(), m.offset)?;
             cur.reverse = cur.push(&env.reverse_path);
@@ -147,13 +151,12 @@ impl Outbound {
             None => Loaded::Nothing,
             Some(_) if cur.rcpts.is_empty() => Loaded::Nothing,
             Some(true) => {
-                self.spool.hold(cur.job.msg_id);
+                spool.hold(cur.job.msg_id);
                 let why = format!("mail loop: more than {DEFAULT_MAX_RECEIVED} Received headers");
-                self.fail_current(&cur, &ServerReply::local(554, (5, 4, 6), &why), None);
-                Loaded::Nothing
+                Loaded::Looping(cur, ServerReply::local(554, (5, 4, 6), &why))
             }
             Some(false) => {
-                self.spool.hold(cur.job.msg_id);
+                spool.hold(cur.job.msg_id);
                 Loaded::Ready(cur)
             }
         }

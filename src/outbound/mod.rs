@@ -13,11 +13,13 @@
 //! fallback, plaintext retry, idling, slot hand-over, suspension, what
 //! each outcome means), `connection` (the I/O driver of `delivery` and of
 //! the sans-IO `smtp::client`), `destination` (routes and MX hosts),
-//! `message` (a message in flight,
-//! copied out of the mapping), `outcome` (what each verdict does),
+//! `message` (a message in flight, copied out of the mapping), `outcome`
+//! (what each verdict does to the spool, the scheduler and the sender),
 //! `status` (batched status records), `notice` (delivery status
 //! notifications), `slots` (process-wide connection counts), `signal`
-//! (wake-ups for new work), `tls`.
+//! (wake-ups for new work), `tls` (client TLS settings).
+//! [`Outbound`]'s own methods are here (start, queueing, stop) and in
+//! `outcome` (settling verdicts), nowhere else.
 //! Must never: lose a recipient (every job taken from the scheduler ends
 //! as delivered, failed or deferred, or goes back to its queue), bounce to
 //! the null sender, or send a message on before its envelope is durable.
@@ -60,6 +62,15 @@ pub const MAX_RCPTS_PER_TRANSACTION: usize = 100;
 /// How often the dispatcher looks at the retry wheel when nothing wakes it.
 const DISPATCH_TICK: Duration = Duration::from_millis(500);
 
+/// Why a shard's delivery side could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("DNS resolver: {0}")]
+    Resolver(#[from] crate::dns::DnsError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
+}
+
 /// One shard's delivery machinery.
 pub struct Outbound {
     /// Itself, for the tasks it spawns.
@@ -100,7 +111,7 @@ impl Outbound {
         spool: ShardSpool,
         config: Arc<Config>,
         clock: Clock,
-    ) -> Result<Rc<Outbound>, String> {
+    ) -> Result<Rc<Outbound>, StartError> {
         let d = &config.delivery;
         let resolver = Resolver::system(
             ResolverConfig {
@@ -110,8 +121,7 @@ impl Outbound {
                 ..ResolverConfig::default()
             },
             clock,
-        )
-        .map_err(|e| format!("DNS resolver: {e}"))?;
+        )?;
         let tls = match d.tls {
             OutboundTls::Disabled => None,
             OutboundTls::Opportunistic => Some(tls::unverified()?),

@@ -14,6 +14,15 @@ use crate::dsn::{
 };
 use crate::smtp::client::ServerReply;
 
+/// Why a notice could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum NoticeError {
+    #[error(transparent)]
+    Dsn(#[from] crate::dsn::DsnError),
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
+}
+
 /// What a notice reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Notice {
@@ -67,7 +76,7 @@ pub(super) async fn send(
     notice: Notice,
     rcpts: &[RcptReply],
     remote: Option<&str>,
-) -> Result<(), String> {
+) -> Result<(), NoticeError> {
     let now = ob.clock.wall_ms();
     let n = ob.notices.get() + 1;
     ob.notices.set(n);
@@ -136,11 +145,7 @@ pub(super) async fn send(
             original: &parts,
             max_full_len: DEFAULT_MAX_FULL_LEN,
         };
-        Some(
-            write_dsn(&mut text, &input)
-                .map(|summary| (summary, env.reverse_path.to_vec()))
-                .map_err(|e| e.to_string()),
-        )
+        Some(write_dsn(&mut text, &input).map(|summary| (summary, env.reverse_path.to_vec())))
     });
     let Some(written) = written else {
         return Ok(());
@@ -161,13 +166,9 @@ pub(super) async fn send(
         body: Vec::new(),
     };
     for piece in text.chunks(spool.max_chunk()) {
-        env.body
-            .push(spool.append_chunk(piece).map_err(|e| e.to_string())?);
+        env.body.push(spool.append_chunk(piece)?);
     }
-    spool
-        .commit_message(&mut env)
-        .await
-        .map_err(|e| e.to_string())?;
+    spool.commit_message(&mut env).await?;
     tracing::info!(msg_id, notice = env.msg_id, kind = ?notice, "delivery status notice queued");
     ob.queue_new(&env);
     Ok(())

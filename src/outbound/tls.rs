@@ -69,14 +69,37 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
-fn builder() -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>, String> {
-    ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())
+/// Why the client's TLS settings could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("{0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("{}: {source}", path.display())]
+    CaFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    CaCertificate {
+        path: std::path::PathBuf,
+        source: rustls::Error,
+    },
+    #[error("{}: no certificate found", .0.display())]
+    NoCertificate(std::path::PathBuf),
+    #[error(
+        "no trusted root certificates found on this system; \
+         install ca-certificates or set [delivery] tls_ca_file"
+    )]
+    NoSystemRoots,
+}
+
+fn builder() -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>, TlsSetupError> {
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?)
 }
 
 /// Client settings that encrypt without verifying (opportunistic TLS).
-pub fn unverified() -> Result<Arc<ClientConfig>, String> {
+pub fn unverified() -> Result<Arc<ClientConfig>, TlsSetupError> {
     let config = builder()?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
@@ -86,28 +109,32 @@ pub fn unverified() -> Result<Arc<ClientConfig>, String> {
 
 /// Client settings that verify the server against the certificates in
 /// `ca_file` (PEM), or the system's roots when it is `None`.
-pub fn verified(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+pub fn verified(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsSetupError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
-            let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let io = |source| TlsSetupError::CaFile {
+                path: path.to_owned(),
+                source,
+            };
+            let file = std::fs::File::open(path).map_err(io)?;
             for cert in rustls_pemfile::certs(&mut std::io::BufReader::new(file)) {
-                let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
                 roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                    .add(cert.map_err(io)?)
+                    .map_err(|source| TlsSetupError::CaCertificate {
+                        path: path.to_owned(),
+                        source,
+                    })?;
             }
             if roots.is_empty() {
-                return Err(format!("{}: no certificate found", path.display()));
+                return Err(TlsSetupError::NoCertificate(path.to_owned()));
             }
         }
         None => {
             let found = rustls_native_certs::load_native_certs();
             let (added, _ignored) = roots.add_parsable_certificates(found.certs);
             if added == 0 {
-                return Err("no trusted root certificates found on this system; \
-                     install ca-certificates or set [delivery] tls_ca_file"
-                    .to_owned());
+                return Err(TlsSetupError::NoSystemRoots);
             }
         }
     }
