@@ -345,7 +345,7 @@ async fn accept_loop(sock: TcpListener, l: ListenerSection, ctx: Rc<ShardCtx>) {
             continue;
         };
         let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
-        let relay_allowed = ctx.config.relay.networks.iter().any(|n| n.contains(ip));
+        let relay_allowed = ctx.config.relay.allows(ip);
         let _ = stream.set_nodelay(true);
         let c = ctx.clone();
         glommio::spawn_local(async move {
@@ -367,7 +367,7 @@ fn admit(ctx: &Rc<ShardCtx>, l: &ListenerSection, peer: Option<SocketAddr>) -> O
         return None;
     }
     let ip = peer.map(|p| p.ip());
-    let trusted = ip.is_some_and(|ip| ctx.config.relay.networks.iter().any(|n| n.contains(ip)));
+    let trusted = ip.is_some_and(|ip| ctx.config.relay.allows(ip));
     let counter = match ip {
         Some(ip) if !trusted => {
             let c = ip_slot(ip);
