@@ -398,52 +398,6 @@ fn notify_combinations() {
     assert_eq!(allowed(bits::NEVER | bits::FAILURE), vec![]);
 }
 
-// ---- xtext -----------------------------------------------------------------
-
-#[test]
-fn xtext_decoding() {
-    assert_eq!(decode_xtext(b"+2B"), Ok(b"+".to_vec()));
-    assert_eq!(decode_xtext(b"a+2Bb+3Dc"), Ok(b"a+b=c".to_vec()));
-    assert_eq!(decode_xtext(b""), Ok(Vec::new()));
-    assert_eq!(decode_xtext(b"+0D+0A"), Ok(b"\r\n".to_vec()));
-    assert_eq!(decode_xtext(b"+2b"), Err(XtextError::BadHex));
-    assert_eq!(decode_xtext(b"+2"), Err(XtextError::BadHex));
-    assert_eq!(decode_xtext(b"x+"), Err(XtextError::BadHex));
-    assert_eq!(decode_xtext(b"+G0"), Err(XtextError::BadHex));
-    assert_eq!(decode_xtext(b"a=b"), Err(XtextError::BadByte(b'=')));
-    assert_eq!(decode_xtext(b"a b"), Err(XtextError::BadByte(b' ')));
-    assert_eq!(decode_xtext(b"\xc3\xa9"), Err(XtextError::BadByte(0xc3)));
-}
-
-#[test]
-fn orcpt_decoding() {
-    let o = decode_orcpt(b"RFC822;a+2Bb@x.example");
-    assert_eq!(
-        o,
-        Ok(Orcpt {
-            addr_type: "rfc822".into(),
-            address: b"a+b@x.example".to_vec()
-        })
-    );
-    let o = decode_orcpt(b"utf-8;j\\x{E9}r\\x{F4}me@x.example");
-    assert_eq!(
-        o.map(|o| o.address),
-        Ok("jérôme@x.example".as_bytes().to_vec())
-    );
-    let o = decode_orcpt("utf-8;jérôme@x.example".as_bytes());
-    assert_eq!(
-        o.map(|o| o.address),
-        Ok("jérôme@x.example".as_bytes().to_vec())
-    );
-    assert_eq!(decode_orcpt(b"a@x.example"), Err(XtextError::BadOrcpt));
-    assert_eq!(decode_orcpt(b";a@x"), Err(XtextError::BadOrcpt));
-    assert_eq!(decode_orcpt(b"rfc822;"), Err(XtextError::BadOrcpt));
-    assert!(decode_orcpt(b"utf-8;\\x{D800}@x").is_err());
-    assert!(decode_orcpt(b"utf-8;\\x{}@x").is_err());
-    assert!(decode_orcpt(b"utf-8;\\x{E9@x").is_err());
-    assert!(decode_orcpt(b"rfc822;\xc3\xa9@x").is_err());
-}
-
 #[test]
 fn undecodable_parameters_are_left_out() {
     let mut r = failed(b"u@remote.example", b"550 no");
