@@ -27,7 +27,11 @@ pub enum DaemonError {
         source: glommio::GlommioError<()>,
     },
     #[error("shard {shard}: {why}")]
-    Shard { shard: usize, why: String },
+    Shard {
+        shard: usize,
+        #[source]
+        why: crate::shard::ShardError,
+    },
     #[error("shard {0} panicked")]
     Panicked(usize),
     #[error("spool directory {}: shard directory {dir} belongs to a larger shard count and still holds segments; run with at least {needed} shards to drain it", path.display())]
@@ -182,10 +186,10 @@ pub fn spool_options(config: &Config, shard: usize) -> SpoolOptions {
 pub fn recover_spool(
     config: &Config,
     shard: usize,
-) -> Result<(crate::spool::ShardSpool, std::fs::File), String> {
+) -> Result<(crate::spool::ShardSpool, std::fs::File), crate::spool::SpoolError> {
     let opts = spool_options(config, shard);
     let started = std::time::Instant::now();
-    let (spool, report, lock) = open_shard(opts, now_ms()).map_err(|e| e.to_string())?;
+    let (spool, report, lock) = open_shard(opts, now_ms())?;
     tracing::info!(
         shard,
         segments = report.segments,

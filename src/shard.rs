@@ -18,12 +18,13 @@ use std::sync::{Arc, OnceLock};
 
 use glommio::net::TcpListener;
 
-use crate::auth::Users;
+use crate::auth::{Users, UsersError};
 use crate::config::{Config, ListenerSection};
 use crate::daemon::{now_ms, recover_spool, TICK};
 use crate::outbound::Outbound;
 use crate::smtp::server::{PeerInfo, ServerConfig};
-use crate::spool::ShardSpool;
+use crate::spool::{ShardSpool, SpoolError};
+use crate::tls::TlsError;
 
 /// Slots in the process-wide per-IP connection table. Two addresses that
 /// hash to one slot share a count, which only ever makes the cap stricter.
@@ -219,12 +220,37 @@ fn server_config(config: &Config, l: &ListenerSection, tls: bool, auth: bool) ->
     }
 }
 
+/// Why a shard could not start; the daemon prints it after the shard's
+/// number.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Users(#[from] UsersError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("listening on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        source: glommio::GlommioError<()>,
+    },
+    /// Delivery could not start (its resolver or its TLS client); the
+    /// text is printed as delivery wrote it.
+    #[error("{0}")]
+    Delivery(String),
+}
+
 /// Runs shard `shard` until the stop flag is set.
-pub async fn run(shard: usize, config: Arc<Config>, stop: Arc<AtomicBool>) -> Result<(), String> {
+pub async fn run(
+    shard: usize,
+    config: Arc<Config>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), ShardError> {
     let (spool, _lock) = recover_spool(&config, shard)?;
     let users = match &config.auth.users_file {
         Some(path) => {
-            let users = Users::load(path).map_err(|e| e.to_string())?;
+            let users = Users::load(path)?;
             tracing::info!(shard, users = users.len(), file = %path.display(), "loaded AUTH users");
             Some(Arc::new(users))
         }
@@ -237,18 +263,18 @@ pub async fn run(shard: usize, config: Arc<Config>, stop: Arc<AtomicBool>) -> Re
         );
         None
     } else {
-        Some(Outbound::start(shard, spool.clone(), config.clone())?)
+        Some(Outbound::start(shard, spool.clone(), config.clone()).map_err(ShardError::Delivery)?)
     };
     let mut listeners = Vec::new();
     for l in &config.listener {
         let tls = match (&l.tls_cert, &l.tls_key) {
-            (Some(cert), Some(key)) => {
-                Some(crate::tls::load_acceptor(cert, key).map_err(|e| e.to_string())?)
-            }
+            (Some(cert), Some(key)) => Some(crate::tls::load_acceptor(cert, key)?),
             _ => None,
         };
-        let sock =
-            TcpListener::bind(l.address).map_err(|e| format!("listening on {}: {e}", l.address))?;
+        let sock = TcpListener::bind(l.address).map_err(|source| ShardError::Listen {
+            address: l.address,
+            source,
+        })?;
         let ctx = Rc::new(ShardCtx {
             shard,
             spool: spool.clone(),
@@ -395,7 +421,7 @@ async fn refuse(mut stream: glommio::net::TcpStream) {
 
 #[cfg(test)]
 mod tests {
-    use super::DisplayId;
+    use super::{DisplayId, ShardError};
 
     #[test]
     fn display_id_is_shard_then_message_in_hex() {
@@ -403,6 +429,20 @@ mod tests {
         assert_eq!(
             DisplayId::new(0x2F, 0x0012_3456_789A_BCDE).as_str(),
             format!("{:02X}{:014X}", 0x2F, 0x0012_3456_789A_BCDEu64)
+        );
+    }
+
+    #[test]
+    fn start_errors_print_what_they_wrap() {
+        let e = ShardError::Delivery("DNS resolver: no nameservers".to_owned());
+        assert_eq!(e.to_string(), "DNS resolver: no nameservers");
+        let e = ShardError::Listen {
+            address: std::net::SocketAddr::from(([127, 0, 0, 1], 25)),
+            source: glommio::GlommioError::IoError(std::io::ErrorKind::AddrInUse.into()),
+        };
+        assert!(
+            e.to_string().starts_with("listening on 127.0.0.1:25: "),
+            "{e}"
         );
     }
 }
