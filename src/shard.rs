@@ -365,13 +365,13 @@ async fn accept_loop(sock: TcpListener, l: ListenerSection, ctx: Rc<ShardCtx>) {
         if ctx.stopping() {
             return;
         }
-        let peer = stream.peer_addr().ok();
-        let Some(slot) = admit(&ctx, &l, peer) else {
+        let peer = stream.peer_addr().ok().map(|p| p.ip());
+        let ip = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let relay_allowed = ctx.config.relay.allows(ip);
+        let Some(slot) = admit(&ctx, &l, peer, relay_allowed) else {
             glommio::spawn_local(refuse(stream)).detach();
             continue;
         };
-        let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
-        let relay_allowed = ctx.config.relay.allows(ip);
         let _ = stream.set_nodelay(true);
         let c = ctx.clone();
         glommio::spawn_local(async move {
@@ -387,15 +387,19 @@ async fn accept_loop(sock: TcpListener, l: ListenerSection, ctx: Rc<ShardCtx>) {
     }
 }
 
-/// Applies the per-shard and per-IP connection caps.
-fn admit(ctx: &Rc<ShardCtx>, l: &ListenerSection, peer: Option<SocketAddr>) -> Option<ConnSlot> {
+/// Applies the per-shard and per-IP connection caps; clients in the relay
+/// networks (`relay_allowed`) are not counted per IP.
+fn admit(
+    ctx: &Rc<ShardCtx>,
+    l: &ListenerSection,
+    peer: Option<IpAddr>,
+    relay_allowed: bool,
+) -> Option<ConnSlot> {
     if ctx.active.get() >= l.max_connections {
         return None;
     }
-    let ip = peer.map(|p| p.ip());
-    let trusted = ip.is_some_and(|ip| ctx.config.relay.allows(ip));
-    let counter = match ip {
-        Some(ip) if !trusted => {
+    let counter = match peer {
+        Some(ip) if !relay_allowed => {
             let c = ip_slot(ip);
             if c.fetch_add(1, Ordering::Relaxed) as usize >= l.max_connections_per_ip {
                 c.fetch_sub(1, Ordering::Relaxed);
