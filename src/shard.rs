@@ -14,7 +14,7 @@ use std::panic::AssertUnwindSafe;
 use futures_lite::FutureExt;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use glommio::net::TcpListener;
 
@@ -22,26 +22,19 @@ use crate::auth::{Users, UsersError};
 use crate::config::{Config, ListenerSection};
 use crate::daemon::{now_ms, recover_spool, TICK};
 use crate::outbound::Outbound;
+use crate::slot_table::SlotTable;
 use crate::smtp::server::{PeerInfo, ServerConfig};
 use crate::spool::{ShardSpool, SpoolError};
 use crate::tls::TlsError;
 
-/// Slots in the process-wide per-IP connection table. Two addresses that
-/// hash to one slot share a count, which only ever makes the cap stricter.
-const IP_SLOTS: usize = 1 << 16;
-
-fn ip_table() -> &'static [AtomicU32] {
-    static TABLE: OnceLock<Box<[AtomicU32]>> = OnceLock::new();
-    TABLE.get_or_init(|| (0..IP_SLOTS).map(|_| AtomicU32::new(0)).collect())
-}
+/// Open connections per client IP over all shards.
+static CONNECTIONS_PER_IP: SlotTable<AtomicU32> = SlotTable::new();
 
 fn ip_slot(ip: IpAddr) -> &'static AtomicU32 {
-    let h = match ip {
-        IpAddr::V4(v4) => u64::from(u32::from(v4)).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        IpAddr::V6(v6) => (u128::from(v6) as u64 ^ (u128::from(v6) >> 64) as u64)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15),
-    };
-    &ip_table()[(h >> 48) as usize % IP_SLOTS]
+    match ip {
+        IpAddr::V4(v4) => CONNECTIONS_PER_IP.entry(v4.octets()),
+        IpAddr::V6(v6) => CONNECTIONS_PER_IP.entry(v6.octets()),
+    }
 }
 
 /// The sessions of a listener that are waiting for a command, so that a
