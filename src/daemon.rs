@@ -28,7 +28,11 @@ pub enum DaemonError {
         source: glommio::GlommioError<()>,
     },
     #[error("shard {shard}: {why}")]
-    Shard { shard: usize, why: String },
+    Shard {
+        shard: usize,
+        #[source]
+        why: crate::shard::ShardError,
+    },
     #[error("shard {0} panicked")]
     Panicked(usize),
     #[error("spool directory {}: shard directory {dir} belongs to a larger shard count and still holds segments; run with at least {needed} shards to drain it", path.display())]
@@ -178,10 +182,10 @@ pub fn recover_spool(
     config: &Config,
     shard: usize,
     clock: Clock,
-) -> Result<(crate::spool::ShardSpool, std::fs::File), String> {
+) -> Result<(crate::spool::ShardSpool, std::fs::File), crate::spool::SpoolError> {
     let opts = spool_options(config, shard);
     let started = clock.monotonic_ms();
-    let (spool, report, lock) = open_shard(opts, clock.wall_ms()).map_err(|e| e.to_string())?;
+    let (spool, report, lock) = open_shard(opts, clock.wall_ms())?;
     tracing::info!(
         shard,
         segments = report.segments,

@@ -14,6 +14,7 @@ pub mod preflight;
 pub mod schedule;
 pub mod session;
 pub mod shard;
+pub mod slot_table;
 pub mod smtp;
 pub mod spool;
 pub mod tls;

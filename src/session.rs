@@ -12,7 +12,9 @@ use std::time::Duration;
 use futures_lite::AsyncReadExt;
 use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
-use spool_format::envelope::{notify, ChunkRef, Envelope as SpoolEnvelope, Recipient};
+use spool_format::envelope::{
+    notify, BodyType, ChunkRef, Envelope as SpoolEnvelope, Recipient, Ret as StoredRet,
+};
 
 use crate::shard::{DisplayId, ShardCtx};
 use crate::smtp::params::{Body, Ret};
@@ -417,15 +419,17 @@ fn fill_envelope(
         0
     };
     env.body_type = match e.body() {
-        Body::SevenBit => 1,
-        Body::EightBitMime => 2,
-        Body::BinaryMime => 3,
-    };
+        Body::SevenBit => BodyType::SevenBit,
+        Body::EightBitMime => BodyType::EightBitMime,
+        Body::BinaryMime => BodyType::BinaryMime,
+    }
+    .into();
     env.ret = match e.ret() {
-        None => 0,
-        Some(Ret::Full) => 1,
-        Some(Ret::Headers) => 2,
-    };
+        None => StoredRet::Unspecified,
+        Some(Ret::Full) => StoredRet::Full,
+        Some(Ret::Headers) => StoredRet::Headers,
+    }
+    .into();
     refill(&mut env.reverse_path, e.reverse_path());
     refill(&mut env.envid, e.envid().unwrap_or_default());
     env.recipients.truncate(e.recipient_count());

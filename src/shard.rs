@@ -14,34 +14,28 @@ use std::panic::AssertUnwindSafe;
 use futures_lite::FutureExt;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use glommio::net::TcpListener;
 
-use crate::auth::Users;
+use crate::auth::{Users, UsersError};
 use crate::clock::Clock;
 use crate::config::{Config, ListenerSection};
 use crate::daemon::{recover_spool, TICK};
 use crate::outbound::Outbound;
+use crate::slot_table::SlotTable;
 use crate::smtp::server::{PeerInfo, ServerConfig};
-use crate::spool::ShardSpool;
+use crate::spool::{ShardSpool, SpoolError};
+use crate::tls::TlsError;
 
-/// Slots in the process-wide per-IP connection table. Two addresses that
-/// hash to one slot share a count, which only ever makes the cap stricter.
-const IP_SLOTS: usize = 1 << 16;
-
-fn ip_table() -> &'static [AtomicU32] {
-    static TABLE: OnceLock<Box<[AtomicU32]>> = OnceLock::new();
-    TABLE.get_or_init(|| (0..IP_SLOTS).map(|_| AtomicU32::new(0)).collect())
-}
+/// Open connections per client IP over all shards.
+static CONNECTIONS_PER_IP: SlotTable<AtomicU32> = SlotTable::new();
 
 fn ip_slot(ip: IpAddr) -> &'static AtomicU32 {
-    let h = match ip {
-        IpAddr::V4(v4) => u64::from(u32::from(v4)).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        IpAddr::V6(v6) => (u128::from(v6) as u64 ^ (u128::from(v6) >> 64) as u64)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15),
-    };
-    &ip_table()[(h >> 48) as usize % IP_SLOTS]
+    match ip {
+        IpAddr::V4(v4) => CONNECTIONS_PER_IP.entry(v4.octets()),
+        IpAddr::V6(v6) => CONNECTIONS_PER_IP.entry(v6.octets()),
+    }
 }
 
 /// The sessions of a listener that are waiting for a command, so that a
@@ -221,17 +215,37 @@ fn server_config(config: &Config, l: &ListenerSection, tls: bool, auth: bool) ->
     }
 }
 
+/// Why a shard could not start; the daemon prints it after the shard's
+/// number.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Users(#[from] UsersError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("listening on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        source: glommio::GlommioError<()>,
+    },
+    /// Delivery could not start (its resolver or its TLS client).
+    #[error(transparent)]
+    Delivery(#[from] crate::outbound::StartError),
+}
+
 /// Runs shard `shard` until the stop flag is set.
 pub async fn run(
     shard: usize,
     config: Arc<Config>,
     stop: Arc<AtomicBool>,
     clock: Clock,
-) -> Result<(), String> {
+) -> Result<(), ShardError> {
     let (spool, _lock) = recover_spool(&config, shard, clock)?;
     let users = match &config.auth.users_file {
         Some(path) => {
-            let users = Users::load(path).map_err(|e| e.to_string())?;
+            let users = Users::load(path)?;
             tracing::info!(shard, users = users.len(), file = %path.display(), "loaded AUTH users");
             Some(Arc::new(users))
         }
@@ -244,21 +258,23 @@ pub async fn run(
         );
         None
     } else {
-        Some(
-            Outbound::start(shard, spool.clone(), config.clone(), clock)
-                .map_err(|e| e.to_string())?,
-        )
+        Some(Outbound::start(
+            shard,
+            spool.clone(),
+            config.clone(),
+            clock,
+        )?)
     };
     let mut listeners = Vec::new();
     for l in &config.listener {
         let tls = match (&l.tls_cert, &l.tls_key) {
-            (Some(cert), Some(key)) => {
-                Some(crate::tls::load_acceptor(cert, key).map_err(|e| e.to_string())?)
-            }
+            (Some(cert), Some(key)) => Some(crate::tls::load_acceptor(cert, key)?),
             _ => None,
         };
-        let sock =
-            TcpListener::bind(l.address).map_err(|e| format!("listening on {}: {e}", l.address))?;
+        let sock = TcpListener::bind(l.address).map_err(|source| ShardError::Listen {
+            address: l.address,
+            source,
+        })?;
         let ctx = Rc::new(ShardCtx {
             shard,
             spool: spool.clone(),
@@ -351,13 +367,13 @@ async fn accept_loop(sock: TcpListener, l: ListenerSection, ctx: Rc<ShardCtx>) {
         if ctx.stopping() {
             return;
         }
-        let peer = stream.peer_addr().ok();
-        let Some(slot) = admit(&ctx, &l, peer) else {
+        let peer = stream.peer_addr().ok().map(|p| p.ip());
+        let ip = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let relay_allowed = ctx.config.relay.allows(ip);
+        let Some(slot) = admit(&ctx, &l, peer, relay_allowed) else {
             glommio::spawn_local(refuse(stream)).detach();
             continue;
         };
-        let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
-        let relay_allowed = ctx.config.relay.networks.iter().any(|n| n.contains(ip));
         let _ = stream.set_nodelay(true);
         let c = ctx.clone();
         glommio::spawn_local(async move {
@@ -373,15 +389,19 @@ async fn accept_loop(sock: TcpListener, l: ListenerSection, ctx: Rc<ShardCtx>) {
     }
 }
 
-/// Applies the per-shard and per-IP connection caps.
-fn admit(ctx: &Rc<ShardCtx>, l: &ListenerSection, peer: Option<SocketAddr>) -> Option<ConnSlot> {
+/// Applies the per-shard and per-IP connection caps; clients in the relay
+/// networks (`relay_allowed`) are not counted per IP.
+fn admit(
+    ctx: &Rc<ShardCtx>,
+    l: &ListenerSection,
+    peer: Option<IpAddr>,
+    relay_allowed: bool,
+) -> Option<ConnSlot> {
     if ctx.active.get() >= l.max_connections {
         return None;
     }
-    let ip = peer.map(|p| p.ip());
-    let trusted = ip.is_some_and(|ip| ctx.config.relay.networks.iter().any(|n| n.contains(ip)));
-    let counter = match ip {
-        Some(ip) if !trusted => {
+    let counter = match peer {
+        Some(ip) if !relay_allowed => {
             let c = ip_slot(ip);
             if c.fetch_add(1, Ordering::Relaxed) as usize >= l.max_connections_per_ip {
                 c.fetch_sub(1, Ordering::Relaxed);
@@ -407,7 +427,7 @@ async fn refuse(mut stream: glommio::net::TcpStream) {
 
 #[cfg(test)]
 mod tests {
-    use super::DisplayId;
+    use super::{DisplayId, ShardError};
 
     #[test]
     fn display_id_is_shard_then_message_in_hex() {
@@ -415,6 +435,22 @@ mod tests {
         assert_eq!(
             DisplayId::new(0x2F, 0x0012_3456_789A_BCDE).as_str(),
             format!("{:02X}{:014X}", 0x2F, 0x0012_3456_789A_BCDEu64)
+        );
+    }
+
+    #[test]
+    fn start_errors_print_what_they_wrap() {
+        let e = ShardError::from(crate::outbound::StartError::from(
+            crate::dns::DnsError::NoServers,
+        ));
+        assert_eq!(e.to_string(), "DNS resolver: no nameservers configured");
+        let e = ShardError::Listen {
+            address: std::net::SocketAddr::from(([127, 0, 0, 1], 25)),
+            source: glommio::GlommioError::IoError(std::io::ErrorKind::AddrInUse.into()),
+        };
+        assert!(
+            e.to_string().starts_with("listening on 127.0.0.1:25: "),
+            "{e}"
         );
     }
 }

@@ -16,6 +16,17 @@ pub struct ChunkRef {
     pub len: u32,
 }
 
+impl From<&ArchivedChunkRef> for ChunkRef {
+    /// The chunk reference as read in place from an archived envelope.
+    fn from(c: &ArchivedChunkRef) -> ChunkRef {
+        ChunkRef {
+            segment: c.segment.to_native(),
+            offset: c.offset.to_native(),
+            len: c.len.to_native(),
+        }
+    }
+}
+
 /// One recipient of a message, with its DSN parameters and, in copies made
 /// when compacting, the state it had when copied.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -29,6 +40,66 @@ pub struct Recipient {
     pub state: u8,
     pub attempts: u32,
     pub time_ms: u64,
+}
+
+/// The body type the client declared (RFC 6152 BODY=, RFC 3030), as the
+/// envelope's `body_type` byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum BodyType {
+    #[default]
+    Unspecified = 0,
+    SevenBit = 1,
+    EightBitMime = 2,
+    BinaryMime = 3,
+}
+
+/// What the sender asked a failure notice to return (RFC 3461 RET=), as
+/// the envelope's `ret` byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum Ret {
+    #[default]
+    Unspecified = 0,
+    Full = 1,
+    Headers = 2,
+}
+
+impl From<u8> for BodyType {
+    /// A byte no version has written reads as unspecified, which every
+    /// reader treats as 7BIT.
+    fn from(byte: u8) -> BodyType {
+        match byte {
+            1 => BodyType::SevenBit,
+            2 => BodyType::EightBitMime,
+            3 => BodyType::BinaryMime,
+            _ => BodyType::Unspecified,
+        }
+    }
+}
+
+impl From<BodyType> for u8 {
+    fn from(body: BodyType) -> u8 {
+        body as u8
+    }
+}
+
+impl From<u8> for Ret {
+    /// A byte no version has written reads as unspecified (the whole
+    /// message may be returned).
+    fn from(byte: u8) -> Ret {
+        match byte {
+            1 => Ret::Full,
+            2 => Ret::Headers,
+            _ => Ret::Unspecified,
+        }
+    }
+}
+
+impl From<Ret> for u8 {
+    fn from(ret: Ret) -> u8 {
+        ret as u8
+    }
 }
 
 /// NOTIFY parameter bits.
@@ -57,9 +128,9 @@ pub struct Envelope {
     /// The reverse path without angle brackets; empty for the null sender.
     pub reverse_path: Vec<u8>,
     pub flags: u32,
-    /// 0 unspecified, 1 7BIT, 2 8BITMIME, 3 BINARYMIME.
+    /// A [`BodyType`] as its stored byte.
     pub body_type: u8,
-    /// RFC 3461 RET: 0 unspecified, 1 FULL, 2 HDRS.
+    /// A [`Ret`] as its stored byte.
     pub ret: u8,
     /// RFC 3461 ENVID (xtext as received), empty if none.
     pub envid: Vec<u8>,
@@ -185,8 +256,8 @@ mod tests {
             received_ms: 1000,
             reverse_path: b"a@b.example".to_vec(),
             flags: flags::SMTPUTF8,
-            body_type: 2,
-            ret: 1,
+            body_type: BodyType::EightBitMime.into(),
+            ret: Ret::Full.into(),
             envid: b"xyz".to_vec(),
             body_len: 10,
             recipients: vec![Recipient::new(
@@ -207,7 +278,26 @@ mod tests {
         assert_eq!(a.msg_id.to_native(), 5);
         assert_eq!(a.recipients[0].address.as_slice(), b"c@d.example");
         assert_eq!(a.recipients[0].rcpt_state(), RcptState::Pending);
-        assert_eq!(a.body[0].offset.to_native(), 64);
+        assert_eq!(ChunkRef::from(&a.body[0]), env.body[0]);
         assert!(access_envelope(&buf[..n - 1]).is_none());
+    }
+
+    #[test]
+    fn body_type_and_ret_keep_their_stored_bytes() {
+        for (body, byte) in [
+            (BodyType::Unspecified, 0u8),
+            (BodyType::SevenBit, 1),
+            (BodyType::EightBitMime, 2),
+            (BodyType::BinaryMime, 3),
+        ] {
+            assert_eq!(u8::from(body), byte);
+            assert_eq!(BodyType::from(byte), body);
+        }
+        for (ret, byte) in [(Ret::Unspecified, 0u8), (Ret::Full, 1), (Ret::Headers, 2)] {
+            assert_eq!(u8::from(ret), byte);
+            assert_eq!(Ret::from(byte), ret);
+        }
+        assert_eq!(BodyType::from(200), BodyType::Unspecified);
+        assert_eq!(Ret::from(200), Ret::Unspecified);
     }
 }

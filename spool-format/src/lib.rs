@@ -16,7 +16,7 @@ pub mod scan;
 pub mod status;
 pub mod writer;
 
-pub use envelope::{ArchivedEnvelope, ChunkRef, Envelope, Recipient};
+pub use envelope::{ArchivedEnvelope, BodyType, ChunkRef, Envelope, Recipient, Ret};
 pub use header::{RecordHeader, RecordKind, SegmentHeader};
 pub use recover::{Applied, PendingSet, QueueIndex, QueuedMessage, RecoveredSegment};
 pub use scan::{scan_segment, Damage, ScannedRecord, SegmentScan, Tail};

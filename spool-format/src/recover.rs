@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::envelope::{access_envelope, ArchivedEnvelope, EnvelopeView};
+use crate::envelope::{access_envelope, ArchivedEnvelope, ChunkRef, EnvelopeView};
 use crate::header::RecordKind;
 use crate::scan::SegmentScan;
 use crate::status::{RcptState, StatusRecord};
@@ -328,18 +328,13 @@ impl QueueIndex {
 
 /// True when every chunk the envelope names is a valid chunk record.
 fn body_present(segments: &[RecoveredSegment<'_>], env: &ArchivedEnvelope) -> bool {
-    env.body.iter().all(|c| {
-        let (s, off, len) = (
-            c.segment.to_native(),
-            c.offset.to_native(),
-            c.len.to_native(),
-        );
+    env.body.iter().map(ChunkRef::from).all(|c| {
         segments
             .iter()
             .rev()
-            .find(|g| g.id == s)
-            .and_then(|g| g.scan.record_at(off))
-            .is_some_and(|r| r.header.kind == RecordKind::Chunk && r.header.payload_len == len)
+            .find(|g| g.id == c.segment)
+            .and_then(|g| g.scan.record_at(c.offset))
+            .is_some_and(|r| r.header.kind == RecordKind::Chunk && r.header.payload_len == c.len)
     })
 }
 

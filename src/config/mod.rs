@@ -13,7 +13,7 @@
 #![deny(unsafe_code)]
 
 pub mod duration;
-pub mod ipnet;
+mod network;
 mod raw;
 pub mod route;
 
@@ -25,7 +25,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use duration::{DurationError, DurationSetting};
-pub use ipnet::{IpNet, IpNetError};
+pub use network::{IpNet, IpNetError};
 pub use route::{RelayHost, RouteDomain, RouteError, RouteSection};
 
 /// The embedded default, used by `petrel run` without `--config`: it works
@@ -216,6 +216,13 @@ impl Default for DnsSection {
             timeout: DurationSetting(Duration::from_secs(2)),
             attempts: 2,
         }
+    }
+}
+
+impl RelaySection {
+    /// Whether a client at `ip` may relay to any domain.
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        self.networks.iter().any(|n| network::contains(n, ip))
     }
 }
 

@@ -450,7 +450,7 @@ impl RawRelay {
         };
         let networks = texts
             .iter()
-            .map(|text| parsed(text, str::parse::<IpNet>))
+            .map(|text| parsed(text, super::network::parse_network))
             .collect::<Result<_, _>>()?;
         Ok(RelaySection { networks })
     }
@@ -585,6 +585,6 @@ fn loopback_networks() -> Vec<IpNet> {
         (IpAddr::V6(Ipv6Addr::LOCALHOST), 128),
     ]
     .into_iter()
-    .filter_map(|(addr, len)| IpNet::new(addr, len).ok())
+    .filter_map(|(addr, len)| super::network::network(addr, len).ok())
     .collect()
 }

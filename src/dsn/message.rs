@@ -16,6 +16,7 @@ use super::text::write_text_body;
 use super::types::{Action, DsnError, DsnInput, DsnSummary, Returned};
 use super::NotifyKind;
 use crate::smtp::received::{format_date, DATE_LEN};
+use spool_format::Ret;
 
 /// The kind of the notice: a failure if anything failed, else a delay if
 /// anything is delayed, else a success report.
@@ -39,7 +40,10 @@ fn returned(input: &DsnInput<'_>, kind: NotifyKind) -> Returned {
     let len = total_len(input.original);
     if len == 0 {
         Returned::Nothing
-    } else if kind == NotifyKind::Failure && input.ret != 2 && len <= input.max_full_len {
+    } else if kind == NotifyKind::Failure
+        && Ret::from(input.ret) != Ret::Headers
+        && len <= input.max_full_len
+    {
         Returned::Full
     } else {
         Returned::Headers

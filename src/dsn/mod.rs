@@ -28,11 +28,11 @@ mod original;
 mod report;
 mod text;
 mod types;
-mod xtext;
 
 #[cfg(test)]
 mod tests;
 
+pub use crate::smtp::xtext::{decode_orcpt, decode_xtext, Orcpt, XtextError};
 pub use loops::is_looping;
 pub use message::write_dsn;
 pub use notify::{must_not_bounce, should_notify, NotifyKind};
@@ -40,4 +40,3 @@ pub use types::{
     Action, Diagnostic, DsnError, DsnInput, DsnSummary, RecipientReport, Returned, Status,
     DEFAULT_MAX_FULL_LEN, DEFAULT_MAX_RECEIVED,
 };
-pub use xtext::{decode_orcpt, decode_xtext, Orcpt, XtextError};

@@ -6,8 +6,8 @@
 
 use super::fields::{address_value, push_printable, reply_one_line, write_field};
 use super::types::{Action, Diagnostic, DsnInput, RecipientReport};
-use super::xtext::{decode_orcpt, decode_xtext};
 use crate::smtp::received::{format_date, DATE_LEN};
+use crate::smtp::xtext::{decode_orcpt, decode_xtext};
 
 fn write_date(out: &mut Vec<u8>, name: &str, unix: i64) {
     let mut buf = [0u8; DATE_LEN];

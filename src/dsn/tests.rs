@@ -3,6 +3,7 @@
 
 use proptest::prelude::*;
 use spool_format::envelope::notify as bits;
+use spool_format::Ret;
 
 use super::*;
 
@@ -137,7 +138,7 @@ fn input<'a>(rcpts: &'a [RecipientReport<'a>], original: &'a [&'a [u8]]) -> DsnI
         arrival_unix: 1_700_000_000,
         reverse_path: b"sender@example.org",
         envid: b"",
-        ret: 0,
+        ret: Ret::Unspecified.into(),
         smtputf8: false,
         recipients: rcpts,
         original,
@@ -257,7 +258,7 @@ fn ret_hdrs_returns_only_the_header_section() {
     let rcpts = [failed(b"u@remote.example", b"550 5.1.1 no")];
     let chunks: [&[u8]; 1] = [ORIGINAL];
     let mut inp = input(&rcpts, &chunks);
-    inp.ret = 2;
+    inp.ret = Ret::Headers.into();
     let (out, summary) = write(&inp);
     assert_eq!(summary.returned, Returned::Headers);
     let p = parse(&out);
@@ -274,7 +275,7 @@ fn ret_full_returns_the_body() {
     let rcpts = [failed(b"u@remote.example", b"550 5.1.1 no")];
     let chunks: [&[u8]; 1] = [ORIGINAL];
     let mut inp = input(&rcpts, &chunks);
-    inp.ret = 1;
+    inp.ret = Ret::Full.into();
     let (out, summary) = write(&inp);
     assert_eq!(summary.returned, Returned::Full);
     let p = parse(&out);
@@ -286,7 +287,7 @@ fn a_large_original_returns_headers_only() {
     let rcpts = [failed(b"u@remote.example", b"550 5.1.1 no")];
     let chunks: [&[u8]; 1] = [ORIGINAL];
     let mut inp = input(&rcpts, &chunks);
-    inp.ret = 1;
+    inp.ret = Ret::Full.into();
     inp.max_full_len = 40;
     let (out, summary) = write(&inp);
     assert_eq!(summary.returned, Returned::Headers);
@@ -398,52 +399,6 @@ fn notify_combinations() {
     assert_eq!(allowed(bits::NEVER | bits::FAILURE), vec![]);
 }
 
-// ---- xtext -----------------------------------------------------------------
-
-#[test]
-fn xtext_decoding() {
-    assert_eq!(decode_xtext(b"+2B"), Ok(b"+".to_vec()));
-    assert_eq!(decode_xtext(b"a+2Bb+3Dc"), Ok(b"a+b=c".to_vec()));
-    assert_eq!(decode_xtext(b""), Ok(Vec::new()));
-    assert_eq!(decode_xtext(b"+0D+0A"), Ok(b"\r\n".to_vec()));
-    assert_eq!(decode_xtext(b"+2b"), Err(XtextError::BadHex));
-    assert_eq!(decode_xtext(b"+2"), Err(XtextError::BadHex));
-    assert_eq!(decode_xtext(b"x+"), Err(XtextError::BadHex));
-    assert_eq!(decode_xtext(b"+G0"), Err(XtextError::BadHex));
-    assert_eq!(decode_xtext(b"a=b"), Err(XtextError::BadByte(b'=')));
-    assert_eq!(decode_xtext(b"a b"), Err(XtextError::BadByte(b' ')));
-    assert_eq!(decode_xtext(b"\xc3\xa9"), Err(XtextError::BadByte(0xc3)));
-}
-
-#[test]
-fn orcpt_decoding() {
-    let o = decode_orcpt(b"RFC822;a+2Bb@x.example");
-    assert_eq!(
-        o,
-        Ok(Orcpt {
-            addr_type: "rfc822".into(),
-            address: b"a+b@x.example".to_vec()
-        })
-    );
-    let o = decode_orcpt(b"utf-8;j\\x{E9}r\\x{F4}me@x.example");
-    assert_eq!(
-        o.map(|o| o.address),
-        Ok("jérôme@x.example".as_bytes().to_vec())
-    );
-    let o = decode_orcpt("utf-8;jérôme@x.example".as_bytes());
-    assert_eq!(
-        o.map(|o| o.address),
-        Ok("jérôme@x.example".as_bytes().to_vec())
-    );
-    assert_eq!(decode_orcpt(b"a@x.example"), Err(XtextError::BadOrcpt));
-    assert_eq!(decode_orcpt(b";a@x"), Err(XtextError::BadOrcpt));
-    assert_eq!(decode_orcpt(b"rfc822;"), Err(XtextError::BadOrcpt));
-    assert!(decode_orcpt(b"utf-8;\\x{D800}@x").is_err());
-    assert!(decode_orcpt(b"utf-8;\\x{}@x").is_err());
-    assert!(decode_orcpt(b"utf-8;\\x{E9@x").is_err());
-    assert!(decode_orcpt(b"rfc822;\xc3\xa9@x").is_err());
-}
-
 #[test]
 fn undecodable_parameters_are_left_out() {
     let mut r = failed(b"u@remote.example", b"550 no");
@@ -473,14 +428,14 @@ fn header_body_boundary_split_at_every_position() {
             let chunks = cut(ORIGINAL, a, b);
             let rcpts = [failed(b"u@remote.example", b"550 no")];
             let mut inp = input(&rcpts, &chunks);
-            inp.ret = 2;
+            inp.ret = Ret::Headers.into();
             let (out, _) = write(&inp);
             assert_eq!(
                 parse(&out).parts[2].1,
                 &ORIGINAL[..headers_end],
                 "cut {a} {b}"
             );
-            inp.ret = 1;
+            inp.ret = Ret::Full.into();
             let (out, _) = write(&inp);
             assert_eq!(parse(&out).parts[2].1, ORIGINAL, "cut {a} {b}");
         }
@@ -494,14 +449,14 @@ fn bare_line_ends_are_normalized() {
         let chunks = cut(original, a, a);
         let rcpts = [failed(b"u@remote.example", b"550 no")];
         let mut inp = input(&rcpts, &chunks);
-        inp.ret = 1;
+        inp.ret = Ret::Full.into();
         let (out, _) = write(&inp);
         let p = parse(&out);
         assert_eq!(
             p.parts[2].1, b"A: 1\r\nB: 2\r\nC: 3\r\n\r\nbody\r\nmore\r\n\r\nend\r\n",
             "cut {a}"
         );
-        inp.ret = 2;
+        inp.ret = Ret::Headers.into();
         let (out, _) = write(&inp);
         assert_eq!(parse(&out).parts[2].1, b"A: 1\r\nB: 2\r\nC: 3\r\n");
     }
@@ -612,7 +567,7 @@ fn smtputf8_uses_the_global_types() {
         Some("utf-8; jérôme@exemple.fr")
     );
 
-    inp.ret = 2;
+    inp.ret = Ret::Headers.into();
     let (out, _) = write(&inp);
     let p = parse(&out);
     assert_eq!(

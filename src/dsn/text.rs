@@ -8,6 +8,7 @@ use super::fields::{push_address, push_printable, push_wrapped, MAX_DIAGNOSTIC};
 use super::types::{Action, Diagnostic, DsnInput, RecipientReport, Returned};
 use super::NotifyKind;
 use crate::smtp::received::{format_date, DATE_LEN};
+use spool_format::Ret;
 
 fn intro(kind: NotifyKind) -> &'static [&'static str] {
     match kind {
@@ -98,7 +99,9 @@ pub(super) fn write_text_body(
     }
     let note: &str = match returned {
         Returned::Full => "The original message is attached.",
-        Returned::Headers if kind == NotifyKind::Failure && input.ret != 2 => {
+        Returned::Headers
+            if kind == NotifyKind::Failure && Ret::from(input.ret) != Ret::Headers =>
+        {
             "The original message is too large to return; its headers are attached."
         }
         Returned::Headers => "The header of the original message is attached.",

@@ -146,7 +146,7 @@ pub struct DsnInput<'a> {
     pub reverse_path: &'a [u8],
     /// ENVID as received (xtext), empty if none.
     pub envid: &'a [u8],
-    /// RET as in the envelope: 0 unspecified, 1 FULL, 2 HDRS.
+    /// RET as in the envelope: a [`spool_format::Ret`] as its stored byte.
     pub ret: u8,
     /// The original was sent with SMTPUTF8.
     pub smtputf8: bool,

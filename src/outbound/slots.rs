@@ -2,7 +2,7 @@
 //! `max_connections_per_destination` holds for the whole process while
 //! every shard delivers the messages in its own spool.
 //!
-//! A fixed table of atomic counters indexed by a hash of the destination:
+//! A [`SlotTable`] of atomic counters indexed by a hash of the destination:
 //! two destinations that share a slot share a cap, which only ever makes
 //! it stricter (with 65,536 slots, rare). A counter is touched once per
 //! connection, never per message, so the hot path stays on its own core.
@@ -12,9 +12,8 @@
 //! (instead of idling on it, or keeping it for all its messages).
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
 
-const SLOTS: usize = 1 << 16;
+use crate::slot_table::SlotTable;
 
 #[derive(Default)]
 struct Entry {
@@ -22,18 +21,11 @@ struct Entry {
     waiting: AtomicU32,
 }
 
-fn table() -> &'static [Entry] {
-    static TABLE: OnceLock<Box<[Entry]>> = OnceLock::new();
-    TABLE.get_or_init(|| (0..SLOTS).map(|_| Entry::default()).collect())
-}
+static TABLE: SlotTable<Entry> = SlotTable::new();
 
-/// FNV-1a over the destination, case-insensitively.
+/// Destinations are domain names: case does not make another one.
 fn slot_of(destination: &str) -> &'static Entry {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in destination.bytes() {
-        h = (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x100_0000_01b3);
-    }
-    &table()[(h >> 32) as usize % SLOTS]
+    TABLE.entry(destination.bytes().map(|b| b.to_ascii_lowercase()))
 }
 
 /// One open (or opening) connection to a destination; released on drop.

@@ -18,5 +18,6 @@ pub mod relay;
 pub mod reply;
 pub mod sasl;
 pub mod server;
+pub mod xtext;
 
 pub mod fuzzing;

@@ -5,6 +5,8 @@
 //! Must never: allocate (values are slices of the command line) or accept
 //! a keyword we do not implement (unknown ones are 555 5.5.4).
 
+use super::xtext::{check_xtext, is_xtext};
+
 /// Why a parameter list was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ParamError {
@@ -248,33 +250,7 @@ fn is_orcpt(v: &[u8]) -> bool {
         && kind
             .iter()
             .all(|&b| super::address::is_atext(b) && b < 0x80);
-    atom_ok && !addr.is_empty() && xtext_ok(addr, true)
-}
-
-/// RFC 3461 4: `xtext = *( xchar / hexchar )`, xchar is 33..126 except `+`
-/// and `=`, hexchar is `+` and two upper-case hex digits.
-pub fn is_xtext(v: &[u8]) -> bool {
-    !v.is_empty() && xtext_ok(v, false)
-}
-
-fn xtext_ok(v: &[u8], allow_utf8: bool) -> bool {
-    let hex = |b: &u8| b.is_ascii_digit() || (b'A'..=b'F').contains(b);
-    let mut i = 0;
-    while let Some(&b) = v.get(i) {
-        match b {
-            b'+' => {
-                if !(v.get(i + 1).is_some_and(hex) && v.get(i + 2).is_some_and(hex)) {
-                    return false;
-                }
-                i += 3;
-            }
-            b'=' => return false,
-            33..=126 => i += 1,
-            0x80..=0xff if allow_utf8 => i += 1,
-            _ => return false,
-        }
-    }
-    true
+    atom_ok && !addr.is_empty() && check_xtext(addr, true).is_ok()
 }
 
 #[cfg(test)]

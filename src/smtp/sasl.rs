@@ -4,22 +4,25 @@
 //! Must never: check a password (the I/O layer does, off the protocol
 //! machine) or log what it decodes.
 
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
+
 /// A client response that is not valid base64, or a PLAIN message that
 /// is not `authzid NUL authcid NUL passwd`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("cannot decode SASL response")]
 pub struct SaslError;
 
-fn sextet(b: u8) -> Option<u8> {
-    match b {
-        b'A'..=b'Z' => Some(b - b'A'),
-        b'a'..=b'z' => Some(b - b'a' + 26),
-        b'0'..=b'9' => Some(b - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
-    }
-}
+/// RFC 4648 base64 with padding required, as RFC 4954 4 asks of
+/// responses. Non-zero bits after the last full octet are ignored rather
+/// than refused: clients that leave them set have always been accepted.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical)
+        .with_decode_allow_trailing_bits(true),
+);
 
 /// Decodes padded base64 (RFC 4648 4) and appends it to `out`. The SASL
 /// empty response `=` decodes to nothing.
@@ -27,24 +30,7 @@ pub fn decode_base64(input: &[u8], out: &mut Vec<u8>) -> Result<(), SaslError> {
     if input == b"=" {
         return Ok(());
     }
-    if input.len() & 3 != 0 {
-        return Err(SaslError);
-    }
-    let quads = input.len() / 4;
-    for (q, chunk) in input.chunks_exact(4).enumerate() {
-        let pad = chunk.iter().rev().take_while(|&&b| b == b'=').count();
-        if pad > 2 || (pad > 0 && q + 1 != quads) {
-            return Err(SaslError);
-        }
-        let mut v = 0u32;
-        for &b in &chunk[..4 - pad] {
-            v = (v << 6) | u32::from(sextet(b).ok_or(SaslError)?);
-        }
-        v <<= 6 * pad as u32;
-        let bytes = [(v >> 16) as u8, (v >> 8) as u8, v as u8];
-        out.extend_from_slice(&bytes[..3 - pad]);
-    }
-    Ok(())
+    BASE64.decode_vec(input, out).map_err(|_| SaslError)
 }
 
 /// The three fields of a PLAIN message, borrowed from the decoded bytes.
@@ -79,11 +65,32 @@ mod tests {
         assert_eq!(dec(b"Zm9v").unwrap(), b"foo");
         assert_eq!(dec(b"Zm9vYmFy").unwrap(), b"foobar");
         assert_eq!(dec(b"AHVzZXIAcGFzcw==").unwrap(), b"\0user\0pass");
+        // Bits past the last octet are ignored, not refused.
+        assert_eq!(dec(b"Zh==").unwrap(), b"f");
+        assert_eq!(dec(b"Zm9=").unwrap(), b"fo");
+    }
+
+    #[test]
+    fn login_prompts_are_base64_of_their_text() {
+        use crate::smtp::reply::{AUTH_LOGIN_PASS, AUTH_LOGIN_USER};
+        assert_eq!(AUTH_LOGIN_USER.text, BASE64.encode("Username:"));
+        assert_eq!(AUTH_LOGIN_PASS.text, BASE64.encode("Password:"));
     }
 
     #[test]
     fn base64_errors() {
-        for bad in [&b"Zg="[..], b"Zg=a", b"Z===", b"Zg==Zg==", b"Zm9*", b"*"] {
+        for bad in [
+            &b"Zg="[..],
+            b"Zg=a",
+            b"Z===",
+            b"Zg==Zg==",
+            b"Zm9*",
+            b"*",
+            b"Zg",
+            b"Zm9v\r\n",
+            b" Zm9v",
+            b"====",
+        ] {
             assert_eq!(dec(bad), Err(SaslError), "{bad:?}");
         }
     }

@@ -531,12 +531,7 @@ impl ShardSpool {
             let env = s
                 .envelope(m.segment_id(), m.offset)
                 .ok_or(SpoolError::NotQueued(msg_id))?;
-            for c in env.body.iter() {
-                let c = ChunkRef {
-                    segment: c.segment.to_native(),
-                    offset: c.offset.to_native(),
-                    len: c.len.to_native(),
-                };
+            for c in env.body.iter().map(ChunkRef::from) {
                 out.extend_from_slice(s.chunk(&c).ok_or(SpoolError::NotQueued(msg_id))?);
             }
             Ok(())
