@@ -12,14 +12,12 @@ use std::time::Duration;
 use futures_lite::AsyncReadExt;
 use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
-use spool_format::envelope::{
-    notify, BodyType, ChunkRef, Envelope as SpoolEnvelope, Recipient, Ret as StoredRet,
-};
+use spool_format::envelope::{notify, BodyType, ChunkRef, Envelope as SpoolEnvelope, Recipient};
 
 use crate::shard::{DisplayId, ShardCtx};
-use crate::smtp::params::{Body, Ret};
 use crate::smtp::received::{format_date, DATE_LEN};
 use crate::smtp::server::{Event, PeerInfo, Session, SpoolFailure, MIN_RECEIVE_BUFFER};
+use crate::spool::params::stored_ret;
 use crate::spool::shard::WritePin;
 use crate::tls;
 use crate::transport::{flush, Transport};
@@ -418,18 +416,8 @@ fn fill_envelope(
     } else {
         0
     };
-    env.body_type = match e.body() {
-        Body::SevenBit => BodyType::SevenBit,
-        Body::EightBitMime => BodyType::EightBitMime,
-        Body::BinaryMime => BodyType::BinaryMime,
-    }
-    .into();
-    env.ret = match e.ret() {
-        None => StoredRet::Unspecified,
-        Some(Ret::Full) => StoredRet::Full,
-        Some(Ret::Headers) => StoredRet::Headers,
-    }
-    .into();
+    env.body_type = BodyType::from(e.body()).into();
+    env.ret = stored_ret(e.ret()).into();
     refill(&mut env.reverse_path, e.reverse_path());
     refill(&mut env.envid, e.envid().unwrap_or_default());
     env.recipients.truncate(e.recipient_count());

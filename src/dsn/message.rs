@@ -40,9 +40,7 @@ fn returned(input: &DsnInput<'_>, kind: NotifyKind) -> Returned {
     let len = total_len(input.original);
     if len == 0 {
         Returned::Nothing
-    } else if kind == NotifyKind::Failure
-        && Ret::from(input.ret) != Ret::Headers
-        && len <= input.max_full_len
+    } else if kind == NotifyKind::Failure && input.ret != Ret::Headers && len <= input.max_full_len
     {
         Returned::Full
     } else {

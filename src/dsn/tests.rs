@@ -138,7 +138,7 @@ fn input<'a>(rcpts: &'a [RecipientReport<'a>], original: &'a [&'a [u8]]) -> DsnI
         arrival_unix: 1_700_000_000,
         reverse_path: b"sender@example.org",
         envid: b"",
-        ret: Ret::Unspecified.into(),
+        ret: Ret::Unspecified,
         smtputf8: false,
         recipients: rcpts,
         original,
@@ -258,7 +258,7 @@ fn ret_hdrs_returns_only_the_header_section() {
     let rcpts = [failed(b"u@remote.example", b"550 5.1.1 no")];
     let chunks: [&[u8]; 1] = [ORIGINAL];
     let mut inp = input(&rcpts, &chunks);
-    inp.ret = Ret::Headers.into();
+    inp.ret = Ret::Headers;
     let (out, summary) = write(&inp);
     assert_eq!(summary.returned, Returned::Headers);
     let p = parse(&out);
@@ -275,7 +275,7 @@ fn ret_full_returns_the_body() {
     let rcpts = [failed(b"u@remote.example", b"550 5.1.1 no")];
     let chunks: [&[u8]; 1] = [ORIGINAL];
     let mut inp = input(&rcpts, &chunks);
-    inp.ret = Ret::Full.into();
+    inp.ret = Ret::Full;
     let (out, summary) = write(&inp);
     assert_eq!(summary.returned, Returned::Full);
     let p = parse(&out);
@@ -287,7 +287,7 @@ fn a_large_original_returns_headers_only() {
     let rcpts = [failed(b"u@remote.example", b"550 5.1.1 no")];
     let chunks: [&[u8]; 1] = [ORIGINAL];
     let mut inp = input(&rcpts, &chunks);
-    inp.ret = Ret::Full.into();
+    inp.ret = Ret::Full;
     inp.max_full_len = 40;
     let (out, summary) = write(&inp);
     assert_eq!(summary.returned, Returned::Headers);
@@ -428,14 +428,14 @@ fn header_body_boundary_split_at_every_position() {
             let chunks = cut(ORIGINAL, a, b);
             let rcpts = [failed(b"u@remote.example", b"550 no")];
             let mut inp = input(&rcpts, &chunks);
-            inp.ret = Ret::Headers.into();
+            inp.ret = Ret::Headers;
             let (out, _) = write(&inp);
             assert_eq!(
                 parse(&out).parts[2].1,
                 &ORIGINAL[..headers_end],
                 "cut {a} {b}"
             );
-            inp.ret = Ret::Full.into();
+            inp.ret = Ret::Full;
             let (out, _) = write(&inp);
             assert_eq!(parse(&out).parts[2].1, ORIGINAL, "cut {a} {b}");
         }
@@ -449,14 +449,14 @@ fn bare_line_ends_are_normalized() {
         let chunks = cut(original, a, a);
         let rcpts = [failed(b"u@remote.example", b"550 no")];
         let mut inp = input(&rcpts, &chunks);
-        inp.ret = Ret::Full.into();
+        inp.ret = Ret::Full;
         let (out, _) = write(&inp);
         let p = parse(&out);
         assert_eq!(
             p.parts[2].1, b"A: 1\r\nB: 2\r\nC: 3\r\n\r\nbody\r\nmore\r\n\r\nend\r\n",
             "cut {a}"
         );
-        inp.ret = Ret::Headers.into();
+        inp.ret = Ret::Headers;
         let (out, _) = write(&inp);
         assert_eq!(parse(&out).parts[2].1, b"A: 1\r\nB: 2\r\nC: 3\r\n");
     }
@@ -567,7 +567,7 @@ fn smtputf8_uses_the_global_types() {
         Some("utf-8; jérôme@exemple.fr")
     );
 
-    inp.ret = Ret::Headers.into();
+    inp.ret = Ret::Headers;
     let (out, _) = write(&inp);
     let p = parse(&out);
     assert_eq!(
@@ -709,7 +709,7 @@ proptest! {
         r.remote_mta = Some(&reply);
         let rcpts = [r];
         let mut inp = input(&rcpts, &chunk_refs);
-        inp.ret = ret;
+        inp.ret = Ret::from(ret);
         inp.smtputf8 = smtputf8;
         inp.envid = &reply;
         inp.reverse_path = &address;

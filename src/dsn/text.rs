@@ -99,9 +99,7 @@ pub(super) fn write_text_body(
     }
     let note: &str = match returned {
         Returned::Full => "The original message is attached.",
-        Returned::Headers
-            if kind == NotifyKind::Failure && Ret::from(input.ret) != Ret::Headers =>
-        {
+        Returned::Headers if kind == NotifyKind::Failure && input.ret != Ret::Headers => {
             "The original message is too large to return; its headers are attached."
         }
         Returned::Headers => "The header of the original message is attached.",

@@ -146,8 +146,8 @@ pub struct DsnInput<'a> {
     pub reverse_path: &'a [u8],
     /// ENVID as received (xtext), empty if none.
     pub envid: &'a [u8],
-    /// RET as in the envelope: a [`spool_format::Ret`] as its stored byte.
-    pub ret: u8,
+    /// RET as in the envelope.
+    pub ret: spool_format::Ret,
     /// The original was sent with SMTPUTF8.
     pub smtputf8: bool,
     /// The recipients this notice reports, all of one kind of outcome.

@@ -3,11 +3,12 @@
 //! message to the next (so a transaction costs no allocation for its
 //! envelope once the connection is warm).
 
-use spool_format::envelope::{flags, ChunkRef};
+use spool_format::envelope::{flags, BodyType, ChunkRef, Ret as StoredRet};
 
 use crate::dsn::{is_looping, DEFAULT_MAX_RECEIVED};
 use crate::schedule::Job;
-use crate::smtp::client::{Body, ServerReply, Transaction, TxRecipient};
+use crate::smtp::client::{Body, Ret, ServerReply, Transaction, TxRecipient};
+use crate::spool::params::ret_of;
 use crate::spool::ShardSpool;
 
 type Range = (usize, usize);
@@ -24,7 +25,7 @@ pub(super) struct Current {
     size: u64,
     body: Body,
     smtputf8: bool,
-    ret: u8,
+    ret: Option<Ret>,
 }
 
 /// What became of a job when it was loaded from the spool.
@@ -50,7 +51,7 @@ impl Current {
             size: 0,
             body: Body::SevenBit,
             smtputf8: false,
-            ret: 0,
+            ret: None,
         })
     }
 
@@ -131,19 +132,11 @@ impl Current {
                 cur.rcpts.push((addr, orcpt, r.notify, i));
             }
             cur.job.rcpts = rcpts;
-            cur.chunks.extend(env.body.iter().map(|c| ChunkRef {
-                segment: c.segment.to_native(),
-                offset: c.offset.to_native(),
-                len: c.len.to_native(),
-            }));
+            cur.chunks.extend(env.body.iter().map(ChunkRef::from));
             cur.size = env.body_len.to_native();
-            cur.body = match env.body_type {
-                2 => Body::EightBitMime,
-                3 => Body::BinaryMime,
-                _ => Body::SevenBit,
-            };
+            cur.body = Body::from(BodyType::from(env.body_type));
             cur.smtputf8 = env.flags.to_native() & flags::SMTPUTF8 != 0;
-            cur.ret = env.ret;
+            cur.ret = ret_of(StoredRet::from(env.ret));
             let parts: Vec<&[u8]> = cur.chunks.iter().filter_map(|c| s.chunk(c)).collect();
             Some(is_looping(&parts, DEFAULT_MAX_RECEIVED))
         });

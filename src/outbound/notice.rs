@@ -4,7 +4,7 @@
 //! recipients handed to a server that does not offer DSN (RFC 3461 6.2).
 //! Each is queued in the spool as a new message from `<>` like any other.
 
-use spool_format::envelope::{flags, notify, Envelope, Recipient};
+use spool_format::envelope::{flags, notify, BodyType, ChunkRef, Envelope, Recipient, Ret};
 
 use super::delivery::RcptReply;
 use super::Outbound;
@@ -124,13 +124,7 @@ pub(super) async fn send(
         let parts: Vec<&[u8]> = env
             .body
             .iter()
-            .filter_map(|c| {
-                s.chunk(&spool_format::envelope::ChunkRef {
-                    segment: c.segment.to_native(),
-                    offset: c.offset.to_native(),
-                    len: c.len.to_native(),
-                })
-            })
+            .filter_map(|c| s.chunk(&ChunkRef::from(c)))
             .collect();
         let input = DsnInput {
             hostname: &ob.config.server.hostname,
@@ -139,7 +133,7 @@ pub(super) async fn send(
             arrival_unix: (env.received_ms.to_native() / 1000) as i64,
             reverse_path: &env.reverse_path,
             envid: &env.envid,
-            ret: env.ret,
+            ret: Ret::from(env.ret),
             smtputf8: env.flags.to_native() & flags::SMTPUTF8 != 0,
             recipients: &reports,
             original: &parts,
@@ -158,8 +152,13 @@ pub(super) async fn send(
         received_ms: now,
         reverse_path: Vec::new(),
         flags: if summary.smtputf8 { flags::SMTPUTF8 } else { 0 },
-        body_type: if summary.eight_bit { 2 } else { 1 },
-        ret: 0,
+        body_type: if summary.eight_bit {
+            BodyType::EightBitMime
+        } else {
+            BodyType::SevenBit
+        }
+        .into(),
+        ret: Ret::Unspecified.into(),
         envid: Vec::new(),
         body_len: text.len() as u64,
         recipients: vec![Recipient::new(&sender, notify::NEVER, b"")],

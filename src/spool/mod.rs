@@ -12,6 +12,7 @@
 pub mod ahead;
 pub mod commit;
 pub mod inspect;
+pub mod params;
 pub mod recovery;
 pub mod segment;
 pub mod shard;

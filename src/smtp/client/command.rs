@@ -6,7 +6,7 @@
 //! refused with 555), or write a field that could break the command line.
 
 use super::ehlo::Extensions;
-use super::Body;
+use super::{Body, Ret};
 
 /// NOTIFY bits of [`TxRecipient::notify`]; 0 means no NOTIFY parameter.
 pub mod notify {
@@ -15,10 +15,6 @@ pub mod notify {
     pub const DELAY: u8 = 4;
     pub const NEVER: u8 = 8;
 }
-
-/// [`Transaction::ret`]: 0 is no RET parameter.
-pub const RET_FULL: u8 = 1;
-pub const RET_HDRS: u8 = 2;
 
 /// One recipient as it came from the spool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +38,8 @@ pub struct Transaction<'a> {
     pub body: Body,
     /// The envelope needs SMTPUTF8 (also assumed for non-ASCII addresses).
     pub smtputf8: bool,
-    /// [`RET_FULL`], [`RET_HDRS`] or 0.
-    pub ret: u8,
+    /// The RET parameter to pass on, if the sender gave one.
+    pub ret: Option<Ret>,
     /// Still xtext-encoded; empty for none.
     pub envid: &'a [u8],
 }
@@ -92,9 +88,9 @@ pub(super) fn write_mail(out: &mut Vec<u8>, tx: &Transaction<'_>, ext: &Extensio
     }
     if ext.dsn {
         match tx.ret {
-            RET_FULL => out.extend_from_slice(b" RET=FULL"),
-            RET_HDRS => out.extend_from_slice(b" RET=HDRS"),
-            _ => {}
+            Some(Ret::Full) => out.extend_from_slice(b" RET=FULL"),
+            Some(Ret::Headers) => out.extend_from_slice(b" RET=HDRS"),
+            None => {}
         }
         if !tx.envid.is_empty() {
             out.extend_from_slice(b" ENVID=");
@@ -163,7 +159,7 @@ mod tests {
             size: 1234,
             body: Body::SevenBit,
             smtputf8: false,
-            ret: 0,
+            ret: None,
             envid: b"",
         }
     }
@@ -184,7 +180,7 @@ mod tests {
     fn plain_commands_without_extensions() {
         let none = Extensions::default();
         let mut t = tx(&[R]);
-        t.ret = RET_FULL;
+        t.ret = Some(Ret::Full);
         t.envid = b"ID1";
         t.body = Body::EightBitMime;
         assert_eq!(mail(&t, &none), "MAIL FROM:<s@example.org>\r\n");
@@ -206,7 +202,7 @@ mod tests {
             ..Extensions::default()
         };
         let mut t = tx(&[R]);
-        t.ret = RET_HDRS;
+        t.ret = Some(Ret::Headers);
         t.envid = b"QQ+2B1";
         t.body = Body::EightBitMime;
         t.smtputf8 = true;

@@ -87,7 +87,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 pub use super::params::Body;
-pub use command::{notify, Transaction, TxRecipient, RET_FULL, RET_HDRS};
+pub use super::params::Ret;
+pub use command::{notify, Transaction, TxRecipient};
 pub use ehlo::Extensions;
 pub use encode::BodyEncoder;
 pub use reply::{EnhancedStatus, ServerReply};

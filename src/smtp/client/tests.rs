@@ -117,7 +117,7 @@ pub(super) fn tx<'a>(recipients: &'a [TxRecipient<'a>]) -> Transaction<'a> {
         size: 100,
         body: Body::SevenBit,
         smtputf8: false,
-        ret: 0,
+        ret: None,
         envid: b"",
     }
 }

@@ -257,7 +257,7 @@ fn dsn_parameters_reach_the_server() {
         orcpt: b"rfc822;a+2B@example.com",
     }];
     let mut t = tx(&r);
-    t.ret = RET_HDRS;
+    t.ret = Some(Ret::Headers);
     t.envid = b"ENV1";
     t.body = Body::EightBitMime;
     let o = p.send(&t, &["caf\u{e9}".as_bytes()]);

@@ -250,7 +250,7 @@ fn dsn_parameters_only_when_offered() {
         orcpt: b"rfc822;a@x.test",
     }];
     let mut t = tx(&r);
-    t.ret = RET_HDRS;
+    t.ret = Some(Ret::Headers);
     t.envid = b"E1";
     let mut h = H::ready(EHLO_PIPELINING);
     assert_eq!(
