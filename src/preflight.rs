@@ -6,8 +6,8 @@
 //! enough, spool directory writable, shard count within the CPUs this
 //! process may run on) and the [`Plan`] they produce: how many shards, which
 //! CPUs they are pinned to, and how much io_uring memory each executor
-//! registers. It never starts an executor or opens a socket. Its one
-//! `unsafe` call is the io_uring probe, which no safe wrapper covers.
+//! registers. It never starts an executor or opens a socket. Its only
+//! `unsafe` is in the io_uring probe, which no safe wrapper covers.
 
 use std::fs;
 use std::io::{self, Write};
@@ -106,6 +106,7 @@ fn io_uring_verdict(sysctl: Option<u8>, probe: io::Result<()>) -> Result<(), Pre
 
 /// Creates and closes a 4-entry ring. A raw system call: rustix's
 /// `io_uring_setup` is itself `unsafe`, and libc has no wrapper for it.
+#[allow(unsafe_code)]
 fn probe_io_uring() -> io::Result<()> {
     // struct io_uring_params is 120 bytes of u32 fields and offset structs;
     // all zero asks for defaults. libc has no definition of it.

@@ -682,6 +682,7 @@ impl Drop for Parking<'_> {
 
 /// True when the peer closed the socket or sent something unasked (a 421
 /// before closing, a TLS alert): either way the connection is ending.
+#[allow(unsafe_code)]
 fn peer_is_closing(fd: std::os::fd::RawFd) -> bool {
     let mut b = 0u8;
     // SAFETY: peeks at most one byte into a local; the descriptor is the

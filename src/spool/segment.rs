@@ -88,12 +88,14 @@ pub fn data_len(file: &File, len: u64) -> u64 {
 
 /// Stores `value` into `byte` even when it already holds it: the store is
 /// what dirties the page, and a plain one could be optimised away.
+#[allow(unsafe_code)]
 fn store_kept(byte: &mut u8, value: u8) {
     // SAFETY: a `&mut u8` is valid, aligned and exclusive for a one-byte
     // write.
     unsafe { std::ptr::write_volatile(byte, value) }
 }
 
+#[allow(unsafe_code)]
 fn map(file: &File, path: &Path) -> Result<MmapMut, SpoolError> {
     // SAFETY: the file is a segment this shard owns exclusively (one shard
     // per directory, and the daemon holds a lock on the spool), its length is
