@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
+use nix::sys::signal::{SigSet, Signal};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -76,28 +77,20 @@ fn check_orphan_shards(spool: &Path, shards: usize) -> Result<(), DaemonError> {
 }
 
 /// Blocks SIGTERM and SIGINT in every thread (the shard threads inherit the
-/// mask), so that only the waiting main thread ever sees them.
-fn block_signals() -> Result<libc::sigset_t, DaemonError> {
-    // SAFETY: sigset_t is plain data; the calls only write the set we own
-    // and change this thread's mask.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        if rc != 0 {
-            return Err(DaemonError::Signals(std::io::Error::from_raw_os_error(rc)));
-        }
-        Ok(set)
-    }
+/// mask), so that only the waiting thread ever sees them.
+fn block_signals() -> Result<SigSet, DaemonError> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.thread_block()
+        .map_err(|errno| DaemonError::Signals(errno.into()))?;
+    Ok(set)
 }
 
-fn wait_for_signal(set: &libc::sigset_t) -> i32 {
-    let mut sig = 0;
-    // SAFETY: sigwait reads the set we own and writes the signal number.
-    unsafe { libc::sigwait(set, &mut sig) };
-    sig
+/// The number of the signal that arrived (0 if the wait failed, which it
+/// cannot with a set of valid signals; the daemon stops either way).
+fn wait_for_signal(set: &SigSet) -> i32 {
+    set.wait().map_or(0, |sig| sig as i32)
 }
 
 /// Sets the stop flag when dropped: a shard that returns or panics takes

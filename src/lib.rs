@@ -2,6 +2,11 @@
 //!
 //! The library holds every stage of the daemon so that integration tests and
 //! benchmarks can drive them directly; `src/main.rs` is only the command line.
+//! `unsafe` is denied here and allowed only on the single functions that
+//! need it (the spool mapping, the io_uring probe), each block with a
+//! `SAFETY` note.
+
+#![deny(unsafe_code)]
 
 pub mod auth;
 pub mod clock;

@@ -5,6 +5,8 @@
 //! run here without starting any shard. This file owns the exit codes:
 //! 0 ok, 1 runtime failure, 2 usage or config error.
 
+#![deny(unsafe_code)]
+
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

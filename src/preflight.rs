@@ -6,12 +6,15 @@
 //! enough, spool directory writable, shard count within the CPUs this
 //! process may run on) and the [`Plan`] they produce: how many shards, which
 //! CPUs they are pinned to, and how much io_uring memory each executor
-//! registers. It never starts an executor or opens a socket. The `unsafe`
-//! here is limited to single libc calls, each with its own `SAFETY` note.
+//! registers. It never starts an executor or opens a socket. Its only
+//! `unsafe` is in the io_uring probe, which no safe wrapper covers.
 
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+use rustix::thread::CpuSet;
 
 use crate::config::Config;
 
@@ -39,8 +42,6 @@ pub enum PreflightError {
     IoUringMissing(io::Error),
     #[error("io_uring does not work here (io_uring_setup: {0})")]
     IoUringProbe(io::Error),
-    #[error("cannot read RLIMIT_MEMLOCK: {0}")]
-    Rlimit(io::Error),
     #[error("RLIMIT_MEMLOCK is {limit_kib} KiB; {shards} shards need at least {need_kib} KiB: raise LimitMEMLOCK= in the systemd unit or `ulimit -l`{fewer_shards}")]
     MemlockTooSmall {
         limit_kib: u64,
@@ -66,7 +67,7 @@ pub fn check(config: &Config) -> Result<Plan, PreflightError> {
     let allowed = allowed_cpus()?;
     let shards = shard_count(config.server.shards, allowed.len())?;
     let cpus = spread_cpus(&allowed, shards, core_of);
-    let io_memory = io_memory_per_shard(raise_memlock()?, shards)?;
+    let io_memory = io_memory_per_shard(raise_memlock(), shards)?;
     check_spool_dir(&config.spool.path)?;
     Ok(Plan {
         shards,
@@ -103,7 +104,9 @@ fn io_uring_verdict(sysctl: Option<u8>, probe: io::Result<()>) -> Result<(), Pre
     })
 }
 
-/// Creates and closes a 4-entry ring.
+/// Creates and closes a 4-entry ring. A raw system call: rustix's
+/// `io_uring_setup` is itself `unsafe`, and libc has no wrapper for it.
+#[allow(unsafe_code)]
 fn probe_io_uring() -> io::Result<()> {
     // struct io_uring_params is 120 bytes of u32 fields and offset structs;
     // all zero asks for defaults. libc has no definition of it.
@@ -126,20 +129,10 @@ fn probe_io_uring() -> io::Result<()> {
 /// The CPU ids this process may run on (taskset, cgroup cpusets and
 /// systemd's CPUAffinity= all narrow it), in ascending order.
 fn allowed_cpus() -> Result<Vec<usize>, PreflightError> {
-    // SAFETY: cpu_set_t is a plain bit array for which all zeroes is a
-    // valid (empty) value.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the size passed is the size of `set`, which lives across the
-    // call; pid 0 means this thread.
-    let rc =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if rc != 0 {
-        return Err(PreflightError::Affinity(io::Error::last_os_error()));
-    }
-    let max = libc::CPU_SETSIZE as usize;
-    // SAFETY: CPU_ISSET only reads bit `cpu` of `set`, and cpu < CPU_SETSIZE.
-    Ok((0..max)
-        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+    let set = rustix::thread::sched_getaffinity(None)
+        .map_err(|errno| PreflightError::Affinity(errno.into()))?;
+    Ok((0..CpuSet::MAX_CPU)
+        .filter(|&cpu| set.is_set(cpu))
         .collect())
 }
 
@@ -202,32 +195,25 @@ const REGISTRATIONS_PER_EXECUTOR: u64 = 3;
 /// Raises the soft RLIMIT_MEMLOCK to the hard limit (an unprivileged
 /// process may do this) and returns the soft limit in bytes, None for
 /// unlimited.
-fn raise_memlock() -> Result<Option<u64>, PreflightError> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into `limit`, which outlives the
-    // call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
-        return Err(PreflightError::Rlimit(io::Error::last_os_error()));
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
+fn raise_memlock() -> Option<u64> {
+    let mut limit = getrlimit(Resource::Memlock);
+    // None is unlimited.
+    if limit
+        .current
+        .is_some_and(|soft| limit.maximum.is_none_or(|hard| soft < hard))
+    {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
         };
-        // SAFETY: setrlimit only reads `raised`, which outlives the call.
-        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) } == 0 {
-            limit = raised;
-        } else {
-            tracing::debug!(error = %io::Error::last_os_error(), "could not raise RLIMIT_MEMLOCK to the hard limit");
+        match setrlimit(Resource::Memlock, raised) {
+            Ok(()) => limit = raised,
+            Err(errno) => {
+                tracing::debug!(error = %io::Error::from(errno), "could not raise RLIMIT_MEMLOCK to the hard limit");
+            }
         }
     }
-    Ok(match limit.rlim_cur {
-        libc::RLIM_INFINITY => None,
-        bytes => Some(bytes),
-    })
+    limit.current
 }
 
 /// io_memory per executor for a memlock limit (None = unlimited) shared by

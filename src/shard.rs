@@ -12,6 +12,7 @@ use std::os::fd::RawFd;
 use std::panic::AssertUnwindSafe;
 
 use futures_lite::FutureExt;
+use nix::sys::socket;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -48,6 +49,10 @@ pub struct Deadlines {
     free: RefCell<Vec<usize>>,
 }
 
+/// The descriptor is kept raw: the socket moves into a TLS stream (at
+/// STARTTLS, or at once for implicit TLS), and this table outlives every
+/// session, so no borrow of it can be stored here; a duplicate descriptor
+/// would do, but would double each session's share of RLIMIT_NOFILE.
 #[derive(Clone, Copy)]
 struct IdleEntry {
     fd: RawFd,
@@ -88,9 +93,11 @@ impl Deadlines {
     fn wake_idle(&self) {
         for e in self.entries.borrow_mut().iter_mut().flatten() {
             if e.idle {
-                // SAFETY: shutdown on a descriptor the session still owns
-                // (it unregisters before closing); no memory is passed.
-                unsafe { libc::shutdown(e.fd, libc::SHUT_RD) };
+                // The descriptor is still the session's socket: an entry is
+                // idle only while the session is blocked reading from it,
+                // and this runs on the same thread. Failure is harmless:
+                // the session then ends at its idle timeout instead.
+                let _ = socket::shutdown(e.fd, socket::Shutdown::Read);
                 e.idle = false;
             }
         }
@@ -189,12 +196,8 @@ impl ShardCtx {
 
 /// Free bytes for unprivileged writers on the spool's file system.
 fn free_space(dir: &std::path::Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs writes into the struct we own; the path is a valid C string.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail * st.f_frsize)
 }
 
 fn server_config(config: &Config, l: &ListenerSection, tls: bool, auth: bool) -> ServerConfig {

@@ -377,16 +377,12 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, before[line_start..].chars().count() + 1)
 }
 
-/// The machine's hostname, the default for `[server] hostname`.
-#[allow(unsafe_code)]
+/// The machine's hostname, the default for `[server] hostname`: the node
+/// name from uname(2), which is what gethostname(2) returns.
 fn system_hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the pointer and length describe `buf`, which outlives the
-    // call; gethostname writes at most `len` bytes.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    match std::str::from_utf8(&buf[..len]) {
-        Ok(name) if rc == 0 && !name.is_empty() => name.to_owned(),
+    let uname = rustix::system::uname();
+    match uname.nodename().to_str() {
+        Ok(name) if !name.is_empty() => name.to_owned(),
         // A greeting needs some name; "localhost" is what an unnamed
         // machine calls itself anyway.
         _ => "localhost".to_owned(),

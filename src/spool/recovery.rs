@@ -6,9 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{flock, FlockOperation};
 use spool_format::{
     parse_segment_file_name, scan_segment, QueueIndex, RecoveredSegment, SegmentCursor,
     SegmentScan, Tail,
@@ -35,13 +35,11 @@ pub struct RecoveryReport {
 fn lock_dir(dir: &Path) -> Result<File, SpoolError> {
     let path = dir.join("lock");
     let f = File::create(&path).map_err(io_err(&path, "creating lock file"))?;
-    // SAFETY: flock on a descriptor we own; no memory is passed.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
+    if let Err(errno) = flock(&f, FlockOperation::NonBlockingLockExclusive) {
         return Err(SpoolError::Io {
             path,
             what: "locking spool (is another petrel running on it?)",
-            source: std::io::Error::last_os_error(),
+            source: errno.into(),
         });
     }
     Ok(f)

@@ -1,16 +1,18 @@
 //! One segment file of a shard's spool: created preallocated, mapped shared
-//! and writable. This module and `map` are where the spool's `unsafe` lives.
+//! and writable. Its `map` and `store_kept` are where the spool's `unsafe`
+//! lives.
 //!
 //! It owns the file and the mapping and nothing else; it must never write
 //! past the preallocated size (space is reserved with fallocate up front, so
 //! a store into the mapping can never raise SIGBUS for lack of disk space).
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::io::{IoSlice, Write};
 use std::path::{Path, PathBuf};
 
 use memmap2::{MmapMut, MmapOptions};
+use rustix::fs::SeekFrom;
+use rustix::io::Errno;
 use spool_format::{segment_file_name, SegmentHeader};
 
 use super::{ahead, io_err, SpoolError};
@@ -31,9 +33,8 @@ pub struct Segment {
 /// A fresh random nonce for a new segment header (getrandom(2)).
 pub fn random_nonce() -> u64 {
     let mut b = [0u8; 8];
-    // SAFETY: getrandom writes at most b.len() bytes into the buffer we own.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n != 8 {
+    let filled = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
+    if filled != Ok(8) {
         // Only a pre-3.17 kernel lacks getrandom; fall back to the clock and
         // pid, which still differ between segments and are not in any body.
         let t = std::time::SystemTime::now()
@@ -53,13 +54,12 @@ pub fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
 }
 
 fn fallocate(file: &File, len: u64) -> std::io::Result<()> {
-    // SAFETY: plain syscall on an open descriptor we own; no memory is passed.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len as libc::off_t) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    Ok(rustix::fs::fallocate(
+        file,
+        rustix::fs::FallocateFlags::empty(),
+        0,
+        len,
+    )?)
 }
 
 /// Bytes of a `len`-byte file up to the end of its last data extent: past
@@ -69,30 +69,33 @@ fn fallocate(file: &File, len: u64) -> std::io::Result<()> {
 /// `len` when the file system cannot tell (no SEEK_DATA). Moves the file
 /// offset: read with positioned reads afterwards.
 pub fn data_len(file: &File, len: u64) -> u64 {
-    let fd = file.as_raw_fd();
-    let len = len as libc::off_t;
-    let mut pos: libc::off_t = 0;
-    let mut end: libc::off_t = 0;
+    let mut pos = 0;
+    let mut end = 0;
     while pos < len {
-        // SAFETY: lseek on a descriptor the caller owns; no memory is passed.
-        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
-        if data < 0 {
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
-                break;
-            }
-            return len as u64;
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
-        if hole < 0 {
-            return len as u64;
-        }
+        let data = match rustix::fs::seek(file, SeekFrom::Data(pos)) {
+            Ok(data) => data,
+            Err(Errno::NXIO) => break,
+            Err(_) => return len,
+        };
+        let Ok(hole) = rustix::fs::seek(file, SeekFrom::Hole(data)) else {
+            return len;
+        };
         end = hole.min(len);
         pos = hole;
     }
-    end.max(0) as u64
+    end
 }
 
+/// Stores `value` into `byte` even when it already holds it: the store is
+/// what dirties the page, and a plain one could be optimised away.
+#[allow(unsafe_code)]
+fn store_kept(byte: &mut u8, value: u8) {
+    // SAFETY: a `&mut u8` is valid, aligned and exclusive for a one-byte
+    // write.
+    unsafe { std::ptr::write_volatile(byte, value) }
+}
+
+#[allow(unsafe_code)]
 fn map(file: &File, path: &Path) -> Result<MmapMut, SpoolError> {
     // SAFETY: the file is a segment this shard owns exclusively (one shard
     // per directory, and the daemon holds a lock on the spool), its length is
@@ -165,24 +168,18 @@ impl Segment {
     /// (see `spool::ahead`). Only for space past the cursor.
     pub fn dirty_pages(&mut self, from: usize, to: usize) {
         assert!(from % ahead::PAGE == 0 && from <= to && to <= self.map.len());
-        // SAFETY: the range is inside the mapping (asserted above);
-        // MADV_POPULATE_WRITE (Linux 5.14) write-faults each page of it, as
-        // a store would, in one call, and changes no byte.
-        let rc = unsafe {
-            libc::madvise(
-                self.map.as_mut_ptr().add(from).cast(),
-                to - from,
-                libc::MADV_POPULATE_WRITE,
-            )
-        };
-        if rc == 0 {
+        // MADV_POPULATE_WRITE (Linux 5.14) write-faults each page of the
+        // range, as a store would, in one call, and changes no byte.
+        if self
+            .map
+            .advise_range(memmap2::Advice::PopulateWrite, from, to - from)
+            .is_ok()
+        {
             return;
         }
         // Older kernels: store the zero each page already reads as.
         for page in (from..to).step_by(ahead::PAGE) {
-            // SAFETY: in bounds (asserted above); volatile so that the store
-            // of an unchanged byte is kept.
-            unsafe { std::ptr::write_volatile(self.map.as_mut_ptr().add(page), 0) };
+            store_kept(&mut self.map[page], 0);
         }
     }
 
@@ -202,12 +199,9 @@ impl Segment {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut done = 0;
         while done < total {
-            // Rebuild the iovecs past what is written (short writes are
+            // Rebuild the slices past what is written (short writes are
             // rare: a signal, or a file system under pressure).
-            let mut iov = [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; 3];
+            let mut iov = [IoSlice::new(&[]); 3];
             let mut n = 0;
             let mut skip = done;
             for p in parts {
@@ -215,34 +209,16 @@ impl Segment {
                     skip -= p.len();
                     continue;
                 }
-                iov[n] = libc::iovec {
-                    iov_base: p[skip..].as_ptr() as *mut libc::c_void,
-                    iov_len: p.len() - skip,
-                };
+                iov[n] = IoSlice::new(&p[skip..]);
                 skip = 0;
                 n += 1;
             }
-            // SAFETY: the iovecs point into live slices borrowed above, for
-            // reading only; the descriptor is the segment's own.
-            let rc = unsafe {
-                libc::pwritev(
-                    self.file.as_raw_fd(),
-                    iov.as_ptr(),
-                    n as libc::c_int,
-                    (offset as usize + done) as libc::off_t,
-                )
-            };
-            if rc < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
+            match rustix::io::pwritev(&self.file, &iov[..n], u64::from(offset) + done as u64) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(written) => done += written,
+                Err(Errno::INTR) => continue,
+                Err(errno) => return Err(errno.into()),
             }
-            if rc == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            done += rc as usize;
         }
         Ok(())
     }
