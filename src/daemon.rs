@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 use nix::sys::signal::{SigSet, Signal};
@@ -16,8 +15,6 @@ use nix::sys::signal::{SigSet, Signal};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::preflight::Plan;
-use crate::spool::recovery::open_shard;
-use crate::spool::SpoolOptions;
 
 /// Why the daemon stopped with a failure.
 #[derive(Debug, thiserror::Error)]
@@ -157,41 +154,3 @@ pub fn run(config: Config, plan: Plan) -> Result<(), DaemonError> {
         }
     }
 }
-
-/// Opens shard `shard`'s spool directory under the configured spool path.
-pub fn spool_options(config: &Config, shard: usize) -> SpoolOptions {
-    SpoolOptions {
-        dir: config
-            .spool
-            .path
-            .join(spool_format::shard_dir_name(shard as u32)),
-        shard: shard as u32,
-        segment_size: config.spool.segment_size,
-    }
-}
-
-/// Recovers a shard's spool, logging what recovery found.
-pub fn recover_spool(
-    config: &Config,
-    shard: usize,
-    clock: Clock,
-) -> Result<(crate::spool::ShardSpool, std::fs::File), crate::spool::SpoolError> {
-    let opts = spool_options(config, shard);
-    let started = clock.monotonic_ms();
-    let (spool, report, lock) = open_shard(opts, clock.wall_ms())?;
-    tracing::info!(
-        shard,
-        segments = report.segments,
-        records = report.records,
-        queued = report.queued_messages,
-        torn_bytes = report.torn_bytes_dropped,
-        damaged_regions = report.damaged_regions,
-        damaged_messages = report.damaged_messages,
-        elapsed_ms = clock.monotonic_ms() - started,
-        "spool recovered"
-    );
-    Ok((spool, lock))
-}
-
-/// How often shards look at the stop flag and refresh their clocks.
-pub const TICK: Duration = Duration::from_millis(100);

@@ -14,6 +14,7 @@ pub mod config;
 pub mod daemon;
 pub mod dns;
 pub mod dsn;
+pub mod listener;
 pub mod outbound;
 pub mod preflight;
 pub mod schedule;

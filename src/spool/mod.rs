@@ -11,6 +11,7 @@
 
 pub mod ahead;
 pub mod commit;
+pub mod id;
 pub mod inspect;
 pub mod params;
 pub mod recovery;
@@ -19,6 +20,7 @@ pub mod shard;
 
 use std::path::PathBuf;
 
+pub use id::DisplayId;
 pub use shard::{ShardSpool, SpoolOptions};
 
 /// Why a spool operation failed.

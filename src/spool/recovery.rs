@@ -17,6 +17,45 @@ use spool_format::{
 use super::segment::{sync_dir, Segment};
 use super::shard::{ShardSpool, SpoolOptions, State};
 use super::{io_err, SpoolError};
+use crate::clock::Clock;
+use crate::config::Config;
+
+/// The options of shard `shard`'s spool: its directory under the
+/// configured spool path, and the segment size.
+pub fn options_for(config: &Config, shard: usize) -> SpoolOptions {
+    SpoolOptions {
+        dir: config
+            .spool
+            .path
+            .join(spool_format::shard_dir_name(shard as u32)),
+        shard: shard as u32,
+        segment_size: config.spool.segment_size,
+    }
+}
+
+/// Recovers shard `shard`'s spool as configured, logging what recovery
+/// found; the file is the spool's lock, held while it runs.
+pub fn recover(
+    config: &Config,
+    shard: usize,
+    clock: Clock,
+) -> Result<(ShardSpool, File), SpoolError> {
+    let opts = options_for(config, shard);
+    let started = clock.monotonic_ms();
+    let (spool, report, lock) = open_shard(opts, clock.wall_ms())?;
+    tracing::info!(
+        shard,
+        segments = report.segments,
+        records = report.records,
+        queued = report.queued_messages,
+        torn_bytes = report.torn_bytes_dropped,
+        damaged_regions = report.damaged_regions,
+        damaged_messages = report.damaged_messages,
+        elapsed_ms = clock.monotonic_ms() - started,
+        "spool recovered"
+    );
+    Ok((spool, lock))
+}
 
 /// What recovery found, for the log and for tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -189,6 +189,13 @@ impl ShardSpool {
         &self.inner.opts
     }
 
+    /// Free bytes for unprivileged writers on the spool's file system, if
+    /// it can be told.
+    pub fn free_space(&self) -> Option<u64> {
+        let st = rustix::fs::statvfs(&self.inner.opts.dir).ok()?;
+        Some(st.f_bavail * st.f_frsize)
+    }
+
     /// Sets the time used for new segment headers and deferrals (unix ms);
     /// the runtime passes its clock in, the spool has none.
     pub fn set_now(&self, now_ms: u64) {

@@ -52,7 +52,7 @@ pub struct ServerConfig {
     /// Domains we accept mail for from anyone (relay policy).
     pub local_domains: Vec<String>,
     /// Time allowed between client input, in ms (RFC 5321 4.5.3.2.7: 5 min).
-    pub idle_timeout_ms: u64,
+    pub command_timeout_ms: u64,
     /// Time allowed between body octets during DATA/BDAT, in ms (RFC 5321
     /// 4.5.3.2.5: 3 min per data block; 10 min is the usual server value).
     pub data_timeout_ms: u64,
@@ -74,7 +74,7 @@ impl Default for ServerConfig {
             tls_available: false,
             auth_available: false,
             local_domains: Vec::new(),
-            idle_timeout_ms: 300_000,
+            command_timeout_ms: 300_000,
             data_timeout_ms: 600_000,
             session_timeout_ms: 3_600_000,
             min_data_rate: 256,
@@ -479,7 +479,7 @@ impl Session {
             State::Data(_) | State::Bdat { .. } | State::BdatDiscard { .. } => {
                 self.cfg.data_timeout_ms
             }
-            _ => self.cfg.idle_timeout_ms,
+            _ => self.cfg.command_timeout_ms,
         }
     }
 

@@ -1030,7 +1030,7 @@ proptest! {
 fn body_transfer_has_its_own_inactivity_limit() {
     let cfg = ServerConfig {
         min_data_rate: 0,
-        idle_timeout_ms: 1_000,
+        command_timeout_ms: 1_000,
         data_timeout_ms: 5_000,
         ..config()
     };

@@ -1,5 +1,7 @@
 //! The I/O side of one SMTP session: moves bytes between the socket, the
 //! sans-IO session machine and the spool. It decides nothing about SMTP.
+//! `context` is what a listener's sessions share, `idle` the list of those
+//! waiting for a command.
 //!
 //! Body bytes go from the receive buffer into the spool mapping in one copy
 //! (the machine unstuffs while writing into the chunk's payload area). A
@@ -14,11 +16,17 @@ use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
 use spool_format::envelope::{notify, BodyType, ChunkRef, Envelope as SpoolEnvelope, Recipient};
 
-use crate::shard::{DisplayId, ShardCtx};
+mod context;
+mod idle;
+
+pub use context::SessionContext;
+pub use idle::IdleSessions;
+
 use crate::smtp::received::{format_date, DATE_LEN};
 use crate::smtp::server::{Event, PeerInfo, Session, SpoolFailure, MIN_RECEIVE_BUFFER};
 use crate::spool::params::stored_ret;
 use crate::spool::shard::WritePin;
+use crate::spool::DisplayId;
 use crate::tls;
 use crate::transport::{flush, Transport};
 
@@ -47,7 +55,7 @@ struct Buffers {
     end: usize,
     out: Vec<u8>,
     scratch: Vec<u8>,
-    /// This session's entry in the shard's deadline table.
+    /// This session's place in the listener's idle sessions.
     slot: usize,
     /// Reused for every message of the connection, so committing one does
     /// not allocate the envelope afresh.
@@ -55,12 +63,12 @@ struct Buffers {
     spare_chunks: Vec<ChunkRef>,
 }
 
-/// Takes the session out of the deadline table before its socket closes.
-struct Unregister<'a>(&'a ShardCtx, usize);
+/// Takes the session out of the idle sessions before its socket closes.
+struct Unregister<'a>(&'a SessionContext, usize);
 
 impl Drop for Unregister<'_> {
     fn drop(&mut self) {
-        self.0.deadlines.unregister(self.1);
+        self.0.idle.unregister(self.1);
     }
 }
 
@@ -73,14 +81,14 @@ enum Outcome {
 
 /// Serves one connection until the client quits, a limit closes it, or
 /// the shard stops.
-pub async fn serve(stream: TcpStream, peer: PeerInfo, ctx: Rc<ShardCtx>) {
+pub async fn serve(stream: TcpStream, peer: PeerInfo, ctx: Rc<SessionContext>) {
     // A client that never reads its replies must not hold the session (and
     // its connection slot) forever in a blocked write.
-    let limit = Duration::from_millis(ctx.server.idle_timeout_ms);
+    let limit = Duration::from_millis(ctx.server.command_timeout_ms);
     if stream.set_write_timeout(Some(limit)).is_err() {
         return;
     }
-    let slot = ctx.deadlines.register(stream.as_raw_fd());
+    let slot = ctx.idle.register(stream.as_raw_fd());
     let _registered = Unregister(&ctx, slot);
     let mut b = Buffers {
         slot,
@@ -127,9 +135,9 @@ pub async fn serve(stream: TcpStream, peer: PeerInfo, ctx: Rc<ShardCtx>) {
 }
 
 /// Runs the TLS handshake within the command timeout.
-async fn handshake(ctx: &ShardCtx, stream: TcpStream) -> Option<TlsStream<TcpStream>> {
+async fn handshake(ctx: &SessionContext, stream: TcpStream) -> Option<TlsStream<TcpStream>> {
     let acceptor = ctx.tls.clone()?;
-    let limit = Duration::from_millis(ctx.server.idle_timeout_ms);
+    let limit = Duration::from_millis(ctx.server.command_timeout_ms);
     stream.set_read_timeout(Some(limit)).ok()?;
     stream.set_write_timeout(Some(limit)).ok()?;
     match acceptor.accept(stream).await {
@@ -145,7 +153,7 @@ async fn handshake(ctx: &ShardCtx, stream: TcpStream) -> Option<TlsStream<TcpStr
 async fn drive<S: Transport>(
     stream: &mut S,
     s: &mut Session,
-    ctx: &ShardCtx,
+    ctx: &SessionContext,
     b: &mut Buffers,
 ) -> Outcome {
     let mut sink: Option<BodySink> = None;
@@ -250,7 +258,7 @@ async fn read_more<S: Transport>(
     s: &mut Session,
     into: &mut [u8],
     out: &mut Vec<u8>,
-    ctx: &ShardCtx,
+    ctx: &SessionContext,
     slot: usize,
 ) -> Option<usize> {
     if into.is_empty() {
@@ -261,9 +269,9 @@ async fn read_more<S: Transport>(
     stream
         .set_read_deadline(wait.map(Duration::from_millis))
         .ok()?;
-    ctx.deadlines.set_idle(slot, !s.wants_body());
+    ctx.idle.set_idle(slot, !s.wants_body());
     let read = stream.read(into).await;
-    ctx.deadlines.set_idle(slot, false);
+    ctx.idle.set_idle(slot, false);
     match read {
         Ok(n) if n > 0 => Some(n),
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
@@ -293,7 +301,7 @@ const MIN_CHUNK: usize = 4096;
 /// Feeds body bytes into a new chunk of the spool mapping.
 fn body_step(
     s: &mut Session,
-    ctx: &ShardCtx,
+    ctx: &SessionContext,
     input: &[u8],
     sink: &mut Option<BodySink>,
     scratch: &mut Vec<u8>,
@@ -336,7 +344,7 @@ fn body_step(
 /// the first chunk.
 fn open_sink(
     s: &Session,
-    ctx: &ShardCtx,
+    ctx: &SessionContext,
     hdr: &mut Vec<u8>,
     mut chunks: Vec<ChunkRef>,
 ) -> Option<BodySink> {
@@ -371,7 +379,7 @@ fn open_sink(
 /// Builds the spool envelope and commits it; the id string on success.
 async fn commit(
     s: &Session,
-    ctx: &ShardCtx,
+    ctx: &SessionContext,
     sink: Option<BodySink>,
     env: &mut SpoolEnvelope,
 ) -> Result<DisplayId, SpoolFailure> {

@@ -1,0 +1,204 @@
+//! A listener on one shard: its socket (SO_REUSEPORT, so the kernel
+//! spreads a `[[listener]]`'s connections over the shards), the accept
+//! loop, and admission.
+//!
+//! Owns: accepting connections, the relay decision for each client (made
+//! once, here), the caps on open sessions per shard and per client IP
+//! (the one cross-shard state here: a process-wide table of atomic
+//! counters), the `421` beyond them, and a session task for each client
+//! admitted.
+//! Must never: block the shard, count relay clients against the per-IP
+//! cap, or let a session's panic take the shard and its other sessions
+//! down.
+
+use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use futures_lite::FutureExt;
+use glommio::net::TcpListener;
+
+use crate::config::{Config, ListenerSection};
+use crate::session::SessionContext;
+use crate::slot_table::SlotTable;
+use crate::smtp::server::{PeerInfo, ServerConfig};
+use crate::tls::TlsError;
+
+/// How long the accept loop waits after a failed accept (out of
+/// descriptors, say) before it tries again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// Open connections per client IP over all shards.
+static CONNECTIONS_PER_IP: SlotTable<AtomicU32> = SlotTable::new();
+
+fn ip_slot(ip: IpAddr) -> &'static AtomicU32 {
+    match ip {
+        IpAddr::V4(v4) => CONNECTIONS_PER_IP.entry(v4.octets()),
+        IpAddr::V6(v6) => CONNECTIONS_PER_IP.entry(v6.octets()),
+    }
+}
+
+/// Why a listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("listening on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        source: glommio::GlommioError<()>,
+    },
+}
+
+/// The TLS acceptor of a `[[listener]]`, when it has a certificate.
+pub fn acceptor(l: &ListenerSection) -> Result<Option<futures_rustls::TlsAcceptor>, TlsError> {
+    match (&l.tls_cert, &l.tls_key) {
+        (Some(cert), Some(key)) => crate::tls::load_acceptor(cert, key).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// The SMTP server settings of a `[[listener]]`.
+pub fn server_config(config: &Config, l: &ListenerSection, tls: bool, auth: bool) -> ServerConfig {
+    ServerConfig {
+        hostname: config.server.hostname.clone(),
+        max_message_size: l.max_message_size,
+        max_recipients: l.max_recipients,
+        max_errors: l.max_errors,
+        // Implicit TLS is active from the start: nothing to offer.
+        tls_available: tls && !l.implicit_tls,
+        auth_available: auth,
+        local_domains: Vec::new(),
+        command_timeout_ms: l.command_timeout.as_millis() as u64,
+        data_timeout_ms: l.data_timeout.as_millis() as u64,
+        session_timeout_ms: l.session_timeout.as_millis() as u64,
+        min_data_rate: l.min_data_rate,
+        ..ServerConfig::default()
+    }
+}
+
+/// A listener accepting on this shard.
+pub struct Listener {
+    sessions: Rc<SessionContext>,
+    accepting: glommio::Task<()>,
+}
+
+impl Listener {
+    /// Binds `l.address` and starts accepting, each session with
+    /// `sessions` as its context.
+    pub fn start(l: &ListenerSection, sessions: SessionContext) -> Result<Listener, ListenerError> {
+        let sock = TcpListener::bind(l.address).map_err(|source| ListenerError::Listen {
+            address: l.address,
+            source,
+        })?;
+        let sessions = Rc::new(sessions);
+        sessions.refresh_storage();
+        let accepting = glommio::spawn_local(accept_loop(sock, l.clone(), sessions.clone()));
+        Ok(Listener {
+            sessions,
+            accepting,
+        })
+    }
+
+    /// What its sessions share.
+    pub fn sessions(&self) -> &SessionContext {
+        &self.sessions
+    }
+
+    /// Stops accepting and closes the listening socket now, so that new
+    /// clients are refused rather than queued by the kernel while the
+    /// open sessions finish; returns what they share, to drain them.
+    pub async fn close(self) -> Rc<SessionContext> {
+        self.sessions.stop();
+        let _ = self.accepting.cancel().await;
+        self.sessions
+    }
+}
+
+/// A session admitted under the caps; released on drop.
+struct Admitted {
+    ip: Option<&'static AtomicU32>,
+    sessions: Rc<SessionContext>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some(c) = self.ip {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.sessions.count_session(false);
+    }
+}
+
+async fn accept_loop(sock: TcpListener, l: ListenerSection, sessions: Rc<SessionContext>) {
+    loop {
+        let stream = match sock.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                glommio::timer::sleep(ACCEPT_RETRY).await;
+                continue;
+            }
+        };
+        if sessions.stopping() {
+            return;
+        }
+        let peer = stream.peer_addr().ok().map(|p| p.ip());
+        let ip = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let relay_allowed = sessions.config.relay.allows(ip);
+        let Some(admitted) = admit(&sessions, &l, peer, relay_allowed) else {
+            glommio::spawn_local(refuse(stream)).detach();
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let c = sessions.clone();
+        glommio::spawn_local(async move {
+            let _admitted = admitted;
+            let session = crate::session::serve(stream, PeerInfo { ip, relay_allowed }, c);
+            // A bug in one session must not take the shard and its other
+            // sessions down; what they acknowledged is durable either way.
+            if AssertUnwindSafe(session).catch_unwind().await.is_err() {
+                tracing::error!(%ip, "session panicked; connection dropped");
+            }
+        })
+        .detach();
+    }
+}
+
+/// Applies the per-shard and per-IP connection caps; clients in the relay
+/// networks (`relay_allowed`) are not counted per IP.
+fn admit(
+    sessions: &Rc<SessionContext>,
+    l: &ListenerSection,
+    peer: Option<IpAddr>,
+    relay_allowed: bool,
+) -> Option<Admitted> {
+    if sessions.open_sessions() >= l.max_connections {
+        return None;
+    }
+    let counter = match peer {
+        Some(ip) if !relay_allowed => {
+            let c = ip_slot(ip);
+            if c.fetch_add(1, Ordering::Relaxed) as usize >= l.max_connections_per_ip {
+                c.fetch_sub(1, Ordering::Relaxed);
+                return None;
+            }
+            Some(c)
+        }
+        _ => None,
+    };
+    sessions.count_session(true);
+    Some(Admitted {
+        ip: counter,
+        sessions: sessions.clone(),
+    })
+}
+
+async fn refuse(mut stream: glommio::net::TcpStream) {
+    use futures_lite::AsyncWriteExt;
+    let _ = stream
+        .write_all(b"421 4.7.0 Too many connections, try again later\r\n")
+        .await;
+}

@@ -1,0 +1,117 @@
+//! What the sessions of one listener on one shard share: the spool, the
+//! listener's SMTP settings and TLS acceptor, the AUTH users, the shard's
+//! delivery side, the clock, and the counts the listener admits by.
+//! Must never: be shared with another shard (everything here is on one
+//! core, behind `Rc` and `Cell`).
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::idle::IdleSessions;
+use crate::auth::Users;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::outbound::Outbound;
+use crate::smtp::server::ServerConfig;
+use crate::spool::{DisplayId, ShardSpool};
+
+/// The context of every session of one listener on one shard.
+pub struct SessionContext {
+    pub shard: usize,
+    pub spool: ShardSpool,
+    pub server: Arc<ServerConfig>,
+    pub config: Arc<Config>,
+    /// Set when the listener has a certificate: STARTTLS, or implicit TLS.
+    pub tls: Option<futures_rustls::TlsAcceptor>,
+    pub implicit_tls: bool,
+    /// AUTH users; None when `[auth] users_file` is not set (AUTH fails).
+    pub users: Option<Arc<Users>>,
+    pub idle: IdleSessions,
+    pub clock: Clock,
+    /// The shard's delivery side; `None` when `[delivery] paused`.
+    pub outbound: Option<Rc<Outbound>>,
+    storage_ok: Cell<bool>,
+    stopping: Cell<bool>,
+    open: Cell<usize>,
+}
+
+impl SessionContext {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        shard: usize,
+        spool: ShardSpool,
+        server: ServerConfig,
+        config: Arc<Config>,
+        tls: Option<futures_rustls::TlsAcceptor>,
+        implicit_tls: bool,
+        users: Option<Arc<Users>>,
+        clock: Clock,
+        outbound: Option<Rc<Outbound>>,
+    ) -> SessionContext {
+        SessionContext {
+            shard,
+            spool,
+            server: Arc::new(server),
+            config,
+            tls,
+            implicit_tls,
+            users,
+            idle: IdleSessions::default(),
+            clock,
+            outbound,
+            storage_ok: Cell::new(true),
+            stopping: Cell::new(false),
+            open: Cell::new(0),
+        }
+    }
+
+    /// False when the spool is below its free-space reserve or has failed.
+    pub fn storage_available(&self) -> bool {
+        self.storage_ok.get() && !self.spool.has_failed()
+    }
+
+    /// Looks again at the spool's free space against `min_free_space`.
+    pub fn refresh_storage(&self) {
+        let free = self.spool.free_space();
+        self.storage_ok
+            .set(free.is_none_or(|f| f >= self.config.spool.min_free_space));
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    /// The shard stops: sessions answer 421 instead of waiting for more.
+    pub fn stop(&self) {
+        self.stopping.set(true);
+    }
+
+    /// Sessions open on this listener.
+    pub fn open_sessions(&self) -> usize {
+        self.open.get()
+    }
+
+    /// A session was admitted (`true`) or has ended (`false`).
+    pub fn count_session(&self, opened: bool) {
+        let n = self.open.get();
+        self.open.set(if opened { n + 1 } else { n - 1 });
+    }
+
+    /// The id shown in "queued as" and `Received:`: shard and message id.
+    pub fn display_id(&self, msg_id: u64) -> DisplayId {
+        DisplayId::new(self.shard, msg_id)
+    }
+
+    /// True if the users file has `user` with this password. argon2 costs
+    /// about 20 ms of CPU, so it runs on the blocking pool, not the shard.
+    pub async fn check_password(&self, user: &[u8], password: &[u8]) -> bool {
+        let Some(users) = self.users.clone() else {
+            return false;
+        };
+        let (user, password) = (user.to_vec(), password.to_vec());
+        glommio::executor()
+            .spawn_blocking(move || users.verify(&user, &password))
+            .await
+    }
+}
