@@ -4,6 +4,9 @@
 //!
 //! It owns process-wide start-up and shutdown; everything on the mail path
 //! runs inside a shard and shares nothing with the other shards.
+//! Must never: run mail-path work itself, or keep running shards after
+//! one of them has failed (a partial MTA would leave that shard's mail
+//! unseen).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,6 +4,7 @@
 //! over to `petrel::daemon`; the offline tools (`check`, `spool inspect`)
 //! run here without starting any shard. This file owns the exit codes:
 //! 0 ok, 1 runtime failure, 2 usage or config error.
+//! Must never: start a shard for a config that did not validate.
 
 #![deny(unsafe_code)]
 

@@ -3,6 +3,7 @@
 //! finished handshake negotiated for the `Received:` header.
 //!
 //! It owns no sockets; the session layer runs the handshake on its stream.
+//! Must never: offer anything older than TLS 1.2.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -2,6 +2,9 @@
 //! needs, copied out of the spool mapping into buffers reused from one
 //! message to the next (so a transaction costs no allocation for its
 //! envelope once the connection is warm).
+//! Must never: hand out a message whose hold on the spool it has not
+//! taken (compaction could move its bytes), or keep a recipient that is
+//! no longer pending.
 
 use spool_format::envelope::{flags, BodyType, ChunkRef, Ret as StoredRet};
 

@@ -3,6 +3,7 @@
 //! (`[delivery] delay_notice`), and "relayed" notices for NOTIFY=SUCCESS
 //! recipients handed to a server that does not offer DSN (RFC 3461 6.2).
 //! Each is queued in the spool as a new message from `<>` like any other.
+//! Must never: send a notice to the null sender, or about a notice.
 
 use spool_format::envelope::{flags, notify, BodyType, ChunkRef, Envelope, Recipient, Ret};
 

@@ -5,6 +5,7 @@
 //!
 //! Every recipient of a job taken from the scheduler passes through here
 //! exactly once per attempt: that is how none is ever lost.
+//! Must never: record a failure before its bounce is durable.
 
 use spool_format::RcptState;
 

@@ -3,6 +3,7 @@
 //! wait in their destination's queue instead: `Scheduler::park`.)
 //!
 //! Single-threaded (it lives on one executor), so it needs no atomics.
+//! Must never: be shared across shards.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;

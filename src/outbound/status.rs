@@ -6,6 +6,7 @@
 //! is simply delivered again after restart (the only duplicate an MTA may
 //! make). Each message is held against compaction from hand-over until its
 //! record is in the log.
+//! Must never: let a connection wait for a status record's sync.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

@@ -6,6 +6,8 @@
 //! eavesdropping only, and a certificate that does not verify is no
 //! reason to send the message in plaintext instead. Required TLS verifies
 //! against the configured CA file or the system's roots.
+//! Must never: fall back to plaintext under the required policy (the
+//! delivery machine defers instead).
 
 use std::path::Path;
 use std::sync::Arc;

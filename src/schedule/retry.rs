@@ -2,6 +2,7 @@
 //!
 //! Pure arithmetic over the configured schedule: the caller passes `now`,
 //! the message's arrival time and a random word for jitter.
+//! Must never: schedule a retry past `max_age`.
 
 /// The retry policy: `[delivery] retry` and `max_age`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,6 +6,8 @@
 //! Body bytes go from the receive buffer into the spool mapping in one copy
 //! (the machine unstuffs while writing into the chunk's payload area). A
 //! reply to a message is written only after the spool says it is durable.
+//! Must never: answer `250` to a message before the spool says it is
+//! durable, or read the clock other than through the context's `Clock`.
 
 use std::os::fd::AsRawFd;
 use std::rc::Rc;

@@ -17,6 +17,7 @@
 //!
 //! Batches of large appends skip it: their conversion is already shared by
 //! many bytes, and writing zeros ahead would add to the disk's load.
+//! Must never: change a byte at or behind the append cursor.
 
 /// Bytes ahead of the cursor kept written.
 pub const AHEAD: usize = 256 << 10;

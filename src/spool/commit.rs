@@ -9,6 +9,8 @@
 //! A failed sync is final: every waiter gets the error, and so does every
 //! later append (the kernel may have dropped the dirty pages, and a retried
 //! fsync can report success without them).
+//! Must never: retry a failed sync, or declare durable what a sync did
+//! not cover.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;

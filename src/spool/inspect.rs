@@ -1,5 +1,6 @@
 //! `petrel spool inspect DIR`: an offline report of a spool's segments,
 //! records and queue, read without the daemon and without changing a byte.
+//! Must never: write to the spool it reads.
 
 use std::io::Write;
 use std::path::Path;

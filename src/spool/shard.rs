@@ -7,6 +7,8 @@
 //! the file with `pwritev` when it is large, which fills the same page cache
 //! without a page fault per page. Only the envelope record commits a
 //! message, and it resolves only once durable.
+//! Must never: acknowledge a message before the sync that covers its
+//! envelope, or take a lock on the append path.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
