@@ -20,6 +20,7 @@ use glommio::net::TcpStream;
 use super::delivery::{Delivery, Ended, Policy, Step};
 use super::destination::{self, Myself};
 use super::message::{Current, Loaded};
+use super::parking::Parking;
 use super::slots::{ConnectionSlot, SlotWaiter};
 use super::Outbound;
 use crate::schedule::{Job, QueueKey};
@@ -417,7 +418,7 @@ impl<'a> Conn<'a> {
     async fn next_job(&mut self) -> Option<Job> {
         // One place in the destination's idle list for the whole wait, so
         // that the looks for contention do not move it to the front.
-        let parking = Parking::new(self.ob, self.key);
+        let parking = Parking::new(&self.ob.sched, self.key);
         loop {
             let (contested, stopping) = (self.slot.contested(), self.ob.stopping.get());
             if !self.plan.may_take(contested, stopping) {
@@ -599,52 +600,6 @@ impl<'a> Conn<'a> {
                 self.client.handle_timeout(self.now())
             }
             Err(_) => self.client.connection_lost(self.now()),
-        }
-    }
-}
-
-/// An idle connection's place in its destination's idle list
-/// (`Scheduler::park`): taken at the first wait, kept across waits, left
-/// when dropped.
-struct Parking<'a> {
-    ob: &'a Outbound,
-    key: &'a QueueKey,
-    id: u64,
-    /// In the list, unless a job woke it (took it out) since.
-    parked: std::cell::Cell<bool>,
-}
-
-impl<'a> Parking<'a> {
-    fn new(ob: &'a Outbound, key: &'a QueueKey) -> Parking<'a> {
-        let id = ob.sched.borrow_mut().park_id();
-        Parking {
-            ob,
-            key,
-            id,
-            parked: std::cell::Cell::new(false),
-        }
-    }
-
-    /// Resolves when a job queued for the destination wakes this
-    /// connection.
-    fn woken(&self) -> impl std::future::Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            let mut sched = self.ob.sched.borrow_mut();
-            if self.parked.get() && !sched.is_parked(self.key, self.id) {
-                self.parked.set(false);
-                return std::task::Poll::Ready(());
-            }
-            sched.park(self.key, self.id, cx.waker());
-            self.parked.set(true);
-            std::task::Poll::Pending
-        })
-    }
-}
-
-impl Drop for Parking<'_> {
-    fn drop(&mut self) {
-        if self.parked.get() {
-            self.ob.sched.borrow_mut().unpark(self.key, self.id);
         }
     }
 }

@@ -16,7 +16,8 @@
 //! `message` (a message in flight, copied out of the mapping), `outcome`
 //! (what each verdict does to the spool, the scheduler and the sender),
 //! `status` (batched status records), `notice` (delivery status
-//! notifications), `slots` (process-wide connection counts), `signal`
+//! notifications), `slots` (process-wide connection counts), `parking`
+//! (an idle connection waiting for its destination's next job), `signal`
 //! (wake-ups for new work), `tls` (client TLS settings).
 //! [`Outbound`]'s own methods are here (start, queueing, stop) and in
 //! `outcome` (settling verdicts), nowhere else.
@@ -30,6 +31,7 @@ pub mod destination;
 mod message;
 mod notice;
 mod outcome;
+mod parking;
 mod signal;
 pub mod slots;
 mod status;
