@@ -102,6 +102,18 @@ impl From<Ret> for u8 {
     }
 }
 
+/// The 16-bit id an envelope records for the pool named `name`: a hash,
+/// so that it means the same pool after a restart whatever the order of
+/// the pools in the config (the config refuses two pools with one id).
+/// Never 0, which stands for no pool.
+pub fn pool_id(name: &str) -> u16 {
+    let h = crc32c::crc32c(name.as_bytes());
+    match (h ^ (h >> 16)) as u16 {
+        0 => 1,
+        id => id,
+    }
+}
+
 /// NOTIFY parameter bits.
 pub mod notify {
     pub const SUCCESS: u8 = 1;
@@ -132,6 +144,10 @@ pub struct Envelope {
     pub body_type: u8,
     /// A [`Ret`] as its stored byte.
     pub ret: u8,
+    /// The IP pool the message leaves through, as [`pool_id`] of its name;
+    /// 0 for none chosen (the default pool). It fills what was padding, so
+    /// envelopes written before it existed read as 0.
+    pub pool: u16,
     /// RFC 3461 ENVID (xtext as received), empty if none.
     pub envid: Vec<u8>,
     pub body_len: u64,
@@ -249,6 +265,70 @@ pub fn envelope_size_bound(env: &Envelope) -> usize {
 mod tests {
     use super::*;
 
+    /// The message record of SPEC.md's worked example, written before the
+    /// envelope had a pool: it still reads, with no pool.
+    #[test]
+    fn the_spec_example_envelope_reads_with_no_pool() {
+        let payload: [u8; 152] = [
+            0x61, 0x40, 0x65, 0x78, 0x61, 0x6d, 0x70, 0x6c, 0x65, 0x2e, 0x6f, 0x72, 0x67, 0x62,
+            0x40, 0x65, 0x78, 0x61, 0x6d, 0x70, 0x6c, 0x65, 0x2e, 0x6e, 0x65, 0x74, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0xed, 0xff, 0xff, 0xff, 0x0d, 0x00, 0x00, 0x00, 0x06, 0x00,
+            0x00, 0x00, 0xee, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x00,
+            0x16, 0x00, 0x00, 0x00, 0x02, 0x40, 0x1e, 0x18, 0x24, 0x0a, 0x06, 0x00, 0x7b, 0x68,
+            0xe5, 0xcf, 0x8b, 0x01, 0x00, 0x00, 0x98, 0xff, 0xff, 0xff, 0x0d, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x95, 0xff, 0xff, 0xff, 0x00, 0x00,
+            0x00, 0x00, 0x16, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x98, 0xff, 0xff, 0xff,
+            0x01, 0x00, 0x00, 0x00, 0xb8, 0xff, 0xff, 0xff, 0x01, 0x00, 0x00, 0x00,
+        ];
+        let mut buf = rkyv::util::AlignedVec::<16>::new();
+        buf.extend_from_slice(&payload);
+        let a = access_envelope(&buf).expect("valid");
+        assert_eq!(a.reverse_path.as_slice(), b"a@example.org");
+        assert_eq!(a.received_ms.to_native(), 1_700_000_000_123);
+        assert_eq!(a.pool.to_native(), 0);
+    }
+
+    #[test]
+    fn the_pool_fills_the_padding_after_ret_and_leaves_the_root_at_64_bytes() {
+        let mut env = Envelope {
+            reverse_path: b"a@b.example".to_vec(),
+            ..Default::default()
+        };
+        let encode = |env: &Envelope| {
+            let mut buf = rkyv::util::AlignedVec::<16>::new();
+            buf.resize(envelope_size_bound(env), 0);
+            let n = encode_envelope(env, &mut buf).expect("fits");
+            buf[..n].to_vec()
+        };
+        let without = encode(&env);
+        env.pool = pool_id("newsletters");
+        let with = encode(&env);
+        assert_eq!(without.len(), with.len());
+        let root = with.len() - 64;
+        let differ: Vec<usize> = (0..with.len()).filter(|&i| with[i] != without[i]).collect();
+        assert!(!differ.is_empty());
+        assert!(
+            differ.iter().all(|&i| i == root + 30 || i == root + 31),
+            "{differ:?}"
+        );
+        assert_eq!(
+            u16::from_le_bytes([with[root + 30], with[root + 31]]),
+            env.pool
+        );
+    }
+
+    #[test]
+    fn pool_ids_are_stable_and_never_zero() {
+        assert_eq!(pool_id("newsletters"), pool_id("newsletters"));
+        assert_ne!(pool_id("newsletters"), pool_id("transactional"));
+        let ids: std::collections::HashSet<u16> =
+            (0..2000).map(|i| pool_id(&format!("pool{i}"))).collect();
+        assert!(!ids.contains(&0));
+        assert!(ids.len() > 1900, "ids spread: {}", ids.len());
+    }
+
     #[test]
     fn envelope_roundtrip_in_aligned_buffer() {
         let env = Envelope {
@@ -258,6 +338,7 @@ mod tests {
             flags: flags::SMTPUTF8,
             body_type: BodyType::EightBitMime.into(),
             ret: Ret::Full.into(),
+            pool: 0,
             envid: b"xyz".to_vec(),
             body_len: 10,
             recipients: vec![Recipient::new(

@@ -160,6 +160,7 @@ pub(super) async fn send(
         }
         .into(),
         ret: Ret::Unspecified.into(),
+        pool: 0,
         envid: Vec::new(),
         body_len: text.len() as u64,
         recipients: vec![Recipient::new(&sender, notify::NEVER, b"")],
