@@ -19,6 +19,7 @@ use glommio::net::TcpStream;
 use spool_format::envelope::{notify, BodyType, ChunkRef, Envelope as SpoolEnvelope, Recipient};
 
 mod context;
+pub mod header_field;
 mod idle;
 
 pub use context::SessionContext;

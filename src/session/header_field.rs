@@ -1,0 +1,240 @@
+//! Finding a header field in a message stored as chunks, and the pieces
+//! the message is made of once every occurrence of that field is cut out:
+//! how a message's pool header is read and removed before it is sent on.
+//!
+//! Owns: the header-section scan (field names compared without regard to
+//! case, folded lines unfolded, the scan ending at the empty line that
+//! ends the header section or after a bounded number of bytes) and the
+//! arithmetic of cutting byte ranges out of a chunked body.
+//! Must never: read past the header section or the scan bound (bodies can
+//! be megabytes), or change a byte outside the ranges it cuts.
+
+/// How far into a message the header section is searched.
+pub const SCAN_LIMIT: usize = 64 * 1024;
+
+/// A header field found in a message.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Found {
+    /// The first occurrence's value, unfolded and trimmed of white space.
+    pub value: Vec<u8>,
+    /// Where every occurrence lies in the message (its name, value, folded
+    /// lines and final CRLF), as `start..end` offsets, in order.
+    pub ranges: Vec<(u64, u64)>,
+}
+
+/// Looks for the header field `name` in the header section of the message
+/// made of `chunks`; `None` when it does not occur.
+pub fn find(chunks: &[&[u8]], name: &[u8]) -> Option<Found> {
+    let head = HeadBytes::new(chunks);
+    let mut found = Found::default();
+    let mut at = 0;
+    while at < head.len() {
+        let end = head.field_end(at);
+        if end == at + 2 || head.is_end_of_headers(at) {
+            // An empty line: the header section is over.
+            break;
+        }
+        if head.field_named(at, name) {
+            if found.ranges.is_empty() {
+                found.value = head.value(at + name.len() + 1, end);
+            }
+            found.ranges.push((at as u64, end as u64));
+        }
+        at = end;
+    }
+    (!found.ranges.is_empty()).then_some(found)
+}
+
+/// A piece of a message after cutting: a stored chunk kept whole, or
+/// bytes that go into a new chunk.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Piece {
+    Keep(usize),
+    New(Vec<u8>),
+}
+
+/// The pieces of the message made of `chunks` with `ranges` (sorted, not
+/// overlapping) cut out. Chunks a range touches are joined with their
+/// neighbours in the same run into one new piece; the others are kept.
+pub fn cut(chunks: &[&[u8]], ranges: &[(u64, u64)]) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    let mut pending: Option<Vec<u8>> = None;
+    let mut start = 0u64;
+    for (i, c) in chunks.iter().enumerate() {
+        let end = start + c.len() as u64;
+        let touching: Vec<(u64, u64)> = ranges
+            .iter()
+            .filter(|&&(a, b)| a < end && b > start)
+            .copied()
+            .collect();
+        if touching.is_empty() {
+            if let Some(bytes) = pending.take() {
+                pieces.push(Piece::New(bytes));
+            }
+            pieces.push(Piece::Keep(i));
+        } else {
+            let bytes = pending.get_or_insert_with(Vec::new);
+            let mut from = start;
+            for (a, b) in touching {
+                if a > from {
+                    bytes.extend_from_slice(&c[(from - start) as usize..(a - start) as usize]);
+                }
+                from = from.max(b.min(end));
+            }
+            bytes.extend_from_slice(&c[(from - start) as usize..]);
+        }
+        start = end;
+    }
+    if let Some(bytes) = pending {
+        pieces.push(Piece::New(bytes));
+    }
+    pieces.retain(|p| !matches!(p, Piece::New(b) if b.is_empty()));
+    pieces
+}
+
+/// The first bytes of a chunked message, up to [`SCAN_LIMIT`], copied
+/// out only when the header section crosses a chunk (usually it is in
+/// one chunk after the `Received:` line).
+struct HeadBytes<'a> {
+    bytes: std::borrow::Cow<'a, [u8]>,
+}
+
+impl<'a> HeadBytes<'a> {
+    fn new(chunks: &[&'a [u8]]) -> HeadBytes<'a> {
+        let bytes = match chunks {
+            [one] => std::borrow::Cow::Borrowed(&one[..one.len().min(SCAN_LIMIT)]),
+            _ => {
+                let mut v = Vec::new();
+                for c in chunks {
+                    let take = (SCAN_LIMIT - v.len()).min(c.len());
+                    v.extend_from_slice(&c[..take]);
+                    if v.len() == SCAN_LIMIT {
+                        break;
+                    }
+                }
+                std::borrow::Cow::Owned(v)
+            }
+        };
+        HeadBytes { bytes }
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The end of the field starting at `at`: after the CRLF of its last
+    /// line (continuation lines start with a space or a tab), or the end
+    /// of what was scanned.
+    fn field_end(&self, at: usize) -> usize {
+        let b = &self.bytes;
+        let mut i = at;
+        loop {
+            match memchr::memmem::find(&b[i..], b"\r\n") {
+                Some(n) => i += n + 2,
+                None => return b.len(),
+            }
+            if i >= b.len() || !matches!(b[i], b' ' | b'\t') || i == at + 2 {
+                return i;
+            }
+        }
+    }
+
+    fn is_end_of_headers(&self, at: usize) -> bool {
+        self.bytes[at..].starts_with(b"\r\n")
+    }
+
+    fn field_named(&self, at: usize, name: &[u8]) -> bool {
+        let b = &self.bytes[at..];
+        b.len() > name.len() && b[..name.len()].eq_ignore_ascii_case(name) && b[name.len()] == b':'
+    }
+
+    /// The value between `from` and `end`, unfolded and trimmed.
+    fn value(&self, from: usize, end: usize) -> Vec<u8> {
+        let raw = &self.bytes[from.min(end)..end];
+        let unfolded: Vec<u8> = raw
+            .iter()
+            .copied()
+            .filter(|&c| c != b'\r' && c != b'\n')
+            .collect();
+        unfolded.trim_ascii().to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSG: &[u8] = b"Received: from x\r\nSubject: hi\r\nX-Petrel-Pool: news\r\nTo: a@b\r\n\r\nbody\r\nX-Petrel-Pool: not a header\r\n";
+
+    /// `MSG` split into chunks at every way of cutting it in three.
+    fn splits() -> Vec<Vec<&'static [u8]>> {
+        let mut all = vec![vec![MSG]];
+        for i in 1..MSG.len() {
+            for j in i..MSG.len() {
+                all.push(vec![&MSG[..i], &MSG[i..j], &MSG[j..]]);
+            }
+        }
+        all
+    }
+
+    fn joined(chunks: &[&[u8]], pieces: &[Piece]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in pieces {
+            match p {
+                Piece::Keep(i) => out.extend_from_slice(chunks[*i]),
+                Piece::New(b) => out.extend_from_slice(b),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_field_is_found_and_cut_whatever_the_chunking() {
+        let expected = b"Received: from x\r\nSubject: hi\r\nTo: a@b\r\n\r\nbody\r\nX-Petrel-Pool: not a header\r\n";
+        for chunks in splits() {
+            let found = find(&chunks, b"x-petrel-pool").expect("found");
+            assert_eq!(found.value, b"news");
+            assert_eq!(found.ranges, [(31, 52)]);
+            let pieces = cut(&chunks, &found.ranges);
+            assert_eq!(joined(&chunks, &pieces), expected, "{chunks:?}");
+        }
+    }
+
+    #[test]
+    fn chunks_away_from_the_cut_are_kept_whole() {
+        let chunks: Vec<&[u8]> = vec![&MSG[..18], &MSG[18..60], &MSG[60..]];
+        let found = find(&chunks, b"X-Petrel-Pool").expect("found");
+        let pieces = cut(&chunks, &found.ranges);
+        assert_eq!(pieces[0], Piece::Keep(0));
+        assert!(matches!(pieces[1], Piece::New(_)));
+        assert_eq!(pieces[2], Piece::Keep(2));
+    }
+
+    #[test]
+    fn folded_values_are_unfolded_and_every_occurrence_is_cut() {
+        let msg: &[u8] =
+            b"X-Petrel-Pool:\r\n  news\r\n\tletters \r\nA: b\r\nx-petrel-pool: other\r\n\r\nbody";
+        let found = find(&[msg], b"X-Petrel-Pool").expect("found");
+        assert_eq!(found.value, b"news\tletters");
+        assert_eq!(found.ranges.len(), 2);
+        let pieces = cut(&[msg], &found.ranges);
+        assert_eq!(joined(&[msg], &pieces), b"A: b\r\n\r\nbody");
+    }
+
+    #[test]
+    fn the_body_and_similar_names_are_not_searched() {
+        let msg: &[u8] = b"X-Petrel-Pools: a\r\nX-Petrel-Pool-X: b\r\n\r\nX-Petrel-Pool: c\r\n";
+        assert_eq!(find(&[msg], b"X-Petrel-Pool"), None);
+        assert_eq!(find(&[b"\r\nX-Petrel-Pool: c\r\n"], b"X-Petrel-Pool"), None);
+    }
+
+    #[test]
+    fn the_scan_stops_at_its_limit() {
+        let mut msg = Vec::new();
+        while msg.len() < SCAN_LIMIT {
+            msg.extend_from_slice(b"X-Filler: 0123456789012345678901234567890123456789\r\n");
+        }
+        msg.extend_from_slice(b"X-Petrel-Pool: late\r\n\r\n");
+        assert_eq!(find(&[&msg], b"X-Petrel-Pool"), None);
+    }
+}
