@@ -409,6 +409,28 @@ fn make_tcp_socket(addr: &SocketAddr) -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// Lets the kernel choose the local port of a bound socket at connect
+/// time (Linux 4.2 and later), not at bind time.
+fn set_bind_address_no_port(socket: &Socket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local
+    // int; the descriptor is the socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 impl TcpStream {
     /// Creates a TCP connection to the specified address.
     ///
@@ -485,6 +507,50 @@ impl TcpStream {
                 _ => err,
             })?;
 
+        Ok(TcpStream {
+            stream: GlommioStream::from(socket),
+        })
+    }
+
+    /// Creates a TCP connection to `addr` from the local address `local`
+    /// (port 0: the kernel picks one), with a timeout.
+    ///
+    /// The socket is bound before it connects, with
+    /// `IP_BIND_ADDRESS_NO_PORT`, so that the kernel picks the local port
+    /// at connect time from the whole 4-tuple: many connections from one
+    /// local address to many destinations do not run out of ports.
+    ///
+    /// It is an error to pass a zero `Duration` to this function, or a
+    /// local address of the other family than `addr`'s.
+    pub async fn connect_from_timeout(
+        local: std::net::IpAddr,
+        addr: SocketAddr,
+        duration: Duration,
+    ) -> Result<TcpStream> {
+        if duration.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot set a 0 duration timeout",
+            )
+            .into());
+        }
+        let socket = make_tcp_socket(&addr)?;
+        // A kernel without it (before 4.2) still binds; the port is then
+        // chosen at bind time, as without the option.
+        let _ = set_bind_address_no_port(&socket);
+        socket.bind(&SocketAddr::new(local, 0).into())?;
+        let reactor = crate::executor().reactor();
+        let source =
+            reactor.connect_timeout(socket.as_raw_fd(), SockaddrStorage::from(addr), duration);
+        source
+            .collect_rw()
+            .await
+            .map_err(|err| match err.raw_os_error() {
+                Some(libc::ECANCELED) => {
+                    io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
+                }
+                _ => err,
+            })?;
         Ok(TcpStream {
             stream: GlommioStream::from(socket),
         })
