@@ -19,6 +19,7 @@ pub mod outbound;
 pub mod preflight;
 pub mod schedule;
 pub mod session;
+pub mod shaping;
 pub mod shard;
 pub mod slot_table;
 pub mod smtp;
