@@ -11,4 +11,5 @@
 
 pub mod backoff;
 pub mod rate;
+pub mod warmup;
 pub mod weighted;
