@@ -9,5 +9,7 @@
 //! test can run a day of a provider's throttling in milliseconds on a
 //! virtual clock, and a shard never waits on another.
 
+pub mod backoff;
 pub mod rate;
+pub mod warmup;
 pub mod weighted;
