@@ -13,6 +13,8 @@
 #![deny(unsafe_code)]
 
 pub mod duration;
+pub mod egress;
+mod egress_raw;
 mod network;
 mod raw;
 pub mod route;
@@ -25,6 +27,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use duration::{DurationError, DurationSetting};
+pub use egress::{
+    HeaderPool, PoolMatcher, PoolMember, PoolQuery, PoolRule, PoolSection, PoolSelectionSection,
+    SourceSection, UnknownPool,
+};
 pub use network::{IpNet, IpNetError};
 pub use route::{RelayHost, RouteDomain, RouteError, RouteSection};
 
@@ -78,6 +84,20 @@ pub struct Config {
     pub delivery: DeliverySection,
     /// `[[route]]`s in file order; the first that matches wins.
     pub route: Vec<RouteSection>,
+    /// Local addresses mail may leave from; empty: the machine's own
+    /// address and `[delivery] helo_name`, as chosen by the kernel. Not
+    /// printed when empty, so a file without sources prints as before.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub source: Vec<SourceSection>,
+    /// Groups of sources; with sources but no `[[pool]]` in the file, one
+    /// pool named "default" of every source. Empty without sources.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pool: Vec<PoolSection>,
+    /// How a message's pool is chosen. Not printed without sources: the
+    /// file it came from could not have said anything else, and a printed
+    /// `[pool_selection]` without sources would not parse back.
+    #[serde(skip_serializing_if = "PoolSelectionSection::is_inactive")]
+    pub pool_selection: PoolSelectionSection,
 }
 
 /// `[server]`
@@ -105,6 +125,9 @@ pub struct SpoolSection {
 /// One `[[listener]]`: an address to accept SMTP on, and its limits.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ListenerSection {
+    /// What `[pool_selection] rules` call it; unique among listeners.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub address: SocketAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,
@@ -264,6 +287,7 @@ impl ListenerSection {
     /// A listener on `address` with every limit at its default.
     pub fn with_defaults(address: SocketAddr) -> ListenerSection {
         ListenerSection {
+            name: None,
             address,
             tls_cert: None,
             tls_key: None,
@@ -389,5 +413,7 @@ fn system_hostname() -> String {
     }
 }
 
+#[cfg(test)]
+mod egress_tests;
 #[cfg(test)]
 mod tests;

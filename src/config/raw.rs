@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::egress_raw::{check_name, claim_name, RawEgress, RawPool, RawPoolSelection, RawSource};
 use super::route::{is_domain_name, split_host_port};
 use super::{
     duration, AuthSection, Config, DeliverySection, DnsSection, DurationSetting, IpNet,
@@ -51,6 +52,11 @@ struct RawConfig {
     delivery: RawDelivery,
     #[serde(default)]
     route: Vec<RawRoute>,
+    #[serde(default)]
+    source: Vec<RawSource>,
+    #[serde(default)]
+    pool: Vec<Spanned<RawPool>>,
+    pool_selection: Option<Spanned<RawPoolSelection>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -71,6 +77,7 @@ struct RawSpool {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawListener {
+    name: Option<Spanned<String>>,
     address: Spanned<String>,
     tls_cert: Option<Spanned<PathBuf>>,
     tls_key: Option<Spanned<PathBuf>>,
@@ -133,7 +140,7 @@ struct RawRoute {
     relay: Spanned<String>,
 }
 
-fn error_at<T>(span: std::ops::Range<usize>, message: String) -> Result<T, Located> {
+pub(super) fn error_at<T>(span: std::ops::Range<usize>, message: String) -> Result<T, Located> {
     Err(Located {
         span: Some(span),
         message,
@@ -141,7 +148,10 @@ fn error_at<T>(span: std::ops::Range<usize>, message: String) -> Result<T, Locat
 }
 
 /// The value if it passes `check`, else the error at its span.
-fn valid<T>(value: Spanned<T>, check: impl FnOnce(&T) -> Result<(), String>) -> Result<T, Located> {
+pub(super) fn valid<T>(
+    value: Spanned<T>,
+    check: impl FnOnce(&T) -> Result<(), String>,
+) -> Result<T, Located> {
     match check(value.get_ref()) {
         Ok(()) => Ok(value.into_inner()),
         Err(message) => error_at(value.span(), message),
@@ -166,7 +176,7 @@ fn optional<T>(
 }
 
 /// `text` read by `parse`, or the parse error at the text's span.
-fn parsed<T, E: Display>(
+pub(super) fn parsed<T, E: Display>(
     text: &Spanned<String>,
     parse: impl FnOnce(&str) -> Result<T, E>,
 ) -> Result<T, Located> {
@@ -221,22 +231,7 @@ fn not_empty(key: &'static str) -> impl FnOnce(&PathBuf) -> Result<(), String> {
 impl RawConfig {
     fn into_config(self) -> Result<Config, Located> {
         let spool = self.spool.into_section()?;
-        let mut seen = HashSet::new();
-        let mut listener = Vec::with_capacity(self.listener.len());
-        for raw in self.listener {
-            let address_span = raw.address.span();
-            let section = raw.into_section(spool.segment_size)?;
-            if !seen.insert(section.address) {
-                return error_at(
-                    address_span,
-                    format!(
-                        "listener address {} is already used by an earlier [[listener]]",
-                        section.address
-                    ),
-                );
-            }
-            listener.push(section);
-        }
+        let (listener, listener_names) = listeners(self.listener, spool.segment_size)?;
         let server = self.server.into_section()?;
         let delivery = self.delivery.into_section(&server.hostname)?;
         let route = self
@@ -244,6 +239,12 @@ impl RawConfig {
             .iter()
             .map(|raw| raw.to_section(delivery.port))
             .collect::<Result<_, _>>()?;
+        let egress = RawEgress {
+            source: self.source,
+            pool: self.pool,
+            pool_selection: self.pool_selection,
+        }
+        .into_egress(&delivery.helo_name, &listener_names)?;
         Ok(Config {
             server,
             spool,
@@ -255,8 +256,40 @@ impl RawConfig {
             dns: self.dns.into_section()?,
             delivery,
             route,
+            source: egress.source,
+            pool: egress.pool,
+            pool_selection: egress.pool_selection,
         })
     }
+}
+
+/// The `[[listener]]`s, each address and name used once, and their names.
+fn listeners(
+    raws: Vec<RawListener>,
+    segment_size: u64,
+) -> Result<(Vec<ListenerSection>, HashSet<String>), Located> {
+    let mut seen = HashSet::new();
+    let mut names = HashSet::new();
+    let mut listener = Vec::with_capacity(raws.len());
+    for raw in raws {
+        let address_span = raw.address.span();
+        if let Some(name) = &raw.name {
+            valid(name.clone(), |name| check_name("listener", name))?;
+            claim_name(&mut names, name, "[[listener]]")?;
+        }
+        let section = raw.into_section(segment_size)?;
+        if !seen.insert(section.address) {
+            return error_at(
+                address_span,
+                format!(
+                    "listener address {} is already used by an earlier [[listener]]",
+                    section.address
+                ),
+            );
+        }
+        listener.push(section);
+    }
+    Ok((listener, names))
 }
 
 impl RawServer {
@@ -273,7 +306,7 @@ impl RawServer {
 }
 
 /// A hostname must be a domain that can stand in EHLO and `Received:`.
-fn check_hostname(key: &'static str, name: &str) -> Result<(), String> {
+pub(super) fn check_hostname(key: &'static str, name: &str) -> Result<(), String> {
     match is_domain_name(name) {
         true => Ok(()),
         false => Err(format!(
@@ -324,6 +357,7 @@ impl RawListener {
             },
         )?;
         Ok(ListenerSection {
+            name: self.name.map(Spanned::into_inner),
             tls_cert: tls.0,
             tls_key: tls.1,
             implicit_tls: tls.2,

@@ -1,6 +1,6 @@
 use super::*;
 
-fn parse(text: &str) -> Config {
+pub(super) fn parse(text: &str) -> Config {
     match Config::from_str_named(text, "test.toml") {
         Ok(config) => config,
         Err(e) => panic!("{e}"),
@@ -15,7 +15,7 @@ fn error(text: &str) -> String {
     }
 }
 
-fn assert_error(text: &str, location: &str, contains: &str) {
+pub(super) fn assert_error(text: &str, location: &str, contains: &str) {
     let message = error(text);
     assert!(
         message.starts_with(&format!("test.toml:{location}: ")),
