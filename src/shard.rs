@@ -83,6 +83,7 @@ pub async fn run(
             spool.clone(),
             server,
             config.clone(),
+            l.name.clone(),
             tls.clone(),
             l.implicit_tls && tls.is_some(),
             users.clone(),

@@ -1283,3 +1283,154 @@ fn sigkill_during_delivery_loses_nothing() {
     wait_queue_empty(&d, &net.spool, ARRIVAL);
     finish(d);
 }
+
+// ---------------------------------------------------------------------
+// Egress sources and pools
+// ---------------------------------------------------------------------
+
+/// Two sources, 127.0.0.5 (EHLO mta5…) and 127.0.0.6 (EHLO mta6…), in
+/// pools `a` (only .5), `b` (only .6) and `both` (.5 weight 3, .6 weight
+/// 1); then `selection`, a `[pool_selection]` body.
+fn egress_config(selection: &str) -> String {
+    format!(
+        "[[source]]\nname = \"ip5\"\naddress = \"127.0.0.5\"\nehlo = \"mta5.test.example\"\n\n\
+         [[source]]\nname = \"ip6\"\naddress = \"127.0.0.6\"\nehlo = \"mta6.test.example\"\n\n\
+         [[pool]]\nname = \"a\"\nsources = [{{ source = \"ip5\" }}]\n\n\
+         [[pool]]\nname = \"b\"\nsources = [{{ source = \"ip6\" }}]\n\n\
+         [[pool]]\nname = \"both\"\nsources = [{{ source = \"ip5\", weight = 3 }}, {{ source = \"ip6\", weight = 1 }}]\n\n\
+         [pool_selection]\n{selection}\n"
+    )
+}
+
+/// The message with `header` (a whole header line, or "") among its
+/// headers.
+fn body_with(header: &str) -> String {
+    format!("{header}{BODY}")
+}
+
+#[test]
+fn a_pools_weights_show_in_the_addresses_mail_leaves_from() {
+    let net = one_mx("weights.test.example");
+    let mx = net.server(2, Script::accept());
+    let config = net.config(&[]) + &egress_config("default = \"both\"");
+    let d = net.daemon(1, &config);
+    for i in 0..40 {
+        send_one(&d, &[&format!("user{i}@weights.test.example")]);
+    }
+    let got = expect_messages(&mx, 40, &d, "messages from the pool");
+    let from = |n: u8| got.iter().filter(|m| m.peer == host(n)).count();
+    assert_eq!((from(5), from(6)), (30, 10), "weights 3:1 over 40 messages");
+    for m in &got {
+        let expected = if m.peer == host(5) {
+            "mta5.test.example"
+        } else {
+            "mta6.test.example"
+        };
+        assert_eq!(m.helo, expected, "each source says its own name in EHLO");
+    }
+    finish(d);
+}
+
+#[test]
+fn the_pool_header_chooses_the_pool_and_is_removed() {
+    let net = one_mx("header.test.example");
+    let mx = net.server(2, Script::accept());
+    let config = net.config(&[]) + &egress_config("default = \"a\"");
+    let d = net.daemon(1, &config);
+    let rcpt = "<user@header.test.example>";
+    send_one_raw(
+        &d,
+        &format!("<{SENDER}>"),
+        &[rcpt],
+        &body_with("X-Petrel-Pool: b\r\n"),
+    );
+    send_one_raw(&d, &format!("<{SENDER}>"), &[rcpt], &body_with(""));
+    let got = expect_messages(&mx, 2, &d, "both messages");
+    let with: Vec<&Received> = got.iter().filter(|m| m.peer == host(6)).collect();
+    assert_eq!(with.len(), 1, "the header sent one message through pool b");
+    assert_eq!(
+        got.iter().filter(|m| m.peer == host(5)).count(),
+        1,
+        "the other went through the default pool"
+    );
+    for m in &got {
+        assert!(
+            !m.text().to_ascii_lowercase().contains("x-petrel-pool"),
+            "the header reached the MX:\n{}",
+            m.text()
+        );
+        assert!(m.text().contains("body-marker line"), "{}", m.text());
+    }
+    finish(d);
+}
+
+#[test]
+fn a_message_naming_an_unknown_pool_is_refused_at_the_end_of_data() {
+    let net = one_mx("unknown.test.example");
+    let mx = net.server(2, Script::accept());
+    let config = net.config(&[]) + &egress_config("default = \"a\"");
+    let d = net.daemon(1, &config);
+    let mut c = d.connect();
+    c.hello();
+    c.cmd(&format!("MAIL FROM:<{SENDER}>"), "250");
+    c.cmd("RCPT TO:<user@unknown.test.example>", "250");
+    c.cmd("DATA", "354");
+    c.send(&body_with("X-Petrel-Pool: no-such-pool\r\n"));
+    c.send(".\r\n");
+    let reply = c.reply();
+    assert!(reply.starts_with("550 5.7.0 "), "{reply}");
+    // The session goes on: the next message is taken.
+    send_message(&mut c, &["user@unknown.test.example"], BODY);
+    c.cmd("QUIT", "221");
+    let got = expect_messages(&mx, 1, &d, "the second message");
+    assert_eq!(got[0].peer, host(5));
+    std::thread::sleep(QUIET);
+    assert_eq!(mx.messages().len(), 1, "the refused message was sent");
+    finish(d);
+}
+
+#[test]
+fn an_unknown_pool_goes_to_the_default_pool_when_configured_so() {
+    let net = one_mx("lenient.test.example");
+    let mx = net.server(2, Script::accept());
+    let config = net.config(&[]) + &egress_config("default = \"b\"\nunknown = \"default\"");
+    let d = net.daemon(1, &config);
+    let rcpt = "<user@lenient.test.example>";
+    send_one_raw(
+        &d,
+        &format!("<{SENDER}>"),
+        &[rcpt],
+        &body_with("X-Petrel-Pool: typo\r\n"),
+    );
+    let got = expect_messages(&mx, 1, &d, "the message");
+    assert_eq!(got[0].peer, host(6));
+    assert!(!got[0].text().contains("X-Petrel-Pool"));
+    finish(d);
+}
+
+#[test]
+fn rules_choose_the_pool_by_sender_domain() {
+    let net = one_mx("rules.test.example");
+    let mx = net.server(2, Script::accept());
+    let selection = format!(
+        "default = \"a\"\nrules = [{{ sender_domain = \"{SENDER_DOMAIN}\", pool = \"b\" }}]"
+    );
+    let config = net.config(&[]) + &egress_config(&selection);
+    let d = net.daemon(1, &config);
+    send_one(&d, &["user@rules.test.example"]);
+    send_one_raw(
+        &d,
+        "<other@elsewhere.test.example>",
+        &["<user@rules.test.example>"],
+        BODY,
+    );
+    let got = expect_messages(&mx, 2, &d, "both messages");
+    let peer_of = |from: &str| got.iter().find(|m| m.mail_from == from).map(|m| m.peer);
+    assert_eq!(peer_of(SENDER), Some(host(6)), "the sender's domain rule");
+    assert_eq!(
+        peer_of("other@elsewhere.test.example"),
+        Some(host(5)),
+        "the default pool"
+    );
+    finish(d);
+}

@@ -74,7 +74,8 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
     };
     let port = ob.config.delivery.port;
     let hops = destination::resolve(&ob.resolver, &key.destination, port, &me).await;
-    let mut plan = Delivery::new(Policy::of(&ob.config.delivery));
+    let source = ob.egress.source(key.egress);
+    let mut plan = Delivery::new(Policy::of(&ob.config.delivery), source.address);
     let mut step = plan.resolved(hops, ob.clock.monotonic_ms());
     let mut job = Some(job);
     loop {
@@ -192,10 +193,11 @@ impl<'a> Conn<'a> {
         plaintext: bool,
     ) -> Conn<'a> {
         let now = ob.clock.monotonic_ms();
+        let config = ob.egress.source(key.egress).client.clone();
         let client = if plaintext {
-            Client::new_plaintext_retry(ob.client.clone(), now)
+            Client::new_plaintext_retry(config, now)
         } else {
-            Client::new(ob.client.clone(), now)
+            Client::new(config, now)
         };
         Conn {
             ob,
@@ -224,7 +226,11 @@ impl<'a> Conn<'a> {
 
     async fn run(&mut self) -> Ended {
         let timeout = self.ob.config.delivery.connect_timeout.duration();
-        let stream = match TcpStream::connect_timeout(self.addr, timeout).await {
+        let connected = match self.ob.egress.source(self.key.egress).address {
+            Some(local) => TcpStream::connect_from_timeout(local, self.addr, timeout).await,
+            None => TcpStream::connect_timeout(self.addr, timeout).await,
+        };
+        let stream = match connected {
             Ok(s) => s,
             Err(e) => return Ended::ConnectFailed(e.to_string()),
         };

@@ -6,7 +6,8 @@
 //! close; pipeline the next message or not; bounce or defer the
 //! destination and suspend it until when).
 //!
-//! Owns: host and address fallback in MX order, the plaintext retry after
+//! Owns: host and address fallback in MX order (skipping addresses of the
+//! other family than the egress source's), the plaintext retry after
 //! a failed TLS handshake (when the policy allows it), the reconnection of
 //! a connection the server closed while idle, the fair share of a
 //! contested connection slot, the idle timeout and the per-connection
@@ -18,7 +19,7 @@
 //! job in hand without saying what becomes of it (every [`Step`] that ends
 //! a run says whether the job is bounced, deferred or given back).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::destination::{Hop, NoRoute};
 use crate::config::DeliverySection;
@@ -108,12 +109,17 @@ pub struct RcptReply {
 #[derive(Debug)]
 pub struct Delivery {
     policy: Policy,
+    /// The address connections bind to; `None` for the machine's own,
+    /// which reaches either family.
+    source: Option<IpAddr>,
     hops: Vec<Hop>,
     /// The host and the address of it being tried.
     hop: usize,
     addr: usize,
     plaintext: bool,
     last_failure: ServerReply,
+    /// Connections that ended, over all the hosts.
+    attempts: usize,
     /// Messages settled by this run, over all the hosts it tried (the
     /// per-connection limit and the fair share count across them).
     sent: usize,
@@ -122,14 +128,18 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn new(policy: Policy) -> Delivery {
+    /// The decisions of a run from `source` (`None`: the machine's own
+    /// address).
+    pub fn new(policy: Policy, source: Option<IpAddr>) -> Delivery {
         Delivery {
             policy,
+            source,
             hops: Vec::new(),
             hop: 0,
             addr: 0,
             plaintext: false,
             last_failure: ServerReply::local(451, (4, 4, 1), "no host could be reached"),
+            attempts: 0,
             sent: 0,
             idle_until: None,
         }
@@ -163,6 +173,7 @@ impl Delivery {
 
     /// A connection ended; `holding`: it left a job in hand, unsettled.
     pub fn connection_ended(&mut self, ended: Ended, holding: bool, now_ms: u64) -> Step {
+        self.attempts += 1;
         let failure = match ended {
             Ended::Closed => return Step::Finish { ok: true },
             Ended::Stale => return self.connect_again(),
@@ -253,6 +264,12 @@ impl Delivery {
         Some(SocketAddr::new(ip, hop.port))
     }
 
+    /// Whether a connection from the source can reach `addr`.
+    fn reachable(&self, addr: SocketAddr) -> bool {
+        self.source
+            .is_none_or(|s| s.is_ipv4() == addr.ip().is_ipv4())
+    }
+
     fn connect_again(&self) -> Step {
         match self.current() {
             Some(addr) => Step::Connect {
@@ -263,20 +280,46 @@ impl Delivery {
         }
     }
 
-    /// The current address, else the next host's first, else the
-    /// destination is deferred.
+    /// The current address, else the next one the source can reach,
+    /// else the destination is deferred.
     fn connect_or_defer(&mut self, now_ms: u64) -> Step {
+        let mut skipped = 0;
         while self.hop < self.hops.len() {
-            if let Some(addr) = self.current() {
-                return Step::Connect {
-                    addr,
-                    plaintext: self.plaintext,
-                };
+            match self.current() {
+                Some(addr) if self.reachable(addr) => {
+                    return Step::Connect {
+                        addr,
+                        plaintext: self.plaintext,
+                    }
+                }
+                Some(_) => {
+                    skipped += 1;
+                    self.addr += 1;
+                }
+                None => {
+                    self.hop += 1;
+                    self.addr = 0;
+                }
             }
-            self.hop += 1;
-            self.addr = 0;
+        }
+        if skipped > 0 && self.attempts == 0 {
+            self.last_failure = self.family_failure();
         }
         self.defer(now_ms)
+    }
+
+    /// Why a destination none of whose addresses the source can reach is
+    /// deferred.
+    fn family_failure(&self) -> ServerReply {
+        let (theirs, source) = match self.source {
+            Some(s) if s.is_ipv4() => ("IPv6", s),
+            Some(s) => ("IPv4", s),
+            None => return self.last_failure.clone(),
+        };
+        let why = format!(
+            "the destination has only {theirs} addresses, which source {source} cannot reach"
+        );
+        ServerReply::local(451, (4, 4, 4), &why)
     }
 
     fn defer(&self, now_ms: u64) -> Step {

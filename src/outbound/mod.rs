@@ -28,6 +28,7 @@
 mod connection;
 mod delivery;
 pub mod destination;
+pub mod egress;
 mod message;
 mod notice;
 mod outcome;
@@ -83,7 +84,8 @@ pub struct Outbound {
     /// Monotonic time for the scheduler, the delivery machine and the
     /// client; wall time for the stamps and retry times in the spool.
     clock: Clock,
-    client: Arc<ClientConfig>,
+    /// The sources mail leaves from, each with its SMTP client settings.
+    egress: egress::Egress,
     /// For STARTTLS: unverified (opportunistic) or verified (required).
     tls: Option<futures_rustls::TlsConnector>,
     retry: RetryPolicy,
@@ -169,7 +171,7 @@ impl Outbound {
             shard,
             statuses: StatusWriter::start(spool.clone()),
             spool,
-            client: Arc::new(client),
+            egress: egress::Egress::new(&config, &client),
             tls: tls.map(futures_rustls::TlsConnector::from),
             retry,
             resolver,
@@ -222,6 +224,7 @@ impl Outbound {
             env.received_ms,
             0,
             0,
+            env.pool,
             env.recipients
                 .iter()
                 .enumerate()
@@ -231,13 +234,14 @@ impl Outbound {
 
     /// Groups recipients by destination into jobs of at most
     /// [`MAX_RCPTS_PER_TRANSACTION`], queued now or at `not_before_ms`
-    /// (wall time, as the spool keeps it).
+    /// (wall time, as the spool keeps it), each on a source of `pool`.
     fn queue_recipients<'a>(
         &self,
         msg_id: u64,
         received_ms: u64,
         attempts: u32,
         not_before_ms: u64,
+        pool: u16,
         rcpts: impl Iterator<Item = (u32, &'a [u8])>,
     ) {
         let mut groups: Vec<(Rc<str>, Vec<u32>)> = Vec::new();
@@ -254,7 +258,7 @@ impl Outbound {
         for (destination, rcpts) in groups {
             for part in rcpts.chunks(MAX_RCPTS_PER_TRANSACTION) {
                 let key = QueueKey {
-                    egress: 0,
+                    egress: self.egress.choose(pool, &destination),
                     destination: destination.clone(),
                 };
                 let job = Job {
@@ -294,8 +298,8 @@ impl Outbound {
                     .pending
                     .iter()
                     .filter_map(|i| env.recipients.get(i as usize).map(|r| (i, &r.address[..])));
-                let at = m.next_attempt_ms;
-                self.queue_recipients(msg_id, received, m.attempts, at, rcpts);
+                let (at, pool) = (m.next_attempt_ms, env.pool.to_native());
+                self.queue_recipients(msg_id, received, m.attempts, at, pool, rcpts);
                 n += 1;
             }
             n

@@ -22,6 +22,8 @@ pub struct SessionContext {
     pub spool: ShardSpool,
     pub server: Arc<ServerConfig>,
     pub config: Arc<Config>,
+    /// The listener's `name`, for the pool rules.
+    pub listener: Option<String>,
     /// Set when the listener has a certificate: STARTTLS, or implicit TLS.
     pub tls: Option<futures_rustls::TlsAcceptor>,
     pub implicit_tls: bool,
@@ -43,6 +45,7 @@ impl SessionContext {
         spool: ShardSpool,
         server: ServerConfig,
         config: Arc<Config>,
+        listener: Option<String>,
         tls: Option<futures_rustls::TlsAcceptor>,
         implicit_tls: bool,
         users: Option<Arc<Users>>,
@@ -54,6 +57,7 @@ impl SessionContext {
             spool,
             server: Arc::new(server),
             config,
+            listener,
             tls,
             implicit_tls,
             users,

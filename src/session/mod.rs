@@ -21,6 +21,7 @@ use spool_format::envelope::{notify, BodyType, ChunkRef, Envelope as SpoolEnvelo
 mod context;
 pub mod header_field;
 mod idle;
+mod pool;
 
 pub use context::SessionContext;
 pub use idle::IdleSessions;
@@ -199,7 +200,10 @@ async fn drive<S: Transport>(
                 let reply = commit(s, ctx, sink.take(), &mut b.env).await;
                 let _ = match reply {
                     Ok(id) => s.message_accepted(id.as_str(), &mut b.out),
-                    Err(why) => s.message_failed(why, &mut b.out),
+                    Err(NotQueued::Spool(why)) => s.message_failed(why, &mut b.out),
+                    Err(NotQueued::UnknownPool) => {
+                        s.message_refused(&crate::smtp::reply::UNKNOWN_POOL, &mut b.out)
+                    }
                 };
                 b.spare_chunks = std::mem::take(&mut b.env.body);
             }
@@ -379,21 +383,51 @@ fn open_sink(
     Some(sink)
 }
 
+/// Why a message whose data is in was not queued.
+enum NotQueued {
+    Spool(SpoolFailure),
+    /// It names an IP pool there is none of: 550 5.7.0.
+    UnknownPool,
+}
+
 /// Builds the spool envelope and commits it; the id string on success.
 async fn commit(
     s: &Session,
     ctx: &SessionContext,
     sink: Option<BodySink>,
     env: &mut SpoolEnvelope,
-) -> Result<DisplayId, SpoolFailure> {
-    let Some(sink) = sink.filter(|k| !k.failed) else {
-        return Err(if ctx.storage_available() {
+) -> Result<DisplayId, NotQueued> {
+    let failed = || {
+        NotQueued::Spool(if ctx.storage_available() {
             SpoolFailure::Io
         } else {
             SpoolFailure::NoSpace
-        });
+        })
+    };
+    let Some(mut sink) = sink.filter(|k| !k.failed) else {
+        return Err(failed());
+    };
+    let query = pool_query(s, ctx);
+    let pool = match pool::choose(
+        &ctx.config,
+        &ctx.spool,
+        query,
+        &mut sink.chunks,
+        &mut sink.len,
+    ) {
+        Ok(pool) => pool,
+        Err(pool::NoPool::Unknown(name)) => {
+            let id = ctx.display_id(sink.msg_id);
+            tracing::info!(id = id.as_str(), pool = %name, "refused: the message names an unknown IP pool");
+            return Err(NotQueued::UnknownPool);
+        }
+        Err(pool::NoPool::Spool(e)) => {
+            tracing::error!(error = %e, "spool append failed; answered 451");
+            return Err(failed());
+        }
     };
     fill_envelope(env, s, sink.msg_id, sink.len, ctx.clock.wall_ms());
+    env.pool = pool;
     env.body = sink.chunks;
     match ctx.spool.commit_message(env).await {
         Ok(id) => {
@@ -404,8 +438,22 @@ async fn commit(
         }
         Err(e) => {
             tracing::error!(error = %e, "spool commit failed; answered 451");
-            Err(SpoolFailure::Io)
+            Err(NotQueued::Spool(SpoolFailure::Io))
         }
+    }
+}
+
+/// What the pool rules look at: the sender's domain, the authenticated
+/// user and the listener's name.
+fn pool_query<'a>(s: &'a Session, ctx: &'a SessionContext) -> crate::config::PoolQuery<'a> {
+    let sender = s.envelope().reverse_path();
+    let domain = memchr::memrchr(b'@', sender).map(|at| &sender[at + 1..]);
+    crate::config::PoolQuery {
+        sender_domain: domain.and_then(|d| std::str::from_utf8(d).ok()),
+        auth_user: s
+            .authenticated_user()
+            .and_then(|u| std::str::from_utf8(u).ok()),
+        listener: ctx.listener.as_deref(),
     }
 }
 

@@ -144,6 +144,11 @@ pub const AUTH_LOGIN_PASS: Reply = Reply::new(334, "", "UGFzc3dvcmQ6");
 
 pub const SPOOL_ERROR: Reply = Reply::new(451, "4.3.0", "Error: queue file write error");
 pub const NO_STORAGE: Reply = Reply::new(452, "4.3.1", "Insufficient system storage");
+pub const UNKNOWN_POOL: Reply = Reply::new(
+    550,
+    "5.7.0",
+    "The message names an IP pool this server does not have",
+);
 pub const TOO_MANY_RECIPIENTS: Reply = Reply::new(452, "4.5.3", "Too many recipients");
 pub const TOO_MANY_ERRORS: Reply = Reply::new(421, "4.7.0", "Too many errors, closing connection");
 pub const TIMEOUT: Reply = Reply::new(421, "4.4.2", "Error: timeout exceeded, closing connection");

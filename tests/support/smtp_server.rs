@@ -213,6 +213,10 @@ pub struct Received {
     pub bdat: bool,
     /// Index of the connection it came on, from 0 in accept order.
     pub connection: usize,
+    /// The client's address on that connection.
+    pub peer: IpAddr,
+    /// The name the client gave in its last EHLO or HELO.
+    pub helo: String,
     /// Always false: the server has no STARTTLS yet.
     pub tls: bool,
 }
@@ -373,7 +377,7 @@ impl Drop for OpenSession {
 fn listen(listener: TcpListener, shared: Arc<Shared>) {
     let mut sessions: Vec<JoinHandle<()>> = Vec::new();
     while !shared.stopped() {
-        let Ok((stream, _)) = listener.accept() else {
+        let Ok((stream, peer)) = listener.accept() else {
             std::thread::sleep(Duration::from_millis(5));
             continue;
         };
@@ -383,7 +387,7 @@ fn listen(listener: TcpListener, shared: Arc<Shared>) {
         sessions.retain(|t| !t.is_finished());
         let spawned = std::thread::Builder::new()
             .name(format!("smtp-mx session {connection}"))
-            .spawn(move || Session::new(stream, script, connection, open).run());
+            .spawn(move || Session::new(stream, peer.ip(), script, connection, open).run());
         // If no thread can be had, the stream and its count were dropped
         // with the closure: the client sees the connection close.
         if let Ok(thread) = spawned {
@@ -449,6 +453,8 @@ struct Session {
     script: Script,
     open: OpenSession,
     connection: usize,
+    peer: IpAddr,
+    helo: String,
     state: State,
     /// EHLO (not HELO) was accepted, so the extensions are in effect.
     esmtp: bool,
@@ -456,13 +462,21 @@ struct Session {
 }
 
 impl Session {
-    fn new(stream: TcpStream, script: Script, connection: usize, open: OpenSession) -> Self {
+    fn new(
+        stream: TcpStream,
+        peer: IpAddr,
+        script: Script,
+        connection: usize,
+        open: OpenSession,
+    ) -> Self {
         Session {
             stream,
             input: Vec::new(),
             script,
             open,
             connection,
+            peer,
+            helo: String::new(),
             state: State::Fresh,
             esmtp: false,
             tx: Transaction::default(),
@@ -711,6 +725,7 @@ impl Session {
             self.tx = Transaction::default();
             self.state = State::Ready;
             self.esmtp = cmd == Cmd::Ehlo;
+            self.helo = arg.trim().to_owned();
         }
         self.send(&reply)
     }
@@ -973,6 +988,8 @@ impl Session {
             bare_lf_or_cr,
             bdat,
             connection: self.connection,
+            peer: self.peer,
+            helo: self.helo.clone(),
             tls: false,
         };
         self.shared().log().messages.push(received);

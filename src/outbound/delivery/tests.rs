@@ -57,7 +57,7 @@ fn status(reply: &ServerReply) -> (u16, Option<(u8, u16, u16)>) {
 
 /// A primary with two addresses and a backup with one.
 fn two_hosts() -> (Delivery, Step) {
-    let mut d = Delivery::new(POLICY);
+    let mut d = Delivery::new(POLICY, None);
     let hops = vec![hop("mx1.example", &[2, 3]), hop("mx2.example", &[4])];
     let step = d.resolved(Ok(hops), 1_000);
     (d, step)
@@ -174,7 +174,7 @@ fn a_connection_the_server_closed_while_idle_is_reopened_to_the_same_address() {
 
 #[test]
 fn no_route_bounces_or_defers() {
-    let mut d = Delivery::new(POLICY);
+    let mut d = Delivery::new(POLICY, None);
     let step = d.resolved(
         Err(NoRoute::Permanent {
             status: Status::new(5, 1, 10).unwrap(),
@@ -187,7 +187,7 @@ fn no_route_bounces_or_defers() {
     };
     assert_eq!(status(&reply), (550, Some((5, 1, 10))));
 
-    let mut d = Delivery::new(POLICY);
+    let mut d = Delivery::new(POLICY, None);
     let step = d.resolved(Err(NoRoute::Temporary("SERVFAIL".to_owned())), 500);
     assert_eq!(defer_text(&step), "SERVFAIL");
     assert!(matches!(step, Step::Defer { suspend_until_ms, .. } if suspend_until_ms == 30_500));
@@ -196,10 +196,10 @@ fn no_route_bounces_or_defers() {
 
 #[test]
 fn hosts_without_addresses_defer() {
-    let mut d = Delivery::new(POLICY);
+    let mut d = Delivery::new(POLICY, None);
     let step = d.resolved(Ok(vec![hop("a.example", &[]), hop("b.example", &[])]), 0);
     assert_eq!(defer_text(&step), "no host could be reached");
-    let mut d = Delivery::new(POLICY);
+    let mut d = Delivery::new(POLICY, None);
     let step = d.resolved(Ok(vec![hop("a.example", &[]), hop("b.example", &[7])]), 0);
     assert_eq!(step, connect(7));
     assert_eq!(d.host(), "b.example");
@@ -207,7 +207,7 @@ fn hosts_without_addresses_defer() {
 
 #[test]
 fn an_idle_connection_looks_for_contention_until_its_idle_timeout() {
-    let mut d = Delivery::new(POLICY);
+    let mut d = Delivery::new(POLICY, None);
     let mut now = 10_000;
     let mut looks = 0;
     while let Some(wake) = d.idle(now, false) {
@@ -225,7 +225,7 @@ fn an_idle_connection_looks_for_contention_until_its_idle_timeout() {
 
 #[test]
 fn a_message_taken_restarts_the_idle_timeout() {
-    let mut d = Delivery::new(POLICY);
+    let mut d = Delivery::new(POLICY, None);
     assert!(d.idle(0, false).is_some());
     assert_eq!(d.idle(POLICY.idle_timeout_ms, false), None);
     d.took();
@@ -236,14 +236,14 @@ fn a_message_taken_restarts_the_idle_timeout() {
 fn an_idle_connection_gives_a_contested_slot_up_at_once() {
     // Another shard waits for the destination's only slot: it must not
     // wait out this connection's idle timeout.
-    let mut d = Delivery::new(POLICY);
+    let mut d = Delivery::new(POLICY, None);
     assert!(d.idle(0, false).is_some());
     assert_eq!(d.idle(CONTENTION_POLL_MS, true), None);
 }
 
 #[test]
 fn a_busy_connection_hands_a_contested_slot_over_after_its_fair_share() {
-    let mut d = Delivery::new(POLICY);
+    let mut d = Delivery::new(POLICY, None);
     for _ in 0..FAIR_SHARE - 1 {
         assert!(d.may_take(true, false));
         assert!(d.may_pipeline(false, false, true));
@@ -261,7 +261,7 @@ fn a_busy_connection_hands_a_contested_slot_over_after_its_fair_share() {
 
 #[test]
 fn nothing_is_taken_or_pipelined_once_stopping() {
-    let d = Delivery::new(POLICY);
+    let d = Delivery::new(POLICY, None);
     assert!(!d.may_take(false, true));
     assert!(!d.may_pipeline(false, true, true));
     assert!(
@@ -272,10 +272,13 @@ fn nothing_is_taken_or_pipelined_once_stopping() {
 
 #[test]
 fn a_connection_at_its_message_limit_closes_instead_of_idling() {
-    let mut d = Delivery::new(Policy {
-        max_messages_per_connection: 3,
-        ..POLICY
-    });
+    let mut d = Delivery::new(
+        Policy {
+            max_messages_per_connection: 3,
+            ..POLICY
+        },
+        None,
+    );
     for _ in 0..3 {
         assert!(d.idle(0, false).is_some());
         d.took();
@@ -346,4 +349,39 @@ fn an_unfinished_transaction_keeps_every_recipient_not_refused_for_good() {
         "in transaction order, for the next host"
     );
     assert_eq!(v.failed.len(), 1);
+}
+
+#[test]
+fn a_source_skips_addresses_of_the_other_family() {
+    let v6: IpAddr = "2001:db8::25".parse().unwrap();
+    let mut hop6 = hop("mx1.example", &[]);
+    hop6.addrs = vec![v6];
+    let hops = vec![hop6, hop("mx2.example", &[5])];
+    let mut d = Delivery::new(POLICY, Some(ip(9)));
+    assert_eq!(d.resolved(Ok(hops.clone()), 0), connect(5));
+    assert_eq!(d.host(), "mx2.example");
+    // Without a bound source, every address is tried in order.
+    let mut d = Delivery::new(POLICY, None);
+    assert_eq!(
+        d.resolved(Ok(hops), 0),
+        Step::Connect {
+            addr: SocketAddr::new(v6, 25),
+            plaintext: false
+        }
+    );
+}
+
+#[test]
+fn a_destination_the_source_cannot_reach_is_deferred_saying_why() {
+    let v6: IpAddr = "2001:db8::25".parse().unwrap();
+    let mut hop6 = hop("mx.example", &[]);
+    hop6.addrs = vec![v6];
+    let mut d = Delivery::new(POLICY, Some(ip(9)));
+    let step = d.resolved(Ok(vec![hop6]), 0);
+    assert_eq!(status(defer_reply(&step)), (451, Some((4, 4, 4))));
+    assert!(
+        defer_text(&step).contains("only IPv6"),
+        "{}",
+        defer_text(&step)
+    );
 }

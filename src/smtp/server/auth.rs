@@ -118,6 +118,11 @@ impl Session {
         if !matches!(self.state, State::AwaitAuth) {
             return Err(Misuse);
         }
+        if ok {
+            if let Ok((_, user, _)) = sasl::split_plain(&self.sasl) {
+                self.auth_user = user.to_vec();
+            }
+        }
         self.wipe_credentials();
         self.state = State::Command;
         if ok {
@@ -147,6 +152,7 @@ impl Session {
         self.greeted = false;
         self.esmtp = false;
         self.authenticated = false;
+        self.auth_user.clear();
         self.tls = Some(info);
         self.tls_active = true;
         self.last_input_ms = now_ms;

@@ -154,6 +154,19 @@ impl Session {
         Ok(())
     }
 
+    /// The message is refused for good at the end of its data, by a rule
+    /// of this server (it names an IP pool there is none of): `reply`,
+    /// a 5xx, and the transaction is over.
+    pub fn message_refused(&mut self, reply: &Reply, out: &mut Vec<u8>) -> Result<(), Misuse> {
+        if !matches!(self.state, State::AwaitSpool) {
+            return Err(Misuse);
+        }
+        reply.write(out);
+        self.state = State::Command;
+        self.reset_transaction();
+        Ok(())
+    }
+
     /// The spool could not take the message: 451 4.3.0 or 452 4.3.1.
     pub fn message_failed(&mut self, why: SpoolFailure, out: &mut Vec<u8>) -> Result<(), Misuse> {
         if !matches!(self.state, State::AwaitSpool) {

@@ -205,6 +205,8 @@ pub struct Session {
     greeted: bool,
     esmtp: bool,
     authenticated: bool,
+    /// The user AUTH accepted; empty before.
+    auth_user: Vec<u8>,
     envelope: Envelope,
     /// BDAT size accounting across the chunks of one message.
     bdat_limit: SizeLimit,
@@ -234,6 +236,7 @@ impl Session {
             greeted: false,
             esmtp: false,
             authenticated: false,
+            auth_user: Vec::new(),
             envelope: Envelope::default(),
             bdat_limit: SizeLimit::new(max),
             bdat_started: false,
@@ -407,6 +410,11 @@ impl Session {
 
     pub fn is_authenticated(&self) -> bool {
         self.authenticated
+    }
+
+    /// The user name AUTH accepted, if the client authenticated.
+    pub fn authenticated_user(&self) -> Option<&[u8]> {
+        self.authenticated.then_some(self.auth_user.as_slice())
     }
 
     pub fn is_tls_active(&self) -> bool {

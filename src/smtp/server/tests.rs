@@ -322,6 +322,18 @@ fn spool_failures() {
 }
 
 #[test]
+fn a_message_refused_at_the_end_of_data_ends_its_transaction() {
+    let mut c = greeted();
+    c.auto_spool = false;
+    c.send(b"MAIL FROM:<>\r\nRCPT TO:<u@example.com>\r\nDATA\r\nx\r\n.\r\n");
+    let refused = crate::smtp::reply::UNKNOWN_POOL;
+    assert_eq!(c.s.message_refused(&refused, &mut c.out), Ok(()));
+    assert!(c.take().starts_with("550 5.7.0 "));
+    assert!(c.send(b"RCPT TO:<u@example.com>\r\n").starts_with("503 "));
+    assert_eq!(c.s.message_refused(&refused, &mut c.out), Err(Misuse));
+}
+
+#[test]
 fn misuse_is_reported() {
     let mut c = greeted();
     assert_eq!(c.s.message_accepted("x", &mut c.out), Err(Misuse));
@@ -664,6 +676,7 @@ fn auth_plain_success_allows_relay() {
         "235 2.7.0 Authentication successful\r\n"
     );
     assert!(c.s.is_authenticated());
+    assert_eq!(c.s.authenticated_user(), Some(&b"user"[..]));
     assert_eq!(
         c.send(b"AUTH PLAIN AHVzZXIAcGFzcw==\r\n"),
         "503 5.5.1 Error: already authenticated\r\n"
@@ -684,6 +697,7 @@ fn auth_plain_without_initial_response() {
         "535 5.7.8 Authentication credentials invalid\r\n"
     );
     assert!(!c.s.is_authenticated());
+    assert_eq!(c.s.authenticated_user(), None);
     assert_eq!(c.s.auth_credentials(), None);
 }
 

@@ -1,0 +1,177 @@
+//! The egress sources of one shard's delivery, and which source each
+//! message leaves from: the local address a connection binds to, the EHLO
+//! name it gives from there, and the choice among a pool's sources by
+//! weight, per destination.
+//!
+//! Without `[[source]]` there is one source, the machine's own address
+//! (no bind) with `[delivery] helo_name`, in one pool: delivery is what it
+//! was before sources existed.
+//! Must never: send a message from an address outside its pool (a pool
+//! id that no pool has any more goes to the default pool, and says so).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use spool_format::envelope::pool_id;
+
+use crate::config::Config;
+use crate::schedule::EgressId;
+use crate::shaping::weighted::SmoothWeighted;
+use crate::smtp::client::ClientConfig;
+
+/// One source: where connections bind, and what they say in EHLO.
+pub struct Source {
+    pub name: String,
+    /// `None`: the machine's default address (no bind).
+    pub address: Option<IpAddr>,
+    pub client: Arc<ClientConfig>,
+}
+
+/// One pool: its sources (indexes into the sources) and their weights.
+struct Pool {
+    name: String,
+    members: Vec<EgressId>,
+    weights: Vec<u32>,
+}
+
+/// The sources and pools of a shard, with the weighted choice's state.
+pub struct Egress {
+    sources: Vec<Source>,
+    pools: Vec<Pool>,
+    /// Pool ids as the spool records them, to pool indexes.
+    by_id: HashMap<u16, usize>,
+    default_pool: usize,
+    /// The weighted choice per pool and destination, so that each
+    /// destination sees the pool's weights.
+    choices: RefCell<HashMap<(usize, Rc<str>), SmoothWeighted>>,
+    /// Pool ids found in the spool that no pool has, each logged once.
+    unknown: RefCell<Vec<u16>>,
+}
+
+/// Destinations whose weighted choice is remembered, at most: past it the
+/// memory starts afresh (each destination then starts its round again,
+/// which keeps the weights over the next messages).
+const MAX_CHOICES: usize = 65_536;
+
+impl Egress {
+    /// The sources and pools of `config`; `client` is the SMTP client's
+    /// configuration, whose EHLO name each source replaces with its own.
+    pub fn new(config: &Config, client: &ClientConfig) -> Egress {
+        if config.source.is_empty() {
+            return Egress::machine_default(client);
+        }
+        let sources: Vec<Source> = config
+            .source
+            .iter()
+            .map(|s| Source {
+                name: s.name.clone(),
+                address: Some(s.address),
+                client: Arc::new(ClientConfig {
+                    helo_name: s.ehlo.clone(),
+                    ..client.clone()
+                }),
+            })
+            .collect();
+        let index = |name: &str| sources.iter().position(|s| s.name == name);
+        let pools: Vec<Pool> = config
+            .pool
+            .iter()
+            .map(|p| {
+                let (members, weights) = p
+                    .sources
+                    .iter()
+                    .filter_map(|m| Some((index(&m.source)? as EgressId, m.weight)))
+                    .unzip();
+                Pool {
+                    name: p.name.clone(),
+                    members,
+                    weights,
+                }
+            })
+            .collect();
+        let default_pool = pools
+            .iter()
+            .position(|p| p.name == config.pool_selection.default)
+            .unwrap_or(0);
+        let by_id = pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (pool_id(&p.name), i))
+            .collect();
+        Egress {
+            sources,
+            pools,
+            by_id,
+            default_pool,
+            choices: RefCell::new(HashMap::new()),
+            unknown: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// One source, the machine's own address, in one pool.
+    fn machine_default(client: &ClientConfig) -> Egress {
+        Egress {
+            sources: vec![Source {
+                name: "default".to_owned(),
+                address: None,
+                client: Arc::new(client.clone()),
+            }],
+            pools: vec![Pool {
+                name: "default".to_owned(),
+                members: vec![0],
+                weights: vec![1],
+            }],
+            by_id: HashMap::new(),
+            default_pool: 0,
+            choices: RefCell::new(HashMap::new()),
+            unknown: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn source(&self, id: EgressId) -> &Source {
+        &self.sources[usize::from(id).min(self.sources.len() - 1)]
+    }
+
+    /// The source the next message of pool `pool` (its id as the spool
+    /// records it; 0 for none) to `destination` leaves from.
+    pub fn choose(&self, pool: u16, destination: &Rc<str>) -> EgressId {
+        let p = self.pool_index(pool);
+        let members = &self.pools[p];
+        if members.members.len() == 1 {
+            return members.members[0];
+        }
+        let mut choices = self.choices.borrow_mut();
+        if choices.len() >= MAX_CHOICES {
+            choices.clear();
+        }
+        let choice = choices
+            .entry((p, destination.clone()))
+            .or_insert_with(|| SmoothWeighted::new(&members.weights));
+        let i = choice.next(|_| true).unwrap_or(0);
+        members.members[i]
+    }
+
+    fn pool_index(&self, pool: u16) -> usize {
+        if pool == 0 {
+            return self.default_pool;
+        }
+        match self.by_id.get(&pool) {
+            Some(&i) => i,
+            None => {
+                let mut unknown = self.unknown.borrow_mut();
+                if !unknown.contains(&pool) {
+                    unknown.push(pool);
+                    tracing::warn!(
+                        pool_id = pool,
+                        default = %self.pools[self.default_pool].name,
+                        "queued mail names a pool the config no longer has; it leaves from the default pool"
+                    );
+                }
+                self.default_pool
+            }
+        }
+    }
+}
