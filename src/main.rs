@@ -56,7 +56,9 @@ enum Command {
     /// Validate a config file and print the effective settings.
     ///
     /// Prints the config as TOML with every default filled in. A bad file
-    /// prints FILE:LINE:COL: what is wrong, and exits 2.
+    /// prints FILE:LINE:COL: what is wrong, and exits 2. A [[source]]
+    /// address that is not configured on this machine exits 1, as it would
+    /// stop `run`.
     Check {
         /// Config file (TOML) to validate.
         #[arg(short, long, value_name = "FILE", required_unless_present = "default")]
@@ -145,7 +147,16 @@ fn check(path: Option<&Path>) -> ExitCode {
         || DEFAULT_CONFIG_NAME.to_owned(),
         |p| p.display().to_string(),
     );
-    let text = match load(path).and_then(|config| config.to_toml_string()) {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(e) => return fail(EXIT_USAGE, &e),
+    };
+    // The one startup check about the file's own values that only this
+    // machine can answer; the rest (io_uring, CPUs, spool) are `run`'s.
+    if let Err(e) = preflight::check_sources(&config) {
+        return fail(EXIT_FAILURE, &format!("petrel: {e}"));
+    }
+    let text = match config.to_toml_string() {
         Ok(text) => text,
         Err(e) => return fail(EXIT_USAGE, &e),
     };

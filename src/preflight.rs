@@ -4,19 +4,22 @@
 //!
 //! This module owns the checks (io_uring usable, RLIMIT_MEMLOCK large
 //! enough, spool directory writable, shard count within the CPUs this
-//! process may run on) and the [`Plan`] they produce: how many shards, which
-//! CPUs they are pinned to, and how much io_uring memory each executor
-//! registers. It never starts an executor or opens a socket. Its only
-//! `unsafe` is in the io_uring probe, which no safe wrapper covers.
+//! process may run on, every egress source address configured here) and
+//! the [`Plan`] they produce: how many shards, which CPUs they are pinned
+//! to, and how much io_uring memory each executor registers. It never
+//! starts an executor, and the only sockets it opens are bound to a source
+//! address and closed again, never connected. Its only `unsafe` is in the
+//! io_uring probe, which no safe wrapper covers.
 
 use std::fs;
 use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 use rustix::thread::CpuSet;
 
-use crate::config::Config;
+use crate::config::{Config, SourceSection};
 
 /// What the daemon should start, as decided from the config and the machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +61,14 @@ pub enum PreflightError {
     SpoolCreate { path: PathBuf, source: io::Error },
     #[error("spool directory {} is not writable: {source}", path.display())]
     SpoolNotWritable { path: PathBuf, source: io::Error },
+    #[error("source {name}: address {address} is not configured on this machine: add it to an interface (`ip address add`) or correct the [[source]] address")]
+    SourceNotLocal { name: String, address: IpAddr },
+    #[error("source {name}: cannot bind to address {address}: {error}")]
+    SourceBind {
+        name: String,
+        address: IpAddr,
+        error: io::Error,
+    },
 }
 
 /// Runs every check in the order an operator would fix them, and returns
@@ -69,6 +80,7 @@ pub fn check(config: &Config) -> Result<Plan, PreflightError> {
     let cpus = spread_cpus(&allowed, shards, core_of);
     let io_memory = io_memory_per_shard(raise_memlock(), shards)?;
     check_spool_dir(&config.spool.path)?;
+    check_sources(config)?;
     Ok(Plan {
         shards,
         cpus,
@@ -262,6 +274,38 @@ fn check_spool_dir(path: &Path) -> Result<(), PreflightError> {
         })
 }
 
+// ---- egress sources -----------------------------------------------------
+
+/// Proves that every `[[source]]` address belongs to this machine by
+/// binding a socket to it (port 0, never connected), so a typo or a
+/// missing interface is reported now rather than as deferred mail. Also
+/// run by `petrel check`, which does none of the other checks.
+pub fn check_sources(config: &Config) -> Result<(), PreflightError> {
+    config.source.iter().try_for_each(check_source)
+}
+
+fn check_source(source: &SourceSection) -> Result<(), PreflightError> {
+    use rustix::net::{bind, socket_with, AddressFamily, SocketFlags, SocketType};
+    let family = match source.address {
+        IpAddr::V4(_) => AddressFamily::INET,
+        IpAddr::V6(_) => AddressFamily::INET6,
+    };
+    let bound = socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)
+        .and_then(|socket| bind(&socket, &SocketAddr::new(source.address, 0)));
+    match bound {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::ADDRNOTAVAIL) => Err(PreflightError::SourceNotLocal {
+            name: source.name.clone(),
+            address: source.address,
+        }),
+        Err(errno) => Err(PreflightError::SourceBind {
+            name: source.name.clone(),
+            address: source.address,
+            error: errno.into(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,6 +440,34 @@ mod tests {
         );
         assert!(
             message.as_ref().is_err_and(|m| m.starts_with(&expected)),
+            "{message:?}"
+        );
+    }
+
+    fn source(name: &str, address: [u8; 4]) -> SourceSection {
+        SourceSection {
+            name: name.to_owned(),
+            address: IpAddr::from(address),
+            ehlo: "mta.example.test".to_owned(),
+        }
+    }
+
+    #[test]
+    fn loopback_sources_are_configured_here() {
+        // All of 127.0.0.0/8 is local on Linux.
+        for address in [[127, 0, 0, 2], [127, 0, 0, 3], [127, 0, 0, 4]] {
+            let checked = check_source(&source("lo", address)).map_err(|e| e.to_string());
+            assert_eq!(checked, Ok(()));
+        }
+    }
+
+    #[test]
+    fn a_source_address_from_elsewhere_is_named_with_the_fix() {
+        // 192.0.2.0/24 is TEST-NET-1 (RFC 5737): never configured.
+        let message = check_source(&source("ip1", [192, 0, 2, 55])).map_err(|e| e.to_string());
+        assert!(
+            message.as_ref().is_err_and(|m| m
+                .starts_with("source ip1: address 192.0.2.55 is not configured on this machine: ")),
             "{message:?}"
         );
     }

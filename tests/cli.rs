@@ -99,8 +99,18 @@ fn check_prints_effective_settings_of_a_good_file() {
 
 #[test]
 fn check_output_is_itself_a_valid_config() {
-    let (dir, path) = config_file("[[listener]]\naddress = \"[::1]:25\"\ndata_timeout = 90\n");
-    let first = stdout(&petrel(&["check", "--config", &path]));
+    let first =
+        check_output_reads_back("[[listener]]\naddress = \"[::1]:25\"\ndata_timeout = 90\n");
+    assert!(first.contains("data_timeout = \"90s\""), "{first}");
+}
+
+/// What `check` prints for `text`, after proving that checking the printed
+/// text prints the same settings again.
+fn check_output_reads_back(text: &str) -> String {
+    let (dir, path) = config_file(text);
+    let first = petrel(&["check", "--config", &path]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let first = stdout(&first);
     let again = dir.path().join("again.toml");
     if let Err(e) = std::fs::write(&again, &first) {
         panic!("{e}");
@@ -109,7 +119,7 @@ fn check_output_is_itself_a_valid_config() {
     assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
     let body = |text: &str| text.lines().skip(1).collect::<Vec<_>>().join("\n");
     assert_eq!(body(&stdout(&second)), body(&first));
-    assert!(first.contains("data_timeout = \"90s\""), "{first}");
+    first
 }
 
 #[test]
@@ -155,6 +165,70 @@ fn check_rejects_too_few_recipients() {
         "6:18",
         "max_recipients = 50 is below the minimum of 100",
     );
+}
+
+/// Sources on 127.0.0.2 and 127.0.0.3 (all of 127.0.0.0/8 is local on
+/// Linux), a weighted pool, and a rule for a named listener.
+const EGRESS: &str = r#"
+source = [
+  { name = "ip1", address = "127.0.0.2", ehlo = "mta1.example.test" },
+  { name = "ip2", address = "127.0.0.3" },
+]
+
+[[listener]]
+name = "submission"
+address = "127.0.0.1:2587"
+
+[[pool]]
+name = "transactional"
+sources = [{ source = "ip1", weight = 3 }, { source = "ip2" }]
+
+[pool_selection]
+unknown = "default"
+rules = [{ listener = "submission", pool = "transactional" }]
+"#;
+
+#[test]
+fn check_prints_sources_and_pools_that_read_back_the_same() {
+    let first = check_output_reads_back(EGRESS);
+    for line in [
+        "name = \"submission\"",
+        "address = \"127.0.0.3\"",
+        "weight = 3",
+        "header = \"X-Petrel-Pool\"",
+        "default = \"transactional\"",
+        "unknown = \"default\"",
+        "listener = \"submission\"",
+    ] {
+        assert!(first.contains(line), "{line} missing from:\n{first}");
+    }
+}
+
+#[test]
+fn check_rejects_a_pool_of_an_unknown_source_at_its_line() {
+    let text = EGRESS.replace("{ source = \"ip2\" }", "{ source = \"ip9\" }");
+    assert_rejected_at(
+        &text,
+        "13:55",
+        "source \"ip9\" is not the name of a [[source]]",
+    );
+}
+
+#[test]
+fn check_reports_a_source_address_this_machine_lacks() {
+    // 192.0.2.0/24 is TEST-NET-1 (RFC 5737): never configured.
+    let (_dir, path) = config_file(&EGRESS.replace("127.0.0.3", "192.0.2.55"));
+    let output = petrel(&["check", "--config", &path]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    assert!(
+        message.starts_with(
+            "petrel: source ip2: address 192.0.2.55 is not configured on this machine"
+        ),
+        "{message}"
+    );
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(output.stdout.is_empty());
 }
 
 #[test]

@@ -8,7 +8,8 @@
 //! is how mail servers get abused. It never touches the network or the spool,
 //! and opens only a file whose absence would otherwise surface at the first
 //! delivery (`[delivery] tls_ca_file`); checks that need the machine (CPUs,
-//! RLIMIT_MEMLOCK, the spool directory) live in `preflight`.
+//! RLIMIT_MEMLOCK, the spool directory, egress source addresses) live in
+//! `preflight`.
 
 #![deny(unsafe_code)]
 
