@@ -17,7 +17,7 @@ use super::egress::{
     PoolMatcher, PoolMember, PoolRule, PoolSection, PoolSelectionSection, SourceSection,
     UnknownPool, DEFAULT_POOL_HEADER, DEFAULT_POOL_NAME, MAX_POOL_WEIGHT,
 };
-use super::raw::{check_hostname, error_at, parsed, valid};
+use super::raw::{check_hostname, error_at, parsed, rule_matcher, valid};
 use super::route::is_domain_name;
 use super::Located;
 
@@ -362,31 +362,13 @@ fn rule_of(
         ("auth_user", rule.auth_user, auth_user),
         ("listener", rule.listener, listener),
     ];
-    let mut given = given
-        .into_iter()
-        .filter_map(|(key, value, read)| Some((key, value?, read)));
-    let Some((key, value, read)) = given.next() else {
-        return error_at(
-            rule_span,
-            "a rule needs a matcher: one of sender_domain, auth_user or listener".into(),
-        );
-    };
-    if let Some((second, extra, _)) = given.next() {
-        return error_at(
-            extra.span(),
-            format!("a rule has one matcher, but this one gives both {key} and {second}: split it into two rules"),
-        );
-    }
-    let matcher = parsed(&value, |text| read(text, listeners))?;
-    if !taken.insert(matcher.clone()) {
-        return error_at(
-            value.span(),
-            format!(
-                "an earlier rule already matches {key} = {:?}: rules may not overlap",
-                value.get_ref()
-            ),
-        );
-    }
+    let matcher = rule_matcher(
+        rule_span,
+        given,
+        ("rule", "one of sender_domain, auth_user or listener"),
+        |read, text| read(text, listeners),
+        taken,
+    )?;
     Ok(PoolRule {
         matcher,
         pool: known_pool("pool", rule.pool, pools)?,

@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::fmt::Display;
+use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -183,7 +184,58 @@ pub(super) fn parsed<T, E: Display>(
     parse(text.get_ref()).or_else(|e| error_at(text.span(), e.to_string()))
 }
 
-fn at_least<T: PartialOrd + std::fmt::Display>(
+/// The matcher of a `rule` (`"rule"`, `"[[shaping]] rule"`): the one key
+/// it gives among `given` (each a key, its value if written, and the reader
+/// `read` applies to it), not taken by an earlier rule. The error is at the
+/// rule when it gives none (`choices` says which it may give), else at the
+/// value that is one too many, unreadable or taken.
+pub(super) fn rule_matcher<M: Hash + Eq + Clone, R, const N: usize>(
+    rule_span: std::ops::Range<usize>,
+    given: [(&'static str, Option<Spanned<String>>, R); N],
+    (rule, choices): (&str, &str),
+    read: impl FnOnce(R, &str) -> Result<M, String>,
+    taken: &mut HashSet<M>,
+) -> Result<M, Located> {
+    let mut given = given
+        .into_iter()
+        .filter_map(|(key, value, reader)| Some((key, value?, reader)));
+    let Some((key, value, reader)) = given.next() else {
+        return error_at(rule_span, format!("a {rule} needs a matcher: {choices}"));
+    };
+    if let Some((second, extra, _)) = given.next() {
+        return error_at(
+            extra.span(),
+            format!("a {rule} has one matcher, but this one gives both {key} and {second}: split it into two rules"),
+        );
+    }
+    let matcher = parsed(&value, |text| read(reader, text))?;
+    claim_matcher(taken, &matcher, key, &value, rule)?;
+    Ok(matcher)
+}
+
+/// Records `matcher` (read from `key = value`) as taken, or the error at
+/// the value when an earlier `rule` has it: two rules on one matcher would
+/// let the file's order decide silently.
+fn claim_matcher<M: Hash + Eq + Clone>(
+    taken: &mut HashSet<M>,
+    matcher: &M,
+    key: &str,
+    value: &Spanned<String>,
+    rule: &str,
+) -> Result<(), Located> {
+    match taken.insert(matcher.clone()) {
+        true => Ok(()),
+        false => error_at(
+            value.span(),
+            format!(
+                "an earlier {rule} already matches {key} = {:?}: rules may not overlap",
+                value.get_ref()
+            ),
+        ),
+    }
+}
+
+pub(super) fn at_least<T: PartialOrd + std::fmt::Display>(
     key: &'static str,
     min: T,
 ) -> impl FnOnce(&T) -> Result<(), String> {

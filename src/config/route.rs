@@ -59,14 +59,18 @@ impl RouteDomain {
         match self {
             RouteDomain::Any => true,
             RouteDomain::Exact(name) => domain.eq_ignore_ascii_case(name),
-            RouteDomain::Subdomains(parent) => {
-                // At least one character and a dot before the parent.
-                domain.len() > parent.len() + 1 && {
-                    let (sub, tail) = domain.as_bytes().split_at(domain.len() - parent.len());
-                    sub.ends_with(b".") && tail.eq_ignore_ascii_case(parent.as_bytes())
-                }
-            }
+            RouteDomain::Subdomains(parent) => is_subdomain_of(domain, parent),
         }
+    }
+}
+
+/// Whether `name` lies under `parent` (not `parent` itself), without
+/// regard to case; neither may carry a trailing dot.
+pub(super) fn is_subdomain_of(name: &str, parent: &str) -> bool {
+    // At least one character and a dot before the parent.
+    name.len() > parent.len() + 1 && {
+        let (sub, tail) = name.as_bytes().split_at(name.len() - parent.len());
+        sub.ends_with(b".") && tail.eq_ignore_ascii_case(parent.as_bytes())
     }
 }
 
