@@ -19,6 +19,8 @@ mod egress_raw;
 mod network;
 mod raw;
 pub mod route;
+pub mod shaping;
+mod shaping_raw;
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -34,6 +36,7 @@ pub use egress::{
 };
 pub use network::{IpNet, IpNetError};
 pub use route::{RelayHost, RouteDomain, RouteError, RouteSection};
+pub use shaping::{Shape, ShapingMatch, ShapingSection};
 
 /// The embedded default, used by `petrel run` without `--config`: it works
 /// on a fresh machine without root. Kept as TOML text (not a struct literal)
@@ -85,6 +88,11 @@ pub struct Config {
     pub delivery: DeliverySection,
     /// `[[route]]`s in file order; the first that matches wins.
     pub route: Vec<RouteSection>,
+    /// `[[shaping]]` rules in file order; the most specific that matches
+    /// applies (see [`Config::shaping_for_domain`]). Not printed when
+    /// empty, so a file without them prints as before.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shaping: Vec<ShapingSection>,
     /// Local addresses mail may leave from; empty: the machine's own
     /// address and `[delivery] helo_name`, as chosen by the kernel. Not
     /// printed when empty, so a file without sources prints as before.
@@ -207,6 +215,17 @@ pub struct DeliverySection {
     pub max_connections_per_destination: usize,
     /// Messages sent over one connection before it is closed.
     pub max_messages_per_connection: usize,
+    /// Messages per egress source and destination over all shards; none
+    /// (printed as `""`): no limit.
+    #[serde(serialize_with = "shaping::rate_text")]
+    pub max_message_rate: Option<crate::shaping::rate::Rate>,
+    /// New connections per egress source and destination over all
+    /// shards; none (printed as `""`): no limit.
+    #[serde(serialize_with = "shaping::rate_text")]
+    pub max_connection_rate: Option<crate::shaping::rate::Rate>,
+    /// Recipients of one message per transaction; the rest go in further
+    /// transactions. 1 to [`shaping::MAX_RECIPIENTS_PER_TRANSACTION`].
+    pub max_recipients_per_transaction: usize,
     /// Waits between delivery attempts; the last one repeats.
     pub retry: Vec<DurationSetting>,
     /// Age at which a message still undelivered is bounced.
@@ -266,6 +285,9 @@ impl DeliverySection {
             port: 25,
             max_connections_per_destination: 20,
             max_messages_per_connection: 1000,
+            max_message_rate: None,
+            max_connection_rate: None,
+            max_recipients_per_transaction: shaping::DEFAULT_RECIPIENTS_PER_TRANSACTION,
             // Doubling from 5 minutes, then every 4 hours: quick for a
             // greylisting pause, patient with a host that is down.
             retry: [5, 10, 20, 40, 60, 120, 240].map(minutes).to_vec(),
@@ -416,5 +438,7 @@ fn system_hostname() -> String {
 
 #[cfg(test)]
 mod egress_tests;
+#[cfg(test)]
+mod shaping_tests;
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,7 @@ use toml::Spanned;
 
 use super::egress_raw::{check_name, claim_name, RawEgress, RawPool, RawPoolSelection, RawSource};
 use super::route::{is_domain_name, split_host_port};
+use super::shaping_raw::{delivery_rate, recipients_per_transaction, shaping_rules, RawShaping};
 use super::{
     duration, AuthSection, Config, DeliverySection, DnsSection, DurationSetting, IpNet,
     ListenerSection, Located, OutboundTls, RelayHost, RelaySection, RouteDomain, RouteSection,
@@ -58,6 +59,8 @@ struct RawConfig {
     #[serde(default)]
     pool: Vec<Spanned<RawPool>>,
     pool_selection: Option<Spanned<RawPoolSelection>>,
+    #[serde(default)]
+    shaping: Vec<Spanned<RawShaping>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -122,6 +125,9 @@ struct RawDelivery {
     port: Option<Spanned<u64>>,
     max_connections_per_destination: Option<Spanned<usize>>,
     max_messages_per_connection: Option<Spanned<usize>>,
+    max_message_rate: Option<Spanned<String>>,
+    max_connection_rate: Option<Spanned<String>>,
+    max_recipients_per_transaction: Option<Spanned<usize>>,
     retry: Option<Spanned<Vec<Spanned<DurationSetting>>>>,
     max_age: Option<Spanned<DurationSetting>>,
     tls: Option<OutboundTls>,
@@ -169,7 +175,7 @@ fn checked<T>(
 }
 
 /// The value if present (after `check`), else none.
-fn optional<T>(
+pub(super) fn optional<T>(
     value: Option<Spanned<T>>,
     check: impl FnOnce(&T) -> Result<(), String>,
 ) -> Result<Option<T>, Located> {
@@ -245,7 +251,7 @@ pub(super) fn at_least<T: PartialOrd + std::fmt::Display>(
     }
 }
 
-fn between<T: PartialOrd + Display>(
+pub(super) fn between<T: PartialOrd + Display>(
     key: &'static str,
     min: T,
     max: T,
@@ -308,6 +314,7 @@ impl RawConfig {
             dns: self.dns.into_section()?,
             delivery,
             route,
+            shaping: shaping_rules(self.shaping)?,
             source: egress.source,
             pool: egress.pool,
             pool_selection: egress.pool_selection,
@@ -589,6 +596,13 @@ impl RawDelivery {
                 self.max_messages_per_connection,
                 defaults.max_messages_per_connection,
                 at_least("max_messages_per_connection", 1),
+            )?,
+            max_message_rate: delivery_rate(self.max_message_rate)?,
+            max_connection_rate: delivery_rate(self.max_connection_rate)?,
+            max_recipients_per_transaction: checked(
+                self.max_recipients_per_transaction,
+                defaults.max_recipients_per_transaction,
+                recipients_per_transaction(),
             )?,
             retry: match self.retry {
                 None => defaults.retry,
