@@ -28,6 +28,11 @@
 #   SOURCE_FLAGS=-d         smtp-source mode: -d = one connection per session
 #                           for all its messages; "" = a new one per message
 #   SHARDS=CPUs-1           petrel's shards (see lib.sh; 0 = one per CPU)
+#   EGRESS=                 "pool": petrel sends from a pool of three sources
+#                           (127.0.0.2, .3, .4, weights 1) with message and
+#                           connection rates set far above what the run
+#                           reaches, so that source choice and shaping run
+#                           on every message without ever holding one back
 #   QUEUED=1000000          messages queued in queue-down mode
 #   QUEUED_SIZE=1024        their body size
 #   SINK_ADDR=127.0.0.2:2526, PETREL_ADDR=127.0.0.3:2525,
@@ -47,6 +52,7 @@ MODE=${1:-throughput}
 MESSAGES=${MESSAGES:-50000}
 ROUNDS=${ROUNDS:-3}
 SESSIONS=${SESSIONS:-20}
+EGRESS=${EGRESS:-}
 SIZES=${SIZES:-1024 102400}
 SOURCE_FLAGS=${SOURCE_FLAGS--d}
 QUEUED=${QUEUED:-1000000}
@@ -205,15 +211,40 @@ timed_to_sink() {
 }
 
 # Writes petrel's config to FILE: spool in SPOOL, everything routed to
-# RELAY, more [delivery] keys in EXTRA.
+# RELAY, more [delivery] keys in EXTRA; with EGRESS=pool, the sources,
+# the pool and the rates (see the header).
 write_config() {
+    local egress=""
+    if [[ $EGRESS == pool ]]; then
+        egress="
+[[source]]
+name = \"s2\"
+address = \"127.0.0.2\"
+
+[[source]]
+name = \"s3\"
+address = \"127.0.0.3\"
+
+[[source]]
+name = \"s4\"
+address = \"127.0.0.4\"
+
+[[pool]]
+name = \"bench\"
+sources = [{ source = \"s2\" }, { source = \"s3\" }, { source = \"s4\" }]"
+    fi
+    local rates=""
+    [[ $EGRESS == pool ]] && rates="max_message_rate = \"10000000/s\"
+max_connection_rate = \"1000000/s\""
     write_petrel_config "$1" "$2" "[delivery]
 max_connections_per_destination = $SESSIONS
+$rates
 $4
 
 [[route]]
 domain = \"*\"
-relay = \"$3\""
+relay = \"$3\"
+$egress"
 }
 
 # Starts petrel with CONFIG; sets petrel_pid and petrel_log.

@@ -1063,15 +1063,7 @@ fn per_destination_limit_holds_across_shards() {
             ("idle_timeout", "\"1s\""),
         ]),
     );
-    // Many client connections, so that both shards' listeners get some.
-    for k in 0..CLIENTS {
-        let mut c = d.connect();
-        c.hello();
-        for i in 0..PER_CLIENT {
-            send_message(&mut c, &[&format!("c{k}m{i}@limit.test.example")], BODY);
-        }
-        c.cmd("QUIT", "221");
-    }
+    send_over_clients(&d, "limit.test.example", CLIENTS, PER_CLIENT);
 
     let total = CLIENTS * PER_CLIENT;
     let got = expect_messages(&mx, total, &d, "limited destination");
@@ -1432,5 +1424,113 @@ fn rules_choose_the_pool_by_sender_domain() {
         Some(host(5)),
         "the default pool"
     );
+    finish(d);
+}
+
+// ---------------------------------------------------------------------
+// Shaping per source and destination
+// ---------------------------------------------------------------------
+
+/// Sends `per_client` messages to `domain` over each of `clients` client
+/// connections, so that both shards' listeners get some.
+fn send_over_clients(d: &Daemon, domain: &str, clients: usize, per_client: usize) {
+    for k in 0..clients {
+        let mut c = d.connect();
+        c.hello();
+        for i in 0..per_client {
+            send_message(&mut c, &[&format!("c{k}m{i}@{domain}")], BODY);
+        }
+        c.cmd("QUIT", "221");
+    }
+}
+
+#[test]
+fn a_shaping_rules_max_connections_holds_across_shards() {
+    let net = one_mx("shaped.test.example");
+    let mx = net.server(
+        2,
+        Script::accept().delay(Cmd::DataEnd, Duration::from_millis(100)),
+    );
+    let rule = "[[shaping]]\ndomain = \"shaped.test.example\"\nmax_connections = 2\n";
+    let d = net.daemon(2, &(net.config(&[]) + rule));
+    send_over_clients(&d, "shaped.test.example", 12, 5);
+    let got = expect_messages(&mx, 60, &d, "shaped destination");
+    assert_eq!(got.len(), 60);
+    let max = mx.max_overlapping_deliveries();
+    assert!(
+        max <= 2,
+        "{max} deliveries at once, rule's limit 2:\n{}",
+        d.stderr()
+    );
+    finish(d);
+}
+
+#[test]
+fn a_message_rate_holds_over_the_window() {
+    const N: usize = 16;
+    let net = one_mx("rate.test.example");
+    let mx = net.server(2, Script::accept());
+    let rule = "[[shaping]]\ndomain = \"rate.test.example\"\nmax_message_rate = \"10/s\"\n";
+    let d = net.daemon(2, &(net.config(&[]) + rule));
+    send_over_clients(&d, "rate.test.example", 4, N / 4);
+    let mut got = expect_messages(&mx, N, &d, "rate-limited messages");
+    got.sort_by_key(|m| m.at);
+    // 10 a second over both shards, one at a time: the first message may
+    // leave at once, each of the others 100 ms after the one before.
+    let span = got[N - 1].at - got[0].at;
+    let least = Duration::from_millis(100 * (N as u64 - 1));
+    assert!(
+        span + Duration::from_millis(150) >= least,
+        "{N} messages in {span:?}: faster than 10/s"
+    );
+    for w in got.windows(11) {
+        let took = w[10].at - w[0].at;
+        assert!(
+            took + Duration::from_millis(150) >= Duration::from_secs(1),
+            "11 messages within {took:?}"
+        );
+    }
+    finish(d);
+}
+
+#[test]
+fn an_mx_rollup_shares_one_budget_over_its_domains() {
+    let zone = Zone::new()
+        .mx("one.rollup.test.example", 10, "mx1.hosting.test.example")
+        .mx("two.rollup.test.example", 10, "mx2.hosting.test.example")
+        .a("mx1.hosting.test.example", "127.0.0.2")
+        .a("mx2.hosting.test.example", "127.0.0.2");
+    let net = Net::new(zone, &[2]);
+    let mx = net.server(
+        2,
+        Script::accept().delay(Cmd::DataEnd, Duration::from_millis(150)),
+    );
+    let rule = "[[shaping]]\nmx = \"*.hosting.test.example\"\nmax_connections = 1\n";
+    let d = net.daemon(1, &(net.config(&[]) + rule));
+    send_burst(&d, "one.rollup.test.example", 8);
+    send_burst(&d, "two.rollup.test.example", 8);
+    let got = expect_messages(&mx, 16, &d, "both domains' messages");
+    assert_eq!(got.len(), 16);
+    assert_eq!(
+        mx.max_overlapping_deliveries(),
+        1,
+        "two domains under one MX rule got more than its one connection"
+    );
+    finish(d);
+}
+
+#[test]
+fn a_rules_recipients_per_transaction_splits_a_message() {
+    let net = one_mx("split.test.example");
+    let mx = net.server(2, Script::accept());
+    let rule = "[[shaping]]\ndomain = \"split.test.example\"\nmax_recipients_per_transaction = 2\n";
+    let d = net.daemon(1, &(net.config(&[]) + rule));
+    let rcpts: Vec<String> = (0..5).map(|i| format!("r{i}@split.test.example")).collect();
+    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    send_one(&d, &rcpts);
+    let got = expect_messages(&mx, 3, &d, "three transactions");
+    let mut sizes: Vec<usize> = got.iter().map(|m| m.rcpt_to.len()).collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, [1, 2, 2]);
     finish(d);
 }

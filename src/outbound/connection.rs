@@ -1,12 +1,16 @@
-//! One outbound connection task, the I/O driver of a [`Delivery`]: takes
-//! a process-wide slot for its destination, resolves the hosts, performs
-//! each [`Step`] the machine returns (connect, bounce, defer, finish) and
-//! drives the sans-IO SMTP client over TCP (and TLS after STARTTLS),
-//! taking messages from the scheduler while the machine allows.
+//! One outbound connection task, the I/O driver of a [`Delivery`]:
+//! resolves the hosts, takes a process-wide slot of its budget (egress
+//! source × destination or MX rollup), performs each [`Step`] the machine
+//! returns (connect, bounce, defer, finish) once the budget's connection
+//! rate allows, and drives the sans-IO SMTP client over TCP (and TLS after
+//! STARTTLS) from the source's address, taking messages from the scheduler
+//! while the machine allows and as fast as the budget's message rate does.
 //!
 //! It decides nothing: SMTP is the client machine's, which host, when to
 //! retry in plaintext, when to idle, close or hand the slot over are the
-//! delivery machine's, and what each verdict does is `Outbound::settle`'s.
+//! delivery machine's, the limits are the budget's, and what each verdict
+//! does is `Outbound::settle`'s. A limit is waited for with a timer while
+//! the message waits in its queue or in hand, never in a busy loop.
 //! It owns the rule that a job taken from the scheduler is always given
 //! back settled or queued.
 
@@ -17,6 +21,7 @@ use std::time::Duration;
 use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 
+use super::budget::Budget;
 use super::delivery::{Delivery, Ended, Policy, Step};
 use super::destination::{self, Myself};
 use super::message::{Current, Loaded};
@@ -41,47 +46,76 @@ pub async fn run(ob: Rc<Outbound>, key: QueueKey) {
     ob.work.notify();
 }
 
-/// A process-wide slot for `key`'s destination, waiting while other
-/// connections hold them all; `None` when the shard stops meanwhile.
-async fn acquire_slot(ob: &Outbound, key: &QueueKey) -> Option<ConnectionSlot> {
-    let max = ob.config.delivery.max_connections_per_destination;
+/// A budget, and one of its process-wide connection slots, held for the
+/// whole run.
+struct Lease {
+    budget: Budget,
+    slot: ConnectionSlot,
+}
+
+/// A process-wide slot of `budget`, waiting while other connections hold
+/// them all; `None` when the shard stops meanwhile.
+async fn lease(ob: &Outbound, budget: Budget) -> Option<Lease> {
     let mut waiter = None;
     loop {
         if ob.stopping.get() {
             return None;
         }
-        if let Some(s) = ConnectionSlot::try_acquire(&key.destination, max) {
-            return Some(s);
+        if let Some(slot) = ConnectionSlot::try_acquire(&budget) {
+            return Some(Lease { budget, slot });
         }
         // Holders on other shards see this and hand the slot over.
-        waiter.get_or_insert_with(|| SlotWaiter::new(&key.destination));
+        waiter.get_or_insert_with(|| SlotWaiter::new(&budget));
         glommio::timer::sleep(SLOT_WAIT).await;
+    }
+}
+
+/// Waits until `take` gives a token (a rate's next one); false when the
+/// shard stops meanwhile. A timer, never a busy loop.
+async fn token(ob: &Outbound, take: impl Fn(u64) -> Result<(), u64>) -> bool {
+    loop {
+        let now = ob.clock.monotonic_ms();
+        let Err(at) = take(now) else {
+            return true;
+        };
+        if ob.stopping.get() {
+            return false;
+        }
+        glommio::timer::sleep(Duration::from_millis(at.saturating_sub(now).max(1))).await;
     }
 }
 
 /// Performs the steps of one delivery run; true unless the destination
 /// failed at the connection level.
 async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
-    let Some(slot) = acquire_slot(ob, key).await else {
-        return true;
-    };
-    let Some(job) = ob.take_job(key, 0) else {
-        return true;
-    };
+    // The hosts first: an `mx` shaping rule decides the budget from them
+    // (the resolver caches them for the connections that follow).
     let me = Myself {
         hostname: &ob.config.server.hostname,
         addrs: &ob.my_addrs,
     };
     let port = ob.config.delivery.port;
     let hops = destination::resolve(&ob.resolver, &key.destination, port, &me).await;
+    let names = hops.iter().flatten().map(|h| h.name.as_str());
+    let budget = Budget::of(&ob.config, key.egress, &key.destination, names);
+    let Some(lease) = lease(ob, budget).await else {
+        return true;
+    };
+    let Some(job) = ob.take_job(key, 0) else {
+        return true;
+    };
     let source = ob.egress.source(key.egress);
-    let mut plan = Delivery::new(Policy::of(&ob.config.delivery), source.address);
+    let policy = Policy::of(&ob.config.delivery, &lease.budget.shape);
+    let mut plan = Delivery::new(policy, source.address);
     let mut step = plan.resolved(hops, ob.clock.monotonic_ms());
     let mut job = Some(job);
     loop {
         match step {
+            Step::Connect { .. } if !token(ob, |now| lease.budget.take_connection(now)).await => {
+                step = Step::Finish { ok: true };
+            }
             Step::Connect { addr, plaintext } => {
-                let mut conn = Conn::new(ob, key, &slot, &mut plan, addr, job.take(), plaintext);
+                let mut conn = Conn::new(ob, key, &lease, &mut plan, addr, job.take(), plaintext);
                 let ended = conn.run().await;
                 job = conn.job_in_hand();
                 log_failure(&plan, addr, &ended);
@@ -160,7 +194,7 @@ enum NextTx {
 struct Conn<'a> {
     ob: &'a Rc<Outbound>,
     key: &'a QueueKey,
-    slot: &'a ConnectionSlot,
+    lease: &'a Lease,
     plan: &'a mut Delivery,
     addr: SocketAddr,
     client: Client,
@@ -186,7 +220,7 @@ impl<'a> Conn<'a> {
     fn new(
         ob: &'a Rc<Outbound>,
         key: &'a QueueKey,
-        slot: &'a ConnectionSlot,
+        lease: &'a Lease,
         plan: &'a mut Delivery,
         addr: SocketAddr,
         first: Option<Job>,
@@ -202,7 +236,7 @@ impl<'a> Conn<'a> {
         Conn {
             ob,
             key,
-            slot,
+            lease,
             plan,
             addr,
             client,
@@ -309,13 +343,20 @@ impl<'a> Conn<'a> {
         self.spare = Some(c);
     }
 
-    /// Loads the next message and starts its transaction.
+    /// Loads the next message and starts its transaction, once the
+    /// budget's message rate allows it.
     async fn next_transaction<S: Transport>(&mut self, stream: &S) -> NextTx {
         loop {
             let cur = match self.next_loaded(stream).await {
                 Ok(c) => c,
                 Err(end) => return end,
             };
+            let budget = &self.lease.budget;
+            if !token(self.ob, |now| budget.take_message(now)).await {
+                // Stopping: it stays in hand and goes back to the queue.
+                self.held = Some(cur);
+                return NextTx::Nothing;
+            }
             let started = cur.with_transaction(|tx| {
                 self.client.start_transaction(tx, self.now(), &mut self.out)
             });
@@ -384,7 +425,7 @@ impl<'a> Conn<'a> {
     /// them come back together (RFC 2920 3.1), saving a round trip per
     /// message.
     fn pipeline_next(&mut self) {
-        let (contested, stopping) = (self.slot.contested(), self.ob.stopping.get());
+        let (contested, stopping) = (self.lease.slot.contested(), self.ob.stopping.get());
         if !self
             .plan
             .may_pipeline(contested, stopping, self.client.can_pipeline())
@@ -397,6 +438,12 @@ impl<'a> Conn<'a> {
         let Some(next) = self.load(job) else {
             return;
         };
+        if self.lease.budget.take_message(self.now()).is_err() {
+            // Held back by the message rate: it starts after this verdict,
+            // when `next_transaction` has its token.
+            self.held = Some(next);
+            return;
+        }
         let pipelined =
             next.with_transaction(|tx| self.client.pipeline_transaction(tx, &mut self.out));
         match pipelined {
@@ -426,7 +473,7 @@ impl<'a> Conn<'a> {
         // that the looks for contention do not move it to the front.
         let parking = Parking::new(&self.ob.sched, self.key);
         loop {
-            let (contested, stopping) = (self.slot.contested(), self.ob.stopping.get());
+            let (contested, stopping) = (self.lease.slot.contested(), self.ob.stopping.get());
             if !self.plan.may_take(contested, stopping) {
                 return None;
             }

@@ -22,7 +22,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::destination::{Hop, NoRoute};
-use crate::config::DeliverySection;
+use crate::config::{DeliverySection, Shape};
 use crate::smtp::client::{OutcomeKind, RcptOutcome, ServerReply};
 
 /// Messages a connection carries before it hands a contested slot over
@@ -45,12 +45,13 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The policy of `[delivery]`: a destination that failed is suspended
-    /// until its first retry step, at most [`SUSPEND_MAX_MS`].
-    pub fn of(d: &DeliverySection) -> Policy {
+    /// The policy of `[delivery]` and a destination's `shape`: a
+    /// destination that failed is suspended until its first retry step,
+    /// at most [`SUSPEND_MAX_MS`].
+    pub fn of(d: &DeliverySection, shape: &Shape) -> Policy {
         let first_retry = d.retry.first().map_or(SUSPEND_MAX_MS, |r| r.as_millis());
         Policy {
-            max_messages_per_connection: d.max_messages_per_connection,
+            max_messages_per_connection: shape.max_messages_per_connection,
             idle_timeout_ms: d.idle_timeout.as_millis(),
             suspend_ms: first_retry.min(SUSPEND_MAX_MS),
         }

@@ -25,6 +25,7 @@
 //! as delivered, failed or deferred, or goes back to its queue), bounce to
 //! the null sender, or send a message on before its envelope is durable.
 
+mod budget;
 mod connection;
 mod delivery;
 pub mod destination;
@@ -51,16 +52,12 @@ use spool_format::RcptState;
 use crate::clock::Clock;
 use crate::config::{Config, OutboundTls};
 use crate::dns::{Resolver, ResolverConfig, XorShift};
-use crate::schedule::{Job, Limits, QueueKey, RetryPolicy, Scheduler};
+use crate::schedule::{self, Job, Limits, QueueKey, RetryPolicy, Scheduler};
 use crate::smtp::client::{ClientConfig, Timeouts, TlsPolicy};
 use crate::spool::ShardSpool;
 
 use signal::Signal;
 use status::StatusWriter;
-
-/// Recipients of one message per transaction, at most (RFC 5321 4.5.3.1.8
-/// requires servers to take 100).
-pub const MAX_RCPTS_PER_TRANSACTION: usize = 100;
 
 /// How often the dispatcher looks at the retry wheel when nothing wakes it.
 const DISPATCH_TICK: Duration = Duration::from_millis(500);
@@ -175,7 +172,7 @@ impl Outbound {
             tls: tls.map(futures_rustls::TlsConnector::from),
             retry,
             resolver,
-            sched: RefCell::new(Scheduler::new(limits, now)),
+            sched: RefCell::new(Scheduler::with_caps(limits, now, caps_of(&config))),
             work: Signal::default(),
             stopping: Cell::new(false),
             running: Cell::new(0),
@@ -233,7 +230,8 @@ impl Outbound {
     }
 
     /// Groups recipients by destination into jobs of at most
-    /// [`MAX_RCPTS_PER_TRANSACTION`], queued now or at `not_before_ms`
+    /// their shape's `max_recipients_per_transaction`, queued now or at
+    /// `not_before_ms`
     /// (wall time, as the spool keeps it), each on a source of `pool`.
     fn queue_recipients<'a>(
         &self,
@@ -256,7 +254,10 @@ impl Outbound {
         let later =
             (not_before_ms > self.clock.wall_ms()).then(|| self.clock.monotonic_at(not_before_ms));
         for (destination, rcpts) in groups {
-            for part in rcpts.chunks(MAX_RCPTS_PER_TRANSACTION) {
+            let shape = self
+                .config
+                .shape(self.config.shaping_for_domain(&destination));
+            for part in rcpts.chunks(shape.max_recipients_per_transaction.max(1)) {
                 let key = QueueKey {
                     egress: self.egress.choose(pool, &destination),
                     destination: destination.clone(),
@@ -331,6 +332,19 @@ impl Outbound {
     fn finish(&self, msg_id: u64, state: RcptState, rcpts: Vec<u32>, diagnostic: Vec<u8>) {
         self.statuses.push(msg_id, state, rcpts, diagnostic);
     }
+}
+
+/// A queue's caps: those of its destination's `domain` shaping rule, or
+/// of `[delivery]`.
+fn caps_of(config: &Arc<Config>) -> schedule::CapsOf {
+    let config = config.clone();
+    Box::new(move |key| {
+        let shape = config.shape(config.shaping_for_domain(&key.destination));
+        schedule::Caps {
+            max_connections: shape.max_connections,
+            max_messages_per_connection: shape.max_messages_per_connection,
+        }
+    })
 }
 
 /// Opens connections as the scheduler asks, and moves due retries back

@@ -1,10 +1,10 @@
-//! Process-wide connection counts per destination, so that
-//! `max_connections_per_destination` holds for the whole process while
-//! every shard delivers the messages in its own spool.
+//! Process-wide connection counts per budget (egress source × destination
+//! or MX rollup), so that its `max_connections` holds for the whole
+//! process while every shard delivers the messages in its own spool.
 //!
-//! A [`SlotTable`] of atomic counters indexed by a hash of the destination:
-//! two destinations that share a slot share a cap, which only ever makes
-//! it stricter (with 65,536 slots, rare). A counter is touched once per
+//! A [`SlotTable`] of atomic counters indexed by a hash of the budget: two
+//! budgets that share a slot share a cap, which only ever makes it
+//! stricter (with 65,536 slots, rare). A counter is touched once per
 //! connection, never per message, so the hot path stays on its own core.
 //!
 //! Each entry also counts the connection tasks waiting for it, so that a
@@ -13,6 +13,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::budget::Budget;
 use crate::slot_table::SlotTable;
 
 #[derive(Default)]
@@ -23,20 +24,20 @@ struct Entry {
 
 static TABLE: SlotTable<Entry> = SlotTable::new();
 
-/// Destinations are domain names: case does not make another one.
-fn slot_of(destination: &str) -> &'static Entry {
-    TABLE.entry(destination.bytes().map(|b| b.to_ascii_lowercase()))
+/// Budget names are lower-case already (destinations and MX patterns).
+fn slot_of(budget: &Budget) -> &'static Entry {
+    TABLE.entry(budget.key())
 }
 
 /// One open (or opening) connection to a destination; released on drop.
 pub struct ConnectionSlot(&'static Entry);
 
 impl ConnectionSlot {
-    /// A slot if fewer than `max` connections to `destination` are open in
+    /// A slot if fewer than the budget's `max_connections` are open in
     /// the whole process.
-    pub fn try_acquire(destination: &str, max: usize) -> Option<ConnectionSlot> {
-        let entry = slot_of(destination);
-        let max = u32::try_from(max).unwrap_or(u32::MAX);
+    pub fn try_acquire(budget: &Budget) -> Option<ConnectionSlot> {
+        let entry = slot_of(budget);
+        let max = u32::try_from(budget.shape.max_connections).unwrap_or(u32::MAX);
         entry
             .open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -63,8 +64,8 @@ impl Drop for ConnectionSlot {
 pub struct SlotWaiter(&'static Entry);
 
 impl SlotWaiter {
-    pub fn new(destination: &str) -> SlotWaiter {
-        let entry = slot_of(destination);
+    pub fn new(budget: &Budget) -> SlotWaiter {
+        let entry = slot_of(budget);
         entry.waiting.fetch_add(1, Ordering::AcqRel);
         SlotWaiter(entry)
     }
@@ -79,6 +80,20 @@ impl Drop for SlotWaiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::schedule::EgressId;
+    use std::rc::Rc;
+
+    fn budget(source: EgressId, destination: &str, max_connections: usize) -> Budget {
+        let mut b = Budget::of(
+            &Config::embedded_default(),
+            source,
+            &Rc::from(destination),
+            [],
+        );
+        b.shape.max_connections = max_connections;
+        b
+    }
 
     #[test]
     fn the_cap_holds_across_threads_and_frees_on_drop() {
@@ -87,8 +102,9 @@ mod tests {
             let hs: Vec<_> = (0..4)
                 .map(|_| {
                     s.spawn(|| {
+                        let b = budget(0, dest, 7);
                         (0..10)
-                            .filter_map(|_| ConnectionSlot::try_acquire(dest, 7))
+                            .filter_map(|_| ConnectionSlot::try_acquire(&b))
                             .collect::<Vec<_>>()
                     })
                 })
@@ -96,16 +112,19 @@ mod tests {
             hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
         });
         assert_eq!(held.len(), 7);
-        assert!(ConnectionSlot::try_acquire(dest, 7).is_none());
+        assert!(ConnectionSlot::try_acquire(&budget(0, dest, 7)).is_none());
+        // Another source has a budget of its own.
+        assert!(ConnectionSlot::try_acquire(&budget(1, dest, 7)).is_some());
         drop(held);
-        assert!(ConnectionSlot::try_acquire("SLOTS-TEST.example", 7).is_some());
+        assert!(ConnectionSlot::try_acquire(&budget(0, dest, 7)).is_some());
     }
 
     #[test]
     fn a_waiter_makes_the_holders_see_contention() {
-        let held = ConnectionSlot::try_acquire("contested.example", 1).unwrap();
+        let b = budget(0, "contested.example", 1);
+        let held = ConnectionSlot::try_acquire(&b).unwrap();
         assert!(!held.contested());
-        let waiter = SlotWaiter::new("Contested.Example");
+        let waiter = SlotWaiter::new(&b);
         assert!(held.contested());
         drop(waiter);
         assert!(!held.contested());

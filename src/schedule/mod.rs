@@ -79,8 +79,19 @@ impl Default for Limits {
 /// `max_connections_per_destination`).
 const BACKLOG_PER_CONNECTION: usize = 8;
 
-#[derive(Debug, Default)]
+/// A queue's own limits (its destination's shaping rule, or `Limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    pub max_connections: usize,
+    pub max_messages_per_connection: usize,
+}
+
+/// How a queue's [`Caps`] are found when it is created.
+pub type CapsOf = Box<dyn Fn(&QueueKey) -> Caps>;
+
+#[derive(Debug)]
 struct DestQueue {
+    caps: Caps,
     ready: VecDeque<Job>,
     connections: usize,
     /// Connections currently allowed: grows with success, halves on failure.
@@ -106,22 +117,32 @@ impl DestQueue {
             .len()
             .div_ceil(per)
             .min(self.window)
-            .min(limits.max_connections_per_destination)
+            .min(self.caps.max_connections)
     }
 }
 
-/// The queue of `key`, created with the initial window if new.
+/// The queue of `key`, created with its caps and the initial window if
+/// new.
 fn queue_in<'a>(
     queues: &'a mut HashMap<QueueKey, DestQueue>,
     limits: &Limits,
+    caps_of: &CapsOf,
     key: &QueueKey,
 ) -> &'a mut DestQueue {
-    let initial = limits
-        .initial_connections
-        .clamp(1, limits.max_connections_per_destination.max(1));
-    queues.entry(key.clone()).or_insert_with(|| DestQueue {
-        window: initial,
-        ..DestQueue::default()
+    queues.entry(key.clone()).or_insert_with(|| {
+        let caps = caps_of(key);
+        DestQueue {
+            caps,
+            window: limits
+                .initial_connections
+                .clamp(1, caps.max_connections.max(1)),
+            ready: VecDeque::new(),
+            connections: 0,
+            listed: false,
+            successes: 0,
+            suspended_until: 0,
+            idle: Vec::new(),
+        }
     })
 }
 
@@ -136,6 +157,7 @@ fn list_wanting(wanting: &mut VecDeque<QueueKey>, q: &mut DestQueue, key: &Queue
 /// The scheduler of one shard.
 pub struct Scheduler {
     limits: Limits,
+    caps_of: CapsOf,
     queues: HashMap<QueueKey, DestQueue>,
     deferred: TimerWheel<(QueueKey, Job)>,
     /// Queues that may want another connection, checked by `poll_connect`.
@@ -150,9 +172,21 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
+    /// A scheduler whose queues all have the caps of `limits`.
     pub fn new(limits: Limits, now_ms: u64) -> Scheduler {
+        let caps = Caps {
+            max_connections: limits.max_connections_per_destination,
+            max_messages_per_connection: limits.max_messages_per_connection,
+        };
+        Scheduler::with_caps(limits, now_ms, Box::new(move |_| caps))
+    }
+
+    /// A scheduler whose queues take their caps from `caps_of` (their
+    /// destination's shaping rule), asked once per queue.
+    pub fn with_caps(limits: Limits, now_ms: u64, caps_of: CapsOf) -> Scheduler {
         Scheduler {
             limits,
+            caps_of,
             queues: HashMap::new(),
             deferred: TimerWheel::new(now_ms),
             wanting: VecDeque::new(),
@@ -164,11 +198,11 @@ impl Scheduler {
     }
 
     fn queue(&mut self, key: &QueueKey) -> &mut DestQueue {
-        queue_in(&mut self.queues, &self.limits, key)
+        queue_in(&mut self.queues, &self.limits, &self.caps_of, key)
     }
 
     fn mark_wanting(&mut self, key: &QueueKey) {
-        let q = queue_in(&mut self.queues, &self.limits, key);
+        let q = queue_in(&mut self.queues, &self.limits, &self.caps_of, key);
         list_wanting(&mut self.wanting, q, key);
     }
 
@@ -178,7 +212,7 @@ impl Scheduler {
     /// one to give.
     pub fn enqueue(&mut self, key: QueueKey, job: Job) -> bool {
         // One lookup: this runs for every message received.
-        let q = queue_in(&mut self.queues, &self.limits, &key);
+        let q = queue_in(&mut self.queues, &self.limits, &self.caps_of, &key);
         q.ready.push_back(job);
         if let Some((_, w)) = q.idle.pop() {
             w.wake();
@@ -314,20 +348,21 @@ impl Scheduler {
     /// The next job for an open connection to `key` that has already
     /// carried `sent` messages; `None` means close (or idle) it.
     pub fn next_job(&mut self, key: &QueueKey, sent: usize) -> Option<Job> {
-        if sent >= self.limits.max_messages_per_connection {
+        let q = self.queues.get_mut(key)?;
+        if sent >= q.caps.max_messages_per_connection {
             return None;
         }
-        self.queues.get_mut(key)?.ready.pop_front()
+        q.ready.pop_front()
     }
 
     /// A connection to `key` ended; `ok` if it delivered without a
     /// connection-level failure. Success widens the window, failure halves
     /// it, like Postfix's destination concurrency.
     pub fn connection_closed(&mut self, key: &QueueKey, ok: bool) {
-        let max = self.limits.max_connections_per_destination.max(1);
         let Some(q) = self.queues.get_mut(key) else {
             return;
         };
+        let max = q.caps.max_connections.max(1);
         q.connections = q.connections.saturating_sub(1);
         q.window = if ok {
             (q.window + 1).min(max)
@@ -347,10 +382,10 @@ impl Scheduler {
     /// positive feedback of 1/concurrency), so a busy destination gets
     /// more connections without waiting for one to close.
     pub fn delivered(&mut self, key: &QueueKey) {
-        let max = self.limits.max_connections_per_destination.max(1);
         let Some(q) = self.queues.get_mut(key) else {
             return;
         };
+        let max = q.caps.max_connections.max(1);
         q.successes += 1;
         if q.successes >= q.window && q.window < max {
             q.window += 1;

@@ -217,6 +217,8 @@ pub struct Received {
     pub peer: IpAddr,
     /// The name the client gave in its last EHLO or HELO.
     pub helo: String,
+    /// When the server accepted it (its 250 to the end of data).
+    pub at: std::time::Instant,
     /// Always false: the server has no STARTTLS yet.
     pub tls: bool,
 }
@@ -296,6 +298,13 @@ impl SmtpServer {
     }
 
     /// MAIL commands received so far, accepted or not.
+    /// The most messages that waited for their end-of-data reply at once:
+    /// overlapping deliveries (unlike `max_concurrent`, a session that is
+    /// closing does not count).
+    pub fn max_overlapping_deliveries(&self) -> usize {
+        self.shared.log().max_deciding
+    }
+
     pub fn transactions(&self) -> usize {
         self.shared.log().transactions
     }
@@ -335,6 +344,8 @@ struct Log {
     connections: usize,
     open: usize,
     max_open: usize,
+    deciding: usize,
+    max_deciding: usize,
     transactions: usize,
     violations: Vec<String>,
 }
@@ -366,6 +377,25 @@ impl Shared {
 }
 
 /// Counts a session closed however its thread ends.
+/// A message between its end of data and the reply to it; counted in
+/// `Log::deciding` while it lives.
+struct Deciding<'a>(&'a Shared);
+
+impl<'a> Deciding<'a> {
+    fn new(shared: &'a Shared) -> Deciding<'a> {
+        let mut log = shared.log();
+        log.deciding += 1;
+        log.max_deciding = log.max_deciding.max(log.deciding);
+        Deciding(shared)
+    }
+}
+
+impl Drop for Deciding<'_> {
+    fn drop(&mut self) {
+        self.0.log().deciding -= 1;
+    }
+}
+
 struct OpenSession(Arc<Shared>);
 
 impl Drop for OpenSession {
@@ -944,7 +974,13 @@ impl Session {
     }
 
     fn end_of_data(&mut self, bdat: bool) -> io::Result<Flow> {
-        if self.arrive(Cmd::DataEnd)? == Flow::Close {
+        // From the end of the data to the reply, the message is in this
+        // server's hands: how many are at once is how many deliveries
+        // overlap, which a closing session never counts in.
+        let deciding = Deciding::new(self.shared());
+        let arrived = self.arrive(Cmd::DataEnd)?;
+        drop(deciding);
+        if arrived == Flow::Close {
             return Ok(Flow::Close);
         }
         let reply = if self.tx.oversize {
@@ -990,6 +1026,7 @@ impl Session {
             connection: self.connection,
             peer: self.peer,
             helo: self.helo.clone(),
+            at: std::time::Instant::now(),
             tls: false,
         };
         self.shared().log().messages.push(received);

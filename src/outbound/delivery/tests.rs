@@ -3,7 +3,6 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::*;
-use crate::config::DeliverySection;
 use crate::dsn::Status;
 
 const POLICY: Policy = Policy {
@@ -289,13 +288,19 @@ fn a_connection_at_its_message_limit_closes_instead_of_idling() {
 
 #[test]
 fn the_suspension_is_the_first_retry_step_at_most_a_minute() {
-    let mut d = DeliverySection::with_defaults("mta.example".to_owned());
-    assert_eq!(Policy::of(&d).suspend_ms, SUSPEND_MAX_MS, "first step 5m");
+    let mut config = crate::config::Config::embedded_default();
+    let shape = config.shape(None);
+    let d = &mut config.delivery;
+    assert_eq!(
+        Policy::of(d, &shape).suspend_ms,
+        SUSPEND_MAX_MS,
+        "first step 5m"
+    );
     d.retry = vec![crate::config::duration::DurationSetting(
         std::time::Duration::from_secs(20),
     )];
-    assert_eq!(Policy::of(&d).suspend_ms, 20_000);
-    assert_eq!(Policy::of(&d).idle_timeout_ms, 5_000);
+    assert_eq!(Policy::of(d, &shape).suspend_ms, 20_000);
+    assert_eq!(Policy::of(d, &shape).idle_timeout_ms, 5_000);
 }
 
 fn outcome(index: usize, kind: OutcomeKind, code: u16) -> RcptOutcome {
