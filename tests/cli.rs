@@ -278,3 +278,39 @@ fn spool_inspect_of_a_missing_directory_fails() {
     assert!(message.contains("/nonexistent/spool"), "{message}");
     assert_eq!(message.lines().count(), 1, "{message}");
 }
+
+/// Delivery rates and one `[[shaping]]` rule of each matcher form.
+const SHAPING: &str = r#"
+[delivery]
+max_message_rate = "300/min"
+max_recipients_per_transaction = 50
+
+[[shaping]]
+domain = "Gmail.com"
+max_message_rate = "600/min"
+max_connection_rate = "30/minute"
+
+[[shaping]]
+mx = "*.outlook.com"
+max_connections = 10
+"#;
+
+#[test]
+fn check_prints_shaping_rules_that_read_back_the_same() {
+    let first = check_output_reads_back(SHAPING);
+    for line in [
+        "max_message_rate = \"300/min\"",
+        "max_connection_rate = \"\"",
+        "max_recipients_per_transaction = 50",
+        "[[shaping]]\ndomain = \"gmail.com\"\nmax_message_rate = \"600/min\"\nmax_connection_rate = \"30/min\"\n",
+        "[[shaping]]\nmx = \"*.outlook.com\"\nmax_connections = 10\n",
+    ] {
+        assert!(first.contains(line), "{line} missing from:\n{first}");
+    }
+}
+
+#[test]
+fn check_rejects_a_bad_shaping_rate_at_its_line() {
+    let text = SHAPING.replace("\"30/minute\"", "\"30/fortnight\"");
+    assert_rejected_at(&text, "9:23", "invalid rate \"30/fortnight\": unknown unit");
+}
