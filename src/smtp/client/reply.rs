@@ -168,18 +168,26 @@ fn build(code: u16, raw: &[u8]) -> ServerReply {
 /// reply's (RFC 2034 3: otherwise it is not one).
 fn parse_status(text: &[u8], class: u16) -> Option<EnhancedStatus> {
     let word = text.split(|&b| b == b' ').next()?;
-    let mut parts = word.split(|&b| b == b'.');
-    let c = number(parts.next()?, 1)?;
-    let subject = number(parts.next()?, 3)?;
-    let detail = number(parts.next()?, 3)?;
-    if parts.next().is_some() || c != class || !matches!(c, 2 | 4 | 5) {
-        return None;
+    EnhancedStatus::parse(word).filter(|status| u16::from(status.class) == class)
+}
+
+impl EnhancedStatus {
+    /// `class.subject.detail` and nothing else (RFC 3463): a class of 2, 4
+    /// or 5, a subject and a detail of one to three digits.
+    pub fn parse(word: &[u8]) -> Option<EnhancedStatus> {
+        let mut parts = word.split(|&b| b == b'.');
+        let class = number(parts.next()?, 1)?;
+        let subject = number(parts.next()?, 3)?;
+        let detail = number(parts.next()?, 3)?;
+        if parts.next().is_some() || !matches!(class, 2 | 4 | 5) {
+            return None;
+        }
+        Some(EnhancedStatus {
+            class: class as u8,
+            subject,
+            detail,
+        })
     }
-    Some(EnhancedStatus {
-        class: c as u8,
-        subject,
-        detail,
-    })
 }
 
 fn number(digits: &[u8], max_len: usize) -> Option<u16> {
