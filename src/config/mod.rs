@@ -13,6 +13,8 @@
 
 #![deny(unsafe_code)]
 
+pub mod backoff;
+mod backoff_raw;
 pub mod duration;
 pub mod egress;
 mod egress_raw;
@@ -29,6 +31,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use backoff::{BackoffActionSetting, BackoffSection};
 pub use duration::{DurationError, DurationSetting};
 pub use egress::{
     HeaderPool, PoolMatcher, PoolMember, PoolQuery, PoolRule, PoolSection, PoolSelectionSection,
@@ -93,6 +96,11 @@ pub struct Config {
     /// empty, so a file without them prints as before.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shaping: Vec<ShapingSection>,
+    /// `[[backoff]]` rules in file order, tried before the shipped ones
+    /// (see [`Config::backoff_rules`]). Not printed when empty, so a file
+    /// without them prints as before.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backoff: Vec<BackoffSection>,
     /// Local addresses mail may leave from; empty: the machine's own
     /// address and `[delivery] helo_name`, as chosen by the kernel. Not
     /// printed when empty, so a file without sources prints as before.
@@ -250,6 +258,9 @@ pub struct DeliverySection {
     pub delay_notice: Option<DurationSetting>,
     /// Name sent in EHLO; `[server] hostname` when the file gives none.
     pub helo_name: String,
+    /// Whether the shipped backoff rules for the large providers apply
+    /// after the file's own `[[backoff]]` rules.
+    pub default_backoff: bool,
 }
 
 impl Default for DnsSection {
@@ -302,6 +313,7 @@ impl DeliverySection {
             idle_timeout: DurationSetting(Duration::from_secs(5)),
             delay_notice: None,
             helo_name,
+            default_backoff: true,
         }
     }
 }
@@ -436,6 +448,8 @@ fn system_hostname() -> String {
     }
 }
 
+#[cfg(test)]
+mod backoff_tests;
 #[cfg(test)]
 mod egress_tests;
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::backoff_raw::{backoff_rules, RawBackoff};
 use super::egress_raw::{check_name, claim_name, RawEgress, RawPool, RawPoolSelection, RawSource};
 use super::route::{is_domain_name, split_host_port};
 use super::shaping_raw::{delivery_rate, recipients_per_transaction, shaping_rules, RawShaping};
@@ -61,6 +62,8 @@ struct RawConfig {
     pool_selection: Option<Spanned<RawPoolSelection>>,
     #[serde(default)]
     shaping: Vec<Spanned<RawShaping>>,
+    #[serde(default)]
+    backoff: Vec<Spanned<RawBackoff>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -138,6 +141,7 @@ struct RawDelivery {
     idle_timeout: Option<Spanned<DurationSetting>>,
     delay_notice: Option<Spanned<DurationSetting>>,
     helo_name: Option<Spanned<String>>,
+    default_backoff: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -315,6 +319,7 @@ impl RawConfig {
             delivery,
             route,
             shaping: shaping_rules(self.shaping)?,
+            backoff: backoff_rules(self.backoff)?,
             source: egress.source,
             pool: egress.pool,
             pool_selection: egress.pool_selection,
@@ -627,6 +632,7 @@ impl RawDelivery {
             helo_name: checked(self.helo_name, defaults.helo_name, |name| {
                 check_hostname("helo_name", name)
             })?,
+            default_backoff: self.default_backoff.unwrap_or(defaults.default_backoff),
         })
     }
 }
