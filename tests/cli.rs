@@ -314,3 +314,44 @@ fn check_rejects_a_bad_shaping_rate_at_its_line() {
     let text = SHAPING.replace("\"30/minute\"", "\"30/fortnight\"");
     assert_rejected_at(&text, "9:23", "invalid rate \"30/fortnight\": unknown unit");
 }
+
+/// The shipped backoff rules off, and one `[[backoff]]` rule of each action.
+const BACKOFF: &str = r#"
+[delivery]
+default_backoff = false
+
+[[backoff]]
+code = 421
+enhanced = "4.7.28"
+reply = "(?i)unusual rate"
+action = "suspend"
+duration = "30m"
+
+[[backoff]]
+reply = "(?i)too many connections"
+action = "throttle"
+factor = 0.25
+duration = 900
+"#;
+
+#[test]
+fn check_prints_backoff_rules_that_read_back_the_same() {
+    let first = check_output_reads_back(BACKOFF);
+    for line in [
+        "default_backoff = false",
+        "[[backoff]]\ncode = 421\nenhanced = \"4.7.28\"\nreply = \"(?i)unusual rate\"\naction = \"suspend\"\nduration = \"30m\"\n",
+        "[[backoff]]\nreply = \"(?i)too many connections\"\naction = \"throttle\"\nfactor = 0.25\nduration = \"15m\"\n",
+    ] {
+        assert!(first.contains(line), "{line} missing from:\n{first}");
+    }
+}
+
+#[test]
+fn check_rejects_a_bad_backoff_pattern_at_its_line() {
+    let text = BACKOFF.replace("\"(?i)too many connections\"", "\"(too many\"");
+    assert_rejected_at(
+        &text,
+        "13:9",
+        "reply pattern \"(too many\" does not compile",
+    );
+}
