@@ -1534,3 +1534,64 @@ fn a_rules_recipients_per_transaction_splits_a_message() {
     assert_eq!(sizes, [1, 2, 2]);
     finish(d);
 }
+
+// ---------------------------------------------------------------------
+// Backoff
+// ---------------------------------------------------------------------
+
+#[test]
+fn a_matching_421_suspends_that_destination_while_others_keep_flowing() {
+    let zone = Zone::new()
+        .mx(
+            "busy.backoff.test.example",
+            10,
+            "mx.busy.backoff.test.example",
+        )
+        .a("mx.busy.backoff.test.example", "127.0.0.2")
+        .mx(
+            "calm.backoff.test.example",
+            10,
+            "mx.calm.backoff.test.example",
+        )
+        .a("mx.calm.backoff.test.example", "127.0.0.3");
+    let net = Net::new(zone, &[2, 3]);
+    let busy = net.server(
+        2,
+        Script::accept().greeting("421 4.7.0 too many connections from your IP"),
+    );
+    let calm = net.server(3, Script::accept());
+    let rule = "[[backoff]]\ncode = 421\nreply = \"too many connections\"\naction = \"suspend\"\nduration = \"1h\"\n";
+    let d = net.daemon(1, &(net.config(&[]) + rule));
+    send_burst(&d, "busy.backoff.test.example", 5);
+    assert!(
+        wait_log(&d, "backoff: suspended", ARRIVAL),
+        "{}",
+        d.stderr()
+    );
+    // The other destination is not held back.
+    send_burst(&d, "calm.backoff.test.example", 5);
+    expect_messages(&calm, 5, &d, "the other destination's messages");
+    // More mail for the suspended one costs no connection attempt, and
+    // nothing is deferred or bounced for the suspension.
+    send_burst(&d, "busy.backoff.test.example", 5);
+    std::thread::sleep(QUIET);
+    assert_eq!(
+        busy.connections(),
+        1,
+        "connections after the suspension:\n{}",
+        d.stderr()
+    );
+    assert_eq!(queued(&net.spool), Some(10), "{}", d.stderr());
+    let log = d.stderr();
+    assert_eq!(
+        log.matches("backoff: suspended").count(),
+        1,
+        "logged once:\n{log}"
+    );
+    assert!(log.contains("too many connections from your IP"), "{log}");
+    assert!(
+        !log.contains("deferred"),
+        "a suspended message was deferred:\n{log}"
+    );
+    finish(d);
+}

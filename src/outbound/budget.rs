@@ -4,15 +4,20 @@
 //! rule (an MX rollup: every domain hosted there shares one budget per
 //! source). A budget's open connections are counted in `slots`; its
 //! message and connection rates are GCRA buckets here, one `AtomicU64`
-//! each in a process-wide table.
+//! each in a process-wide table; so are its backoffs (a suspension, a
+//! throttle), so that a provider's "slow down" seen by one shard holds
+//! on every shard.
 //! Must never: take a lock, or touch a bucket more than once per message
-//! or connection.
+//! or connection; let a backoff be shortened by a later, shorter one.
 
 use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
 
+use std::sync::atomic::Ordering;
+
 use crate::config::{Config, Shape};
 use crate::schedule::EgressId;
+use crate::shaping::backoff::{BackoffAction, BackoffRule};
 use crate::shaping::rate::{self, Rate};
 use crate::slot_table::SlotTable;
 
@@ -29,6 +34,18 @@ pub struct Budget {
 static MESSAGE_RATE: SlotTable<AtomicU64> = SlotTable::new();
 /// Theoretical arrival times of the connection-rate buckets.
 static CONNECTION_RATE: SlotTable<AtomicU64> = SlotTable::new();
+/// Until when (monotonic ms) a budget is suspended; 0 or past: it is not.
+static SUSPENDED: SlotTable<AtomicU64> = SlotTable::new();
+/// A budget's throttle: until when (monotonic ms) in the high 48 bits,
+/// the factor in thousandths in the low 16.
+static THROTTLED: SlotTable<AtomicU64> = SlotTable::new();
+
+/// A backoff a rule set (or lengthened) on a budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackedOff {
+    pub action: BackoffAction,
+    pub until_ms: u64,
+}
 
 impl Budget {
     /// The budget of mail from `source` to `destination` whose MX hosts
@@ -68,17 +85,89 @@ impl Budget {
     /// Takes a token for one more message now, or says when one is free
     /// (always now without a message rate).
     pub fn take_message(&self, now_ms: u64) -> Result<(), u64> {
-        take(&MESSAGE_RATE, self, self.shape.max_message_rate, now_ms)
+        let rate = self.throttled(self.shape.max_message_rate, now_ms);
+        take(&MESSAGE_RATE, self, rate, now_ms)
     }
 
     /// The same for one more connection.
     pub fn take_connection(&self, now_ms: u64) -> Result<(), u64> {
-        take(
-            &CONNECTION_RATE,
-            self,
-            self.shape.max_connection_rate,
-            now_ms,
-        )
+        let rate = self.throttled(self.shape.max_connection_rate, now_ms);
+        take(&CONNECTION_RATE, self, rate, now_ms)
+    }
+
+    /// The connections the budget allows now: its cap, scaled by a
+    /// throttle (at least one).
+    pub fn max_connections(&self, now_ms: u64) -> usize {
+        let cap = self.shape.max_connections;
+        match self.throttle(now_ms) {
+            Some(factor) => ((cap as f64 * factor) as usize).max(1),
+            None => cap,
+        }
+    }
+
+    /// Until when the budget is suspended, if it is.
+    pub fn suspended_until(&self, now_ms: u64) -> Option<u64> {
+        let until = SUSPENDED.entry(self.key()).load(Ordering::Relaxed);
+        (until > now_ms).then_some(until)
+    }
+
+    /// The factor a throttle scales the budget by now, if one holds.
+    fn throttle(&self, now_ms: u64) -> Option<f64> {
+        let packed = THROTTLED.entry(self.key()).load(Ordering::Relaxed);
+        let (until, milli) = (packed >> 16, packed & 0xFFFF);
+        (until > now_ms && milli > 0).then(|| milli as f64 / 1000.0)
+    }
+
+    fn throttled(&self, rate: Option<Rate>, now_ms: u64) -> Option<Rate> {
+        match (rate, self.throttle(now_ms)) {
+            (Some(rate), Some(factor)) => Some(rate.scaled(factor)),
+            (rate, _) => rate,
+        }
+    }
+
+    /// Applies `rule` from `now_ms` on, over every shard: a suspension or
+    /// a throttle until `now_ms` + its duration. What it set or
+    /// lengthened, to be logged once; `None` when one as long already
+    /// held (another connection saw the same reply first).
+    pub fn back_off(&self, rule: &BackoffRule, now_ms: u64) -> Option<BackedOff> {
+        let until = now_ms.saturating_add(rule.duration_ms);
+        let lengthened = match rule.action {
+            BackoffAction::Suspend => {
+                let cell = SUSPENDED.entry(self.key());
+                cell.fetch_max(until, Ordering::Relaxed) < until
+            }
+            BackoffAction::Throttle { factor } => {
+                let milli = ((factor * 1000.0).round() as u64).clamp(1, 999);
+                throttle_until(THROTTLED.entry(self.key()), milli, until, now_ms)
+            }
+        };
+        lengthened.then_some(BackedOff {
+            action: rule.action,
+            until_ms: until,
+        })
+    }
+}
+
+/// Sets a throttle cell to `milli` thousandths until `until`, keeping the
+/// slower factor and the later end of one that holds; false when nothing
+/// changed.
+fn throttle_until(cell: &AtomicU64, milli: u64, until: u64, now_ms: u64) -> bool {
+    let mut seen = cell.load(Ordering::Relaxed);
+    loop {
+        let (old_until, old_milli) = (seen >> 16, seen & 0xFFFF);
+        let active = old_until > now_ms && old_milli > 0;
+        let (new_milli, new_until) = match active {
+            true => (milli.min(old_milli), until.max(old_until)),
+            false => (milli, until),
+        };
+        if active && new_until == old_until && new_milli == old_milli {
+            return false;
+        }
+        let packed = (new_until << 16) | new_milli;
+        match cell.compare_exchange_weak(seen, packed, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(current) => seen = current,
+        }
     }
 }
 
@@ -95,5 +184,64 @@ fn take(
     match rate {
         Some(rate) => rate::take(table.entry(b.key()), rate, BURST, now_ms),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(name: &str) -> Budget {
+        Budget::of(&Config::embedded_default(), 0, &Rc::from(name), [])
+    }
+
+    fn rule(action: BackoffAction, duration_ms: u64) -> BackoffRule {
+        BackoffRule {
+            code: Some(421),
+            enhanced: None,
+            text: None,
+            action,
+            duration_ms,
+            reroute: false,
+        }
+    }
+
+    #[test]
+    fn a_suspension_holds_until_its_end_and_is_never_shortened() {
+        let b = budget("suspend.budget.example");
+        let long = rule(BackoffAction::Suspend, 60_000);
+        let short = rule(BackoffAction::Suspend, 1_000);
+        assert_eq!(b.suspended_until(1_000), None);
+        let set = b.back_off(&long, 1_000).expect("set");
+        assert_eq!(set.until_ms, 61_000);
+        assert_eq!(
+            b.back_off(&short, 2_000),
+            None,
+            "a shorter one changes nothing"
+        );
+        assert_eq!(b.suspended_until(60_999), Some(61_000));
+        assert_eq!(b.suspended_until(61_000), None);
+        // Another source's budget for the same destination is free.
+        let other = Budget {
+            source: 1,
+            ..budget("suspend.budget.example")
+        };
+        assert_eq!(other.suspended_until(2_000), None);
+    }
+
+    #[test]
+    fn a_throttle_scales_the_connection_cap_and_the_slower_factor_wins() {
+        let b = budget("throttle.budget.example");
+        let cap = b.shape.max_connections;
+        let half = rule(BackoffAction::Throttle { factor: 0.5 }, 10_000);
+        let tenth = rule(BackoffAction::Throttle { factor: 0.1 }, 5_000);
+        assert!(b.back_off(&half, 0).is_some());
+        assert_eq!(b.max_connections(1), (cap / 2).max(1));
+        assert!(
+            b.back_off(&tenth, 0).is_some(),
+            "a slower factor changes it"
+        );
+        assert_eq!(b.max_connections(1), (cap / 10).max(1));
+        assert_eq!(b.max_connections(10_000), cap, "over at its (later) end");
     }
 }

@@ -61,12 +61,25 @@ async fn lease(ob: &Outbound, budget: Budget) -> Option<Lease> {
         if ob.stopping.get() {
             return None;
         }
-        if let Some(slot) = ConnectionSlot::try_acquire(&budget) {
+        let max = budget.max_connections(ob.clock.monotonic_ms());
+        if let Some(slot) = ConnectionSlot::try_acquire(&budget, max) {
             return Some(Lease { budget, slot });
         }
         // Holders on other shards see this and hand the slot over.
         waiter.get_or_insert_with(|| SlotWaiter::new(&budget));
         glommio::timer::sleep(SLOT_WAIT).await;
+    }
+}
+
+/// True when a backoff suspends `budget`: `key`'s queue here is held
+/// until it ends.
+fn held_back(ob: &Outbound, key: &QueueKey, budget: &Budget) -> bool {
+    match budget.suspended_until(ob.clock.monotonic_ms()) {
+        Some(until) => {
+            ob.sched.borrow_mut().suspend(key, until);
+            true
+        }
+        None => false,
     }
 }
 
@@ -111,6 +124,10 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
     let mut job = Some(job);
     loop {
         match step {
+            Step::Connect { .. } if held_back(ob, key, &lease.budget) => {
+                // Suspended: the job waits in its queue, which waits too.
+                step = Step::Finish { ok: true };
+            }
             Step::Connect { .. } if !token(ob, |now| lease.budget.take_connection(now)).await => {
                 step = Step::Finish { ok: true };
             }
@@ -119,7 +136,15 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
                 let ended = conn.run().await;
                 job = conn.job_in_hand();
                 log_failure(&plan, addr, &ended);
+                if let Ended::HostFailed(reply) = &ended {
+                    ob.back_off(key, &lease.budget, reply);
+                }
                 step = plan.connection_ended(ended, job.is_some(), ob.clock.monotonic_ms());
+                if held_back(ob, key, &lease.budget) {
+                    // A backoff, not a failure: the job waits in its
+                    // queue, with no deferral, until the suspension ends.
+                    step = Step::Finish { ok: true };
+                }
             }
             Step::Bounce(reply) => {
                 tracing::info!(destination = %key.destination,
@@ -251,6 +276,12 @@ impl<'a> Conn<'a> {
             spare: None,
             idled: false,
         }
+    }
+
+    /// The shard stops, or a backoff suspends the budget: no more messages
+    /// on this connection.
+    fn ending(&self) -> bool {
+        self.ob.stopping.get() || self.lease.budget.suspended_until(self.now()).is_some()
     }
 
     /// Monotonic time, for the machines' deadlines.
@@ -425,7 +456,7 @@ impl<'a> Conn<'a> {
     /// them come back together (RFC 2920 3.1), saving a round trip per
     /// message.
     fn pipeline_next(&mut self) {
-        let (contested, stopping) = (self.lease.slot.contested(), self.ob.stopping.get());
+        let (contested, stopping) = (self.lease.slot.contested(), self.ending());
         if !self
             .plan
             .may_pipeline(contested, stopping, self.client.can_pipeline())
@@ -473,7 +504,7 @@ impl<'a> Conn<'a> {
         // that the looks for contention do not move it to the front.
         let parking = Parking::new(&self.ob.sched, self.key);
         loop {
-            let (contested, stopping) = (self.lease.slot.contested(), self.ob.stopping.get());
+            let (contested, stopping) = (self.lease.slot.contested(), self.ending());
             if !self.plan.may_take(contested, stopping) {
                 return None;
             }
@@ -498,6 +529,11 @@ impl<'a> Conn<'a> {
                 let dsn = self.client.extensions().dsn;
                 self.ob
                     .settle(self.key, &cur, &outcomes, self.plan.host(), dsn);
+                for o in &outcomes {
+                    if self.ob.back_off(self.key, &self.lease.budget, &o.reply) {
+                        break;
+                    }
+                }
                 self.plan.settled();
                 self.spare = Some(cur);
             } else {

@@ -53,6 +53,8 @@ use crate::clock::Clock;
 use crate::config::{Config, OutboundTls};
 use crate::dns::{Resolver, ResolverConfig, XorShift};
 use crate::schedule::{self, Job, Limits, QueueKey, RetryPolicy, Scheduler};
+use crate::shaping::backoff::{first_match, BackoffAction, BackoffRule};
+use crate::smtp::client::ServerReply;
 use crate::smtp::client::{ClientConfig, Timeouts, TlsPolicy};
 use crate::spool::ShardSpool;
 
@@ -83,6 +85,9 @@ pub struct Outbound {
     clock: Clock,
     /// The sources mail leaves from, each with its SMTP client settings.
     egress: egress::Egress,
+    /// The file's `[[backoff]]` rules, then the shipped ones (when
+    /// `default_backoff`), compiled once.
+    backoff: (Vec<BackoffRule>, Vec<BackoffRule>),
     /// For STARTTLS: unverified (opportunistic) or verified (required).
     tls: Option<futures_rustls::TlsConnector>,
     retry: RetryPolicy,
@@ -169,6 +174,7 @@ impl Outbound {
             statuses: StatusWriter::start(spool.clone()),
             spool,
             egress: egress::Egress::new(&config, &client),
+            backoff: (config.backoff_rules(), config.shipped_backoff()),
             tls: tls.map(futures_rustls::TlsConnector::from),
             retry,
             resolver,
@@ -325,6 +331,40 @@ impl Outbound {
                 connections = self.running.get(),
                 "delivery connections still open at shutdown; their messages stay queued"
             );
+        }
+    }
+
+    /// Backs `budget` off when `reply` (a remote one) matches a backoff
+    /// rule, and logs it once: a suspension also holds `key`'s queue here
+    /// (other shards see it in the budget at their next connection or
+    /// message). True when the budget is suspended now.
+    fn back_off(&self, key: &QueueKey, budget: &budget::Budget, reply: &ServerReply) -> bool {
+        if reply.local || reply.is_positive() {
+            return false;
+        }
+        let (operator, shipped) = &self.backoff;
+        let Some(rule) = first_match(operator, shipped, reply) else {
+            return false;
+        };
+        let now = self.clock.monotonic_ms();
+        let Some(done) = budget.back_off(rule, now) else {
+            return budget.suspended_until(now).is_some();
+        };
+        let source = &self.egress.source(budget.source).name;
+        let text = String::from_utf8_lossy(&reply.text);
+        let seconds = rule.duration_ms / 1000;
+        match done.action {
+            BackoffAction::Suspend => {
+                tracing::warn!(source = %source, destination = %budget.name, seconds,
+                    reply = %text, "backoff: suspended");
+                self.sched.borrow_mut().suspend(key, done.until_ms);
+                true
+            }
+            BackoffAction::Throttle { factor } => {
+                tracing::warn!(source = %source, destination = %budget.name, seconds, factor,
+                    reply = %text, "backoff: throttled");
+                false
+            }
         }
     }
 

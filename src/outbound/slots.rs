@@ -33,11 +33,11 @@ fn slot_of(budget: &Budget) -> &'static Entry {
 pub struct ConnectionSlot(&'static Entry);
 
 impl ConnectionSlot {
-    /// A slot if fewer than the budget's `max_connections` are open in
+    /// A slot if fewer than `max` connections of `budget` are open in
     /// the whole process.
-    pub fn try_acquire(budget: &Budget) -> Option<ConnectionSlot> {
+    pub fn try_acquire(budget: &Budget, max: usize) -> Option<ConnectionSlot> {
         let entry = slot_of(budget);
-        let max = u32::try_from(budget.shape.max_connections).unwrap_or(u32::MAX);
+        let max = u32::try_from(max).unwrap_or(u32::MAX);
         entry
             .open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -104,7 +104,7 @@ mod tests {
                     s.spawn(|| {
                         let b = budget(0, dest, 7);
                         (0..10)
-                            .filter_map(|_| ConnectionSlot::try_acquire(&b))
+                            .filter_map(|_| ConnectionSlot::try_acquire(&b, 7))
                             .collect::<Vec<_>>()
                     })
                 })
@@ -112,17 +112,17 @@ mod tests {
             hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
         });
         assert_eq!(held.len(), 7);
-        assert!(ConnectionSlot::try_acquire(&budget(0, dest, 7)).is_none());
+        assert!(ConnectionSlot::try_acquire(&budget(0, dest, 7), 7).is_none());
         // Another source has a budget of its own.
-        assert!(ConnectionSlot::try_acquire(&budget(1, dest, 7)).is_some());
+        assert!(ConnectionSlot::try_acquire(&budget(1, dest, 7), 7).is_some());
         drop(held);
-        assert!(ConnectionSlot::try_acquire(&budget(0, dest, 7)).is_some());
+        assert!(ConnectionSlot::try_acquire(&budget(0, dest, 7), 7).is_some());
     }
 
     #[test]
     fn a_waiter_makes_the_holders_see_contention() {
         let b = budget(0, "contested.example", 1);
-        let held = ConnectionSlot::try_acquire(&b).unwrap();
+        let held = ConnectionSlot::try_acquire(&b, 1).unwrap();
         assert!(!held.contested());
         let waiter = SlotWaiter::new(&b);
         assert!(held.contested());
