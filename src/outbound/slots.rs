@@ -84,15 +84,9 @@ mod tests {
     use crate::schedule::EgressId;
     use std::rc::Rc;
 
-    fn budget(source: EgressId, destination: &str, max_connections: usize) -> Budget {
-        let mut b = Budget::of(
-            &Config::embedded_default(),
-            source,
-            &Rc::from(destination),
-            [],
-        );
-        b.shape.max_connections = max_connections;
-        b
+    fn budget(source: EgressId, destination: &str) -> Budget {
+        let config = Config::embedded_default();
+        Budget::of(&config, source, &Rc::from(destination), [])
     }
 
     #[test]
@@ -102,7 +96,7 @@ mod tests {
             let hs: Vec<_> = (0..4)
                 .map(|_| {
                     s.spawn(|| {
-                        let b = budget(0, dest, 7);
+                        let b = budget(0, dest);
                         (0..10)
                             .filter_map(|_| ConnectionSlot::try_acquire(&b, 7))
                             .collect::<Vec<_>>()
@@ -112,16 +106,16 @@ mod tests {
             hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
         });
         assert_eq!(held.len(), 7);
-        assert!(ConnectionSlot::try_acquire(&budget(0, dest, 7), 7).is_none());
+        assert!(ConnectionSlot::try_acquire(&budget(0, dest), 7).is_none());
         // Another source has a budget of its own.
-        assert!(ConnectionSlot::try_acquire(&budget(1, dest, 7), 7).is_some());
+        assert!(ConnectionSlot::try_acquire(&budget(1, dest), 7).is_some());
         drop(held);
-        assert!(ConnectionSlot::try_acquire(&budget(0, dest, 7), 7).is_some());
+        assert!(ConnectionSlot::try_acquire(&budget(0, dest), 7).is_some());
     }
 
     #[test]
     fn a_waiter_makes_the_holders_see_contention() {
-        let b = budget(0, "contested.example", 1);
+        let b = budget(0, "contested.example");
         let held = ConnectionSlot::try_acquire(&b, 1).unwrap();
         assert!(!held.contested());
         let waiter = SlotWaiter::new(&b);

@@ -56,9 +56,12 @@ fn cut_header(
     chunks: &mut Vec<ChunkRef>,
     len: &mut u64,
 ) -> Result<Option<Vec<u8>>, SpoolError> {
+    let Some((received, rest)) = chunks.split_first() else {
+        return Ok(None);
+    };
     let found = spool.with_state(|s| {
-        let parts: Vec<&[u8]> = chunks[1..].iter().filter_map(|c| s.chunk(c)).collect();
-        if parts.len() + 1 != chunks.len() {
+        let parts: Vec<&[u8]> = rest.iter().filter_map(|c| s.chunk(c)).collect();
+        if parts.len() != rest.len() {
             return None;
         }
         let found = header_field::find(&parts, name.as_bytes())?;
@@ -69,10 +72,10 @@ fn cut_header(
         return Ok(None);
     };
     let mut rebuilt = Vec::with_capacity(chunks.len());
-    rebuilt.push(chunks[0]);
+    rebuilt.push(*received);
     for piece in pieces {
         match piece {
-            Piece::Keep(i) => rebuilt.push(chunks[i + 1]),
+            Piece::Keep(i) => rebuilt.push(rest[i]),
             Piece::New(bytes) => {
                 for part in bytes.chunks(spool.max_chunk()) {
                     rebuilt.push(spool.append_chunk(part)?);
@@ -81,7 +84,7 @@ fn cut_header(
         }
     }
     let removed: u64 = found.ranges.iter().map(|(a, b)| b - a).sum();
-    *len -= removed;
+    *len = len.saturating_sub(removed);
     *chunks = rebuilt;
     Ok(Some(found.value))
 }
