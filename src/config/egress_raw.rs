@@ -211,11 +211,24 @@ fn pools(
     }
     let source_names: HashSet<&str> = sources.iter().map(|s| s.name.as_str()).collect();
     let mut seen = HashSet::new();
+    let mut ids = std::collections::HashMap::new();
     let mut pools = Vec::with_capacity(raws.len());
     for raw in raws {
         let raw = raw.into_inner();
         valid(raw.name.clone(), |name| check_name("pool", name))?;
         claim_name(&mut seen, &raw.name, "[[pool]]")?;
+        // The spool records a message's pool by this 16-bit id: two pools
+        // sharing one would be taken for each other after a restart.
+        let id = spool_format::envelope::pool_id(raw.name.get_ref());
+        if let Some(earlier) = ids.insert(id, raw.name.get_ref().clone()) {
+            return error_at(
+                raw.name.span(),
+                format!(
+                    "pool names {:?} and {earlier:?} have the same id in the spool ({id}): rename one of them",
+                    raw.name.get_ref()
+                ),
+            );
+        }
         let name = raw.name.into_inner();
         if raw.sources.get_ref().is_empty() {
             return error_at(

@@ -431,3 +431,23 @@ fn listener_names_are_valid_and_unique() {
         "listener name \"m x\" is not valid",
     );
 }
+
+#[test]
+fn two_pools_with_one_spool_id_are_refused() {
+    // Two names whose 16-bit ids collide, found among generated names of
+    // varied lengths (CRC is linear, so names that differ only in a few
+    // like bytes rarely collide; these are not alike).
+    let mut seen = std::collections::HashMap::new();
+    let (first, second) = (1..200_000u64)
+        .map(|i| format!("p{}", i.wrapping_mul(2_654_435_761) % 1_000_000_007))
+        .find_map(|name| {
+            let id = spool_format::envelope::pool_id(&name);
+            seen.insert(id, name.clone()).map(|earlier| (earlier, name))
+        })
+        .expect("a collision among 200,000 names");
+    let text = format!(
+        "{TWO_SOURCES}[[pool]]\nname = \"{first}\"\nsources = [{{ source = \"ip1\" }}]\n\
+         [[pool]]\nname = \"{second}\"\nsources = [{{ source = \"ip2\" }}]\n"
+    );
+    assert_error(&text, "15:8", "have the same id in the spool");
+}
