@@ -1595,3 +1595,40 @@ fn a_matching_421_suspends_that_destination_while_others_keep_flowing() {
     );
     finish(d);
 }
+
+#[test]
+fn mail_for_an_ipv6_only_destination_leaves_from_the_pools_ipv6_source() {
+    let zone = Zone::new()
+        .mx("six.test.example", 10, "mx.six.test.example")
+        .aaaa("mx.six.test.example", "::1");
+    let net = Net::new(zone, &[]);
+    let mx = SmtpServer::start(
+        IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        net.port,
+        Script::accept(),
+    );
+    let config = net.config(&[])
+        + "[[source]]\nname = \"v4\"\naddress = \"127.0.0.5\"\n\n\
+           [[source]]\nname = \"v6\"\naddress = \"::1\"\n\n\
+           [[pool]]\nname = \"mixed\"\nsources = [{ source = \"v4\", weight = 3 }, { source = \"v6\" }]\n";
+    let d = net.daemon(1, &config);
+    for i in 0..4 {
+        send_one(&d, &[&format!("user{i}@six.test.example")]);
+    }
+    let got = expect_messages(&mx, 4, &d, "the IPv6-only destination's messages");
+    assert!(
+        got.iter()
+            .all(|m| m.peer == IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)),
+        "{:?}",
+        got.iter().map(|m| m.peer).collect::<Vec<_>>()
+    );
+    wait_queue_empty(&d, &net.spool, ARRIVAL);
+    assert!(
+        d.stderr()
+            .contains("mail moves to another source of its pool"),
+        "{}",
+        d.stderr()
+    );
+    assert!(!d.stderr().contains("deferred"), "{}", d.stderr());
+    finish(d);
+}

@@ -164,6 +164,10 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
                 }
                 return false;
             }
+            Step::OtherSource {
+                reply,
+                suspend_until_ms,
+            } => return move_to_other_sources(ob, key, job, &reply, suspend_until_ms),
             Step::Finish { ok } => {
                 if let Some(j) = job {
                     // Never started and nowhere else to go: the queue
@@ -174,6 +178,42 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
             }
         }
     }
+}
+
+/// The source of `key` reaches no address of its destination: the job in
+/// hand and the queue's jobs move to a source of their pool that can,
+/// each to its own pool's; those whose pool has none are deferred with
+/// `reply`. True when none was deferred.
+fn move_to_other_sources(
+    ob: &Outbound,
+    key: &QueueKey,
+    job: Option<Job>,
+    reply: &ServerReply,
+    suspend_until_ms: u64,
+) -> bool {
+    let queued: Vec<Job> = std::iter::from_fn(|| ob.take_job(key, 0)).collect();
+    let (mut deferred, mut logged) = (false, false);
+    for j in job.into_iter().chain(queued) {
+        match ob.egress.other_family(j.pool, &key.destination, key.egress) {
+            Some(to) => {
+                if !std::mem::replace(&mut logged, true) {
+                    tracing::info!(destination = %key.destination,
+                        from = %ob.egress.source(key.egress).name, to = %ob.egress.source(to).name,
+                        reason = %String::from_utf8_lossy(&reply.text), "mail moves to another source of its pool");
+                }
+                let moved = QueueKey {
+                    egress: to,
+                    destination: key.destination.clone(),
+                };
+                ob.enqueue(moved, j);
+            }
+            None => {
+                deferred = true;
+                ob.defer_destination(key, j, reply, suspend_until_ms);
+            }
+        }
+    }
+    !deferred
 }
 
 /// Logs why a host is left behind, as the machine moves on.

@@ -74,6 +74,13 @@ pub enum Step {
         reply: ServerReply,
         suspend_until_ms: u64,
     },
+    /// The source can reach none of the destination's addresses (they are
+    /// all of the other family): its mail goes to a source of its pool
+    /// that can, or, when the pool has none, is deferred as for `Defer`.
+    OtherSource {
+        reply: ServerReply,
+        suspend_until_ms: u64,
+    },
     /// The run is over; a job still in hand goes back to the queue. `ok`:
     /// no connection-level failure (the destination's window may widen).
     Finish { ok: bool },
@@ -305,6 +312,10 @@ impl Delivery {
         }
         if skipped > 0 && self.attempts == 0 {
             self.last_failure = self.family_failure();
+            return Step::OtherSource {
+                reply: self.last_failure.clone(),
+                suspend_until_ms: now_ms.saturating_add(self.policy.suspend_ms),
+            };
         }
         self.defer(now_ms)
     }

@@ -154,6 +154,35 @@ impl Egress {
         members.members[i]
     }
 
+    /// A source of pool `pool` other than `from`, of the other address
+    /// family than `from`'s (or the machine's own address, which reaches
+    /// both), chosen by weight: where mail goes that `from` cannot send
+    /// to `destination` because all its addresses are of the other
+    /// family. `None` when the pool has no such source.
+    pub fn other_family(
+        &self,
+        pool: u16,
+        destination: &Rc<str>,
+        from: EgressId,
+    ) -> Option<EgressId> {
+        let theirs = self.source(from).address?;
+        let p = self.pool_index(pool);
+        let members = &self.pools[p];
+        let fits = |i: usize| {
+            let id = members.members[i];
+            id != from
+                && self
+                    .source(id)
+                    .address
+                    .is_none_or(|a| a.is_ipv4() != theirs.is_ipv4())
+        };
+        let mut choices = self.choices.borrow_mut();
+        let choice = choices
+            .entry((p, destination.clone()))
+            .or_insert_with(|| SmoothWeighted::new(&members.weights));
+        choice.next(fits).map(|i| members.members[i])
+    }
+
     fn pool_index(&self, pool: u16) -> usize {
         if pool == 0 {
             return self.default_pool;

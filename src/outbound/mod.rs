@@ -273,6 +273,7 @@ impl Outbound {
                     rcpts: part.to_vec(),
                     attempts,
                     received_ms,
+                    pool,
                 };
                 match later {
                     Some(at) => self.sched.borrow_mut().defer(key, job, at),

@@ -71,6 +71,7 @@ impl Outbound {
                 rcpts: deferred,
                 attempts: cur.job.attempts,
                 received_ms: cur.job.received_ms,
+                pool: cur.job.pool,
             };
             self.defer(key, job, r);
         }

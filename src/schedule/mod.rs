@@ -44,6 +44,8 @@ pub struct Job {
     /// Failed attempts so far.
     pub attempts: u32,
     pub received_ms: u64,
+    /// The pool the message leaves through, as the spool records it.
+    pub pool: u16,
 }
 
 /// Per-destination limits (`[delivery]`).

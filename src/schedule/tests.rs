@@ -15,6 +15,7 @@ fn job(id: u64) -> Job {
         rcpts: vec![0],
         attempts: 0,
         received_ms: 0,
+        pool: 0,
     }
 }
 
