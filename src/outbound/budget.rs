@@ -28,6 +28,18 @@ pub struct Budget {
     /// The destination, or `mx:` and the rule's pattern for a rollup.
     pub name: Rc<str>,
     pub shape: Shape,
+    /// Its cells in the process-wide tables, found once: a message touches
+    /// them without hashing the budget again.
+    cells: Cells,
+}
+
+/// A budget's entries in the tables below.
+#[derive(Debug, Clone, Copy)]
+struct Cells {
+    message_rate: &'static AtomicU64,
+    connection_rate: &'static AtomicU64,
+    suspended: &'static AtomicU64,
+    throttled: &'static AtomicU64,
 }
 
 /// Theoretical arrival times of the message-rate buckets.
@@ -60,39 +72,45 @@ impl Budget {
     ) -> Budget {
         if let Some(rule) = config.shaping_for_mx(mx_hosts) {
             if let crate::config::ShapingMatch::Mx(pattern) = &config.shaping[rule].matcher {
-                return Budget {
-                    source,
-                    name: Rc::from(format!("mx:{pattern}")),
-                    shape: config.shape(Some(rule)),
-                };
+                let name = Rc::from(format!("mx:{pattern}"));
+                return Budget::new(source, name, config.shape(Some(rule)));
             }
         }
+        let shape = config.shape(config.shaping_for_domain(destination));
+        Budget::new(source, destination.clone(), shape)
+    }
+
+    fn new(source: EgressId, name: Rc<str>, shape: Shape) -> Budget {
+        let cells = Cells {
+            message_rate: MESSAGE_RATE.entry(key(source, &name)),
+            connection_rate: CONNECTION_RATE.entry(key(source, &name)),
+            suspended: SUSPENDED.entry(key(source, &name)),
+            throttled: THROTTLED.entry(key(source, &name)),
+        };
         Budget {
             source,
-            name: destination.clone(),
-            shape: config.shape(config.shaping_for_domain(destination)),
+            name,
+            shape,
+            cells,
         }
     }
 
     /// The bytes the process-wide tables hash: source, then name.
     pub fn key(&self) -> impl Iterator<Item = u8> + '_ {
-        self.source
-            .to_le_bytes()
-            .into_iter()
-            .chain(self.name.bytes())
+        key(self.source, &self.name)
     }
 
     /// Takes a token for one more message now, or says when one is free
     /// (always now without a message rate).
     pub fn take_message(&self, now_ms: u64) -> Result<(), u64> {
         let rate = self.throttled(self.shape.max_message_rate, now_ms);
-        take(&MESSAGE_RATE, self, rate, now_ms)
+        take(self.cells.message_rate, rate, now_ms)
     }
 
     /// The same for one more connection.
     pub fn take_connection(&self, now_ms: u64) -> Result<(), u64> {
         let rate = self.throttled(self.shape.max_connection_rate, now_ms);
-        take(&CONNECTION_RATE, self, rate, now_ms)
+        take(self.cells.connection_rate, rate, now_ms)
     }
 
     /// The connections the budget allows now: its cap, scaled by a
@@ -107,13 +125,13 @@ impl Budget {
 
     /// Until when the budget is suspended, if it is.
     pub fn suspended_until(&self, now_ms: u64) -> Option<u64> {
-        let until = SUSPENDED.entry(self.key()).load(Ordering::Relaxed);
+        let until = self.cells.suspended.load(Ordering::Relaxed);
         (until > now_ms).then_some(until)
     }
 
     /// The factor a throttle scales the budget by now, if one holds.
     fn throttle(&self, now_ms: u64) -> Option<f64> {
-        let packed = THROTTLED.entry(self.key()).load(Ordering::Relaxed);
+        let packed = self.cells.throttled.load(Ordering::Relaxed);
         let (until, milli) = (packed >> 16, packed & 0xFFFF);
         (until > now_ms && milli > 0).then(|| milli as f64 / 1000.0)
     }
@@ -133,12 +151,11 @@ impl Budget {
         let until = now_ms.saturating_add(rule.duration_ms);
         let lengthened = match rule.action {
             BackoffAction::Suspend => {
-                let cell = SUSPENDED.entry(self.key());
-                cell.fetch_max(until, Ordering::Relaxed) < until
+                self.cells.suspended.fetch_max(until, Ordering::Relaxed) < until
             }
             BackoffAction::Throttle { factor } => {
                 let milli = ((factor * 1000.0).round() as u64).clamp(1, 999);
-                throttle_until(THROTTLED.entry(self.key()), milli, until, now_ms)
+                throttle_until(self.cells.throttled, milli, until, now_ms)
             }
         };
         lengthened.then_some(BackedOff {
@@ -171,18 +188,18 @@ fn throttle_until(cell: &AtomicU64, milli: u64, until: u64, now_ms: u64) -> bool
     }
 }
 
+/// The bytes a budget's entries are found by: source, then name.
+fn key(source: EgressId, name: &str) -> impl Iterator<Item = u8> + '_ {
+    source.to_le_bytes().into_iter().chain(name.bytes())
+}
+
 /// Smooth, one at a time: a rate is never spent in a burst at the top of
 /// its period.
 const BURST: u32 = 1;
 
-fn take(
-    table: &'static SlotTable<AtomicU64>,
-    b: &Budget,
-    rate: Option<Rate>,
-    now_ms: u64,
-) -> Result<(), u64> {
+fn take(tat: &AtomicU64, rate: Option<Rate>, now_ms: u64) -> Result<(), u64> {
     match rate {
-        Some(rate) => rate::take(table.entry(b.key()), rate, BURST, now_ms),
+        Some(rate) => rate::take(tat, rate, BURST, now_ms),
         None => Ok(()),
     }
 }
@@ -222,10 +239,8 @@ mod tests {
         assert_eq!(b.suspended_until(60_999), Some(61_000));
         assert_eq!(b.suspended_until(61_000), None);
         // Another source's budget for the same destination is free.
-        let other = Budget {
-            source: 1,
-            ..budget("suspend.budget.example")
-        };
+        let config = Config::embedded_default();
+        let other = Budget::of(&config, 1, &Rc::from("suspend.budget.example"), []);
         assert_eq!(other.suspended_until(2_000), None);
     }
 
