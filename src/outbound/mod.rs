@@ -5,11 +5,13 @@
 //!
 //! Each shard delivers the messages in its own spool, through its own
 //! scheduler, resolver and connections: the message bytes never leave the
-//! core that received them. The one limit that must hold for the whole
-//! process, connections per destination, is a process-wide counter per
-//! destination (`slots`) taken once per connection.
+//! core that received them. The limits that must hold for the whole
+//! process (connections, rates and backoffs of an egress source ×
+//! destination) are process-wide atomics per budget (`budget`, `slots`),
+//! touched once per connection or message.
 //!
-//! Pieces: `delivery` (the sans-IO decisions of a connection task: host
+//! Pieces: `egress` (the sources and pools, and the choice of a source),
+//! `budget` (a source × destination's limits), `delivery` (the sans-IO decisions of a connection task: host
 //! fallback, plaintext retry, idling, slot hand-over, suspension, what
 //! each outcome means), `connection` (the I/O driver of `delivery` and of
 //! the sans-IO `smtp::client`), `destination` (routes and MX hosts),
@@ -54,8 +56,7 @@ use crate::config::{Config, OutboundTls};
 use crate::dns::{Resolver, ResolverConfig, XorShift};
 use crate::schedule::{self, Job, Limits, QueueKey, RetryPolicy, Scheduler};
 use crate::shaping::backoff::{first_match, BackoffAction, BackoffRule};
-use crate::smtp::client::ServerReply;
-use crate::smtp::client::{ClientConfig, Timeouts, TlsPolicy};
+use crate::smtp::client::{ClientConfig, ServerReply, Timeouts, TlsPolicy};
 use crate::spool::ShardSpool;
 
 use signal::Signal;
