@@ -446,6 +446,7 @@ mod tests {
 
     fn source(name: &str, address: [u8; 4]) -> SourceSection {
         SourceSection {
+            warmup: None,
             name: name.to_owned(),
             address: IpAddr::from(address),
             ehlo: "mta.example.test".to_owned(),

@@ -11,7 +11,11 @@
 
 use std::net::IpAddr;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+
+use crate::shaping::warmup::Warmup;
 
 /// The pool made of every source, weight 1 each, when a file gives sources
 /// but no `[[pool]]`; also the pool `default` prefers when it is not set.
@@ -33,6 +37,9 @@ pub struct SourceSection {
     /// EHLO name from this address; `[delivery] helo_name` when the file
     /// gives none.
     pub ehlo: String,
+    /// The most messages per destination on each day of the source's
+    /// warm-up; none: the source is warm.
+    pub warmup: Option<Arc<Warmup>>,
 }
 
 /// One `[[pool]]`: sources that share a kind of mail, chosen by weight.

@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -20,6 +21,7 @@ use super::egress::{
 use super::raw::{check_hostname, error_at, parsed, rule_matcher, valid};
 use super::route::is_domain_name;
 use super::Located;
+use crate::shaping::warmup::Warmup;
 
 /// Longest source, pool or listener name: it appears in logs and metrics
 /// labels, which should stay readable.
@@ -31,6 +33,14 @@ pub(super) struct RawSource {
     name: Spanned<String>,
     address: Spanned<String>,
     ehlo: Option<Spanned<String>>,
+    warmup: Option<Spanned<RawWarmup>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWarmup {
+    start: Spanned<String>,
+    daily: Spanned<Vec<Spanned<u64>>>,
 }
 
 #[derive(Deserialize)]
@@ -161,13 +171,40 @@ fn sources(raws: Vec<RawSource>, helo_name: &str) -> Result<Vec<SourceSection>, 
             Some(ehlo) => valid(ehlo, |name| check_hostname("ehlo", name))?,
             None => helo_name.to_owned(),
         };
+        let warmup = match raw.warmup {
+            Some(w) => Some(Arc::new(w.into_inner().into_warmup()?)),
+            None => None,
+        };
         sources.push(SourceSection {
             name: name.into_inner(),
             address: parsed(&raw.address, source_address)?,
             ehlo,
+            warmup,
         });
     }
     Ok(sources)
+}
+
+impl RawWarmup {
+    /// The schedule: a date that parses, and at least one day, each with
+    /// room for at least one message.
+    fn into_warmup(self) -> Result<Warmup, Located> {
+        let daily = self.daily.get_ref();
+        if daily.is_empty() {
+            return error_at(
+                self.daily.span(),
+                "warmup daily is empty: give the most messages per destination for each day, e.g. [500, 1000, 2500]".to_owned(),
+            );
+        }
+        if let Some(zero) = daily.iter().find(|d| *d.get_ref() == 0) {
+            return error_at(
+                zero.span(),
+                "a warm-up day of 0 messages sends nothing: give at least 1 (leave the source out of its pools to stop it)".to_owned(),
+            );
+        }
+        let daily = daily.iter().map(|d| *d.get_ref()).collect();
+        parsed(&self.start, |start| Warmup::new(start, daily))
+    }
 }
 
 /// An address outbound connections can bind to and that names one

@@ -451,3 +451,53 @@ fn two_pools_with_one_spool_id_are_refused() {
     );
     assert_error(&text, "15:8", "have the same id in the spool");
 }
+
+#[test]
+fn a_source_carries_its_warmup_schedule() {
+    let text = "[[source]]\nname = \"ip1\"\naddress = \"127.0.0.2\"\n\
+                warmup = { start = \"2026-12-01\", daily = [500, 1000, 2500] }\n\
+                [[source]]\nname = \"ip2\"\naddress = \"127.0.0.3\"\n";
+    let config = parse(text);
+    let warmup = config.source[0].warmup.as_deref().expect("warmup");
+    assert_eq!(warmup.start, "2026-12-01");
+    assert_eq!(warmup.daily, vec![500, 1000, 2500]);
+    assert_eq!(warmup.budget(warmup.start_day + 1), Some(1000));
+    assert_eq!(config.source[1].warmup, None, "a source is warm by default");
+    let printed = config.to_toml_string().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(parse(&printed), config, "{printed}");
+}
+
+#[test]
+fn a_bad_warmup_is_refused_at_its_value() {
+    let source = "[[source]]\nname = \"ip1\"\naddress = \"127.0.0.2\"\n";
+    assert_error(
+        &format!("{source}warmup = {{ start = \"2026-12-32\", daily = [5] }}\n"),
+        "4:20",
+        "no such day",
+    );
+    assert_error(
+        &format!("{source}warmup = {{ start = \"12/01/2026\", daily = [5] }}\n"),
+        "4:20",
+        "YYYY-MM-DD",
+    );
+    assert_error(
+        &format!("{source}warmup = {{ start = \"2026-12-01\", daily = [] }}\n"),
+        "4:42",
+        "daily is empty",
+    );
+    assert_error(
+        &format!("{source}warmup = {{ start = \"2026-12-01\", daily = [5, 0] }}\n"),
+        "4:46",
+        "0 messages",
+    );
+    assert_error(
+        &format!("{source}warmup = {{ start = \"2026-12-01\" }}\n"),
+        "4:10",
+        "missing field `daily`",
+    );
+    assert_error(
+        &format!("{source}warmup = {{ start = \"2026-12-01\", daily = [5], days = 3 }}\n"),
+        "4:47",
+        "unknown field `days`",
+    );
+}

@@ -2,18 +2,16 @@
 //! each UTC day of its schedule, and the counts of the current day.
 //!
 //! Owns: the schedule (a start date and a budget per day), the civil
-//! date arithmetic it needs, the per-destination counts of the current
-//! UTC day with their rollover at midnight, and the text form of those
-//! counts that the caller keeps across a restart.
+//! date arithmetic it needs, the count of one source × destination on
+//! the current UTC day (one atomic word that every shard takes from,
+//! rolling over at midnight), and the text form of the counts that the
+//! caller keeps across a restart.
 //! Must never: read the clock or do I/O (the caller passes wall time and
-//! stores the snapshot); give a day more than its budget, also across a
-//! restart; be shared between shards (a destination's counts live on the
-//! shard that owns the destination, so they need no lock).
+//! stores the snapshot); give a day more than its budget, also when
+//! shards take from it at once.
 
-use std::collections::HashMap;
-use std::fmt::{Display, Write as _};
-use std::hash::Hash;
-use std::str::FromStr;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -94,9 +92,12 @@ pub fn utc_day(wall_ms: u64) -> i64 {
 
 /// A source's warm-up schedule: `daily[0]` is the budget of the start
 /// date (day 1), `daily[1]` of the day after, and so on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Warmup {
-    /// Days since 1970-01-01 (UTC).
+    /// The start date as written, `YYYY-MM-DD`.
+    pub start: String,
+    /// The start date in days since 1970-01-01 (UTC).
+    #[serde(skip)]
     pub start_day: i64,
     pub daily: Vec<u64>,
 }
@@ -106,6 +107,7 @@ impl Warmup {
     pub fn new(start: &str, daily: Vec<u64>) -> Result<Warmup, DateError> {
         Ok(Warmup {
             start_day: parse_date(start)?,
+            start: start.to_owned(),
             daily,
         })
     }
@@ -122,7 +124,102 @@ impl Warmup {
     }
 }
 
-/// Why a snapshot of counts could not be restored.
+/// A UTC day in the high bits of a count cell, the day's count in the
+/// low ones.
+const COUNT_BITS: u32 = 40;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+/// Days a cell can hold: 2^24 days after 1970 is far past any clock.
+const DAY_MAX: u64 = (1 << (64 - COUNT_BITS)) - 1;
+
+fn pack(day: u64, count: u64) -> u64 {
+    (day.min(DAY_MAX) << COUNT_BITS) | count.min(COUNT_MASK)
+}
+
+fn unpack(cell: u64) -> (u64, u64) {
+    (cell >> COUNT_BITS, cell & COUNT_MASK)
+}
+
+/// The day of `now_wall_ms`, as a cell holds it.
+fn cell_day(now_wall_ms: u64) -> u64 {
+    (now_wall_ms / DAY_MS).min(DAY_MAX)
+}
+
+/// The first millisecond of the UTC day after that of `now_wall_ms`:
+/// when a spent budget is fresh again.
+pub fn next_midnight_ms(now_wall_ms: u64) -> u64 {
+    (now_wall_ms / DAY_MS + 1).saturating_mul(DAY_MS)
+}
+
+/// The count cell of one source × destination: the UTC day it counts and
+/// the messages sent that day, in one atomic word, so that every shard
+/// takes from one budget without a lock.
+pub struct DailyCount<'a>(pub &'a AtomicU64);
+
+impl DailyCount<'_> {
+    /// Counts one message at `now_wall_ms` if `warmup` gives the day room:
+    /// whether it may be sent. A new UTC day starts from zero; a wall
+    /// clock stepped back over midnight keeps counting against the later
+    /// day rather than hand out yesterday's budget again. Nothing is
+    /// counted once the schedule is over (the source is warm).
+    pub fn try_take(&self, warmup: &Warmup, now_wall_ms: u64) -> bool {
+        let today = cell_day(now_wall_ms);
+        let mut seen = self.0.load(Ordering::Relaxed);
+        loop {
+            let (day, count) = match unpack(seen) {
+                (day, count) if day >= today => (day, count),
+                _ => (today, 0),
+            };
+            let Some(budget) = warmup.budget(day as i64) else {
+                return true;
+            };
+            if count >= budget {
+                return false;
+            }
+            let next = pack(day, count + 1);
+            match self
+                .0
+                .compare_exchange_weak(seen, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(current) => seen = current,
+            }
+        }
+    }
+
+    /// What is left of the day's budget at `now_wall_ms`; `None` for no
+    /// limit.
+    pub fn remaining(&self, warmup: &Warmup, now_wall_ms: u64) -> Option<u64> {
+        let today = cell_day(now_wall_ms);
+        let (day, count) = match unpack(self.0.load(Ordering::Relaxed)) {
+            (day, count) if day >= today => (day, count),
+            _ => (today, 0),
+        };
+        Some(warmup.budget(day as i64)?.saturating_sub(count))
+    }
+
+    /// The day counted and its count, for a snapshot.
+    pub fn read(&self) -> (u64, u64) {
+        unpack(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Adds what a snapshot says was sent on `day`: a later day, or more
+    /// on the same day, wins over what the cell holds.
+    pub fn restore(&self, day: u64, count: u64) {
+        self.0.fetch_max(pack(day, count), Ordering::Relaxed);
+    }
+}
+
+/// One line of a snapshot of the counts: what `source` sent to
+/// `destination` on `day` (days since 1970-01-01).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    pub day: u64,
+    pub count: u64,
+    pub source: String,
+    pub destination: String,
+}
+
+/// Why a snapshot of counts could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("warm-up counts, line {line}: {reason}")]
 pub struct SnapshotError {
@@ -130,115 +227,60 @@ pub struct SnapshotError {
     reason: &'static str,
 }
 
-/// The first line of a snapshot, then the day.
-const SNAPSHOT_HEADER: &str = "warmup-counts 1 day ";
+/// The first line of a snapshot.
+const SNAPSHOT_HEADER: &str = "petrel warmup-counts 1";
 
-/// What each destination (`K`) was sent on the current UTC day under one
-/// source's schedule.
-#[derive(Debug, Clone)]
-pub struct DailyCounts<K> {
-    warmup: Warmup,
-    /// The UTC day the counts are of.
-    day: i64,
-    counts: HashMap<K, u64>,
+/// The counts as text: a header, then one `DAY COUNT SOURCE DESTINATION`
+/// line each, sorted so that equal counts give equal text. Names hold
+/// no spaces or line breaks (source names are checked, destinations are
+/// domains or `mx:` patterns).
+pub fn snapshot<'a>(counts: impl IntoIterator<Item = &'a Counted>) -> String {
+    let mut lines: Vec<String> = counts
+        .into_iter()
+        .filter(|c| c.count > 0)
+        .map(|c| format!("{} {} {} {}", c.day, c.count, c.source, c.destination))
+        .collect();
+    lines.sort_unstable();
+    let mut text = format!("{SNAPSHOT_HEADER}\n");
+    for line in lines {
+        let _ = writeln!(text, "{line}");
+    }
+    text
 }
 
-impl<K: Eq + Hash> DailyCounts<K> {
-    pub fn new(warmup: Warmup) -> DailyCounts<K> {
-        DailyCounts {
-            warmup,
-            day: i64::MIN,
-            counts: HashMap::new(),
-        }
+/// The lines of a snapshot; an error for the first line that is wrong.
+pub fn parse_snapshot(text: &str) -> Result<Vec<Counted>, SnapshotError> {
+    let fail = |line, reason| SnapshotError { line, reason };
+    let mut lines = text.lines();
+    if lines.next() != Some(SNAPSHOT_HEADER) {
+        return Err(fail(1, "not a warm-up counts header"));
     }
-
-    /// Counts one message to `key` at `now_wall_ms` (unix milliseconds)
-    /// if the day's budget has room: whether it may be sent.
-    pub fn try_take(&mut self, key: K, now_wall_ms: u64) -> bool {
-        let day = self.roll(now_wall_ms);
-        let budget = self.warmup.budget(day);
-        let count = self.counts.entry(key).or_insert(0);
-        if budget.is_some_and(|b| *count >= b) {
-            return false;
-        }
-        *count += 1;
-        true
-    }
-
-    /// What is left of `key`'s budget at `now_wall_ms`, `None` for no
-    /// limit: for choosing a source without taking from it.
-    pub fn remaining(&self, key: &K, now_wall_ms: u64) -> Option<u64> {
-        let day = utc_day(now_wall_ms).max(self.day);
-        let budget = self.warmup.budget(day)?;
-        let sent = if day == self.day {
-            self.counts.get(key).copied().unwrap_or(0)
-        } else {
-            0
+    let mut counts = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let mut fields = line.split(' ');
+        let mut number = |reason| {
+            fields
+                .next()
+                .and_then(|f| f.parse::<u64>().ok())
+                .ok_or(fail(i + 2, reason))
         };
-        Some(budget.saturating_sub(sent))
-    }
-
-    /// Moves to the day of `now_wall_ms` if it is a later one (a fresh
-    /// budget at UTC midnight); the day counted. A wall clock stepped back
-    /// over midnight keeps counting against the later day rather than
-    /// hand out yesterday's budget again.
-    fn roll(&mut self, now_wall_ms: u64) -> i64 {
-        let day = utc_day(now_wall_ms);
-        if day > self.day {
-            self.day = day;
-            self.counts.clear();
+        let day = number("bad day")?;
+        let count = number("bad count")?;
+        let (Some(source), Some(destination), None) = (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(fail(i + 2, "expected DAY COUNT SOURCE DESTINATION"));
+        };
+        if source.is_empty() || destination.is_empty() {
+            return Err(fail(i + 2, "empty name"));
         }
-        self.day
+        counts.push(Counted {
+            day,
+            count,
+            source: source.to_owned(),
+            destination: destination.to_owned(),
+        });
     }
-}
-
-impl<K: Eq + Hash + Display + FromStr> DailyCounts<K> {
-    /// The counts as text, one `COUNT KEY` line a destination after a
-    /// header with the day, so a restart on the same day goes on where it
-    /// stopped. The key comes last so that it may hold spaces; it must
-    /// not hold a line break. Lines are sorted, so equal counts give equal
-    /// text.
-    pub fn snapshot(&self) -> String {
-        let mut lines: Vec<String> = self
-            .counts
-            .iter()
-            .filter(|(_, &n)| n > 0)
-            .map(|(key, n)| format!("{n} {key}"))
-            .collect();
-        lines.sort_unstable();
-        let mut text = format!("{SNAPSHOT_HEADER}{}\n", self.day);
-        for line in lines {
-            let _ = writeln!(text, "{line}");
-        }
-        text
-    }
-
-    /// Adds the counts of `snapshot` if it is of the UTC day of
-    /// `now_wall_ms`; a snapshot of an earlier day is spent and changes
-    /// nothing. Nothing changes either when any line is wrong.
-    pub fn restore(&mut self, snapshot: &str, now_wall_ms: u64) -> Result<(), SnapshotError> {
-        let fail = |line, reason| SnapshotError { line, reason };
-        let mut lines = snapshot.lines();
-        let day: i64 = lines
-            .next()
-            .and_then(|l| l.strip_prefix(SNAPSHOT_HEADER))
-            .and_then(|d| d.parse().ok())
-            .ok_or(fail(1, "not a warm-up counts header"))?;
-        let mut restored = Vec::new();
-        for (i, line) in lines.enumerate() {
-            let (n, key) = line.split_once(' ').ok_or(fail(i + 2, "no count"))?;
-            let n: u64 = n.parse().map_err(|_| fail(i + 2, "bad count"))?;
-            let key = key.parse().map_err(|_| fail(i + 2, "bad key"))?;
-            restored.push((key, n));
-        }
-        if self.roll(now_wall_ms) == day {
-            for (key, n) in restored {
-                let count = self.counts.entry(key).or_insert(0);
-                *count = count.saturating_add(n);
-            }
-        }
-        Ok(())
-    }
+    Ok(counts)
 }
 
 #[cfg(test)]
@@ -322,80 +364,115 @@ mod tests {
 
     #[test]
     fn a_budget_spent_before_midnight_is_fresh_at_midnight() {
-        let mut counts = DailyCounts::new(schedule());
+        let (w, gmail, yahoo) = (schedule(), AtomicU64::new(0), AtomicU64::new(0));
+        let (gmail, yahoo) = (DailyCount(&gmail), DailyCount(&yahoo));
         let last = at("2026-12-01", 23, 59, 59, 999);
-        assert!(counts.try_take("gmail.com", at("2026-12-01", 0, 0, 0, 0)));
-        assert!(counts.try_take("gmail.com", last));
-        assert!(!counts.try_take("gmail.com", last));
-        assert_eq!(counts.remaining(&"gmail.com", last), Some(0));
+        assert_eq!(gmail.remaining(&w, last), Some(2));
+        assert!(gmail.try_take(&w, at("2026-12-01", 0, 0, 0, 0)));
+        assert!(gmail.try_take(&w, last));
+        assert!(!gmail.try_take(&w, last));
+        assert_eq!(gmail.remaining(&w, last), Some(0));
         // Each destination has a budget of its own.
-        assert!(counts.try_take("yahoo.com", last));
+        assert!(yahoo.try_take(&w, last));
         let midnight = at("2026-12-02", 0, 0, 0, 0);
         assert_eq!(midnight, last + 1);
-        assert_eq!(counts.remaining(&"gmail.com", midnight), Some(5));
+        assert_eq!(next_midnight_ms(last), midnight);
+        assert_eq!(next_midnight_ms(midnight), midnight + DAY_MS);
+        assert_eq!(gmail.remaining(&w, midnight), Some(5));
         for _ in 0..5 {
-            assert!(counts.try_take("gmail.com", midnight));
+            assert!(gmail.try_take(&w, midnight));
         }
-        assert!(!counts.try_take("gmail.com", midnight));
+        assert!(!gmail.try_take(&w, midnight));
         // A wall clock stepped back over midnight gets no second budget.
-        assert!(!counts.try_take("gmail.com", last));
-        // After the schedule, no limit.
+        assert!(!gmail.try_take(&w, last));
+        assert_eq!(gmail.remaining(&w, last), Some(0));
+        // After the schedule, no limit and nothing counted.
         let warm = at("2026-12-04", 12, 0, 0, 0);
-        assert!((0..1_000).all(|_| counts.try_take("gmail.com", warm)));
-        assert_eq!(counts.remaining(&"gmail.com", warm), None);
+        assert!((0..1_000).all(|_| gmail.try_take(&w, warm)));
+        assert_eq!(gmail.remaining(&w, warm), None);
+    }
+
+    #[test]
+    fn shards_taking_at_once_never_exceed_the_budget() {
+        let w = Warmup::new("2026-12-01", vec![10_000]).unwrap();
+        let cell = AtomicU64::new(0);
+        let noon = at("2026-12-01", 12, 0, 0, 0);
+        let taken: usize = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..5_000)
+                            .filter(|_| DailyCount(&cell).try_take(&w, noon))
+                            .count()
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).sum()
+        });
+        assert_eq!(taken, 10_000);
+        assert_eq!(DailyCount(&cell).read(), (20_788, 10_000));
     }
 
     #[test]
     fn counts_survive_a_restart_on_the_same_day() {
         let noon = at("2026-12-02", 12, 0, 0, 0);
-        let mut before: DailyCounts<String> = DailyCounts::new(schedule());
-        for key in ["gmail.com", "gmail.com", "mail.example org", "yahoo.com"] {
-            assert!(before.try_take(key.to_owned(), noon));
+        let w = schedule();
+        let (gmail, yahoo) = (AtomicU64::new(0), AtomicU64::new(0));
+        for _ in 0..2 {
+            assert!(DailyCount(&gmail).try_take(&w, noon));
         }
-        let text = before.snapshot();
+        assert!(DailyCount(&yahoo).try_take(&w, noon));
+        let counted = |cell: &AtomicU64, destination: &str| {
+            let (day, count) = DailyCount(cell).read();
+            Counted {
+                day,
+                count,
+                source: "ip1".to_owned(),
+                destination: destination.to_owned(),
+            }
+        };
+        let counts = [
+            counted(&yahoo, "yahoo.com"),
+            counted(&gmail, "mx:*.google.com"),
+            counted(&AtomicU64::new(0), "never.example"),
+        ];
+        let text = snapshot(&counts);
         assert_eq!(
             text,
-            format!(
-                "warmup-counts 1 day {}\n1 mail.example org\n1 yahoo.com\n2 gmail.com\n",
-                20_789
-            )
+            "petrel warmup-counts 1\n20789 1 ip1 yahoo.com\n20789 2 ip1 mx:*.google.com\n"
         );
-        let mut after: DailyCounts<String> = DailyCounts::new(schedule());
-        after.restore(&text, noon + 3_600_000).unwrap();
-        let gmail = "gmail.com".to_owned();
-        assert_eq!(after.remaining(&gmail, noon), Some(3));
-        assert_eq!(
-            after.remaining(&"mail.example org".to_owned(), noon),
-            Some(4)
-        );
-        assert_eq!(after.snapshot(), text);
+        let read = parse_snapshot(&text).unwrap();
+        assert_eq!(read, counts[..2].to_vec());
+        // Restored into fresh cells: the same day goes on where it stopped.
+        let after = AtomicU64::new(0);
+        DailyCount(&after).restore(read[1].day, read[1].count);
+        assert_eq!(DailyCount(&after).remaining(&w, noon + 3_600_000), Some(3));
+        // A cell that counted more since is not set back.
+        DailyCount(&after).restore(read[1].day, 1);
+        assert_eq!(DailyCount(&after).remaining(&w, noon), Some(3));
         // A snapshot of yesterday is spent: today starts afresh.
-        let mut tomorrow: DailyCounts<String> = DailyCounts::new(schedule());
-        tomorrow.restore(&text, noon + DAY_MS).unwrap();
-        assert_eq!(tomorrow.remaining(&gmail, noon + DAY_MS), Some(10));
+        assert_eq!(DailyCount(&after).remaining(&w, noon + DAY_MS), Some(10));
     }
 
     #[test]
-    fn a_damaged_snapshot_changes_nothing() {
-        let noon = at("2026-12-02", 12, 0, 0, 0);
+    fn a_damaged_snapshot_is_refused_at_its_line() {
         for (text, line) in [
             ("", 1),
-            ("counts 1 day 20789\n", 1),
-            ("warmup-counts 1 day x\n", 1),
+            ("petrel warmup-counts 2\n", 1),
             (
-                "warmup-counts 1 day 20789\n2 gmail.com\nthree yahoo.com\n",
+                "petrel warmup-counts 1\n20789 2 ip1 gmail.com\n20789 x ip1 a\n",
                 3,
             ),
-            ("warmup-counts 1 day 20789\n2\n", 2),
-            ("warmup-counts 1 day 20789\n-2 gmail.com\n", 2),
+            ("petrel warmup-counts 1\n20789 2\n", 2),
+            ("petrel warmup-counts 1\n20789 -2 ip1 gmail.com\n", 2),
+            ("petrel warmup-counts 1\n20789 2 ip1 gmail.com extra\n", 2),
+            ("petrel warmup-counts 1\n20789 2 ip1 \n", 2),
         ] {
-            let mut counts: DailyCounts<String> = DailyCounts::new(schedule());
-            let err = counts.restore(text, noon).unwrap_err();
+            let err = parse_snapshot(text).unwrap_err();
             assert!(
                 err.to_string().contains(&format!("line {line}:")),
                 "{text:?}: {err}"
             );
-            assert_eq!(counts.remaining(&"gmail.com".to_owned(), noon), Some(5));
         }
     }
 }
