@@ -111,6 +111,9 @@ pub fn run(config: Config, plan: Plan) -> Result<(), DaemonError> {
     let config = Arc::new(config);
     // One clock for every shard: their monotonic times agree.
     let clock = Clock::new();
+    // Today's warm-up counts are back in their cells before any shard
+    // sends.
+    let warmup = crate::outbound::warmup::Store::start(&config, clock);
     let mut handles = Vec::new();
     for (shard, &cpu) in plan.cpus.iter().enumerate().take(plan.shards) {
         let (config, stop) = (config.clone(), stop.clone());
@@ -148,6 +151,9 @@ pub fn run(config: Config, plan: Plan) -> Result<(), DaemonError> {
         // restart by systemd.
         stop.store(true, Ordering::SeqCst);
         first_error.get_or_insert(result);
+    }
+    if let Some(store) = warmup {
+        store.stop();
     }
     match first_error {
         Some(e) => Err(e),

@@ -1632,3 +1632,132 @@ fn mail_for_an_ipv6_only_destination_leaves_from_the_pools_ipv6_source() {
     assert!(!d.stderr().contains("deferred"), "{}", d.stderr());
     finish(d);
 }
+
+/// Today's UTC date, `YYYY-MM-DD`, as a warm-up schedule names it.
+fn today() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%F"])
+        .output()
+        .expect("date");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Sources ip5 (in warm-up from today with `daily`) and ip6, and a pool
+/// of `members` (`both`: ip5 and ip6 alike, `ip5`: ip5 alone).
+fn warmup_config(net: &Net, daily: &str, members: &str) -> String {
+    let members = match members {
+        "both" => "[{ source = \"ip5\" }, { source = \"ip6\" }]",
+        _ => "[{ source = \"ip5\" }]",
+    };
+    net.config(&[])
+        + &format!(
+            "[[source]]\nname = \"ip5\"\naddress = \"127.0.0.5\"\n\
+             warmup = {{ start = \"{}\", daily = {daily} }}\n\n\
+             [[source]]\nname = \"ip6\"\naddress = \"127.0.0.6\"\n\n\
+             [[pool]]\nname = \"p\"\nsources = {members}\n",
+            today()
+        )
+}
+
+#[test]
+fn a_spent_warmup_budget_moves_traffic_to_the_other_source_also_after_a_restart() {
+    let net = one_mx("warmup.test.example");
+    let mx = net.server(2, Script::accept());
+    let config = warmup_config(&net, "[5, 5]", "both");
+    let d = net.daemon(2, &config);
+    send_over_clients(&d, "warmup.test.example", 6, 5);
+    let got = expect_messages(&mx, 30, &d, "messages of the first run");
+    let from = |got: &[Received], n: u8| got.iter().filter(|m| m.peer == host(n)).count();
+    assert_eq!(
+        (from(&got, 5), from(&got, 6)),
+        (5, 25),
+        "ip5 sends its budget of the day over both shards, ip6 the rest:\n{}",
+        d.stderr()
+    );
+    assert!(
+        d.stderr().contains("warm-up budget of the day spent"),
+        "{}",
+        d.stderr()
+    );
+    wait_queue_empty(&d, &net.spool, ARRIVAL);
+    assert!(!d.stderr().contains("deferred"), "{}", d.stderr());
+    d.stop();
+    // The count of the day survives the restart: ip5 sends no more today.
+    let d = net.daemon(2, &config);
+    for i in 0..10 {
+        send_one(&d, &[&format!("again{i}@warmup.test.example")]);
+    }
+    let got = expect_messages(&mx, 40, &d, "messages after the restart");
+    assert_eq!(
+        (from(&got, 5), from(&got, 6)),
+        (5, 35),
+        "after the restart:\n{}",
+        d.stderr()
+    );
+    finish(d);
+}
+
+#[test]
+fn mail_waits_for_the_next_day_when_no_source_of_its_pool_has_warmup_budget_left() {
+    let net = one_mx("waits.warmup.test.example");
+    let mx = net.server(2, Script::accept());
+    let d = net.daemon(1, &warmup_config(&net, "[3, 10]", "ip5"));
+    for i in 0..5 {
+        send_one(&d, &[&format!("user{i}@waits.warmup.test.example")]);
+    }
+    expect_messages(&mx, 3, &d, "the day's budget");
+    std::thread::sleep(QUIET);
+    assert_eq!(mx.messages().len(), 3, "{}", d.stderr());
+    // The other two wait in the queue: no deferral, no bounce, and no
+    // connection attempt while they wait.
+    assert_eq!(queued(&net.spool), Some(2), "{}", d.stderr());
+    let connections = mx.connections();
+    send_one(&d, &["late@waits.warmup.test.example"]);
+    std::thread::sleep(QUIET);
+    assert_eq!(mx.connections(), connections, "{}", d.stderr());
+    let log = d.stderr();
+    assert!(log.contains("warm-up budget of the day spent"), "{log}");
+    assert!(!log.contains("deferred"), "{log}");
+    finish(d);
+}
+
+#[test]
+fn a_reroute_rule_moves_a_suspended_sources_mail_to_the_other_source() {
+    let net = one_mx("reroute.test.example");
+    let mx = net.server(
+        2,
+        Script::accept().greeting_for(host(5), "421 4.7.0 too many connections from your IP"),
+    );
+    let rule = "[[backoff]]\ncode = 421\nreply = \"too many connections\"\naction = \"suspend\"\n\
+                duration = \"1h\"\nreroute = true\n";
+    let config = net.config(&[])
+        + "[[source]]\nname = \"ip5\"\naddress = \"127.0.0.5\"\n\n\
+           [[source]]\nname = \"ip6\"\naddress = \"127.0.0.6\"\n\n\
+           [[pool]]\nname = \"p\"\nsources = [{ source = \"ip5\" }, { source = \"ip6\" }]\n"
+        + rule;
+    let d = net.daemon(1, &config);
+    for i in 0..10 {
+        send_one(&d, &[&format!("user{i}@reroute.test.example")]);
+    }
+    let got = expect_messages(&mx, 10, &d, "the rerouted messages");
+    assert!(
+        got.iter().all(|m| m.peer == host(6)),
+        "{:?}\n{}",
+        got.iter().map(|m| m.peer).collect::<Vec<_>>(),
+        d.stderr()
+    );
+    wait_queue_empty(&d, &net.spool, ARRIVAL);
+    // New mail avoids the suspended source (its queue waits an hour).
+    for i in 0..6 {
+        send_one(&d, &[&format!("later{i}@reroute.test.example")]);
+    }
+    expect_messages(&mx, 16, &d, "mail sent during the suspension");
+    let log = d.stderr();
+    assert_eq!(log.matches("backoff: suspended").count(), 1, "{log}");
+    assert!(
+        log.contains("suspended by a backoff: mail moves to the pool's other sources"),
+        "{log}"
+    );
+    assert!(!log.contains("deferred"), "{log}");
+    finish(d);
+}

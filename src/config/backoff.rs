@@ -43,6 +43,10 @@ pub struct BackoffSection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub factor: Option<f64>,
     pub duration: DurationSetting,
+    /// `"suspend"` only: while the source is suspended, its waiting mail
+    /// to the destination moves to another source of its pool.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reroute: bool,
     /// `reply` compiled when the file was loaded, so building the rule
     /// again can neither fail nor cost a compilation.
     #[serde(skip)]
@@ -84,8 +88,7 @@ fn enhanced_text<S: Serializer>(
 }
 
 impl BackoffSection {
-    /// The rule delivery matches replies against. Never rerouted: that is
-    /// not configurable yet.
+    /// The rule delivery matches replies against.
     pub fn rule(&self) -> BackoffRule {
         let action = match self.action {
             BackoffActionSetting::Suspend => BackoffAction::Suspend,
@@ -99,7 +102,7 @@ impl BackoffSection {
             text: self.pattern.0.clone(),
             action,
             duration_ms: self.duration.as_millis(),
-            reroute: false,
+            reroute: self.reroute,
         }
     }
 }

@@ -28,6 +28,7 @@ pub(super) struct RawBackoff {
     action: Option<Spanned<String>>,
     factor: Option<Spanned<f64>>,
     duration: Option<Spanned<DurationSetting>>,
+    reroute: Option<Spanned<bool>>,
 }
 
 /// The `[[backoff]]` rules in file order.
@@ -83,6 +84,16 @@ fn rule_of(raw: Spanned<RawBackoff>) -> Result<BackoffSection, Located> {
             "a [[backoff]] rule needs a duration, e.g. duration = \"15m\"".into(),
         );
     };
+    let reroute = match (action, raw.reroute) {
+        (BackoffActionSetting::Throttle, Some(reroute)) if *reroute.get_ref() => {
+            return error_at(
+                reroute.span(),
+                "reroute is for action = \"suspend\": a throttled source still sends, so its mail stays with it"
+                    .into(),
+            )
+        }
+        (_, reroute) => reroute.is_some_and(|r| r.into_inner()),
+    };
     Ok(BackoffSection {
         code,
         enhanced,
@@ -90,6 +101,7 @@ fn rule_of(raw: Spanned<RawBackoff>) -> Result<BackoffSection, Located> {
         action,
         factor,
         duration: valid(duration, backoff_duration)?,
+        reroute,
         pattern,
     })
 }

@@ -17,6 +17,7 @@ enhanced = "4.7.28"
 reply = "^421 .*(too many|rate)"
 action = "suspend"
 duration = "15m"
+reroute = true
 [[backoff]]
 reply = "(?i)slow down"
 action = "throttle"
@@ -78,7 +79,8 @@ fn every_backoff_key_is_read() {
         "the default factor"
     );
     assert_eq!(rules[2].duration_ms, 600_000);
-    assert!(rules.iter().all(|rule| !rule.reroute));
+    assert!(first.reroute && rules[0].reroute);
+    assert!(!rules[1].reroute && !rules[2].reroute, "off unless written");
     assert!(rules[2].text.is_none() && rules[2].code.is_none());
 }
 
@@ -229,9 +231,14 @@ fn bad_backoff_values_are_errors_at_their_value() {
             "at most \"7d\"",
         ),
         (
-            rule("code = 421\naction = \"suspend\"\nduration = \"1m\"\nreroute = true\n"),
-            "5:1",
-            "unknown field `reroute`",
+            rule("code = 421\naction = \"throttle\"\nduration = \"1m\"\nreroute = true\n"),
+            "5:11",
+            "reroute is for action = \"suspend\"",
+        ),
+        (
+            rule("code = 421\naction = \"suspend\"\nduration = \"1m\"\nreroute = \"yes\"\n"),
+            "5:11",
+            "invalid type",
         ),
         (
             "[delivery]\ndefault_backoff = \"yes\"\n".to_owned(),

@@ -6,19 +6,19 @@
 //! message and connection rates are GCRA buckets here, one `AtomicU64`
 //! each in a process-wide table; so are its backoffs (a suspension, a
 //! throttle), so that a provider's "slow down" seen by one shard holds
-//! on every shard.
+//! on every shard, and the day's count of a source in warm-up.
 //! Must never: take a lock, or touch a bucket more than once per message
 //! or connection; let a backoff be shortened by a later, shorter one.
 
 use std::rc::Rc;
-use std::sync::atomic::AtomicU64;
-
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::config::{Config, Shape};
 use crate::schedule::EgressId;
 use crate::shaping::backoff::{BackoffAction, BackoffRule};
 use crate::shaping::rate::{self, Rate};
+use crate::shaping::warmup::{DailyCount, Warmup};
 use crate::slot_table::SlotTable;
 
 /// A source × destination's limits and the name they are counted under.
@@ -28,6 +28,8 @@ pub struct Budget {
     /// The destination, or `mx:` and the rule's pattern for a rollup.
     pub name: Rc<str>,
     pub shape: Shape,
+    /// The source's warm-up schedule, if it is in one.
+    warmup: Option<Arc<Warmup>>,
     /// Its cells in the process-wide tables, found once: a message touches
     /// them without hashing the budget again.
     cells: Cells,
@@ -39,7 +41,11 @@ struct Cells {
     message_rate: &'static AtomicU64,
     connection_rate: &'static AtomicU64,
     suspended: &'static AtomicU64,
+    /// Until when a suspension that moves the mail elsewhere holds.
+    rerouted: &'static AtomicU64,
     throttled: &'static AtomicU64,
+    /// The day's warm-up count.
+    sent_today: &'static AtomicU64,
 }
 
 /// Theoretical arrival times of the message-rate buckets.
@@ -48,6 +54,11 @@ static MESSAGE_RATE: SlotTable<AtomicU64> = SlotTable::new();
 static CONNECTION_RATE: SlotTable<AtomicU64> = SlotTable::new();
 /// Until when (monotonic ms) a budget is suspended; 0 or past: it is not.
 static SUSPENDED: SlotTable<AtomicU64> = SlotTable::new();
+/// Until when (monotonic ms) a suspension of a `reroute` rule holds.
+static REROUTED: SlotTable<AtomicU64> = SlotTable::new();
+/// The UTC day and the messages sent that day, of a source in warm-up
+/// (`shaping::warmup::DailyCount`).
+static SENT_TODAY: SlotTable<AtomicU64> = SlotTable::new();
 /// A budget's throttle: until when (monotonic ms) in the high 48 bits,
 /// the factor in thousandths in the low 16.
 static THROTTLED: SlotTable<AtomicU64> = SlotTable::new();
@@ -73,24 +84,36 @@ impl Budget {
         if let Some(rule) = config.shaping_for_mx(mx_hosts) {
             if let crate::config::ShapingMatch::Mx(pattern) = &config.shaping[rule].matcher {
                 let name = Rc::from(format!("mx:{pattern}"));
-                return Budget::new(source, name, config.shape(Some(rule)));
+                return Budget::new(config, source, name, config.shape(Some(rule)));
             }
         }
         let shape = config.shape(config.shaping_for_domain(destination));
-        Budget::new(source, destination.clone(), shape)
+        Budget::new(config, source, destination.clone(), shape)
     }
 
-    fn new(source: EgressId, name: Rc<str>, shape: Shape) -> Budget {
+    /// The same destination's budget from another source.
+    pub fn for_source(&self, config: &Config, source: EgressId) -> Budget {
+        Budget::new(config, source, self.name.clone(), self.shape)
+    }
+
+    fn new(config: &Config, source: EgressId, name: Rc<str>, shape: Shape) -> Budget {
         let cells = Cells {
             message_rate: MESSAGE_RATE.entry(key(source, &name)),
             connection_rate: CONNECTION_RATE.entry(key(source, &name)),
             suspended: SUSPENDED.entry(key(source, &name)),
+            rerouted: REROUTED.entry(key(source, &name)),
             throttled: THROTTLED.entry(key(source, &name)),
+            sent_today: sent_today(source, &name),
         };
+        let warmup = config
+            .source
+            .get(usize::from(source))
+            .and_then(|s| s.warmup.clone());
         Budget {
             source,
             name,
             shape,
+            warmup,
             cells,
         }
     }
@@ -129,6 +152,35 @@ impl Budget {
         (until > now_ms).then_some(until)
     }
 
+    /// True while a suspension of a `reroute` rule holds: the waiting
+    /// mail moves to another source of its pool.
+    pub fn rerouted(&self, now_ms: u64) -> bool {
+        self.cells.rerouted.load(Ordering::Relaxed) > now_ms
+    }
+
+    /// Counts one more message against the source's warm-up budget for
+    /// the day: whether it may be sent (always, out of warm-up). The wall
+    /// clock is read only in warm-up.
+    pub fn take_warmup(&self, wall_ms: impl FnOnce() -> u64) -> bool {
+        match &self.warmup {
+            Some(w) => DailyCount(self.cells.sent_today).try_take(w, wall_ms()),
+            None => true,
+        }
+    }
+
+    /// True when the source's warm-up budget for the day is spent.
+    pub fn warmup_spent(&self, wall_ms: u64) -> bool {
+        self.warmup
+            .as_ref()
+            .is_some_and(|w| DailyCount(self.cells.sent_today).remaining(w, wall_ms) == Some(0))
+    }
+
+    /// The cell of the day's count, when the source is in warm-up: what
+    /// the warm-up store keeps across a restart.
+    pub fn warmup_cell(&self) -> Option<&'static AtomicU64> {
+        self.warmup.as_ref().map(|_| self.cells.sent_today)
+    }
+
     /// The factor a throttle scales the budget by now, if one holds.
     fn throttle(&self, now_ms: u64) -> Option<f64> {
         let packed = self.cells.throttled.load(Ordering::Relaxed);
@@ -151,6 +203,9 @@ impl Budget {
         let until = now_ms.saturating_add(rule.duration_ms);
         let lengthened = match rule.action {
             BackoffAction::Suspend => {
+                if rule.reroute {
+                    self.cells.rerouted.fetch_max(until, Ordering::Relaxed);
+                }
                 self.cells.suspended.fetch_max(until, Ordering::Relaxed) < until
             }
             BackoffAction::Throttle { factor } => {
@@ -191,6 +246,12 @@ fn throttle_until(cell: &AtomicU64, milli: u64, until: u64, now_ms: u64) -> bool
 /// The bytes a budget's entries are found by: source, then name.
 fn key(source: EgressId, name: &str) -> impl Iterator<Item = u8> + '_ {
     source.to_le_bytes().into_iter().chain(name.bytes())
+}
+
+/// The warm-up count cell of `source` × `name` (a destination or an MX
+/// rollup), for the budget and for restoring a snapshot.
+pub fn sent_today(source: EgressId, name: &str) -> &'static AtomicU64 {
+    SENT_TODAY.entry(key(source, name))
 }
 
 /// Smooth, one at a time: a rate is never spent in a burst at the top of

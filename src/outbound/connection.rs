@@ -14,6 +14,8 @@
 //! It owns the rule that a job taken from the scheduler is always given
 //! back settled or queued.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -28,7 +30,8 @@ use super::message::{Current, Loaded};
 use super::parking::Parking;
 use super::slots::{ConnectionSlot, SlotWaiter};
 use super::Outbound;
-use crate::schedule::{Job, QueueKey};
+use crate::schedule::{EgressId, Job, QueueKey};
+use crate::shaping::warmup::next_midnight_ms;
 use crate::smtp::client::{Client, Event, Misuse, ServerReply};
 use crate::transport::{flush, Transport};
 
@@ -71,15 +74,76 @@ async fn lease(ob: &Outbound, budget: Budget) -> Option<Lease> {
     }
 }
 
-/// True when a backoff suspends `budget`: `key`'s queue here is held
-/// until it ends.
-fn held_back(ob: &Outbound, key: &QueueKey, budget: &Budget) -> bool {
-    match budget.suspended_until(ob.clock.monotonic_ms()) {
-        Some(until) => {
-            ob.sched.borrow_mut().suspend(key, until);
-            true
+/// True when `budget` sends nothing now: a backoff suspends it, or its
+/// source's warm-up budget for the day is spent. `key`'s queue here is
+/// held until then; when the suspension's rule reroutes, or the warm-up
+/// is spent, the job in hand and the queue's jobs move to another source
+/// of their pool first, where one can send.
+fn held_back(ob: &Outbound, key: &QueueKey, budget: &Budget, job: &mut Option<Job>) -> bool {
+    let now = ob.clock.monotonic_ms();
+    let (until, moves) = match budget.suspended_until(now) {
+        Some(until) => (
+            until,
+            budget.rerouted(now).then_some("suspended by a backoff"),
+        ),
+        None => {
+            let wall = ob.clock.wall_ms();
+            if !budget.warmup_spent(wall) {
+                return false;
+            }
+            let midnight = ob.clock.monotonic_at(next_midnight_ms(wall));
+            (midnight, Some("warm-up budget of the day spent"))
         }
-        None => false,
+    };
+    ob.sched.borrow_mut().suspend(key, until);
+    if let Some(why) = moves {
+        move_elsewhere(ob, key, budget, job, until, why);
+    }
+    true
+}
+
+/// Moves the job in hand and `key`'s queued jobs to another source of
+/// their pool that `budget`'s destination is open to (neither suspended
+/// nor out of warm-up budget); those with none stay in `key`'s queue,
+/// which waits until `until`. New mail to the destination avoids `key`'s
+/// source until then.
+fn move_elsewhere(
+    ob: &Outbound,
+    key: &QueueKey,
+    budget: &Budget,
+    job: &mut Option<Job>,
+    until: u64,
+    why: &str,
+) {
+    let (now, wall) = (ob.clock.monotonic_ms(), ob.clock.wall_ms());
+    // Whether each source is open, found once per source.
+    let open: RefCell<HashMap<EgressId, bool>> = RefCell::default();
+    let fits = |id: EgressId| {
+        id != key.egress
+            && *open.borrow_mut().entry(id).or_insert_with(|| {
+                let other = budget.for_source(&ob.config, id);
+                other.suspended_until(now).is_none() && !other.warmup_spent(wall)
+            })
+    };
+    let queued: Vec<Job> = std::iter::from_fn(|| ob.take_job(key, 0)).collect();
+    let (mut moved, mut stayed) = (0usize, 0usize);
+    for j in job.take().into_iter().chain(queued) {
+        let to = ob.egress.choose_where(j.pool, &key.destination, fits);
+        let to_key = QueueKey {
+            egress: to.unwrap_or(key.egress),
+            destination: key.destination.clone(),
+        };
+        match to {
+            Some(_) => moved += 1,
+            None => stayed += 1,
+        }
+        ob.enqueue(to_key, j);
+    }
+    if ob.egress.avoid(key.egress, &key.destination, until, now) || moved > 0 {
+        let source = &ob.egress.source(key.egress).name;
+        let seconds = until.saturating_sub(now) / 1000;
+        tracing::info!(%source, destination = %key.destination, budget = %budget.name,
+            moved, stayed, seconds, "{why}: mail moves to the pool's other sources");
     }
 }
 
@@ -111,6 +175,8 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
     let hops = destination::resolve(&ob.resolver, &key.destination, port, &me).await;
     let names = hops.iter().flatten().map(|h| h.name.as_str());
     let budget = Budget::of(&ob.config, key.egress, &key.destination, names);
+    ob.warmup_seen
+        .note(&budget, &ob.egress.source(key.egress).name);
     let Some(lease) = lease(ob, budget).await else {
         return true;
     };
@@ -124,7 +190,7 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
     let mut job = Some(job);
     loop {
         match step {
-            Step::Connect { .. } if held_back(ob, key, &lease.budget) => {
+            Step::Connect { .. } if held_back(ob, key, &lease.budget, &mut job) => {
                 // Suspended: the job waits in its queue, which waits too.
                 step = Step::Finish { ok: true };
             }
@@ -140,9 +206,9 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
                     ob.back_off(key, &lease.budget, reply);
                 }
                 step = plan.connection_ended(ended, job.is_some(), ob.clock.monotonic_ms());
-                if held_back(ob, key, &lease.budget) {
-                    // A backoff, not a failure: the job waits in its
-                    // queue, with no deferral, until the suspension ends.
+                if held_back(ob, key, &lease.budget, &mut job) {
+                    // A backoff or a spent warm-up, not a failure: the
+                    // job waits in a queue, with no deferral.
                     step = Step::Finish { ok: true };
                 }
             }
@@ -423,8 +489,11 @@ impl<'a> Conn<'a> {
                 Err(end) => return end,
             };
             let budget = &self.lease.budget;
-            if !token(self.ob, |now| budget.take_message(now)).await {
-                // Stopping: it stays in hand and goes back to the queue.
+            if !token(self.ob, |now| budget.take_message(now)).await
+                || !budget.take_warmup(|| self.ob.clock.wall_ms())
+            {
+                // Stopping, or the warm-up budget of the day is spent: it
+                // stays in hand, and `held_back` says where it goes.
                 self.held = Some(cur);
                 return NextTx::Nothing;
             }
@@ -509,9 +578,13 @@ impl<'a> Conn<'a> {
         let Some(next) = self.load(job) else {
             return;
         };
-        if self.lease.budget.take_message(self.now()).is_err() {
-            // Held back by the message rate: it starts after this verdict,
-            // when `next_transaction` has its token.
+        let budget = &self.lease.budget;
+        if budget.take_message(self.now()).is_err()
+            || !budget.take_warmup(|| self.ob.clock.wall_ms())
+        {
+            // Held back by the message rate (or the warm-up budget): it
+            // starts after this verdict, when `next_transaction` has its
+            // token.
             self.held = Some(next);
             return;
         }

@@ -6,6 +6,10 @@
 //! Without `[[source]]` there is one source, the machine's own address
 //! (no bind) with `[delivery] helo_name`, in one pool: delivery is what it
 //! was before sources existed.
+//! A source whose mail to a destination was moved elsewhere (its warm-up
+//! budget for the day spent, or a `reroute` suspension) is avoided for
+//! that destination's new mail here until then, while the pool has
+//! another.
 //! Must never: send a message from an address outside its pool (a pool
 //! id that no pool has any more goes to the default pool, and says so).
 
@@ -49,6 +53,9 @@ pub struct Egress {
     choices: RefCell<HashMap<(usize, Rc<str>), SmoothWeighted>>,
     /// Pool ids found in the spool that no pool has, each logged once.
     unknown: RefCell<Vec<u16>>,
+    /// Source × destination pairs new mail avoids, until when (monotonic
+    /// ms).
+    avoided: RefCell<HashMap<(EgressId, Rc<str>), u64>>,
 }
 
 /// Destinations whose weighted choice is remembered, at most: past it the
@@ -108,6 +115,7 @@ impl Egress {
             default_pool,
             choices: RefCell::new(HashMap::new()),
             unknown: RefCell::new(Vec::new()),
+            avoided: RefCell::new(HashMap::new()),
         }
     }
 
@@ -128,6 +136,7 @@ impl Egress {
             default_pool: 0,
             choices: RefCell::new(HashMap::new()),
             unknown: RefCell::new(Vec::new()),
+            avoided: RefCell::new(HashMap::new()),
         }
     }
 
@@ -136,13 +145,30 @@ impl Egress {
     }
 
     /// The source the next message of pool `pool` (its id as the spool
-    /// records it; 0 for none) to `destination` leaves from.
-    pub fn choose(&self, pool: u16, destination: &Rc<str>) -> EgressId {
+    /// records it; 0 for none) to `destination` leaves from at `now_ms`
+    /// (monotonic): by weight among the sources not avoided for the
+    /// destination, or among all when every one is.
+    pub fn choose(&self, pool: u16, destination: &Rc<str>, now_ms: u64) -> EgressId {
+        let p = self.pool_index(pool);
+        if self.pools[p].members.len() == 1 {
+            return self.pools[p].members[0];
+        }
+        let open = |id: EgressId| !self.avoids(id, destination, now_ms);
+        let any = self.pools[p].members.iter().any(|&id| open(id));
+        self.choose_where(pool, destination, |id| !any || open(id))
+            .unwrap_or(self.pools[p].members[0])
+    }
+
+    /// A source of pool `pool` for which `fits` holds, chosen by weight
+    /// for `destination`; `None` when none does.
+    pub fn choose_where(
+        &self,
+        pool: u16,
+        destination: &Rc<str>,
+        fits: impl Fn(EgressId) -> bool,
+    ) -> Option<EgressId> {
         let p = self.pool_index(pool);
         let members = &self.pools[p];
-        if members.members.len() == 1 {
-            return members.members[0];
-        }
         let mut choices = self.choices.borrow_mut();
         if choices.len() >= MAX_CHOICES {
             choices.clear();
@@ -150,8 +176,9 @@ impl Egress {
         let choice = choices
             .entry((p, destination.clone()))
             .or_insert_with(|| SmoothWeighted::new(&members.weights));
-        let i = choice.next(|_| true).unwrap_or(0);
-        members.members[i]
+        choice
+            .next(|i| fits(members.members[i]))
+            .map(|i| members.members[i])
     }
 
     /// A source of pool `pool` other than `from`, of the other address
@@ -166,21 +193,50 @@ impl Egress {
         from: EgressId,
     ) -> Option<EgressId> {
         let theirs = self.source(from).address?;
-        let p = self.pool_index(pool);
-        let members = &self.pools[p];
-        let fits = |i: usize| {
-            let id = members.members[i];
+        self.choose_where(pool, destination, |id| {
             id != from
                 && self
                     .source(id)
                     .address
                     .is_none_or(|a| a.is_ipv4() != theirs.is_ipv4())
-        };
-        let mut choices = self.choices.borrow_mut();
-        let choice = choices
-            .entry((p, destination.clone()))
-            .or_insert_with(|| SmoothWeighted::new(&members.weights));
-        choice.next(fits).map(|i| members.members[i])
+        })
+    }
+
+    /// New mail to `destination` avoids `source` until `until_ms`
+    /// (monotonic) while its pool has another source; true when it was
+    /// not avoided already (for logging once).
+    pub fn avoid(
+        &self,
+        source: EgressId,
+        destination: &Rc<str>,
+        until_ms: u64,
+        now_ms: u64,
+    ) -> bool {
+        let mut avoided = self.avoided.borrow_mut();
+        if avoided.len() >= MAX_CHOICES {
+            avoided.retain(|_, until| *until > now_ms);
+        }
+        let until = avoided.entry((source, destination.clone())).or_insert(0);
+        let new = *until <= now_ms;
+        *until = (*until).max(until_ms);
+        new
+    }
+
+    /// True while `source` is avoided for `destination`.
+    fn avoids(&self, source: EgressId, destination: &Rc<str>, now_ms: u64) -> bool {
+        let mut avoided = self.avoided.borrow_mut();
+        if avoided.is_empty() {
+            return false;
+        }
+        let key = (source, destination.clone());
+        match avoided.get(&key) {
+            Some(&until) if until > now_ms => true,
+            Some(_) => {
+                avoided.remove(&key);
+                false
+            }
+            None => false,
+        }
     }
 
     fn pool_index(&self, pool: u16) -> usize {

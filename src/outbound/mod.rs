@@ -20,7 +20,8 @@
 //! `status` (batched status records), `notice` (delivery status
 //! notifications), `slots` (process-wide connection counts), `parking`
 //! (an idle connection waiting for its destination's next job), `signal`
-//! (wake-ups for new work), `tls` (client TLS settings).
+//! (wake-ups for new work), `tls` (client TLS settings), `warmup` (the
+//! day's warm-up counts kept across a restart).
 //! [`Outbound`]'s own methods are here (start, queueing, stop) and in
 //! `outcome` (settling verdicts), nowhere else.
 //! Must never: lose a recipient (every job taken from the scheduler ends
@@ -40,6 +41,7 @@ mod signal;
 pub mod slots;
 mod status;
 pub mod tls;
+pub mod warmup;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
@@ -108,6 +110,8 @@ pub struct Outbound {
     names: RefCell<HashSet<Rc<str>>>,
     /// Notices written, for unique Message-IDs.
     notices: Cell<u64>,
+    /// Warm-up count cells handed to the store that keeps them.
+    warmup_seen: warmup::Seen,
 }
 
 impl Outbound {
@@ -192,6 +196,7 @@ impl Outbound {
             rng: RefCell::new(XorShift::new(seed)),
             names: RefCell::new(HashSet::new()),
             notices: Cell::new(0),
+            warmup_seen: warmup::Seen::default(),
             config,
             clock,
         });
@@ -260,13 +265,14 @@ impl Outbound {
         }
         let later =
             (not_before_ms > self.clock.wall_ms()).then(|| self.clock.monotonic_at(not_before_ms));
+        let now = self.clock.monotonic_ms();
         for (destination, rcpts) in groups {
             let shape = self
                 .config
                 .shape(self.config.shaping_for_domain(&destination));
             for part in rcpts.chunks(shape.max_recipients_per_transaction.max(1)) {
                 let key = QueueKey {
-                    egress: self.egress.choose(pool, &destination),
+                    egress: self.egress.choose(pool, &destination, now),
                     destination: destination.clone(),
                 };
                 let job = Job {

@@ -70,6 +70,8 @@ pub struct Script {
     extensions: Extensions,
     hold: Duration,
     close_after_message: bool,
+    /// Greetings for connections from one address, before `replies`'.
+    greetings_for: Vec<(IpAddr, String)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -106,6 +108,7 @@ impl Script {
             },
             hold: Duration::ZERO,
             close_after_message: false,
+            greetings_for: Vec::new(),
         }
     }
 
@@ -114,6 +117,13 @@ impl Script {
     /// RFC 5321 3.1).
     pub fn greeting(self, reply: &str) -> Script {
         self.reply_to(Cmd::Greeting, reply)
+    }
+
+    /// The greeting to connections from `peer` only, e.g. a provider's
+    /// "421 too many connections from your IP" to one egress source.
+    pub fn greeting_for(mut self, peer: IpAddr, reply: &str) -> Script {
+        self.greetings_for.push((peer, reply.to_string()));
+        self
     }
 
     /// A fixed reply to `cmd` when it is valid, e.g. `(Cmd::Rcpt, "550 5.1.1
@@ -674,8 +684,14 @@ impl Session {
         if self.arrive(Cmd::Greeting)? == Flow::Close {
             return Ok(Flow::Close);
         }
-        let reply = self
-            .fixed(Cmd::Greeting)
+        let for_peer = self
+            .script
+            .greetings_for
+            .iter()
+            .find(|(p, _)| *p == self.peer);
+        let reply = for_peer
+            .map(|(_, reply)| reply.clone())
+            .or_else(|| self.fixed(Cmd::Greeting))
             .unwrap_or_else(|| format!("220 {HOSTNAME} ESMTP test server"));
         if code(&reply) >= 400 {
             self.state = State::Refused;
