@@ -320,4 +320,41 @@ mod tests {
         assert_eq!(b.max_connections(1), (cap / 10).max(1));
         assert_eq!(b.max_connections(10_000), cap, "over at its (later) end");
     }
+
+    #[test]
+    fn a_reroute_rule_marks_its_suspension() {
+        let b = budget("reroute.budget.example");
+        let plain = rule(BackoffAction::Suspend, 1_000);
+        assert!(b.back_off(&plain, 0).is_some());
+        assert!(!b.rerouted(1), "a rule without reroute");
+        let reroute = BackoffRule {
+            reroute: true,
+            ..rule(BackoffAction::Suspend, 5_000)
+        };
+        assert!(b.back_off(&reroute, 0).is_some());
+        assert!(b.rerouted(4_999) && b.suspended_until(4_999).is_some());
+        assert!(!b.rerouted(5_000));
+    }
+
+    #[test]
+    fn a_source_in_warmup_takes_its_days_budget_over_every_budget_of_it() {
+        let text = "[[source]]\nname = \"new\"\naddress = \"127.0.0.2\"\n\
+                    warmup = { start = \"2026-12-01\", daily = [2] }\n\
+                    [[source]]\nname = \"warm\"\naddress = \"127.0.0.3\"\n";
+        let config = Config::from_str_named(text, "test.toml").expect("config");
+        let dest: Rc<str> = Rc::from("warmup.budget.example");
+        let new = Budget::of(&config, 0, &dest, []);
+        let warm = new.for_source(&config, 1);
+        assert!(warm.warmup_cell().is_none() && new.warmup_cell().is_some());
+        let noon = 20_788 * 86_400_000 + 43_200_000;
+        assert!(!new.warmup_spent(noon));
+        // Another connection's budget of the same pair shares the count.
+        let again = Budget::of(&config, 0, &dest, []);
+        assert!(new.take_warmup(|| noon) && again.take_warmup(|| noon));
+        assert!(!new.take_warmup(|| noon) && new.warmup_spent(noon));
+        assert!(again.warmup_spent(noon));
+        assert!((0..100).all(|_| warm.take_warmup(|| panic!("no clock out of warm-up"))));
+        assert!(!warm.warmup_spent(noon));
+        assert!(!new.warmup_spent(noon + 86_400_000), "fresh the next day");
+    }
 }

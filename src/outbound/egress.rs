@@ -260,3 +260,76 @@ impl Egress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn egress() -> Egress {
+        let text = "[[source]]\nname = \"a\"\naddress = \"127.0.0.2\"\nehlo = \"a.test\"\n\
+                    [[source]]\nname = \"b\"\naddress = \"127.0.0.3\"\n\
+                    [[source]]\nname = \"six\"\naddress = \"::1\"\n\
+                    [[pool]]\nname = \"main\"\nsources = [{ source = \"a\", weight = 3 }, { source = \"b\" }, { source = \"six\" }]\n\
+                    [[pool]]\nname = \"solo\"\nsources = [{ source = \"b\" }]\n\
+                    [pool_selection]\ndefault = \"main\"\n";
+        let config = Config::from_str_named(text, "test.toml").expect("config");
+        Egress::new(&config, &ClientConfig::default())
+    }
+
+    fn counts(e: &Egress, pool: u16, dest: &Rc<str>, now: u64, n: usize) -> [usize; 3] {
+        let mut counts = [0; 3];
+        for _ in 0..n {
+            counts[usize::from(e.choose(pool, dest, now))] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn each_destination_sees_the_pools_weights() {
+        let e = egress();
+        assert_eq!(e.source(0).client.helo_name, "a.test");
+        let (gmail, yahoo): (Rc<str>, Rc<str>) = (Rc::from("gmail.com"), Rc::from("yahoo.com"));
+        assert_eq!(counts(&e, 0, &gmail, 0, 500), [300, 100, 100]);
+        assert_eq!(counts(&e, pool_id("main"), &yahoo, 0, 5), [3, 1, 1]);
+        assert_eq!(counts(&e, pool_id("solo"), &gmail, 0, 7), [0, 7, 0]);
+        // A pool the config no longer has: the default pool.
+        assert_eq!(counts(&e, 12_345, &yahoo, 0, 5), [3, 1, 1]);
+    }
+
+    #[test]
+    fn an_avoided_source_gets_no_new_mail_until_its_time() {
+        let e = egress();
+        let dest: Rc<str> = Rc::from("avoid.example");
+        assert!(e.avoid(0, &dest, 1_000, 0), "new");
+        assert!(!e.avoid(0, &dest, 500, 0), "already avoided");
+        assert_eq!(counts(&e, 0, &dest, 999, 40), [0, 20, 20]);
+        let other: Rc<str> = Rc::from("other.example");
+        assert_eq!(
+            counts(&e, 0, &other, 999, 5),
+            [3, 1, 1],
+            "only that destination"
+        );
+        assert_eq!(
+            counts(&e, 0, &dest, 1_000, 5),
+            [3, 1, 1],
+            "over at its time"
+        );
+        // Every source avoided: the choice falls back to all of them
+        // (the connection then holds the mail back).
+        for id in 0..3 {
+            e.avoid(id, &dest, 2_000, 1_000);
+        }
+        assert_eq!(counts(&e, 0, &dest, 1_500, 5).iter().sum::<usize>(), 5);
+    }
+
+    #[test]
+    fn the_other_family_is_a_source_of_the_same_pool() {
+        let e = egress();
+        let dest: Rc<str> = Rc::from("six.example");
+        assert_eq!(e.other_family(0, &dest, 0), Some(2));
+        assert_eq!(e.other_family(0, &dest, 2).map(|id| id < 2), Some(true));
+        assert_eq!(e.other_family(pool_id("solo"), &dest, 1), None);
+        assert_eq!(e.choose_where(0, &dest, |id| id == 1), Some(1));
+        assert_eq!(e.choose_where(0, &dest, |_| false), None);
+    }
+}
