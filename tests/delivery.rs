@@ -1494,6 +1494,31 @@ fn a_message_rate_holds_over_the_window() {
 }
 
 #[test]
+fn a_rate_slower_than_an_idle_wait_closes_the_connection_between_messages() {
+    let net = one_mx("slow.rate.test.example");
+    let mx = net.server(2, Script::accept());
+    let rule = "[[shaping]]\ndomain = \"slow.rate.test.example\"\nmax_message_rate = \"40/min\"\n";
+    let config = net.config(&[("idle_timeout", "\"500ms\"")]) + rule;
+    let d = net.daemon(1, &config);
+    for i in 0..3 {
+        send_one(&d, &[&format!("user{i}@slow.rate.test.example")]);
+    }
+    let mut got = expect_messages(&mx, 3, &d, "slowly rated messages");
+    got.sort_by_key(|m| m.at);
+    assert!(
+        got[2].at - got[0].at + Duration::from_millis(150) >= Duration::from_millis(3_000),
+        "faster than 40/min: {:?}",
+        got.iter().map(|m| m.at).collect::<Vec<_>>()
+    );
+    // 1.5 s between messages, idle connections close after 0.5 s: each
+    // message waits in its queue, on no connection, and gets its own.
+    assert_eq!(mx.connections(), 3, "{}", d.stderr());
+    wait_queue_empty(&d, &net.spool, ARRIVAL);
+    assert!(!d.stderr().contains("deferred"), "{}", d.stderr());
+    finish(d);
+}
+
+#[test]
 fn an_mx_rollup_shares_one_budget_over_its_domains() {
     let zone = Zone::new()
         .mx("one.rollup.test.example", 10, "mx1.hosting.test.example")

@@ -130,6 +130,19 @@ impl Budget {
         take(self.cells.message_rate, rate, now_ms)
     }
 
+    /// When the next connection and its first message may go, without
+    /// taking either: `now_ms` when both may now.
+    pub fn free_at(&self, now_ms: u64) -> u64 {
+        let at = |cell, rate: Option<Rate>| match self.throttled(rate, now_ms) {
+            Some(rate) => rate::free_at(cell, rate, BURST, now_ms),
+            None => now_ms,
+        };
+        at(self.cells.message_rate, self.shape.max_message_rate).max(at(
+            self.cells.connection_rate,
+            self.shape.max_connection_rate,
+        ))
+    }
+
     /// The same for one more connection.
     pub fn take_connection(&self, now_ms: u64) -> Result<(), u64> {
         let rate = self.throttled(self.shape.max_connection_rate, now_ms);

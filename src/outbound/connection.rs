@@ -147,6 +147,19 @@ fn move_elsewhere(
     }
 }
 
+/// True when `budget`'s rates next allow a connection and its first
+/// message later than the delivery machine waits with a slot held: the
+/// queue waits until then instead, holding nothing.
+fn rate_held(ob: &Outbound, key: &QueueKey, budget: &Budget, plan: &Delivery) -> bool {
+    let now = ob.clock.monotonic_ms();
+    let at = budget.free_at(now);
+    if plan.waits_for_token(now, at) {
+        return false;
+    }
+    ob.sched.borrow_mut().suspend(key, at);
+    true
+}
+
 /// Waits until `take` gives a token (a rate's next one); false when the
 /// shard stops meanwhile. A timer, never a busy loop.
 async fn token(ob: &Outbound, take: impl Fn(u64) -> Result<(), u64>) -> bool {
@@ -194,6 +207,9 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
                 // Suspended: the job waits in its queue, which waits too.
                 step = Step::Finish { ok: true };
             }
+            Step::Connect { .. } if rate_held(ob, key, &lease.budget, &plan) => {
+                step = Step::Finish { ok: true };
+            }
             Step::Connect { .. } if !token(ob, |now| lease.budget.take_connection(now)).await => {
                 step = Step::Finish { ok: true };
             }
@@ -201,6 +217,7 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
                 let mut conn = Conn::new(ob, key, &lease, &mut plan, addr, job.take(), plaintext);
                 let ended = conn.run().await;
                 job = conn.job_in_hand();
+                let rate_hold = conn.rate_hold;
                 log_failure(&plan, addr, &ended);
                 if let Ended::HostFailed(reply) = &ended {
                     ob.back_off(key, &lease.budget, reply);
@@ -209,6 +226,11 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
                 if held_back(ob, key, &lease.budget, &mut job) {
                     // A backoff or a spent warm-up, not a failure: the
                     // job waits in a queue, with no deferral.
+                    step = Step::Finish { ok: true };
+                } else if let (Some(at), Some(_)) = (rate_hold, &job) {
+                    // The message rate's next token is far off: the job
+                    // waits in its queue until then, not on a connection.
+                    ob.sched.borrow_mut().suspend(key, at);
                     step = Step::Finish { ok: true };
                 }
             }
@@ -345,6 +367,9 @@ struct Conn<'a> {
     spare: Option<Box<Current>>,
     /// `next_job` waited for work since the last transaction.
     idled: bool,
+    /// The connection closed because the message rate's next token, due
+    /// then, was further off than an idle wait.
+    rate_hold: Option<u64>,
 }
 
 impl<'a> Conn<'a> {
@@ -381,6 +406,7 @@ impl<'a> Conn<'a> {
             first,
             spare: None,
             idled: false,
+            rate_hold: None,
         }
     }
 
@@ -489,11 +515,21 @@ impl<'a> Conn<'a> {
                 Err(end) => return end,
             };
             let budget = &self.lease.budget;
-            if !token(self.ob, |now| budget.take_message(now)).await
-                || !budget.take_warmup(|| self.ob.clock.wall_ms())
-            {
-                // Stopping, or the warm-up budget of the day is spent: it
-                // stays in hand, and `held_back` says where it goes.
+            let now = self.now();
+            let rated = match budget.take_message(now) {
+                Ok(()) => true,
+                Err(at) if self.plan.waits_for_token(now, at) => {
+                    token(self.ob, |now| budget.take_message(now)).await
+                }
+                Err(at) => {
+                    self.rate_hold = Some(at);
+                    false
+                }
+            };
+            if !rated || !budget.take_warmup(|| self.ob.clock.wall_ms()) {
+                // Stopping, the next token far off, or the warm-up budget
+                // of the day spent: it stays in hand, and `deliver` says
+                // where it waits.
                 self.held = Some(cur);
                 return NextTx::Nothing;
             }

@@ -223,6 +223,14 @@ impl Delivery {
         !stopping && !had_its_share
     }
 
+    /// Whether to wait for a rate's next token, free at `free_at`, with
+    /// the connection (or the slot) held: yes when it comes within an
+    /// idle wait; a longer one closes the connection, and the queue waits
+    /// for the token instead, holding nothing.
+    pub fn waits_for_token(&self, now_ms: u64, free_at: u64) -> bool {
+        free_at.saturating_sub(now_ms) <= self.policy.idle_timeout_ms
+    }
+
     /// A message was taken: the idle wait, if any, is over.
     pub fn took(&mut self) {
         self.idle_until = None;

@@ -126,6 +126,30 @@ impl fmt::Display for Rate {
     }
 }
 
+/// How far ahead of now the TAT may run and still admit an event: the
+/// burst, and the clock's resolution. A time of `t` ms is anywhere in
+/// [t, t + 1) ms, so an event due within it is on time; without that, a
+/// caller on whole milliseconds would lose the fraction at every event
+/// (`7/s` sent at 143 ms steps) and could never send more than one event
+/// per millisecond.
+fn tolerance_us(rate: Rate, burst: u32) -> u64 {
+    rate.interval_us()
+        .saturating_mul(u64::from(burst.max(1) - 1))
+        .saturating_add(999)
+}
+
+/// When the bucket `tat` will next admit an event, without taking it:
+/// `now_ms` when it would now.
+pub fn free_at(tat: &AtomicU64, rate: Rate, burst: u32, now_ms: u64) -> u64 {
+    let tolerance = tolerance_us(rate, burst);
+    let now = now_ms.saturating_mul(1_000);
+    let arrival = tat.load(Ordering::Relaxed).max(now);
+    match arrival - now > tolerance {
+        true => (arrival - tolerance).div_ceil(1_000),
+        false => now_ms,
+    }
+}
+
 /// Takes one token from the bucket `tat` at `now_ms`: `Ok` when the event
 /// may happen now, or `Err` with the earliest time (in the caller's
 /// milliseconds) at which a token will be free. `burst`: how many events
@@ -136,15 +160,7 @@ impl fmt::Display for Rate {
 /// thread's update to it in one order.
 pub fn take(tat: &AtomicU64, rate: Rate, burst: u32, now_ms: u64) -> Result<(), u64> {
     let interval = rate.interval_us();
-    // How far ahead of now the TAT may run and still admit an event: the
-    // burst, and the clock's resolution. A time of `t` ms is anywhere in
-    // [t, t + 1) ms, so an event due within it is on time; without that,
-    // a caller on whole milliseconds would lose the fraction at every
-    // event (`7/s` sent at 143 ms steps) and could never send more than
-    // one event per millisecond.
-    let tolerance = interval
-        .saturating_mul(u64::from(burst.max(1) - 1))
-        .saturating_add(999);
+    let tolerance = tolerance_us(rate, burst);
     let now = now_ms.saturating_mul(1_000);
     let mut current = tat.load(Ordering::Relaxed);
     loop {
@@ -378,5 +394,19 @@ mod tests {
             }
         );
         assert_eq!(r.scaled(f64::NAN), r.scaled(MIN_SCALE));
+    }
+
+    #[test]
+    fn free_at_says_when_take_will_succeed_without_taking() {
+        let tat = AtomicU64::new(0);
+        let r = rate("10/h");
+        assert_eq!(free_at(&tat, r, 1, 5_000), 5_000, "free now");
+        assert_eq!(free_at(&tat, r, 1, 5_000), 5_000, "and nothing taken");
+        assert_eq!(take(&tat, r, 1, 5_000), Ok(()));
+        let at = free_at(&tat, r, 1, 5_000);
+        assert_eq!(take(&tat, r, 1, 5_000), Err(at));
+        assert_eq!(at, 5_000 + 360_000, "one interval on");
+        assert_eq!(take(&tat, r, 1, at - 1), Err(at));
+        assert_eq!(take(&tat, r, 1, at), Ok(()));
     }
 }

@@ -390,3 +390,16 @@ fn a_destination_the_source_cannot_reach_goes_to_another_source_saying_why() {
     let text = String::from_utf8_lossy(&reply.text);
     assert!(text.contains("only IPv6"), "{text}");
 }
+
+#[test]
+fn a_rate_token_is_waited_for_on_the_connection_only_within_an_idle_wait() {
+    let plan = Delivery::new(POLICY, None);
+    let idle = POLICY.idle_timeout_ms;
+    assert!(plan.waits_for_token(1_000, 1_000), "free now");
+    assert!(plan.waits_for_token(1_000, 1_000 + idle));
+    assert!(
+        !plan.waits_for_token(1_000, 1_001 + idle),
+        "longer: the queue waits, not the connection"
+    );
+    assert!(plan.waits_for_token(5_000, 1_000), "already past");
+}
