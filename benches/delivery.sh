@@ -31,8 +31,10 @@
 #   EGRESS=                 "pool": petrel sends from a pool of three sources
 #                           (127.0.0.2, .3, .4, weights 1) with message and
 #                           connection rates set far above what the run
-#                           reaches, so that source choice and shaping run
-#                           on every message without ever holding one back
+#                           reaches, and 127.0.0.2 in a warm-up whose day
+#                           allows a billion messages, so that source
+#                           choice, shaping and warm-up counting run on
+#                           every message without ever holding one back
 #   QUEUED=1000000          messages queued in queue-down mode
 #   QUEUED_SIZE=1024        their body size
 #   SINK_ADDR=127.0.0.2:2526, PETREL_ADDR=127.0.0.3:2525,
@@ -220,6 +222,7 @@ write_config() {
 [[source]]
 name = \"s2\"
 address = \"127.0.0.2\"
+warmup = { start = \"$(date -u +%F)\", daily = [1000000000] }
 
 [[source]]
 name = \"s3\"

@@ -75,10 +75,12 @@ async fn lease(ob: &Outbound, budget: Budget) -> Option<Lease> {
 }
 
 /// True when `budget` sends nothing now: a backoff suspends it, or its
-/// source's warm-up budget for the day is spent. `key`'s queue here is
-/// held until then; when the suspension's rule reroutes, or the warm-up
-/// is spent, the job in hand and the queue's jobs move to another source
-/// of their pool first, where one can send.
+/// source's warm-up budget for the day is spent. When the suspension's
+/// rule reroutes, or the warm-up is spent, the job in hand and the
+/// queue's jobs move to another source of their pool where one can send;
+/// `key`'s queue here is held until then when any job stays in it (one
+/// left empty stays open, so that a retry that comes due in it moves on
+/// too).
 fn held_back(ob: &Outbound, key: &QueueKey, budget: &Budget, job: &mut Option<Job>) -> bool {
     let now = ob.clock.monotonic_ms();
     let (until, moves) = match budget.suspended_until(now) {
@@ -95,18 +97,21 @@ fn held_back(ob: &Outbound, key: &QueueKey, budget: &Budget, job: &mut Option<Jo
             (midnight, Some("warm-up budget of the day spent"))
         }
     };
-    ob.sched.borrow_mut().suspend(key, until);
-    if let Some(why) = moves {
-        move_elsewhere(ob, key, budget, job, until, why);
+    let stayed = match moves {
+        Some(why) => move_elsewhere(ob, key, budget, job, until, why),
+        None => 1,
+    };
+    if stayed > 0 {
+        ob.sched.borrow_mut().suspend(key, until);
     }
     true
 }
 
 /// Moves the job in hand and `key`'s queued jobs to another source of
 /// their pool that `budget`'s destination is open to (neither suspended
-/// nor out of warm-up budget); those with none stay in `key`'s queue,
-/// which waits until `until`. New mail to the destination avoids `key`'s
-/// source until then.
+/// nor out of warm-up budget); those with none stay in `key`'s queue.
+/// New mail to the destination avoids `key`'s source until `until`. How
+/// many stayed.
 fn move_elsewhere(
     ob: &Outbound,
     key: &QueueKey,
@@ -114,7 +119,7 @@ fn move_elsewhere(
     job: &mut Option<Job>,
     until: u64,
     why: &str,
-) {
+) -> usize {
     let (now, wall) = (ob.clock.monotonic_ms(), ob.clock.wall_ms());
     // Whether each source is open, found once per source.
     let open: RefCell<HashMap<EgressId, bool>> = RefCell::default();
@@ -145,6 +150,7 @@ fn move_elsewhere(
         tracing::info!(%source, destination = %key.destination, budget = %budget.name,
             moved, stayed, seconds, "{why}: mail moves to the pool's other sources");
     }
+    stayed
 }
 
 /// True when `budget`'s rates next allow a connection and its first
