@@ -560,6 +560,62 @@ fn rcpt_5xx_bounces_with_the_remote_reply() {
 }
 
 #[test]
+fn one_queue_id_names_the_message_in_the_reply_the_log_the_header_and_the_bounce() {
+    let net = one_mx("id.test.example");
+    let mx = net.server(
+        2,
+        Script::accept().reject_rcpt("bad", "550 5.1.1 no such user"),
+    );
+    let bounces = net.bounce_server();
+    let d = net.daemon(1, &net.config(&[]));
+    let id = send_one(&d, &["good@id.test.example", "bad@id.test.example"]);
+    assert_eq!(id.len(), 16, "{id}");
+    let got = expect_messages(&mx, 1, &d, "the delivered recipient");
+    assert!(
+        unfolded(&got[0]).contains(&format!("id {id}")),
+        "Received: names it"
+    );
+    let bounce = expect_messages(&bounces, 1, &d, "the bounce");
+    let text = unfolded(&bounce[0]);
+    assert!(text.contains(&format!("X-Petrel-Queue-ID: {id}")), "{text}");
+    assert!(
+        text.contains(&format!("Queue ID of your message: {id}")),
+        "{text}"
+    );
+    wait_queue_empty(&d, &net.spool, ARRIVAL);
+    // One line when accepted, one per recipient's outcome, each with the
+    // ID; the notice's own lines name the original too.
+    let log = d.stderr();
+    let lines = |word: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!("id={id}")) && l.contains(word))
+            .count()
+    };
+    assert_eq!(lines(" accepted "), 1, "{log}");
+    assert_eq!(lines(" delivered "), 1, "{log}");
+    assert_eq!(lines(" bounced "), 1, "{log}");
+    let delivered = log.lines().find(|l| l.contains(" delivered ")).unwrap();
+    for field in [
+        "to=\"good@id.test.example\"",
+        "from=\"sender@client.test.example\"",
+        "relay=mx.id.test.example[127.0.0.2]",
+        "source=default",
+    ] {
+        assert!(delivered.contains(field), "{field} in {delivered}");
+    }
+    assert!(!log.contains("msg_id="), "{log}");
+    finish(d);
+
+    // With per-message lines off, neither line is written.
+    let quiet = net.daemon(1, &(net.config(&[]) + "[log]\nmessages = false\n"));
+    let id = send_one(&quiet, &["again@id.test.example"]);
+    expect_messages(&mx, 2, &quiet, "the second message");
+    wait_queue_empty(&quiet, &net.spool, ARRIVAL);
+    assert!(!quiet.stderr().contains(&id), "{}", quiet.stderr());
+    finish(quiet);
+}
+
+#[test]
 fn data_5xx_bounces_every_recipient() {
     let net = one_mx("data5.test.example");
     let mx = net.server(

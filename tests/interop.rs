@@ -259,6 +259,20 @@ fn swaks_starttls_auth_and_pipelining() {
         "{}",
         r.output
     );
+    // The ID swaks printed is the one petrel's log names the message by.
+    let id = r
+        .output
+        .split("queued as ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default();
+    assert_eq!(id.len(), 16, "{}", r.output);
+    let log = d.stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("accepted") && l.contains(&format!("id={id}"))),
+        "no accepted line with id={id}:\n{log}"
+    );
 
     // A wrong password: swaks fails, and nothing more is queued.
     let r = run(

@@ -19,6 +19,7 @@ pub mod duration;
 pub mod egress;
 mod egress_raw;
 mod network;
+pub mod operations;
 mod raw;
 pub mod route;
 pub mod shaping;
@@ -38,6 +39,7 @@ pub use egress::{
     SourceSection, UnknownPool,
 };
 pub use network::{IpNet, IpNetError};
+pub use operations::{AdminSection, LogSection};
 pub use route::{RelayHost, RouteDomain, RouteError, RouteSection};
 pub use shaping::{Shape, ShapingMatch, ShapingSection};
 
@@ -115,6 +117,8 @@ pub struct Config {
     /// `[pool_selection]` without sources would not parse back.
     #[serde(skip_serializing_if = "PoolSelectionSection::is_inactive")]
     pub pool_selection: PoolSelectionSection,
+    pub log: LogSection,
+    pub admin: AdminSection,
 }
 
 /// `[server]`
@@ -452,6 +456,8 @@ fn system_hostname() -> String {
 mod backoff_tests;
 #[cfg(test)]
 mod egress_tests;
+#[cfg(test)]
+mod operations_tests;
 #[cfg(test)]
 mod shaping_tests;
 #[cfg(test)]

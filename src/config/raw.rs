@@ -15,6 +15,7 @@ use toml::Spanned;
 
 use super::backoff_raw::{backoff_rules, RawBackoff};
 use super::egress_raw::{check_name, claim_name, RawEgress, RawPool, RawPoolSelection, RawSource};
+use super::operations::{RawAdmin, RawLog};
 use super::route::{is_domain_name, split_host_port};
 use super::shaping_raw::{delivery_rate, recipients_per_transaction, shaping_rules, RawShaping};
 use super::{
@@ -64,6 +65,10 @@ struct RawConfig {
     shaping: Vec<Spanned<RawShaping>>,
     #[serde(default)]
     backoff: Vec<Spanned<RawBackoff>>,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    admin: RawAdmin,
 }
 
 #[derive(Default, Deserialize)]
@@ -323,6 +328,8 @@ impl RawConfig {
             source: egress.source,
             pool: egress.pool,
             pool_selection: egress.pool_selection,
+            log: self.log.into_section(),
+            admin: self.admin.into_section()?,
         })
     }
 }
@@ -684,7 +691,7 @@ impl RawRoute {
 }
 
 /// Loopback only: the one relay policy that is safe on any machine.
-fn loopback_networks() -> Vec<IpNet> {
+pub(super) fn loopback_networks() -> Vec<IpNet> {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     [
         (IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8),

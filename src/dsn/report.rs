@@ -14,11 +14,17 @@ fn write_date(out: &mut Vec<u8>, name: &str, unix: i64) {
     write_field(out, name, format_date(unix, &mut buf).as_bytes());
 }
 
-/// `Reporting-MTA`, `Original-Envelope-Id` and `Arrival-Date`.
+/// `Reporting-MTA`, the original's queue ID (an extension field, RFC
+/// 3464 2.2), `Original-Envelope-Id` and `Arrival-Date`.
 fn write_per_message(out: &mut Vec<u8>, input: &DsnInput<'_>) {
     let mut v = b"dns; ".to_vec();
     push_printable(&mut v, input.hostname.as_bytes());
     write_field(out, "Reporting-MTA", &v);
+    if !input.queue_id.is_empty() {
+        let mut v = Vec::new();
+        push_printable(&mut v, input.queue_id.as_bytes());
+        write_field(out, "X-Petrel-Queue-ID", &v);
+    }
     // An ENVID that does not decode is left out rather than guessed at;
     // decoded octets are made printable (`+0D+0A` must not end a line).
     if let Ok(envid) = decode_xtext(input.envid) {

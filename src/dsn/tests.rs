@@ -134,6 +134,7 @@ fn input<'a>(rcpts: &'a [RecipientReport<'a>], original: &'a [&'a [u8]]) -> DsnI
     DsnInput {
         hostname: HOST,
         unique_id: "Q7.1",
+        queue_id: "0100000000000ABC",
         now_unix: 1_700_000_200,
         arrival_unix: 1_700_000_000,
         reverse_path: b"sender@example.org",
@@ -205,6 +206,7 @@ fn failure_notice_header_and_parts() {
         Some("text/plain; charset=us-ascii")
     );
     let text = String::from_utf8_lossy(text);
+    assert!(text.contains("Queue ID of your message: 0100000000000ABC\r\n"));
     assert!(text.contains("<u@remote.example>: delivery failed (status 5.1.1)"));
     assert!(text.contains("The server mx.remote.example said:"));
     assert!(text.contains("      550-5.1.1 <u@remote.example>: no such user\r\n"));
@@ -225,6 +227,7 @@ fn failure_notice_status_fields() {
     assert_eq!(blocks.len(), 2);
     let m = &blocks[0];
     assert_eq!(field(m, "Reporting-MTA"), Some("dns; mx.petrel.example"));
+    assert_eq!(field(m, "X-Petrel-Queue-ID"), Some("0100000000000ABC"));
     assert_eq!(field(m, "Original-Envelope-Id"), Some("batch+42"));
     assert_eq!(
         field(m, "Arrival-Date"),

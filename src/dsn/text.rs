@@ -83,6 +83,11 @@ pub(super) fn write_text_body(
     push_printable(&mut host, input.hostname.as_bytes());
     host.push(b'.');
     push_wrapped(out, b"", &host);
+    if !input.queue_id.is_empty() {
+        let mut id = b"Queue ID of your message: ".to_vec();
+        push_printable(&mut id, input.queue_id.as_bytes());
+        push_wrapped(out, b"", &id);
+    }
     out.extend_from_slice(b"\r\n");
     for line in intro(kind) {
         push_wrapped(out, b"", line.as_bytes());

@@ -139,6 +139,9 @@ pub struct DsnInput<'a> {
     /// Unique per notice (letters, digits, `-._`): the Message-ID's left
     /// part, and through it the boundary.
     pub unique_id: &'a str,
+    /// The original's queue ID (as its client was told in `250 ... queued
+    /// as`): named in the text and in `X-Petrel-Queue-ID`.
+    pub queue_id: &'a str,
     pub now_unix: i64,
     /// When the original arrived (the envelope's `received_ms / 1000`).
     pub arrival_unix: i64,

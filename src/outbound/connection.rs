@@ -28,6 +28,7 @@ use super::delivery::{Delivery, Ended, Policy, Step};
 use super::destination::{self, Myself};
 use super::message::{Current, Loaded};
 use super::parking::Parking;
+use super::report::Via;
 use super::slots::{ConnectionSlot, SlotWaiter};
 use super::Outbound;
 use crate::schedule::{EgressId, Job, QueueKey};
@@ -245,7 +246,7 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
                     reason = %String::from_utf8_lossy(&reply.text), "bouncing the destination's queue");
                 let queued = std::iter::from_fn(|| ob.take_job(key, 0));
                 for j in job.into_iter().chain(queued) {
-                    ob.fail_job(&j, &reply, None);
+                    ob.fail_job(&j, &reply, &Via::source(key.egress));
                 }
                 return true;
             }
@@ -422,6 +423,15 @@ impl<'a> Conn<'a> {
         self.ob.stopping.get() || self.lease.budget.suspended_until(self.now()).is_some()
     }
 
+    /// This connection's source, host and address.
+    fn via(&self) -> Via<'_> {
+        Via {
+            source: self.key.egress,
+            host: Some(self.plan.host()),
+            addr: Some(self.addr),
+        }
+    }
+
     /// Monotonic time, for the machines' deadlines.
     fn now(&self) -> u64 {
         self.ob.clock.monotonic_ms()
@@ -584,7 +594,8 @@ impl<'a> Conn<'a> {
         match Current::load(&self.ob.spool, job, self.spare.take()) {
             Loaded::Ready(c) => Some(c),
             Loaded::Looping(c, reply) => {
-                self.ob.fail_current(&c, &reply, None);
+                self.ob
+                    .fail_current(&c, &reply, &Via::source(self.key.egress));
                 self.spare = Some(c);
                 None
             }
@@ -597,7 +608,8 @@ impl<'a> Conn<'a> {
     fn unsendable(&mut self, cur: Box<Current>, e: Misuse) {
         let why = format!("envelope cannot be sent: {e}");
         let reply = ServerReply::local(550, (5, 1, 3), &why);
-        self.ob.fail_current(&cur, &reply, None);
+        self.ob
+            .fail_current(&cur, &reply, &Via::source(self.key.egress));
         self.spare = Some(cur);
     }
 
@@ -682,8 +694,7 @@ impl<'a> Conn<'a> {
         if let Some(cur) = self.cur.take() {
             if !outcomes.is_empty() {
                 let dsn = self.client.extensions().dsn;
-                self.ob
-                    .settle(self.key, &cur, &outcomes, self.plan.host(), dsn);
+                self.ob.settle(self.key, &cur, &outcomes, &self.via(), dsn);
                 for o in &outcomes {
                     if self.ob.back_off(self.key, &self.lease.budget, &o.reply) {
                         break;
@@ -705,9 +716,7 @@ impl<'a> Conn<'a> {
             return;
         }
         if let Some(mut cur) = self.cur.take() {
-            let keep = self
-                .ob
-                .settle_failed_only(&cur, &outcomes, self.plan.host());
+            let keep = self.ob.settle_failed_only(&cur, &outcomes, &self.via());
             if keep.is_empty() {
                 self.ob.spool.release(cur.job.msg_id);
                 self.spare = Some(cur);

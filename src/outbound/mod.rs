@@ -37,6 +37,7 @@ mod message;
 mod notice;
 mod outcome;
 mod parking;
+mod report;
 mod signal;
 pub mod slots;
 mod status;

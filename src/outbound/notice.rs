@@ -81,7 +81,8 @@ pub(super) async fn send(
     let now = ob.clock.wall_ms();
     let n = ob.notices.get() + 1;
     ob.notices.set(n);
-    let unique = format!("{}.{:x}.{:x}", ob.shard, msg_id, n);
+    let queue_id = ob.queue_id(msg_id);
+    let unique = format!("{queue_id}.{n:x}");
     let mut text = Vec::new();
     let written = ob.spool.with_state(|s| {
         let m = s.index.messages.get(&msg_id)?;
@@ -130,6 +131,7 @@ pub(super) async fn send(
         let input = DsnInput {
             hostname: &ob.config.server.hostname,
             unique_id: &unique,
+            queue_id: queue_id.as_str(),
             now_unix: (now / 1000) as i64,
             arrival_unix: (env.received_ms.to_native() / 1000) as i64,
             reverse_path: &env.reverse_path,
@@ -170,7 +172,8 @@ pub(super) async fn send(
         env.body.push(spool.append_chunk(piece)?);
     }
     spool.commit_message(&mut env).await?;
-    tracing::info!(msg_id, notice = env.msg_id, kind = ?notice, "delivery status notice queued");
+    tracing::info!(id = %ob.queue_id(msg_id), notice = %ob.queue_id(env.msg_id), kind = ?notice,
+        "delivery status notice queued");
     ob.queue_new(&env);
     Ok(())
 }

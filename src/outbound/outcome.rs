@@ -12,6 +12,7 @@ use spool_format::RcptState;
 use super::delivery::{RcptReply, Verdicts};
 use super::message::Current;
 use super::notice::{self, Notice};
+use super::report::{Outcome, Via};
 use super::Outbound;
 use crate::schedule::{Job, QueueKey, RetryDecision};
 use crate::smtp::client::{RcptOutcome, ServerReply};
@@ -42,7 +43,7 @@ impl Outbound {
         key: &QueueKey,
         cur: &Current,
         outcomes: &[RcptOutcome],
-        remote: &str,
+        via: &Via<'_>,
         remote_dsn: bool,
     ) {
         let Verdicts {
@@ -55,15 +56,20 @@ impl Outbound {
         let msg_id = cur.job.msg_id;
         if let Some(r) = delivered_reply {
             self.sched.borrow_mut().delivered(key);
-            tracing::debug!(msg_id, remote, recipients = delivered.len(), "delivered");
+            self.report(
+                msg_id,
+                Outcome::Delivered,
+                delivered.iter().map(|&i| (i, r)),
+                via,
+            );
             if !remote_dsn && cur.wants_success_notice() {
                 let relayed = replies(&delivered, r);
-                self.notify(msg_id, Notice::Relayed, relayed, Some(remote), None);
+                self.notify(msg_id, Notice::Relayed, relayed, via.host, None);
             }
             self.finish(msg_id, RcptState::Delivered, delivered, r.text.clone());
         }
         if !failed.is_empty() {
-            self.bounce(msg_id, failed, Some(remote));
+            self.bounce(msg_id, failed, via);
         }
         if let Some(r) = deferred_reply {
             let job = Job {
@@ -73,7 +79,7 @@ impl Outbound {
                 received_ms: cur.job.received_ms,
                 pool: cur.job.pool,
             };
-            self.defer(key, job, r);
+            self.defer(key, job, r, via);
         }
         self.spool.release(msg_id);
     }
@@ -85,32 +91,32 @@ impl Outbound {
         &self,
         cur: &Current,
         outcomes: &[RcptOutcome],
-        remote: &str,
+        via: &Via<'_>,
     ) -> Vec<u32> {
         let Verdicts {
             failed, deferred, ..
         } = Verdicts::of_unfinished(outcomes, |i| cur.rcpt_index(i));
         if !failed.is_empty() {
-            self.bounce(cur.job.msg_id, failed, Some(remote));
+            self.bounce(cur.job.msg_id, failed, via);
         }
         deferred
     }
 
     /// Bounces every recipient of a loaded message and ends its hold.
-    pub(super) fn fail_current(&self, cur: &Current, reply: &ServerReply, remote: Option<&str>) {
-        self.fail_job(&cur.job, reply, remote);
+    pub(super) fn fail_current(&self, cur: &Current, reply: &ServerReply, via: &Via<'_>) {
+        self.fail_job(&cur.job, reply, via);
         self.spool.release(cur.job.msg_id);
     }
 
     /// Bounces every recipient of a job with `reply`.
-    pub(super) fn fail_job(&self, job: &Job, reply: &ServerReply, remote: Option<&str>) {
-        self.bounce(job.msg_id, replies(&job.rcpts, reply), remote);
+    pub(super) fn fail_job(&self, job: &Job, reply: &ServerReply, via: &Via<'_>) {
+        self.bounce(job.msg_id, replies(&job.rcpts, reply), via);
     }
 
     /// Defers a job after a temporary failure, or bounces it when it is
     /// older than `max_age`. Retry times are wall time: the spool keeps
     /// them, next to the message's arrival.
-    pub(super) fn defer(&self, key: &QueueKey, job: Job, reply: &ServerReply) {
+    pub(super) fn defer(&self, key: &QueueKey, job: Job, reply: &ServerReply, via: &Via<'_>) {
         let now = self.clock.wall_ms();
         let attempts = job.attempts.saturating_add(1);
         match self
@@ -118,9 +124,9 @@ impl Outbound {
             .decide(attempts, job.received_ms, now, self.random())
         {
             RetryDecision::RetryAt(at) => {
-                tracing::info!(msg_id = job.msg_id, destination = %key.destination, attempts,
-                    retry_in_s = at.saturating_sub(now) / 1000,
-                    reason = %String::from_utf8_lossy(&reply.text), "deferred");
+                let retry_in_s = at.saturating_sub(now) / 1000;
+                let rcpts = job.rcpts.iter().map(|&i| (i, reply));
+                self.report(job.msg_id, Outcome::Deferred { retry_in_s }, rcpts, via);
                 let state = RcptState::Deferred {
                     until_ms: at,
                     attempts,
@@ -149,7 +155,7 @@ impl Outbound {
                     crate::config::duration::format(self.config.delivery.max_age.duration()),
                     String::from_utf8_lossy(&reply.text)
                 );
-                self.fail_job(&job, &ServerReply::local(554, (5, 4, 7), &why), None);
+                self.fail_job(&job, &ServerReply::local(554, (5, 4, 7), &why), via);
             }
         }
     }
@@ -166,9 +172,10 @@ impl Outbound {
         reply: &ServerReply,
         suspend_until_ms: u64,
     ) {
-        self.defer(key, job, reply);
+        let via = Via::source(key.egress);
+        self.defer(key, job, reply, &via);
         while let Some(job) = self.take_job(key, 0) {
-            self.defer(key, job, reply);
+            self.defer(key, job, reply, &via);
         }
         self.sched.borrow_mut().suspend(key, suspend_until_ms);
     }
@@ -186,16 +193,14 @@ impl Outbound {
 
     /// Bounces `failed` to the sender (unless the sender or the
     /// recipients' NOTIFY forbid it), then records them as failed.
-    pub(super) fn bounce(&self, msg_id: u64, failed: Vec<RcptReply>, remote: Option<&str>) {
-        for f in &failed {
-            tracing::info!(msg_id, remote, rcpt = f.rcpt,
-                reason = %String::from_utf8_lossy(&f.reply.text), "bounced");
-        }
+    pub(super) fn bounce(&self, msg_id: u64, failed: Vec<RcptReply>, via: &Via<'_>) {
+        let rcpts = failed.iter().map(|f| (f.rcpt, &f.reply));
+        self.report(msg_id, Outcome::Bounced, rcpts, via);
         self.notify(
             msg_id,
             Notice::Failed,
             failed,
-            remote,
+            via.host,
             Some(RcptState::Failed),
         );
     }
@@ -220,7 +225,8 @@ impl Outbound {
         let remote = remote.map(str::to_owned);
         glommio::spawn_local(async move {
             if let Err(e) = notice::send(&ob, msg_id, notice, &rcpts, remote.as_deref()).await {
-                tracing::error!(msg_id, error = %e, "could not queue a delivery status notice");
+                tracing::error!(id = %ob.queue_id(msg_id), error = %e,
+                    "could not queue a delivery status notice");
             }
             if let Some(state) = then {
                 let diagnostic = rcpts

@@ -93,7 +93,7 @@ async fn run(w: Rc<StatusWriter>) {
                     last = Some(t);
                 }
                 Err(e) => {
-                    tracing::error!(msg_id = u.msg_id, error = %e,
+                    tracing::error!(id = %w.spool.queue_id(u.msg_id), error = %e,
                         "could not record a delivery status; it will be retried after restart");
                 }
             }
@@ -105,7 +105,8 @@ async fn run(w: Rc<StatusWriter>) {
         for (u, appended) in batch.drain(..) {
             if appended {
                 if let Err(e) = w.spool.status_durable(u.msg_id, u.state, &u.rcpts, durable) {
-                    tracing::error!(msg_id = u.msg_id, error = %e, "delivery status not durable");
+                    tracing::error!(id = %w.spool.queue_id(u.msg_id), error = %e,
+                        "delivery status not durable");
                 }
             }
             w.spool.release(u.msg_id);

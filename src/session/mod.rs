@@ -431,10 +431,22 @@ async fn commit(
     env.body = sink.chunks;
     match ctx.spool.commit_message(env).await {
         Ok(id) => {
+            let id = ctx.display_id(id);
+            if ctx.config.log.messages {
+                tracing::info!(
+                    id = %id,
+                    from = %String::from_utf8_lossy(&env.reverse_path),
+                    size = env.body_len,
+                    rcpts = env.recipients.len(),
+                    client = %s.peer().ip,
+                    user = s.authenticated_user().map(String::from_utf8_lossy).as_deref(),
+                    "accepted"
+                );
+            }
             if let Some(outbound) = &ctx.outbound {
                 outbound.queue_new(env);
             }
-            Ok(ctx.display_id(id))
+            Ok(id)
         }
         Err(e) => {
             tracing::error!(error = %e, "spool commit failed; answered 451");

@@ -1,5 +1,6 @@
-//! The one text form of a message's identity: what the client sees in
-//! `250 ... queued as ID` and what `Received:` carries.
+//! The one text form of a message's identity, its queue ID: what the
+//! client sees in `250 ... queued as ID`, what `Received:` carries, and
+//! what every log line, notice and queue listing names it by.
 //! Must never: allocate (it is on every message's path).
 
 /// A message id as shown to clients: two hex digits of shard, fourteen of
@@ -20,6 +21,12 @@ impl DisplayId {
 
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or("0000000000000000")
+    }
+}
+
+impl std::fmt::Display for DisplayId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

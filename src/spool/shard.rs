@@ -466,6 +466,11 @@ impl ShardSpool {
             .or_insert(0) += 1;
     }
 
+    /// The queue ID of one of this spool's messages.
+    pub fn queue_id(&self, msg_id: u64) -> super::DisplayId {
+        super::DisplayId::new(self.inner.opts.shard as usize, msg_id)
+    }
+
     /// Ends one [`Self::hold`] (or one appended status).
     pub fn release(&self, msg_id: u64) {
         let mut st = self.inner.state.borrow_mut();

@@ -399,6 +399,11 @@ impl Session {
     }
 
     /// The envelope of the current transaction (valid at `DataEnd`).
+    /// Who the client is.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.peer
+    }
+
     pub fn envelope(&self) -> &Envelope {
         &self.envelope
     }
