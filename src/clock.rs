@@ -30,6 +30,12 @@ impl Clock {
         self.origin.elapsed().as_millis() as u64
     }
 
+    /// Monotonic microseconds, for timing work that takes less than a
+    /// millisecond (a sync, for the metrics).
+    pub fn monotonic_us(&self) -> u64 {
+        self.origin.elapsed().as_micros() as u64
+    }
+
     /// Unix milliseconds, for stamps.
     pub fn wall_ms(&self) -> u64 {
         SystemTime::now()

@@ -44,6 +44,8 @@ pub enum DaemonError {
     },
     #[error("blocking signals: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
 }
 
 /// Refuses to start when a spool holds shard directories beyond the
@@ -114,6 +116,13 @@ pub fn run(config: Config, plan: Plan) -> Result<(), DaemonError> {
     // Today's warm-up counts are back in their cells before any shard
     // sends.
     let warmup = crate::outbound::warmup::Store::start(&config, clock);
+    // The recorder exists before any shard registers a metric; the admin
+    // endpoint is bound before any mail moves, so a taken port stops the
+    // start.
+    let admin = match crate::metrics::install() {
+        Some(handle) => crate::admin::Admin::start(&config.admin, handle, clock)?,
+        None => None,
+    };
     let mut handles = Vec::new();
     for (shard, &cpu) in plan.cpus.iter().enumerate().take(plan.shards) {
         let (config, stop) = (config.clone(), stop.clone());
@@ -154,6 +163,9 @@ pub fn run(config: Config, plan: Plan) -> Result<(), DaemonError> {
     }
     if let Some(store) = warmup {
         store.stop();
+    }
+    if let Some(admin) = admin {
+        admin.stop();
     }
     match first_error {
         Some(e) => Err(e),

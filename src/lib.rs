@@ -8,6 +8,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod daemon;
 pub mod dns;
 pub mod dsn;
 pub mod listener;
+pub mod metrics;
 pub mod outbound;
 pub mod preflight;
 pub mod schedule;

@@ -149,6 +149,7 @@ async fn accept_loop(sock: TcpListener, l: ListenerSection, sessions: Rc<Session
         let ip = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let relay_allowed = sessions.config.relay.allows(ip);
         let Some(admitted) = admit(&sessions, &l, peer, relay_allowed) else {
+            sessions.metrics.count_replies(TOO_MANY);
             glommio::spawn_local(refuse(stream)).detach();
             continue;
         };
@@ -196,9 +197,10 @@ fn admit(
     })
 }
 
+/// What a client beyond the caps is told before the connection closes.
+const TOO_MANY: &[u8] = b"421 4.7.0 Too many connections, try again later\r\n";
+
 async fn refuse(mut stream: glommio::net::TcpStream) {
     use futures_lite::AsyncWriteExt;
-    let _ = stream
-        .write_all(b"421 4.7.0 Too many connections, try again later\r\n")
-        .await;
+    let _ = stream.write_all(TOO_MANY).await;
 }

@@ -52,6 +52,8 @@ pub async fn run(
     clock: Clock,
 ) -> Result<(), ShardError> {
     let (spool, _lock) = crate::spool::recovery::recover(&config, shard, clock)?;
+    let spool_metrics = crate::metrics::SpoolMetrics::new(shard);
+    spool.time_syncs(clock, spool_metrics.syncs.clone());
     let users = match &config.auth.users_file {
         Some(path) => {
             let users = Users::load(path)?;
@@ -93,7 +95,15 @@ pub async fn run(
         listeners.push(Listener::start(l, sessions)?);
     }
     tracing::info!(shard, listeners = listeners.len(), "shard ready");
-    housekeep(shard, &spool, &listeners, &stop, clock).await;
+    housekeep(
+        shard,
+        &spool,
+        &listeners,
+        &stop,
+        clock,
+        &spool_metrics.bytes,
+    )
+    .await;
     shutdown(shard, &spool, outbound.as_deref(), listeners, clock).await;
     Ok(())
 }
@@ -105,11 +115,13 @@ async fn housekeep(
     listeners: &[Listener],
     stop: &AtomicBool,
     clock: Clock,
+    spool_bytes: &metrics::Gauge,
 ) {
     let mut ticks = 0u64;
     while !stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(TICK).await;
         spool.set_now(clock.wall_ms());
+        spool_bytes.set(spool.bytes() as f64);
         ticks += 1;
         if ticks % STORAGE_TICKS == 0 {
             for l in listeners {

@@ -44,6 +44,14 @@ impl<T: Default + 'static> SlotTable<T> {
     }
 }
 
+impl<T: 'static> SlotTable<T> {
+    /// Every entry, for a report over the whole table (empty before its
+    /// first use).
+    pub fn entries(&'static self) -> &'static [T] {
+        self.table.get().map_or(&[], |(_, entries)| &entries[..])
+    }
+}
+
 impl<T: Default + 'static> Default for SlotTable<T> {
     fn default() -> SlotTable<T> {
         SlotTable::new()

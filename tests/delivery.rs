@@ -1842,3 +1842,136 @@ fn a_reroute_rule_moves_a_suspended_sources_mail_to_the_other_source() {
     assert!(!log.contains("deferred"), "{log}");
     finish(d);
 }
+
+/// The body of `GET path` on the admin endpoint at `port`: status line
+/// and body.
+fn admin_get(port: u16, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("admin endpoint");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        head.lines().next().unwrap_or("").to_owned(),
+        body.to_owned(),
+    )
+}
+
+/// The value of the sample of `metric` whose labels include `labels`,
+/// summed over the others (shards); histograms give their count.
+fn metric(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(buckets) => {
+                buckets.iter().map(|b| b.count).fold(0.0, f64::max)
+            }
+            prometheus_parse::Value::Summary(_) => f64::NAN,
+        })
+        .sum()
+}
+
+#[test]
+fn metrics_count_the_traffic_sent() {
+    let net = one_mx("metrics.test.example");
+    let mx = net.server(
+        2,
+        Script::accept().reject_rcpt("bad", "550 5.1.1 no such user"),
+    );
+    let bounces = net.bounce_server();
+    let port = common::free_port();
+    let config = net.config(&[]) + &format!("[admin]\naddress = \"127.0.0.1:{port}\"\n");
+    let d = net.daemon(2, &config);
+    for i in 0..3 {
+        send_one(
+            &d,
+            &[
+                &format!("good{i}@metrics.test.example"),
+                &format!("bad{i}@metrics.test.example"),
+            ],
+        );
+    }
+    let mut c = d.connect();
+    c.hello();
+    c.cmd("FROBNICATE", "500");
+    c.cmd("QUIT", "221");
+    expect_messages(&mx, 3, &d, "the delivered recipients");
+    expect_messages(&bounces, 3, &d, "the bounces");
+    wait_queue_empty(&d, &net.spool, ARRIVAL);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let (status, body) = admin_get(port, "/metrics");
+    assert_eq!(status, "HTTP/1.0 200 OK", "{body}");
+    let scrape =
+        prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("parse");
+    let m = |name: &str, labels: &[(&str, &str)]| metric(&scrape, name, labels);
+    assert_eq!(m("petrel_messages_received_total", &[]), 3.0, "{body}");
+    // The three bounces are delivered too.
+    assert_eq!(
+        m(
+            "petrel_recipients_total",
+            &[("result", "delivered"), ("source", "default")]
+        ),
+        6.0,
+        "{body}"
+    );
+    assert_eq!(
+        m("petrel_recipients_total", &[("result", "bounced")]),
+        3.0,
+        "{body}"
+    );
+    assert_eq!(
+        m("petrel_recipients_total", &[("result", "deferred")]),
+        0.0,
+        "{body}"
+    );
+    assert_eq!(m("petrel_queue_recipients", &[]), 0.0, "{body}");
+    assert_eq!(
+        m("petrel_smtp_rejections_total", &[("code", "500")]),
+        1.0,
+        "{body}"
+    );
+    assert_eq!(m("petrel_delivery_seconds", &[]), 9.0, "{body}");
+    assert!(m("petrel_spool_sync_seconds", &[]) >= 3.0, "{body}");
+    assert!(m("petrel_spool_bytes", &[]) > 0.0, "{body}");
+    assert!(
+        m("petrel_dns_queries_total", &[("result", "answer")]) > 0.0,
+        "{body}"
+    );
+    assert_eq!(
+        m("petrel_smtp_sessions", &[("direction", "in")]),
+        0.0,
+        "{body}"
+    );
+    assert_eq!(
+        m("petrel_backoff_active", &[("action", "suspend")]),
+        0.0,
+        "{body}"
+    );
+    // Every metric petrel names is exported, and only those.
+    let base = |name: &str| {
+        let histogram = |n: &str| petrel::metrics::NAMES.contains(&n);
+        match (name.strip_suffix("_count"), name.strip_suffix("_sum")) {
+            (Some(n), _) | (_, Some(n)) if histogram(n) => n.to_owned(),
+            _ => name.to_owned(),
+        }
+    };
+    let exported: std::collections::BTreeSet<String> =
+        scrape.samples.iter().map(|s| base(&s.metric)).collect();
+    let exported: std::collections::BTreeSet<&str> = exported.iter().map(String::as_str).collect();
+    let named: std::collections::BTreeSet<&str> = petrel::metrics::NAMES.iter().copied().collect();
+    assert_eq!(exported, named, "{body}");
+    // Both shards count under their own label.
+    assert!(body.contains("shard=\"1\""), "{body}");
+
+    let (status, _) = admin_get(port, "/nothing");
+    assert_eq!(status, "HTTP/1.0 404 Not Found");
+    finish(d);
+}

@@ -300,6 +300,7 @@ fn a_missing_certificate_file_stops_the_daemon() {
         format!(
             "[server]\nhostname = \"mx.test.example\"\nshards = 1\n\n\
              [spool]\npath = \"{}\"\nmin_free_space = 0\n\n\
+             [admin]\naddress = \"\"\n\n\
              [[listener]]\naddress = \"127.0.0.1:{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
             dir.path().join("spool").display(),
             common::free_port(),

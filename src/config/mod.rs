@@ -38,7 +38,7 @@ pub use egress::{
     HeaderPool, PoolMatcher, PoolMember, PoolQuery, PoolRule, PoolSection, PoolSelectionSection,
     SourceSection, UnknownPool,
 };
-pub use network::{IpNet, IpNetError};
+pub use network::{contains as network_contains, IpNet, IpNetError};
 pub use operations::{AdminSection, LogSection};
 pub use route::{RelayHost, RouteDomain, RouteError, RouteSection};
 pub use shaping::{Shape, ShapingMatch, ShapingSection};

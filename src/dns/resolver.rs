@@ -61,6 +61,8 @@ struct Inner {
     cache: RefCell<Cache>,
     inflight: InFlight,
     queries_sent: Cell<u64>,
+    /// Each query's result, once the shard says (metrics).
+    metrics: RefCell<Option<crate::metrics::DnsMetrics>>,
 }
 
 /// A caching stub resolver for one shard. Cloning shares the cache.
@@ -85,6 +87,7 @@ impl Resolver {
                 cache: RefCell::new(cache),
                 inflight: InFlight::default(),
                 queries_sent: Cell::new(0),
+                metrics: RefCell::new(None),
             }),
         })
     }
@@ -102,6 +105,11 @@ impl Resolver {
         // the unpredictability the transaction ids need.
         let seed = RandomState::new().hash_one(std::process::id());
         Resolver::new(config, Rc::new(move || clock.monotonic_ms()), seed)
+    }
+
+    /// Counts each query's result into `metrics` from now on.
+    pub fn count_into(&self, metrics: crate::metrics::DnsMetrics) {
+        *self.inner.metrics.borrow_mut() = Some(metrics);
     }
 
     /// Queries sent to nameservers so far (UDP and TCP attempts).
@@ -250,13 +258,25 @@ impl Resolver {
         };
         let timeout = self.inner.config.timeout;
         self.count_query();
-        match transport::udp(server, &q, timeout).await {
+        let result = match transport::udp(server, &q, timeout).await {
             Err(ExchangeError::Wire(WireError::Truncated)) => {
                 self.count_query();
                 transport::tcp(server, &q, timeout).await.map_err(reason)
             }
             other => other.map_err(reason),
+        };
+        if let Some(m) = &*self.inner.metrics.borrow() {
+            use crate::metrics::DnsResult;
+            m.count(match &result {
+                Ok(p) if p.outcome == Outcome::NxDomain => DnsResult::NxDomain,
+                Ok(p) if p.outcome == Outcome::NoData => DnsResult::NoData,
+                Ok(_) => DnsResult::Answer,
+                Err(TempReason::ServFail) => DnsResult::ServFail,
+                Err(TempReason::Timeout) => DnsResult::Timeout,
+                Err(_) => DnsResult::Error,
+            });
         }
+        result
     }
 
     fn count_query(&self) {

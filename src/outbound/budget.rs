@@ -261,6 +261,26 @@ fn key(source: EgressId, name: &str) -> impl Iterator<Item = u8> + '_ {
     source.to_le_bytes().into_iter().chain(name.bytes())
 }
 
+/// How many budgets a backoff holds at `now_ms`: suspended, throttled.
+/// A scan of two tables of 65,536 words (budgets that share an entry
+/// count once): for a metrics scrape, never for the mail path.
+pub fn active_backoffs(now_ms: u64) -> (usize, usize) {
+    let suspended = SUSPENDED
+        .entries()
+        .iter()
+        .filter(|c| c.load(Ordering::Relaxed) > now_ms)
+        .count();
+    let throttled = THROTTLED
+        .entries()
+        .iter()
+        .filter(|c| {
+            let packed = c.load(Ordering::Relaxed);
+            packed >> 16 > now_ms && packed & 0xFFFF > 0
+        })
+        .count();
+    (suspended, throttled)
+}
+
 /// The warm-up count cell of `source` × `name` (a destination or an MX
 /// rollup), for the budget and for restoring a snapshot.
 pub fn sent_today(source: EgressId, name: &str) -> &'static AtomicU64 {

@@ -44,7 +44,9 @@ const READ_BUFFER: usize = 16 * 1024;
 
 /// Runs one connection's worth of deliveries to `key`.
 pub async fn run(ob: Rc<Outbound>, key: QueueKey) {
+    ob.metrics.sessions.increment(1.0);
     let ok = deliver(&ob, &key).await;
+    ob.metrics.sessions.decrement(1.0);
     ob.sched.borrow_mut().connection_closed(&key, ok);
     ob.running.set(ob.running.get() - 1);
     ob.work.notify();

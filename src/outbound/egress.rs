@@ -239,7 +239,19 @@ impl Egress {
         }
     }
 
-    fn pool_index(&self, pool: u16) -> usize {
+    /// The sources' names, by source id.
+    pub fn source_names(&self) -> Vec<&str> {
+        self.sources.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    /// The pools' names, by pool index.
+    pub fn pool_names(&self) -> Vec<&str> {
+        self.pools.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    /// The index of the pool the spool records as `pool` (the default
+    /// pool for 0 or an id no pool has).
+    pub fn pool_index(&self, pool: u16) -> usize {
         if pool == 0 {
             return self.default_pool;
         }

@@ -62,6 +62,7 @@ use crate::shaping::backoff::{first_match, BackoffAction, BackoffRule};
 use crate::smtp::client::{ClientConfig, ServerReply, Timeouts, TlsPolicy};
 use crate::spool::ShardSpool;
 
+pub use budget::active_backoffs;
 use signal::Signal;
 use status::StatusWriter;
 
@@ -113,6 +114,8 @@ pub struct Outbound {
     notices: Cell<u64>,
     /// Warm-up count cells handed to the store that keeps them.
     warmup_seen: warmup::Seen,
+    /// This shard's delivery counters.
+    metrics: crate::metrics::DeliveryMetrics,
 }
 
 impl Outbound {
@@ -174,12 +177,20 @@ impl Outbound {
             &std::collections::hash_map::RandomState::new(),
             (shard, clock.wall_ms()),
         );
+        resolver.count_into(crate::metrics::DnsMetrics::new(shard));
+        let egress = egress::Egress::new(&config, &client);
+        let metrics = crate::metrics::DeliveryMetrics::new(
+            shard,
+            &egress.source_names(),
+            &egress.pool_names(),
+        );
         let ob = Rc::new_cyclic(|me| Outbound {
             me: me.clone(),
             shard,
             statuses: StatusWriter::start(spool.clone()),
             spool,
-            egress: egress::Egress::new(&config, &client),
+            egress,
+            metrics,
             backoff: (config.backoff_rules(), config.shipped_backoff()),
             tls: tls.map(futures_rustls::TlsConnector::from),
             retry,
@@ -267,6 +278,8 @@ impl Outbound {
         let later =
             (not_before_ms > self.clock.wall_ms()).then(|| self.clock.monotonic_at(not_before_ms));
         let now = self.clock.monotonic_ms();
+        let queued: usize = groups.iter().map(|(_, r)| r.len()).sum();
+        self.metrics.queue.increment(queued as f64);
         for (destination, rcpts) in groups {
             let shape = self
                 .config

@@ -13,6 +13,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use super::Outbound;
+use crate::metrics::Result3;
 use crate::schedule::EgressId;
 use crate::smtp::client::ServerReply;
 use crate::spool::DisplayId;
@@ -87,16 +88,15 @@ impl Outbound {
         rcpts: impl IntoIterator<Item = (u32, &'r ServerReply)>,
         via: &Via<'_>,
     ) {
-        if !self.config.log.messages {
-            return;
-        }
         let id = self.queue_id(msg_id);
         let source = &self.egress.source(via.source).name;
         let now = self.clock.wall_ms();
-        let retry_in_s = match outcome {
-            Outcome::Deferred { retry_in_s } => Some(retry_in_s),
-            _ => None,
+        let (result, retry_in_s) = match outcome {
+            Outcome::Delivered => (Result3::Delivered, None),
+            Outcome::Deferred { retry_in_s } => (Result3::Deferred, Some(retry_in_s)),
+            Outcome::Bounced => (Result3::Bounced, None),
         };
+        let log = self.config.log.messages;
         self.spool.with_state(|s| {
             let env = s
                 .index
@@ -105,10 +105,20 @@ impl Outbound {
                 .and_then(|m| s.envelope(m.segment_id(), m.offset));
             let from = env.map(|e| String::from_utf8_lossy(&e.reverse_path));
             let from = from.as_deref().unwrap_or("");
-            let delay_s = env.map_or(0.0, |e| {
-                now.saturating_sub(e.received_ms.to_native()) as f64 / 1000.0
-            });
+            let delay_ms = env.map_or(0, |e| now.saturating_sub(e.received_ms.to_native()));
+            let delay_s = delay_ms as f64 / 1000.0;
+            let pool = self
+                .egress
+                .pool_index(env.map_or(0, |e| e.pool.to_native()));
+            let mut n = 0;
             for (i, reply) in rcpts {
+                n += 1;
+                if result != Result3::Deferred {
+                    self.metrics.delivery_seconds.record(delay_s);
+                }
+                if !log {
+                    continue;
+                }
                 let to = env
                     .and_then(|e| e.recipients.get(i as usize))
                     .map(|r| String::from_utf8_lossy(&r.address));
@@ -124,6 +134,11 @@ impl Outbound {
                     "{}",
                     outcome.word()
                 );
+            }
+            let m = &self.metrics;
+            m.recipients(result, usize::from(via.source), pool, n);
+            if result != Result3::Deferred {
+                m.queue.decrement(n as f64);
             }
         });
     }

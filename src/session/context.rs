@@ -12,6 +12,7 @@ use super::idle::IdleSessions;
 use crate::auth::Users;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::metrics::SessionMetrics;
 use crate::outbound::Outbound;
 use crate::smtp::server::ServerConfig;
 use crate::spool::{DisplayId, ShardSpool};
@@ -33,6 +34,8 @@ pub struct SessionContext {
     pub clock: Clock,
     /// The shard's delivery side; `None` when `[delivery] paused`.
     pub outbound: Option<Rc<Outbound>>,
+    /// This shard's session counters.
+    pub metrics: SessionMetrics,
     storage_ok: Cell<bool>,
     stopping: Cell<bool>,
     open: Cell<usize>,
@@ -64,6 +67,7 @@ impl SessionContext {
             idle: IdleSessions::default(),
             clock,
             outbound,
+            metrics: SessionMetrics::new(shard),
             storage_ok: Cell::new(true),
             stopping: Cell::new(false),
             open: Cell::new(0),
@@ -100,6 +104,10 @@ impl SessionContext {
     pub fn count_session(&self, opened: bool) {
         let n = self.open.get();
         self.open.set(if opened { n + 1 } else { n - 1 });
+        match opened {
+            true => self.metrics.sessions.increment(1.0),
+            false => self.metrics.sessions.decrement(1.0),
+        }
     }
 
     /// The id shown in "queued as" and `Received:`: shard and message id.

@@ -214,23 +214,23 @@ async fn drive<S: Transport>(
                     None => false,
                 };
                 if let Ok(Some(Event::Close)) = s.auth_result(ok, &mut b.out) {
-                    flush(stream, &mut b.out).await;
+                    send(stream, &mut b.out, ctx).await;
                     return Outcome::Closed;
                 }
             }
             Some(Event::StartTls) => {
-                return match flush(stream, &mut b.out).await && ctx.tls.is_some() {
+                return match send(stream, &mut b.out, ctx).await && ctx.tls.is_some() {
                     true => Outcome::StartTls,
                     false => Outcome::Closed,
                 };
             }
             Some(Event::Close) => {
-                flush(stream, &mut b.out).await;
+                send(stream, &mut b.out, ctx).await;
                 return Outcome::Closed;
             }
             Some(_) => {}
             None if used == 0 => {
-                if !flush(stream, &mut b.out).await {
+                if !send(stream, &mut b.out, ctx).await {
                     return Outcome::Closed;
                 }
                 // Keep unconsumed input at the front, then read more.
@@ -241,20 +241,26 @@ async fn drive<S: Transport>(
                 match read_more(stream, s, &mut buf[end..], &mut b.out, ctx, b.slot).await {
                     Some(n) => b.end += n,
                     None => {
-                        flush(stream, &mut b.out).await;
+                        send(stream, &mut b.out, ctx).await;
                         return Outcome::Closed;
                     }
                 }
                 if ctx.stopping() && !s.wants_body() && sink.is_none() {
                     b.out
                         .extend_from_slice(b"421 4.3.2 Service shutting down\r\n");
-                    flush(stream, &mut b.out).await;
+                    send(stream, &mut b.out, ctx).await;
                     return Outcome::Closed;
                 }
             }
             None => {}
         }
     }
+}
+
+/// Writes `out` to the client, counting the negative replies in it.
+async fn send<S: Transport>(stream: &mut S, out: &mut Vec<u8>, ctx: &SessionContext) -> bool {
+    ctx.metrics.count_replies(out);
+    flush(stream, out).await
 }
 
 /// Reads once, bounded by the session's next deadline. `None`: write `out`
@@ -432,6 +438,7 @@ async fn commit(
     match ctx.spool.commit_message(env).await {
         Ok(id) => {
             let id = ctx.display_id(id);
+            ctx.metrics.received.increment(1);
             if ctx.config.log.messages {
                 tracing::info!(
                     id = %id,

@@ -63,6 +63,8 @@ pub(crate) struct Inner {
     pub state: RefCell<State>,
     /// The sync task, awaited by [`ShardSpool::shutdown`].
     sync_task: RefCell<Option<glommio::task::JoinHandle<()>>>,
+    /// Where each sync's time goes, once the shard says (metrics).
+    sync_timer: RefCell<Option<(crate::clock::Clock, metrics::Histogram)>>,
 }
 
 /// Keeps the segments a message is being written into from being reclaimed
@@ -179,12 +181,25 @@ impl ShardSpool {
                 commit: GroupCommit::default(),
                 state: RefCell::new(state),
                 sync_task: RefCell::new(None),
+                sync_timer: RefCell::new(None),
             }),
         };
         let inner = spool.inner.clone();
         let task = glommio::spawn_local(sync_loop(inner)).detach();
         *spool.inner.sync_task.borrow_mut() = Some(task);
         spool
+    }
+
+    /// Records the time of each group commit's syncs into `histogram`, in
+    /// seconds, read from `clock`.
+    pub fn time_syncs(&self, clock: crate::clock::Clock, histogram: metrics::Histogram) {
+        *self.inner.sync_timer.borrow_mut() = Some((clock, histogram));
+    }
+
+    /// Bytes of the segment files (each is preallocated whole).
+    pub fn bytes(&self) -> u64 {
+        let segments = self.inner.state.borrow().segments.len() as u64;
+        segments.saturating_mul(self.inner.opts.segment_size)
     }
 
     pub fn options(&self) -> &SpoolOptions {
@@ -665,12 +680,20 @@ async fn sync_loop(inner: Rc<Inner>) {
                 .collect()
         };
         let mut ok = true;
+        let started = inner
+            .sync_timer
+            .borrow()
+            .as_ref()
+            .map(|(clock, _)| clock.monotonic_us());
         for (id, path) in dirty {
             if let Err(e) = sync_one(&mut files, id, &path).await {
                 tracing::error!(segment = %path.display(), error = %e, "fdatasync failed; shard stops accepting mail");
                 ok = false;
                 break;
             }
+        }
+        if let (Some(started), Some((clock, histogram))) = (started, &*inner.sync_timer.borrow()) {
+            histogram.record(clock.monotonic_us().saturating_sub(started) as f64 / 1e6);
         }
         inner.commit.completed(upto, ok);
         let gone: Vec<u64> = {

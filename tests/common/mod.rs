@@ -178,6 +178,11 @@ impl Daemon {
             }
             config.push_str(extra);
             config.push('\n');
+            // Many daemons run at once: none serves the admin endpoint on
+            // its fixed default port unless the test asks.
+            if !extra.contains("[admin]") {
+                config.push_str("[admin]\naddress = \"\"\n");
+            }
             // Tests that do not deliver keep what they send in the spool.
             if !extra.contains("[delivery]") {
                 config.push_str("[delivery]\npaused = true\n");
