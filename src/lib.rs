@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod dns;
 pub mod dsn;
 pub mod listener;
+pub mod notify;
 pub mod outbound;
 pub mod preflight;
 pub mod schedule;
