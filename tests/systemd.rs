@@ -1,16 +1,104 @@
-//! petrel under systemd: the daemon speaks the notify protocol on the
-//! socket named by NOTIFY_SOCKET (here a datagram socket the test binds):
-//! READY=1 only once every shard accepts, STOPPING=1 at SIGTERM, WATCHDOG=1
-//! pings when WATCHDOG_USEC asks for them.
+//! petrel under systemd: the unit passes `systemd-analyze verify`, and the
+//! daemon speaks the notify protocol on the socket named by NOTIFY_SOCKET
+//! (here a datagram socket the test binds): READY=1 only once every shard
+//! accepts, STOPPING=1 at SIGTERM, WATCHDOG=1 pings when WATCHDOG_USEC
+//! asks for them.
 
 mod common;
 
 use std::ffi::OsStr;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{free_port, tempdir, Client, Daemon, Listener, START_TIMEOUT};
+
+const UNIT: &str = include_str!("../systemd/petrel.service");
+
+/// The `[Service]` settings of the unit as `(key, value)` pairs.
+fn service_settings(unit: &str) -> Vec<(&str, &str)> {
+    let mut section = "";
+    let mut settings = Vec::new();
+    for line in unit.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line;
+        } else if section == "[Service]" && !line.starts_with('#') {
+            if let Some((key, value)) = line.split_once('=') {
+                settings.push((key, value));
+            }
+        }
+    }
+    settings
+}
+
+#[test]
+fn the_unit_is_a_notify_service_with_a_watchdog_and_a_reload() {
+    let settings = service_settings(UNIT);
+    for wanted in [
+        ("Type", "notify"),
+        ("NotifyAccess", "main"),
+        ("WatchdogSec", "30s"),
+        ("ExecReload", "/bin/kill -HUP $MAINPID"),
+    ] {
+        assert!(settings.contains(&wanted), "{wanted:?} not in {settings:?}");
+    }
+}
+
+/// The unit as installed, with its program at the path the build left it
+/// (verify checks that ExecStart= names an executable).
+fn unit_for_this_build() -> String {
+    let mut unit = String::new();
+    for line in UNIT.lines() {
+        match line.strip_prefix("ExecStart=/usr/local/bin/petrel ") {
+            Some(args) => unit.push_str(&format!(
+                "ExecStart={} {args}",
+                env!("CARGO_BIN_EXE_petrel")
+            )),
+            None => unit.push_str(line),
+        }
+        unit.push('\n');
+    }
+    assert_ne!(
+        unit,
+        format!("{UNIT}\n"),
+        "no ExecStart= of /usr/local/bin/petrel"
+    );
+    unit
+}
+
+#[test]
+fn systemd_analyze_verify_finds_nothing_in_the_unit() {
+    let dir = tempdir();
+    let path = dir.path().join("petrel.service");
+    common::write(&path, unit_for_this_build().as_bytes());
+    let out = match Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "systemd-analyze is missing (.ci/run installs the systemd package)"
+            );
+            eprintln!("systemd-analyze is not installed: the unit was not verified");
+            return;
+        }
+        Err(e) => panic!("running systemd-analyze: {e}"),
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "systemd-analyze verify: {text}");
+    // Lines about other units (the targets it is ordered after) are the
+    // system's business; none may be about this one or its program.
+    let ours: Vec<&str> = text.lines().filter(|l| l.contains("petrel")).collect();
+    assert!(ours.is_empty(), "systemd-analyze verify: {text}");
+}
 
 /// A notify socket in `dir`, as a service manager would bind it.
 fn notify_socket(dir: &Path) -> (std::path::PathBuf, UnixDatagram) {
