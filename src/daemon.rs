@@ -123,9 +123,11 @@ pub fn run(config: Config, plan: Plan) -> Result<(), DaemonError> {
         Some(handle) => crate::admin::Admin::start(&config.admin, handle, clock)?,
         None => None,
     };
+    // READY=1 once every shard listens, and the watchdog.
+    let watch = crate::notify::Watch::start(plan.shards, stop.clone());
     let mut handles = Vec::new();
     for (shard, &cpu) in plan.cpus.iter().enumerate().take(plan.shards) {
-        let (config, stop) = (config.clone(), stop.clone());
+        let (config, stop, watch) = (config.clone(), stop.clone(), watch.shard(shard));
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("petrel-shard-{shard}"))
             .io_memory(plan.io_memory)
@@ -133,7 +135,7 @@ pub fn run(config: Config, plan: Plan) -> Result<(), DaemonError> {
                 // However the shard ends (error or panic), the others stop
                 // too: a partial MTA would leave this shard's mail unseen.
                 let _stop_all = StopOnExit(stop.clone());
-                crate::shard::run(shard, config, stop, clock).await
+                crate::shard::run(shard, config, stop, clock, watch).await
             })
             .map_err(|source| DaemonError::Executor { shard, source })?;
         handles.push(h);
@@ -147,6 +149,7 @@ pub fn run(config: Config, plan: Plan) -> Result<(), DaemonError> {
             signal = sig,
             "stopping: no new connections, finishing sessions"
         );
+        crate::notify::stopping();
         waiter_stop.store(true, Ordering::SeqCst);
     });
     let mut first_error = None;

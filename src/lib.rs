@@ -17,6 +17,7 @@ pub mod dns;
 pub mod dsn;
 pub mod listener;
 pub mod metrics;
+pub mod notify;
 pub mod outbound;
 pub mod preflight;
 pub mod schedule;

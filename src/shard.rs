@@ -4,8 +4,8 @@
 //!
 //! It must never share anything on the mail path with other shards; the
 //! only cross-shard state is the process-wide connection tables (per
-//! client IP in `listener`, per destination in `outbound::slots`) and the
-//! stop flag.
+//! client IP in `listener`, per destination in `outbound::slots`), the
+//! stop flag, and its own heartbeat and "listening" notice for `notify`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use crate::auth::{Users, UsersError};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::listener::{self, Listener, ListenerError};
+use crate::notify::ShardWatch;
 use crate::outbound::Outbound;
 use crate::session::SessionContext;
 use crate::spool::{ShardSpool, SpoolError};
@@ -50,6 +51,7 @@ pub async fn run(
     config: Arc<Config>,
     stop: Arc<AtomicBool>,
     clock: Clock,
+    watch: ShardWatch,
 ) -> Result<(), ShardError> {
     let (spool, _lock) = crate::spool::recovery::recover(&config, shard, clock)?;
     let spool_metrics = crate::metrics::SpoolMetrics::new(shard);
@@ -95,13 +97,17 @@ pub async fn run(
         listeners.push(Listener::start(l, sessions)?);
     }
     tracing::info!(shard, listeners = listeners.len(), "shard ready");
-    housekeep(
-        shard,
-        &spool,
-        &listeners,
-        &stop,
-        clock,
-        &spool_metrics.bytes,
+    watch.listening();
+    futures_lite::future::zip(
+        housekeep(
+            shard,
+            &spool,
+            &listeners,
+            &stop,
+            clock,
+            &spool_metrics.bytes,
+        ),
+        watch.beat(&stop),
     )
     .await;
     shutdown(shard, &spool, outbound.as_deref(), listeners, clock).await;

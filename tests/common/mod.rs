@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -165,52 +166,8 @@ impl Daemon {
         let mut last_error = String::new();
         for attempt in 0..5 {
             let ports: Vec<u16> = listeners.iter().map(|_| free_port()).collect();
-            let mut config = format!(
-                "[server]\nhostname = \"mx.test.example\"\n{server}\n\n\
-                 [spool]\npath = \"{}\"\nsegment_size = 1048576\nmin_free_space = 0\n\n",
-                spool.display()
-            );
-            for (l, port) in listeners.iter().zip(&ports) {
-                config.push_str(&format!(
-                    "[[listener]]\naddress = \"127.0.0.1:{port}\"\n{}\n\n",
-                    l.lines
-                ));
-            }
-            config.push_str(extra);
-            config.push('\n');
-            // Many daemons run at once: none serves the admin endpoint on
-            // its fixed default port unless the test asks.
-            if !extra.contains("[admin]") {
-                config.push_str("[admin]\naddress = \"\"\n");
-            }
-            // Tests that do not deliver keep what they send in the spool.
-            if !extra.contains("[delivery]") {
-                config.push_str("[delivery]\npaused = true\n");
-            }
-            let config_path = dir.join(format!("petrel-{}-{attempt}.toml", ports[0]));
-            write(&config_path, config.as_bytes());
-            let stderr_path = dir.join(format!("petrel-{}-{attempt}.stderr", ports[0]));
-            let stderr = match std::fs::File::create(&stderr_path) {
-                Ok(f) => f,
-                Err(e) => panic!("{}: {e}", stderr_path.display()),
-            };
-            let child = match Command::new(env!("CARGO_BIN_EXE_petrel"))
-                .arg("run")
-                .arg("--config")
-                .arg(&config_path)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr)
-                .spawn()
-            {
-                Ok(c) => c,
-                Err(e) => panic!("spawn petrel: {e}"),
-            };
-            let mut daemon = Daemon {
-                child: Some(child),
-                ports,
-                stderr_path,
-            };
+            let mut daemon =
+                Daemon::spawn(dir, spool, server, listeners, extra, ports, attempt, &[]);
             let deadline = Instant::now() + START_TIMEOUT;
             let mut ready = vec![false; listeners.len()];
             loop {
@@ -245,6 +202,73 @@ impl Daemon {
             // Most likely someone else took a port: try other ones.
         }
         panic!("petrel would not start: {last_error}");
+    }
+
+    /// Writes the config for `listeners` on `ports` (as [`Daemon::start`]
+    /// describes) and runs `petrel run` with it and with `env` added, without
+    /// waiting for it to accept. The service manager's variables of the test's
+    /// own environment are not passed on.
+    #[allow(clippy::too_many_arguments)]
+    pub fn spawn(
+        dir: &Path,
+        spool: &Path,
+        server: &str,
+        listeners: &[Listener],
+        extra: &str,
+        ports: Vec<u16>,
+        attempt: usize,
+        env: &[(&str, &OsStr)],
+    ) -> Daemon {
+        let mut config = format!(
+            "[server]\nhostname = \"mx.test.example\"\n{server}\n\n\
+             [spool]\npath = \"{}\"\nsegment_size = 1048576\nmin_free_space = 0\n\n",
+            spool.display()
+        );
+        for (l, port) in listeners.iter().zip(&ports) {
+            config.push_str(&format!(
+                "[[listener]]\naddress = \"127.0.0.1:{port}\"\n{}\n\n",
+                l.lines
+            ));
+        }
+        config.push_str(extra);
+        config.push('\n');
+        // Many daemons run at once: none serves the admin endpoint on its
+        // fixed default port unless the test asks.
+        if !extra.contains("[admin]") {
+            config.push_str("[admin]\naddress = \"\"\n");
+        }
+        // Tests that do not deliver keep what they send in the spool.
+        if !extra.contains("[delivery]") {
+            config.push_str("[delivery]\npaused = true\n");
+        }
+        let config_path = dir.join(format!("petrel-{}-{attempt}.toml", ports[0]));
+        write(&config_path, config.as_bytes());
+        let stderr_path = dir.join(format!("petrel-{}-{attempt}.stderr", ports[0]));
+        let stderr = match std::fs::File::create(&stderr_path) {
+            Ok(f) => f,
+            Err(e) => panic!("{}: {e}", stderr_path.display()),
+        };
+        let mut command = Command::new(env!("CARGO_BIN_EXE_petrel"));
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for var in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+            command.env_remove(var);
+        }
+        command.envs(env.iter().copied());
+        let child = match command.spawn() {
+            Ok(c) => c,
+            Err(e) => panic!("spawn petrel: {e}"),
+        };
+        Daemon {
+            child: Some(child),
+            ports,
+            stderr_path,
+        }
     }
 
     /// Starts the daemon with a single plaintext listener whose lines
