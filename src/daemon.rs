@@ -84,6 +84,7 @@ fn block_signals() -> Result<SigSet, DaemonError> {
     let mut set = SigSet::empty();
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGINT);
+    set.add(Signal::SIGHUP);
     set.thread_block()
         .map_err(|errno| DaemonError::Signals(errno.into()))?;
     Ok(set)
@@ -105,8 +106,9 @@ impl Drop for StopOnExit {
     }
 }
 
-/// Runs the daemon in the foreground until SIGTERM or SIGINT.
-pub fn run(config: Config, plan: Plan) -> Result<(), DaemonError> {
+/// Runs the daemon in the foreground until SIGTERM or SIGINT; SIGHUP
+/// reloads the configuration from `path` (the file it was started with).
+pub fn run(config: Config, plan: Plan, path: Option<&Path>) -> Result<(), DaemonError> {
     check_orphan_shards(&config.spool.path, plan.shards)?;
     let set = block_signals()?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -125,9 +127,11 @@ pub fn run(config: Config, plan: Plan) -> Result<(), DaemonError> {
     };
     // READY=1 once every shard listens, and the watchdog.
     let watch = crate::notify::Watch::start(plan.shards, stop.clone());
+    let published = crate::reload::Published::new();
     let mut handles = Vec::new();
     for (shard, &cpu) in plan.cpus.iter().enumerate().take(plan.shards) {
         let (config, stop, watch) = (config.clone(), stop.clone(), watch.shard(shard));
+        let reloads = published.clone();
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("petrel-shard-{shard}"))
             .io_memory(plan.io_memory)
@@ -135,7 +139,7 @@ pub fn run(config: Config, plan: Plan) -> Result<(), DaemonError> {
                 // However the shard ends (error or panic), the others stop
                 // too: a partial MTA would leave this shard's mail unseen.
                 let _stop_all = StopOnExit(stop.clone());
-                crate::shard::run(shard, config, stop, clock, watch).await
+                crate::shard::run(shard, config, stop, clock, watch, reloads).await
             })
             .map_err(|source| DaemonError::Executor { shard, source })?;
         handles.push(h);
@@ -143,8 +147,13 @@ pub fn run(config: Config, plan: Plan) -> Result<(), DaemonError> {
     // The signal waiter runs on its own thread so that a shard failing at
     // start-up also ends the wait (the main thread joins the shards).
     let waiter_stop = stop.clone();
+    let (started, path) = (config.clone(), path.map(Path::to_path_buf));
     std::thread::spawn(move || {
-        let sig = wait_for_signal(&set);
+        let mut sig = wait_for_signal(&set);
+        while sig == Signal::SIGHUP as i32 {
+            crate::reload::on_hangup(path.as_deref(), &started, &published);
+            sig = wait_for_signal(&set);
+        }
         tracing::info!(
             signal = sig,
             "stopping: no new connections, finishing sessions"

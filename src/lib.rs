@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod notify;
 pub mod outbound;
 pub mod preflight;
+pub mod reload;
 pub mod schedule;
 pub mod session;
 pub mod shaping;

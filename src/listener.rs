@@ -15,11 +15,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::FutureExt;
 use glommio::net::TcpListener;
 
+use crate::auth::Users;
 use crate::config::{Config, ListenerSection};
 use crate::session::SessionContext;
 use crate::slot_table::SlotTable;
@@ -82,6 +84,8 @@ pub fn server_config(config: &Config, l: &ListenerSection, tls: bool, auth: bool
 /// A listener accepting on this shard.
 pub struct Listener {
     sessions: Rc<SessionContext>,
+    /// Its settings as started (a listener's own keys need a restart).
+    section: ListenerSection,
     accepting: glommio::Task<()>,
 }
 
@@ -98,8 +102,17 @@ impl Listener {
         let accepting = glommio::spawn_local(accept_loop(sock, l.clone(), sessions.clone()));
         Ok(Listener {
             sessions,
+            section: l.clone(),
             accepting,
         })
+    }
+
+    /// Puts a reloaded configuration and AUTH users in force for the
+    /// sessions that start from now (the listener's own settings stay).
+    pub fn reload(&self, config: Arc<Config>, users: Option<Arc<Users>>) {
+        let tls = self.sessions.tls.is_some();
+        let server = server_config(&config, &self.section, tls, users.is_some());
+        self.sessions.reload(server, config, users);
     }
 
     /// What its sessions share.
@@ -147,7 +160,7 @@ async fn accept_loop(sock: TcpListener, l: ListenerSection, sessions: Rc<Session
         }
         let peer = stream.peer_addr().ok().map(|p| p.ip());
         let ip = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let relay_allowed = sessions.config.relay.allows(ip);
+        let relay_allowed = sessions.config().relay.allows(ip);
         let Some(admitted) = admit(&sessions, &l, peer, relay_allowed) else {
             sessions.metrics.count_replies(TOO_MANY);
             glommio::spawn_local(refuse(stream)).detach();

@@ -136,7 +136,7 @@ fn run(path: Option<&Path>) -> ExitCode {
         "starting petrel {}",
         env!("CARGO_PKG_VERSION"),
     );
-    match daemon::run(config, plan) {
+    match daemon::run(config, plan, path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(EXIT_FAILURE, &format!("petrel: {e}")),
     }

@@ -52,7 +52,11 @@ pub async fn run(
     stop: Arc<AtomicBool>,
     clock: Clock,
     watch: ShardWatch,
+    reloads: Arc<crate::reload::Published>,
 ) -> Result<(), ShardError> {
+    // A copy of its own: the shard's reads of it (one per message) never
+    // touch a count another core writes.
+    let config = Arc::new((*config).clone());
     let (spool, _lock) = crate::spool::recovery::recover(&config, shard, clock)?;
     let spool_metrics = crate::metrics::SpoolMetrics::new(shard);
     spool.time_syncs(clock, spool_metrics.syncs.clone());
@@ -99,14 +103,16 @@ pub async fn run(
     tracing::info!(shard, listeners = listeners.len(), "shard ready");
     watch.listening();
     futures_lite::future::zip(
-        housekeep(
+        housekeep(Housekeeping {
             shard,
-            &spool,
-            &listeners,
-            &stop,
+            spool: &spool,
+            listeners: &listeners,
+            outbound: outbound.as_deref(),
+            stop: &stop,
             clock,
-            &spool_metrics.bytes,
-        ),
+            spool_bytes: &spool_metrics.bytes,
+            reloads: &reloads,
+        }),
         watch.beat(&stop),
     )
     .await;
@@ -114,20 +120,50 @@ pub async fn run(
     Ok(())
 }
 
-/// Runs the shard's periodic work until the stop flag is set.
-async fn housekeep(
+/// What the shard's periodic work looks after.
+struct Housekeeping<'a> {
     shard: usize,
-    spool: &ShardSpool,
-    listeners: &[Listener],
-    stop: &AtomicBool,
+    spool: &'a ShardSpool,
+    listeners: &'a [Listener],
+    outbound: Option<&'a Outbound>,
+    stop: &'a AtomicBool,
     clock: Clock,
-    spool_bytes: &metrics::Gauge,
-) {
+    spool_bytes: &'a metrics::Gauge,
+    reloads: &'a crate::reload::Published,
+}
+
+/// Runs the shard's periodic work until the stop flag is set: the spool's
+/// clock, compaction and free space, and a reloaded configuration.
+async fn housekeep(h: Housekeeping<'_>) {
+    let Housekeeping {
+        shard,
+        spool,
+        listeners,
+        outbound,
+        stop,
+        clock,
+        spool_bytes,
+        reloads,
+    } = h;
     let mut ticks = 0u64;
+    let mut generation = 0;
     while !stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(TICK).await;
         spool.set_now(clock.wall_ms());
         spool_bytes.set(spool.bytes() as f64);
+        if let Some((seen, loaded)) = reloads.newer_than(generation) {
+            generation = seen;
+            // A copy of its own: the shard's reads of it never touch a
+            // count another core writes.
+            let config = Arc::new((*loaded.config).clone());
+            if let Some(outbound) = outbound {
+                outbound.reload(config.clone());
+            }
+            for l in listeners {
+                l.reload(config.clone(), loaded.users.clone());
+            }
+            tracing::debug!(shard, "reloaded configuration in force");
+        }
         ticks += 1;
         if ticks % STORAGE_TICKS == 0 {
             for l in listeners {

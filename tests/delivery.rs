@@ -1975,3 +1975,68 @@ fn metrics_count_the_traffic_sent() {
     assert_eq!(status, "HTTP/1.0 404 Not Found");
     finish(d);
 }
+
+#[test]
+fn a_reload_puts_a_new_route_in_force_without_dropping_a_session_and_a_bad_one_is_refused() {
+    let net = Net::new(Zone::new(), &[2, 3]);
+    let (first, second) = (
+        net.server(2, Script::accept()),
+        net.server(3, Script::accept()),
+    );
+    let route = |n: u8| {
+        format!(
+            "[[route]]\ndomain = \"reload.test.example\"\nrelay = \"127.0.0.{n}:{}\"\n",
+            net.port
+        )
+    };
+    let d = net.daemon(2, &(net.config(&[]) + &route(2)));
+    send_one(&d, &["one@reload.test.example"]);
+    expect_messages(&first, 1, &d, "before the reload");
+    // A session open across the reload goes on.
+    let mut open = d.connect();
+    open.hello();
+
+    let text = std::fs::read_to_string(&d.config_path).unwrap();
+    std::fs::write(&d.config_path, text.replace(&route(2), &route(3))).unwrap();
+    d.signal("HUP");
+    assert!(
+        wait_log(&d, "reload: configuration applied", ARRIVAL),
+        "{}",
+        d.stderr()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    send_message(&mut open, &["two@reload.test.example"], BODY);
+    open.cmd("QUIT", "221");
+    send_one(&d, &["three@reload.test.example"]);
+    let got = expect_messages(&second, 2, &d, "after the reload");
+    assert!(got.iter().any(|m| m.rcpt_to == ["two@reload.test.example"]));
+    assert_eq!(first.messages().len(), 1, "{}", d.stderr());
+
+    // A file that does not parse is refused; the running one stays.
+    let good = std::fs::read_to_string(&d.config_path).unwrap();
+    std::fs::write(
+        &d.config_path,
+        format!("{good}\n[delivery]\nmax_age = \"forever\"\n"),
+    )
+    .unwrap();
+    d.signal("HUP");
+    assert!(wait_log(&d, "reload refused", ARRIVAL), "{}", d.stderr());
+    let log = d.stderr();
+    let refused = log.lines().find(|l| l.contains("reload refused")).unwrap();
+    assert!(
+        refused.contains(&d.config_path.display().to_string()),
+        "{refused}"
+    );
+    send_one(&d, &["four@reload.test.example"]);
+    expect_messages(&second, 3, &d, "after the refused reload");
+    // A setting only a restart applies is named.
+    std::fs::write(&d.config_path, good.replace("shards = 2", "shards = 1")).unwrap();
+    d.signal("HUP");
+    assert!(
+        wait_log(&d, "take effect at the next restart", ARRIVAL),
+        "{}",
+        d.stderr()
+    );
+    assert!(d.stderr().contains("[server] shards"), "{}", d.stderr());
+    finish(d);
+}

@@ -129,7 +129,7 @@ fn move_elsewhere(
     let fits = |id: EgressId| {
         id != key.egress
             && *open.borrow_mut().entry(id).or_insert_with(|| {
-                let other = budget.for_source(&ob.config, id);
+                let other = budget.for_source(&ob.config(), id);
                 other.suspended_until(now).is_none() && !other.warmup_spent(wall)
             })
     };
@@ -189,14 +189,17 @@ async fn token(ob: &Outbound, take: impl Fn(u64) -> Result<(), u64>) -> bool {
 async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
     // The hosts first: an `mx` shaping rule decides the budget from them
     // (the resolver caches them for the connections that follow).
+    // The configuration in force when the run starts serves the whole run.
+    let config = ob.config();
     let me = Myself {
-        hostname: &ob.config.server.hostname,
+        hostname: &config.server.hostname,
         addrs: &ob.my_addrs,
     };
-    let port = ob.config.delivery.port;
-    let hops = destination::resolve(&ob.resolver, &key.destination, port, &me).await;
+    let port = config.delivery.port;
+    let resolver = ob.resolver();
+    let hops = destination::resolve(&resolver, &key.destination, port, &me).await;
     let names = hops.iter().flatten().map(|h| h.name.as_str());
-    let budget = Budget::of(&ob.config, key.egress, &key.destination, names);
+    let budget = Budget::of(&config, key.egress, &key.destination, names);
     ob.warmup_seen
         .note(&budget, &ob.egress.source(key.egress).name);
     let Some(lease) = lease(ob, budget).await else {
@@ -206,7 +209,7 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
         return true;
     };
     let source = ob.egress.source(key.egress);
-    let policy = Policy::of(&ob.config.delivery, &lease.budget.shape);
+    let policy = Policy::of(&config.delivery, &lease.budget.shape);
     let mut plan = Delivery::new(policy, source.address);
     let mut step = plan.resolved(hops, ob.clock.monotonic_ms());
     let mut job = Some(job);
@@ -440,7 +443,7 @@ impl<'a> Conn<'a> {
     }
 
     async fn run(&mut self) -> Ended {
-        let timeout = self.ob.config.delivery.connect_timeout.duration();
+        let timeout = self.ob.config().delivery.connect_timeout.duration();
         let connected = match self.ob.egress.source(self.key.egress).address {
             Some(local) => TcpStream::connect_from_timeout(local, self.addr, timeout).await,
             None => TcpStream::connect_timeout(self.addr, timeout).await,
@@ -450,7 +453,7 @@ impl<'a> Conn<'a> {
             Err(e) => return Ended::ConnectFailed(e.to_string()),
         };
         let _ = stream.set_nodelay(true);
-        let _ = stream.set_write_timeout(Some(self.ob.config.delivery.data_timeout.duration()));
+        let _ = stream.set_write_timeout(Some(self.ob.config().delivery.data_timeout.duration()));
         let mut stream = stream;
         match self.drive(&mut stream).await {
             Driven::End(e) => return e,
@@ -461,7 +464,7 @@ impl<'a> Conn<'a> {
         };
         let name = super::tls::server_name(self.plan.host(), self.addr.ip());
         let handshake = connector.connect(name, stream);
-        let timeout = self.ob.config.delivery.command_timeout.duration();
+        let timeout = self.ob.config().delivery.command_timeout.duration();
         let tls = futures_lite::future::or(async { Some(handshake.await) }, async {
             glommio::timer::sleep(timeout).await;
             None

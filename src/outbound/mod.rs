@@ -84,19 +84,20 @@ pub struct Outbound {
     me: Weak<Outbound>,
     shard: usize,
     spool: ShardSpool,
-    config: Arc<Config>,
+    /// This shard's copy of the configuration; a reload replaces it.
+    config: RefCell<Arc<Config>>,
     /// Monotonic time for the scheduler, the delivery machine and the
     /// client; wall time for the stamps and retry times in the spool.
     clock: Clock,
     /// The sources mail leaves from, each with its SMTP client settings.
     egress: egress::Egress,
     /// The file's `[[backoff]]` rules, then the shipped ones (when
-    /// `default_backoff`), compiled once.
-    backoff: (Vec<BackoffRule>, Vec<BackoffRule>),
+    /// `default_backoff`), compiled once (and at a reload).
+    backoff: RefCell<(Vec<BackoffRule>, Vec<BackoffRule>)>,
     /// For STARTTLS: unverified (opportunistic) or verified (required).
     tls: Option<futures_rustls::TlsConnector>,
-    retry: RetryPolicy,
-    resolver: Resolver,
+    retry: RefCell<RetryPolicy>,
+    resolver: RefCell<Resolver>,
     sched: RefCell<Scheduler>,
     /// Wakes the dispatcher: a destination wants another connection, a
     /// connection ended, or the shard stops.
@@ -128,15 +129,7 @@ impl Outbound {
         clock: Clock,
     ) -> Result<Rc<Outbound>, StartError> {
         let d = &config.delivery;
-        let resolver = Resolver::system(
-            ResolverConfig {
-                servers: config.dns.servers.clone(),
-                timeout: config.dns.timeout(),
-                rounds: config.dns.attempts,
-                ..ResolverConfig::default()
-            },
-            clock,
-        )?;
+        let resolver = resolver_of(&config, clock)?;
         let tls = match d.tls {
             OutboundTls::Disabled => None,
             OutboundTls::Opportunistic => Some(tls::unverified()?),
@@ -162,16 +155,7 @@ impl Outbound {
             },
             chunking: false,
         };
-        let limits = Limits {
-            max_connections_per_destination: d.max_connections_per_destination,
-            max_messages_per_connection: d.max_messages_per_connection,
-            ..Limits::default()
-        };
-        let retry = RetryPolicy {
-            schedule_ms: d.retry.iter().map(|r| r.as_millis()).collect(),
-            max_age_ms: d.max_age.as_millis(),
-            ..RetryPolicy::default()
-        };
+        let (limits, retry) = (limits_of(&config), retry_of(&config));
         let now = clock.monotonic_ms();
         let seed = std::hash::BuildHasher::hash_one(
             &std::collections::hash_map::RandomState::new(),
@@ -191,10 +175,10 @@ impl Outbound {
             spool,
             egress,
             metrics,
-            backoff: (config.backoff_rules(), config.shipped_backoff()),
+            backoff: RefCell::new((config.backoff_rules(), config.shipped_backoff())),
             tls: tls.map(futures_rustls::TlsConnector::from),
-            retry,
-            resolver,
+            retry: RefCell::new(retry),
+            resolver: RefCell::new(resolver),
             sched: RefCell::new(Scheduler::with_caps(limits, now, caps_of(&config))),
             work: Signal::default(),
             stopping: Cell::new(false),
@@ -209,7 +193,7 @@ impl Outbound {
             names: RefCell::new(HashSet::new()),
             notices: Cell::new(0),
             warmup_seen: warmup::Seen::default(),
-            config,
+            config: RefCell::new(config),
             clock,
         });
         let queued = ob.load_queue();
@@ -224,6 +208,16 @@ impl Outbound {
         Ok(ob)
     }
 
+    /// The configuration in force.
+    fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+
+    /// The resolver in force (a reload may replace it).
+    fn resolver(&self) -> Resolver {
+        self.resolver.borrow().clone()
+    }
+
     fn name(&self, destination: &str) -> Rc<str> {
         let mut names = self.names.borrow_mut();
         if let Some(n) = names.get(destination) {
@@ -236,6 +230,32 @@ impl Outbound {
 
     fn random(&self) -> u64 {
         self.rng.borrow_mut().next_u64()
+    }
+
+    /// Puts `config` in force (a reload): routes, shaping, backoff rules,
+    /// retries, delivery limits and DNS servers. Connection runs already
+    /// under way finish with the configuration they started with; sources,
+    /// pools and outbound TLS keep theirs until a restart (the daemon says
+    /// so when they changed).
+    pub fn reload(&self, config: Arc<Config>) {
+        if config.dns != self.config().dns {
+            match resolver_of(&config, self.clock) {
+                Ok(resolver) => {
+                    resolver.count_into(crate::metrics::DnsMetrics::new(self.shard));
+                    *self.resolver.borrow_mut() = resolver;
+                }
+                Err(e) => tracing::error!(shard = self.shard, error = %e,
+                    "reload: the new DNS settings give no resolver; the old one stays"),
+            }
+        }
+        *self.backoff.borrow_mut() = (config.backoff_rules(), config.shipped_backoff());
+        *self.retry.borrow_mut() = retry_of(&config);
+        self.sched
+            .borrow_mut()
+            .set_caps(limits_of(&config), caps_of(&config));
+        *self.config.borrow_mut() = config;
+        // Queues whose caps grew may want connections now.
+        self.work.notify();
     }
 
     /// Queues the recipients of a message just committed to the spool.
@@ -266,10 +286,11 @@ impl Outbound {
         pool: u16,
         rcpts: impl Iterator<Item = (u32, &'a [u8])>,
     ) {
+        let config = self.config();
         let mut groups: Vec<(Rc<str>, Vec<u32>)> = Vec::new();
         let mut dest = String::new();
         for (i, address) in rcpts {
-            destination::destination_of(&self.config, address, &mut dest);
+            destination::destination_of(&config, address, &mut dest);
             match groups.iter_mut().find(|(d, _)| **d == *dest) {
                 Some((_, v)) => v.push(i),
                 None => groups.push((self.name(&dest), vec![i])),
@@ -281,9 +302,7 @@ impl Outbound {
         let queued: usize = groups.iter().map(|(_, r)| r.len()).sum();
         self.metrics.queue.increment(queued as f64);
         for (destination, rcpts) in groups {
-            let shape = self
-                .config
-                .shape(self.config.shaping_for_domain(&destination));
+            let shape = config.shape(config.shaping_for_domain(&destination));
             for part in rcpts.chunks(shape.max_recipients_per_transaction.max(1)) {
                 let key = QueueKey {
                     egress: self.egress.choose(pool, &destination, now),
@@ -364,7 +383,8 @@ impl Outbound {
         if reply.local || reply.is_positive() {
             return false;
         }
-        let (operator, shipped) = &self.backoff;
+        let rules = self.backoff.borrow();
+        let (operator, shipped) = &*rules;
         let Some(rule) = first_match(operator, shipped, reply) else {
             return false;
         };
@@ -393,6 +413,42 @@ impl Outbound {
     /// Records the outcome for recipients that are finished.
     fn finish(&self, msg_id: u64, state: RcptState, rcpts: Vec<u32>, diagnostic: Vec<u8>) {
         self.statuses.push(msg_id, state, rcpts, diagnostic);
+    }
+}
+
+/// The resolver of `[dns]`.
+fn resolver_of(config: &Config, clock: Clock) -> Result<Resolver, crate::dns::DnsError> {
+    Resolver::system(
+        ResolverConfig {
+            servers: config.dns.servers.clone(),
+            timeout: config.dns.timeout(),
+            rounds: config.dns.attempts,
+            ..ResolverConfig::default()
+        },
+        clock,
+    )
+}
+
+/// The scheduler's limits of `[delivery]`.
+fn limits_of(config: &Config) -> Limits {
+    Limits {
+        max_connections_per_destination: config.delivery.max_connections_per_destination,
+        max_messages_per_connection: config.delivery.max_messages_per_connection,
+        ..Limits::default()
+    }
+}
+
+/// The retry schedule and `max_age` of `[delivery]`.
+fn retry_of(config: &Config) -> RetryPolicy {
+    RetryPolicy {
+        schedule_ms: config
+            .delivery
+            .retry
+            .iter()
+            .map(|r| r.as_millis())
+            .collect(),
+        max_age_ms: config.delivery.max_age.as_millis(),
+        ..RetryPolicy::default()
     }
 }
 

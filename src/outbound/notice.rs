@@ -129,7 +129,7 @@ pub(super) async fn send(
             .filter_map(|c| s.chunk(&ChunkRef::from(c)))
             .collect();
         let input = DsnInput {
-            hostname: &ob.config.server.hostname,
+            hostname: &ob.config().server.hostname,
             unique_id: &unique,
             queue_id: queue_id.as_str(),
             now_unix: (now / 1000) as i64,

@@ -119,10 +119,11 @@ impl Outbound {
     pub(super) fn defer(&self, key: &QueueKey, job: Job, reply: &ServerReply, via: &Via<'_>) {
         let now = self.clock.wall_ms();
         let attempts = job.attempts.saturating_add(1);
-        match self
+        let decision = self
             .retry
-            .decide(attempts, job.received_ms, now, self.random())
-        {
+            .borrow()
+            .decide(attempts, job.received_ms, now, self.random());
+        match decision {
             RetryDecision::RetryAt(at) => {
                 let retry_in_s = at.saturating_sub(now) / 1000;
                 let rcpts = job.rcpts.iter().map(|&i| (i, reply));
@@ -133,8 +134,10 @@ impl Outbound {
                 };
                 self.finish(job.msg_id, state, job.rcpts.clone(), reply.text.clone());
                 if self.delay_notice_due(&job, attempts, now) {
-                    let until_unix =
-                        (job.received_ms.saturating_add(self.retry.max_age_ms) / 1000) as i64;
+                    let until_unix = (job
+                        .received_ms
+                        .saturating_add(self.retry.borrow().max_age_ms)
+                        / 1000) as i64;
                     let delayed = replies(&job.rcpts, reply);
                     self.notify(
                         job.msg_id,
@@ -152,7 +155,7 @@ impl Outbound {
             RetryDecision::Expire => {
                 let why = format!(
                     "delivery time expired after {}; last error: {}",
-                    crate::config::duration::format(self.config.delivery.max_age.duration()),
+                    crate::config::duration::format(self.config().delivery.max_age.duration()),
                     String::from_utf8_lossy(&reply.text)
                 );
                 self.fail_job(&job, &ServerReply::local(554, (5, 4, 7), &why), via);
@@ -181,10 +184,10 @@ impl Outbound {
     }
 
     fn delay_notice_due(&self, job: &Job, attempts: u32, now: u64) -> bool {
-        let after = self.config.delivery.delay_notice.map(|d| d.as_millis());
+        let after = self.config().delivery.delay_notice.map(|d| d.as_millis());
         delay_notice_due(
             after,
-            &self.retry.schedule_ms,
+            &self.retry.borrow().schedule_ms,
             job.received_ms,
             attempts,
             now,

@@ -96,7 +96,7 @@ impl Outbound {
             Outcome::Deferred { retry_in_s } => (Result3::Deferred, Some(retry_in_s)),
             Outcome::Bounced => (Result3::Bounced, None),
         };
-        let log = self.config.log.messages;
+        let log = self.config().log.messages;
         self.spool.with_state(|s| {
             let env = s
                 .index

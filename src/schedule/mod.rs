@@ -183,6 +183,16 @@ impl Scheduler {
         Scheduler::with_caps(limits, now_ms, Box::new(move |_| caps))
     }
 
+    /// New limits and caps (a reload): every queue takes its caps again;
+    /// open connections above a lower cap finish and are not replaced.
+    pub fn set_caps(&mut self, limits: Limits, caps_of: CapsOf) {
+        for (key, q) in self.queues.iter_mut() {
+            q.caps = caps_of(key);
+        }
+        self.limits = limits;
+        self.caps_of = caps_of;
+    }
+
     /// A scheduler whose queues take their caps from `caps_of` (their
     /// destination's shaping rule), asked once per queue.
     pub fn with_caps(limits: Limits, now_ms: u64, caps_of: CapsOf) -> Scheduler {

@@ -4,7 +4,7 @@
 //! Must never: be shared with another shard (everything here is on one
 //! core, behind `Rc` and `Cell`).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -17,19 +17,27 @@ use crate::outbound::Outbound;
 use crate::smtp::server::ServerConfig;
 use crate::spool::{DisplayId, ShardSpool};
 
+/// What a reload replaces.
+struct Settings {
+    server: Arc<ServerConfig>,
+    config: Arc<Config>,
+    /// AUTH users; None when `[auth] users_file` is not set (AUTH fails).
+    users: Option<Arc<Users>>,
+}
+
 /// The context of every session of one listener on one shard.
 pub struct SessionContext {
     pub shard: usize,
     pub spool: ShardSpool,
-    pub server: Arc<ServerConfig>,
-    pub config: Arc<Config>,
+    /// The settings in force. A reload replaces them: a session takes its
+    /// SMTP settings when it starts, the relay and pool rules at each
+    /// client and message.
+    settings: RefCell<Settings>,
     /// The listener's `name`, for the pool rules.
     pub listener: Option<String>,
     /// Set when the listener has a certificate: STARTTLS, or implicit TLS.
     pub tls: Option<futures_rustls::TlsAcceptor>,
     pub implicit_tls: bool,
-    /// AUTH users; None when `[auth] users_file` is not set (AUTH fails).
-    pub users: Option<Arc<Users>>,
     pub idle: IdleSessions,
     pub clock: Clock,
     /// The shard's delivery side; `None` when `[delivery] paused`.
@@ -58,12 +66,14 @@ impl SessionContext {
         SessionContext {
             shard,
             spool,
-            server: Arc::new(server),
-            config,
+            settings: RefCell::new(Settings {
+                server: Arc::new(server),
+                config,
+                users,
+            }),
             listener,
             tls,
             implicit_tls,
-            users,
             idle: IdleSessions::default(),
             clock,
             outbound,
@@ -72,6 +82,25 @@ impl SessionContext {
             stopping: Cell::new(false),
             open: Cell::new(0),
         }
+    }
+
+    /// The SMTP settings of the listener.
+    pub fn server(&self) -> Arc<ServerConfig> {
+        self.settings.borrow().server.clone()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.settings.borrow().config.clone()
+    }
+
+    /// Puts new settings in force for the sessions that start from now.
+    pub fn reload(&self, server: ServerConfig, config: Arc<Config>, users: Option<Arc<Users>>) {
+        *self.settings.borrow_mut() = Settings {
+            server: Arc::new(server),
+            config,
+            users,
+        };
     }
 
     /// False when the spool is below its free-space reserve or has failed.
@@ -83,7 +112,7 @@ impl SessionContext {
     pub fn refresh_storage(&self) {
         let free = self.spool.free_space();
         self.storage_ok
-            .set(free.is_none_or(|f| f >= self.config.spool.min_free_space));
+            .set(free.is_none_or(|f| f >= self.config().spool.min_free_space));
     }
 
     pub fn stopping(&self) -> bool {
@@ -118,7 +147,7 @@ impl SessionContext {
     /// True if the users file has `user` with this password. argon2 costs
     /// about 20 ms of CPU, so it runs on the blocking pool, not the shard.
     pub async fn check_password(&self, user: &[u8], password: &[u8]) -> bool {
-        let Some(users) = self.users.clone() else {
+        let Some(users) = self.settings.borrow().users.clone() else {
             return false;
         };
         let (user, password) = (user.to_vec(), password.to_vec());

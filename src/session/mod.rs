@@ -88,7 +88,7 @@ enum Outcome {
 pub async fn serve(stream: TcpStream, peer: PeerInfo, ctx: Rc<SessionContext>) {
     // A client that never reads its replies must not hold the session (and
     // its connection slot) forever in a blocked write.
-    let limit = Duration::from_millis(ctx.server.command_timeout_ms);
+    let limit = Duration::from_millis(ctx.server().command_timeout_ms);
     if stream.set_write_timeout(Some(limit)).is_err() {
         return;
     }
@@ -109,18 +109,13 @@ pub async fn serve(stream: TcpStream, peer: PeerInfo, ctx: Rc<SessionContext>) {
             return;
         };
         let info = tls::info(tls.get_ref().1);
-        let mut s = Session::new(
-            ctx.server.clone(),
-            peer,
-            Some(info),
-            ctx.clock.monotonic_ms(),
-        );
+        let mut s = Session::new(ctx.server(), peer, Some(info), ctx.clock.monotonic_ms());
         s.greeting(&mut b.out);
         drive(&mut tls, &mut s, &ctx, &mut b).await;
         return;
     }
     let mut stream = stream;
-    let mut s = Session::new(ctx.server.clone(), peer, None, ctx.clock.monotonic_ms());
+    let mut s = Session::new(ctx.server(), peer, None, ctx.clock.monotonic_ms());
     s.greeting(&mut b.out);
     if drive(&mut stream, &mut s, &ctx, &mut b).await != Outcome::StartTls {
         return;
@@ -141,7 +136,7 @@ pub async fn serve(stream: TcpStream, peer: PeerInfo, ctx: Rc<SessionContext>) {
 /// Runs the TLS handshake within the command timeout.
 async fn handshake(ctx: &SessionContext, stream: TcpStream) -> Option<TlsStream<TcpStream>> {
     let acceptor = ctx.tls.clone()?;
-    let limit = Duration::from_millis(ctx.server.command_timeout_ms);
+    let limit = Duration::from_millis(ctx.server().command_timeout_ms);
     stream.set_read_timeout(Some(limit)).ok()?;
     stream.set_write_timeout(Some(limit)).ok()?;
     match acceptor.accept(stream).await {
@@ -415,7 +410,7 @@ async fn commit(
     };
     let query = pool_query(s, ctx);
     let pool = match pool::choose(
-        &ctx.config,
+        &ctx.config(),
         &ctx.spool,
         query,
         &mut sink.chunks,
@@ -439,7 +434,7 @@ async fn commit(
         Ok(id) => {
             let id = ctx.display_id(id);
             ctx.metrics.received.increment(1);
-            if ctx.config.log.messages {
+            if ctx.config().log.messages {
                 tracing::info!(
                     id = %id,
                     from = %String::from_utf8_lossy(&env.reverse_path),

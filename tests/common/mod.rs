@@ -148,6 +148,8 @@ pub struct Daemon {
     /// One port per listener, in the order given.
     pub ports: Vec<u16>,
     stderr_path: PathBuf,
+    /// The file it was started with (and reloads from).
+    pub config_path: PathBuf,
 }
 
 impl Daemon {
@@ -268,6 +270,7 @@ impl Daemon {
             child: Some(child),
             ports,
             stderr_path,
+            config_path,
         }
     }
 
@@ -296,6 +299,17 @@ impl Daemon {
 
     pub fn connect(&self) -> Client {
         Client::connect(self.port())
+    }
+
+    /// Sends the daemon `signal` (a name `kill` knows, such as "HUP").
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {pid}");
     }
 
     pub fn try_wait(&mut self) -> Option<ExitStatus> {

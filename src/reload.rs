@@ -1,0 +1,188 @@
+//! Reloading the configuration on SIGHUP without dropping a connection or
+//! a message: the daemon reads and checks the file (and the AUTH users
+//! file) on its signal thread, and publishes it; each shard picks it up at
+//! its next housekeeping tick and puts it in force for what starts from
+//! then on (sessions, messages, connection runs), while what is under way
+//! finishes as it started.
+//!
+//! Owns: reading a new configuration, refusing an invalid one (the
+//! running one stays, and the error names the file, line and column),
+//! naming the changed settings that only a restart applies, and the
+//! hand-over to the shards (a generation number they compare once a tick,
+//! and the loaded configuration behind a lock only a reload takes).
+//! Must never: make a shard wait, or apply part of a file that failed.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::auth::Users;
+use crate::config::Config;
+
+/// A configuration read and checked, with its AUTH users.
+#[derive(Clone)]
+pub struct Loaded {
+    pub config: Arc<Config>,
+    pub users: Option<Arc<Users>>,
+}
+
+/// The newest configuration, for the shards to pick up.
+#[derive(Default)]
+pub struct Published {
+    generation: AtomicU64,
+    latest: Mutex<Option<Loaded>>,
+}
+
+impl Published {
+    pub fn new() -> Arc<Published> {
+        Arc::new(Published::default())
+    }
+
+    /// Makes `loaded` the configuration the shards take next.
+    pub fn publish(&self, loaded: Loaded) {
+        if let Ok(mut latest) = self.latest.lock() {
+            *latest = Some(loaded);
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// The configuration published after generation `seen`, and its
+    /// generation; `None` (one atomic load) when there is none.
+    pub fn newer_than(&self, seen: u64) -> Option<(u64, Loaded)> {
+        let generation = self.generation.load(Ordering::Acquire);
+        if generation == seen {
+            return None;
+        }
+        let latest = self.latest.lock().ok()?.clone()?;
+        Some((generation, latest))
+    }
+}
+
+/// Reads and checks `path` and the AUTH users file it names.
+pub fn load(path: &Path) -> Result<Loaded, String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let users = match &config.auth.users_file {
+        Some(file) => Some(Arc::new(Users::load(file).map_err(|e| e.to_string())?)),
+        None => None,
+    };
+    Ok(Loaded {
+        config: Arc::new(config),
+        users,
+    })
+}
+
+/// The settings that differ between `running` and `new` and take effect
+/// only at a restart: what the shards, the spool, the listeners, the
+/// admin endpoint, the egress sources and the outbound SMTP client were
+/// built from.
+pub fn restart_keys(running: &Config, new: &Config) -> Vec<&'static str> {
+    let (a, b) = (&running.delivery, &new.delivery);
+    [
+        (
+            "[server] shards",
+            running.server.shards != new.server.shards,
+        ),
+        ("[spool]", running.spool != new.spool),
+        ("[[listener]]", running.listener != new.listener),
+        ("[admin]", running.admin != new.admin),
+        ("[[source]]", running.source != new.source),
+        ("[[pool]]", running.pool != new.pool),
+        (
+            "[pool_selection]",
+            running.pool_selection != new.pool_selection,
+        ),
+        ("[delivery] paused", a.paused != b.paused),
+        ("[delivery] tls", a.tls != b.tls),
+        ("[delivery] tls_ca_file", a.tls_ca_file != b.tls_ca_file),
+        ("[delivery] helo_name", a.helo_name != b.helo_name),
+        (
+            "[delivery] command_timeout",
+            a.command_timeout != b.command_timeout,
+        ),
+        ("[delivery] data_timeout", a.data_timeout != b.data_timeout),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
+}
+
+/// SIGHUP: reads the file petrel was started with and publishes it, or
+/// says why not; `started` is the configuration the daemon started with
+/// (what the restart-only settings still come from).
+pub fn on_hangup(path: Option<&Path>, started: &Config, published: &Published) {
+    crate::notify::reloading();
+    match path {
+        None => tracing::warn!(
+            "reload: petrel runs on its embedded default configuration; there is no file to read again"
+        ),
+        Some(path) => match load(path) {
+            Err(e) => tracing::error!(
+                "reload refused, the running configuration stays: {e}"
+            ),
+            Ok(loaded) => {
+                let later = restart_keys(started, &loaded.config);
+                if !later.is_empty() {
+                    tracing::warn!(
+                        settings = %later.join(", "),
+                        "reload: these settings changed and take effect at the next restart"
+                    );
+                }
+                published.publish(loaded);
+                tracing::info!(config = %path.display(), "reload: configuration applied");
+            }
+        },
+    }
+    crate::notify::ready();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::from_str_named(text, "test.toml").expect("config")
+    }
+
+    #[test]
+    fn restart_only_settings_are_named_and_the_rest_are_not() {
+        let running = config("[[route]]\ndomain = \"*\"\nrelay = \"127.0.0.2:25\"\n");
+        let routes = config("[[route]]\ndomain = \"*\"\nrelay = \"127.0.0.3:25\"\n[relay]\nnetworks = [\"10.0.0.0/8\"]\n[delivery]\nmax_age = \"2d\"\n");
+        assert!(restart_keys(&running, &routes).is_empty());
+        let more = config(
+            "[server]\nshards = 3\n[[listener]]\naddress = \"127.0.0.1:2626\"\n\
+             [delivery]\nhelo_name = \"mta.example\"\n",
+        );
+        assert_eq!(
+            restart_keys(&running, &more),
+            ["[server] shards", "[[listener]]", "[delivery] helo_name"]
+        );
+    }
+
+    #[test]
+    fn shards_see_each_published_configuration_once() {
+        let published = Published::new();
+        assert!(published.newer_than(0).is_none());
+        let loaded = Loaded {
+            config: Arc::new(Config::embedded_default()),
+            users: None,
+        };
+        published.publish(loaded.clone());
+        let (generation, got) = published.newer_than(0).expect("published");
+        assert_eq!(got.config, loaded.config);
+        assert!(published.newer_than(generation).is_none());
+        published.publish(loaded);
+        assert!(published.newer_than(generation).is_some());
+    }
+
+    #[test]
+    fn a_bad_file_is_refused_with_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("petrel.toml");
+        std::fs::write(&path, "[delivery]\nmax_age = \"forever\"\n").unwrap();
+        let err = load(&path).err().expect("refused");
+        assert!(err.contains(&format!("{}:2:11", path.display())), "{err}");
+        std::fs::write(&path, "[auth]\nusers_file = \"/nonexistent/users\"\n").unwrap();
+        let err = load(&path).err().expect("refused");
+        assert!(err.contains("/nonexistent/users"), "{err}");
+    }
+}
