@@ -120,8 +120,10 @@ pub fn run(config: Config, plan: Plan, path: Option<&Path>) -> Result<(), Daemon
     let warmup = crate::outbound::warmup::Store::start(&config, clock);
     // The recorder exists before any shard registers a metric; the admin
     // endpoint is bound before any mail moves, so a taken port stops the
-    // start.
-    let admin = match crate::metrics::install() {
+    // start. Without an admin endpoint nothing could read the metrics:
+    // none is recorded (every handle is a no-op).
+    let recorder = config.admin.address.and_then(|_| crate::metrics::install());
+    let admin = match recorder {
         Some(handle) => crate::admin::Admin::start(&config.admin, handle, clock)?,
         None => None,
     };
