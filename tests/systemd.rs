@@ -195,6 +195,16 @@ fn ready_once_every_shard_accepts_and_stopping_at_sigterm() {
         c.expect("220");
         c.cmd("QUIT", "221");
     }
+    // A reload says RELOADING=1 (with the monotonic time systemd wants),
+    // then READY=1 again.
+    let mut daemon = daemon;
+    daemon.signal("HUP");
+    let reload = wait_for(&socket, &mut daemon, "READY=1").expect("READY=1 after the reload");
+    assert!(reload.iter().any(|l| l == "RELOADING=1"), "{reload:?}");
+    assert!(
+        reload.iter().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "{reload:?}"
+    );
     daemon.stop();
     let mut after = Vec::new();
     let mut buf = [0u8; 4096];
