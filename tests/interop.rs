@@ -1,6 +1,7 @@
 //! Interoperability with real SMTP peers no one here wrote: Postfix's
 //! smtp-source and swaks as clients, Postfix's smtp-sink as the server petrel
-//! delivers to and dnsmasq as its DNS, from Debian's packages, which
+//! delivers to and dnsmasq as its DNS, Prometheus' promtool reading the
+//! metrics, from Debian's packages, which
 //! `.ci/run` installs and then runs these tests with `--ignored`. A missing
 //! program fails the test: these must never pass without their peer.
 
@@ -20,6 +21,7 @@ const SMTP_SOURCE: &str = "/usr/sbin/smtp-source";
 const SMTP_SINK: &str = "/usr/sbin/smtp-sink";
 const DNSMASQ: &str = "/usr/sbin/dnsmasq";
 const SWAKS: &str = "/usr/bin/swaks";
+const PROMTOOL: &str = "/usr/bin/promtool";
 
 /// Generous: a loaded two-core machine may be building other things.
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
@@ -729,4 +731,58 @@ fn smtp_sink_5xx_bounces_to_the_sender() {
             assert!(text.contains(&line), "no {line:?} in {text}");
         }
     }
+}
+
+#[test]
+#[ignore = "needs Debian's prometheus (promtool) and swaks; run by .ci/run"]
+fn promtool_accepts_the_metrics_after_traffic() {
+    use std::io::{Read, Write};
+    let dir = tempdir();
+    let spool = dir.path().join("spool");
+    let admin = common::free_port();
+    let d = Daemon::start(
+        dir.path(),
+        &spool,
+        "shards = 2",
+        &[Listener::plain("")],
+        &format!(
+            "[relay]\nnetworks = [\"127.0.0.0/8\"]\n[admin]\naddress = \"127.0.0.1:{admin}\"\n"
+        ),
+        None,
+    );
+    let port = d.port().to_string();
+    let r = run(
+        dir.path(),
+        SWAKS,
+        &args(&[
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--from",
+            "a@b.test",
+            "--to",
+            "x@remote.test",
+        ]),
+    );
+    assert!(r.status.success(), "swaks: {}", r.output);
+    let mut s = TcpStream::connect(("127.0.0.1", admin)).expect("admin endpoint");
+    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert!(body.contains("petrel_messages_received_total"), "{text}");
+    let metrics = dir.path().join("metrics.txt");
+    std::fs::write(&metrics, body).unwrap();
+    let check = run(
+        dir.path(),
+        "/bin/sh",
+        &args(&[
+            "-c",
+            &format!("{PROMTOOL} check metrics < {}", metrics.display()),
+        ]),
+    );
+    assert!(check.status.success(), "promtool: {}\n{body}", check.output);
+    assert!(check.output.trim().is_empty(), "promtool: {}", check.output);
+    d.stop();
 }
