@@ -8,6 +8,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod accounting;
 pub mod admin;
 pub mod auth;
 pub mod clock;

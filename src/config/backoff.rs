@@ -22,10 +22,10 @@ pub const DEFAULT_THROTTLE_FACTOR: f64 = 0.5;
 /// path given up, which is `max_age`'s decision, not a backoff's.
 pub const MAX_BACKOFF_DURATION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
-/// One `[[backoff]]`: which replies it matches (every condition given must
-/// hold, and at least one is given) and what it does to the path.
+/// Which replies a rule (`[[backoff]]`, `[[accounting.category]]`)
+/// matches: every condition given must hold, and at least one is given.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct BackoffSection {
+pub struct ReplyConditions {
     /// The reply code, 400 to 599.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<u16>,
@@ -38,6 +38,18 @@ pub struct BackoffSection {
     /// A pattern searched in the reply's full text, as written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply: Option<String>,
+    /// `reply` compiled when the file was loaded, so building the rule
+    /// again can neither fail nor cost a compilation.
+    #[serde(skip)]
+    pub(super) pattern: CompiledReply,
+}
+
+/// One `[[backoff]]`: which replies it matches and what it does to the
+/// path.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackoffSection {
+    #[serde(flatten)]
+    pub conditions: ReplyConditions,
     pub action: BackoffActionSetting,
     /// `"throttle"` only; none: [`DEFAULT_THROTTLE_FACTOR`].
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,10 +59,6 @@ pub struct BackoffSection {
     /// to the destination moves to another source of its pool.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub reroute: bool,
-    /// `reply` compiled when the file was loaded, so building the rule
-    /// again can neither fail nor cost a compilation.
-    #[serde(skip)]
-    pub(super) pattern: CompiledReply,
 }
 
 /// What a `[[backoff]]` rule does, as written.
@@ -97,9 +105,9 @@ impl BackoffSection {
             },
         };
         BackoffRule {
-            code: self.code,
-            enhanced: self.enhanced,
-            text: self.pattern.0.clone(),
+            code: self.conditions.code,
+            enhanced: self.conditions.enhanced,
+            text: self.conditions.pattern.0.clone(),
             action,
             duration_ms: self.duration.as_millis(),
             reroute: self.reroute,

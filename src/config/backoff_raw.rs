@@ -12,7 +12,9 @@ use regex::bytes::Regex;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::backoff::{BackoffActionSetting, BackoffSection, CompiledReply, MAX_BACKOFF_DURATION};
+use super::backoff::{
+    BackoffActionSetting, BackoffSection, CompiledReply, ReplyConditions, MAX_BACKOFF_DURATION,
+};
 use super::duration::{self, DurationSetting};
 use super::raw::{between, error_at, optional, parsed, valid};
 use super::Located;
@@ -47,20 +49,7 @@ fn rule_of(raw: Spanned<RawBackoff>) -> Result<BackoffSection, Located> {
             "a [[backoff]] rule needs at least one of code, enhanced or reply: without them it would match every 4xx and 5xx reply".into(),
         );
     }
-    let code = optional(raw.code, between("code", 400, 599))?;
-    // In range after the check above, so the conversion cannot fail.
-    let code = code.and_then(|code| u16::try_from(code).ok());
-    let enhanced = match raw.enhanced {
-        Some(text) => Some(parsed(&text, |text| enhanced_status(text, code))?),
-        None => None,
-    };
-    let (reply, pattern) = match raw.reply {
-        Some(text) => {
-            let regex = parsed(&text, reply_pattern)?;
-            (Some(text.into_inner()), CompiledReply(Some(regex)))
-        }
-        None => (None, CompiledReply(None)),
-    };
+    let conditions = reply_conditions(raw.code, raw.enhanced, raw.reply, "a backoff")?;
     let Some(action_text) = raw.action else {
         return error_at(
             span,
@@ -95,21 +84,48 @@ fn rule_of(raw: Spanned<RawBackoff>) -> Result<BackoffSection, Located> {
         (_, reroute) => reroute.is_some_and(|r| r.into_inner()),
     };
     Ok(BackoffSection {
-        code,
-        enhanced,
-        reply,
+        conditions,
         action,
         factor,
         duration: valid(duration, backoff_duration)?,
         reroute,
+    })
+}
+
+/// Reads a rule's `code`, `enhanced` and `reply` (`rule` names the rule
+/// in messages, e.g. "a backoff"); each error at its value.
+pub(super) fn reply_conditions(
+    code: Option<Spanned<i64>>,
+    enhanced: Option<Spanned<String>>,
+    reply: Option<Spanned<String>>,
+    rule: &str,
+) -> Result<ReplyConditions, Located> {
+    let code = optional(code, between("code", 400, 599))?;
+    // In range after the check above, so the conversion cannot fail.
+    let code = code.and_then(|code| u16::try_from(code).ok());
+    let enhanced = match enhanced {
+        Some(text) => Some(parsed(&text, |text| enhanced_status(text, code, rule))?),
+        None => None,
+    };
+    let (reply, pattern) = match reply {
+        Some(text) => {
+            let regex = parsed(&text, reply_pattern)?;
+            (Some(text.into_inner()), CompiledReply(Some(regex)))
+        }
+        None => (None, CompiledReply(None)),
+    };
+    Ok(ReplyConditions {
+        code,
+        enhanced,
+        reply,
         pattern,
     })
 }
 
-/// An enhanced status of class 4 or 5 (a backoff is about refusals), of
-/// `code`'s class when the rule gives one: a server's reply never
-/// disagrees with itself, so such a rule could never match.
-fn enhanced_status(text: &str, code: Option<u16>) -> Result<(u8, u16, u16), String> {
+/// An enhanced status of class 4 or 5 (`rule`, "a backoff", is about
+/// refusals), of `code`'s class when the rule gives one: a server's reply
+/// never disagrees with itself, so such a rule could never match.
+fn enhanced_status(text: &str, code: Option<u16>, rule: &str) -> Result<(u8, u16, u16), String> {
     let Some(status) = EnhancedStatus::parse(text.as_bytes()) else {
         return Err(format!(
             "invalid enhanced status {text:?}: expected class.subject.detail such as \"4.7.28\""
@@ -117,7 +133,7 @@ fn enhanced_status(text: &str, code: Option<u16>) -> Result<(u8, u16, u16), Stri
     };
     if !matches!(status.class, 4 | 5) {
         return Err(format!(
-            "enhanced = {text:?} is of class {}: a backoff matches only class 4 or 5",
+            "enhanced = {text:?} is of class {}: {rule} matches only class 4 or 5",
             status.class
         ));
     }

@@ -352,10 +352,14 @@ fn known_pool(
 }
 
 /// RFC 5322 section 3.6.8: a field name is one or more printable ASCII
-/// characters other than the colon.
-fn check_header(name: &str) -> Result<(), String> {
+/// characters other than the colon (the caller says what "" means).
+pub(super) fn is_field_name(name: &str) -> bool {
     let ftext = |b: u8| (33..=126).contains(&b) && b != b':';
-    match name.bytes().all(ftext) {
+    name.bytes().all(ftext)
+}
+
+fn check_header(name: &str) -> Result<(), String> {
+    match is_field_name(name) {
         true => Ok(()),
         false => Err(format!(
             "header {name:?} is not a valid header field name: printable ASCII without spaces or ':', e.g. \"{DEFAULT_POOL_HEADER}\"; \"\" turns header selection off"

@@ -13,6 +13,8 @@
 
 #![deny(unsafe_code)]
 
+pub mod accounting;
+mod accounting_raw;
 pub mod backoff;
 mod backoff_raw;
 pub mod duration;
@@ -32,7 +34,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use backoff::{BackoffActionSetting, BackoffSection};
+pub use accounting::{AccountingSection, CategorySection};
+pub use backoff::{BackoffActionSetting, BackoffSection, ReplyConditions};
 pub use duration::{DurationError, DurationSetting};
 pub use egress::{
     HeaderPool, PoolMatcher, PoolMember, PoolQuery, PoolRule, PoolSection, PoolSelectionSection,
@@ -91,6 +94,8 @@ pub struct Config {
     pub auth: AuthSection,
     pub dns: DnsSection,
     pub delivery: DeliverySection,
+    /// `[accounting]`: always printed, off (`path = ""`) by default.
+    pub accounting: AccountingSection,
     /// `[[route]]`s in file order; the first that matches wins.
     pub route: Vec<RouteSection>,
     /// `[[shaping]]` rules in file order; the most specific that matches
@@ -452,6 +457,8 @@ fn system_hostname() -> String {
     }
 }
 
+#[cfg(test)]
+mod accounting_tests;
 #[cfg(test)]
 mod backoff_tests;
 #[cfg(test)]

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::accounting_raw::RawAccounting;
 use super::backoff_raw::{backoff_rules, RawBackoff};
 use super::egress_raw::{check_name, claim_name, RawEgress, RawPool, RawPoolSelection, RawSource};
 use super::operations::{RawAdmin, RawLog};
@@ -54,6 +55,8 @@ struct RawConfig {
     dns: RawDns,
     #[serde(default)]
     delivery: RawDelivery,
+    #[serde(default)]
+    accounting: RawAccounting,
     #[serde(default)]
     route: Vec<RawRoute>,
     #[serde(default)]
@@ -175,7 +178,7 @@ pub(super) fn valid<T>(
 }
 
 /// The value if present (after `check`), else `default`.
-fn checked<T>(
+pub(super) fn checked<T>(
     value: Option<Spanned<T>>,
     default: T,
     check: impl FnOnce(&T) -> Result<(), String>,
@@ -322,6 +325,7 @@ impl RawConfig {
             },
             dns: self.dns.into_section()?,
             delivery,
+            accounting: self.accounting.into_section()?,
             route,
             shaping: shaping_rules(self.shaping)?,
             backoff: backoff_rules(self.backoff)?,

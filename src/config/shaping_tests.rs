@@ -2,7 +2,7 @@
 //! choice of the most specific rule, the printed form, and every rejected
 //! value at its place.
 
-use super::tests::{assert_error, parse};
+use super::tests::{assert_error, parse, printed};
 use super::*;
 use crate::shaping::rate::Rate;
 
@@ -42,10 +42,6 @@ mx = "mx2.example.net"
 
 fn rate(text: &str) -> Rate {
     Rate::parse(text).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn printed(config: &Config) -> String {
-    config.to_toml_string().unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]

@@ -15,6 +15,23 @@ fn error(text: &str) -> String {
     }
 }
 
+/// `config` as `petrel check` prints it.
+pub(super) fn printed(config: &Config) -> String {
+    config.to_toml_string().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `config` prints with each of `parts`, and the print reads back to the
+/// same config and the same print.
+pub(super) fn assert_prints_and_reads_back(config: &Config, parts: &[&str]) {
+    let text = printed(config);
+    for part in parts {
+        assert!(text.contains(part), "{part:?} missing from:\n{text}");
+    }
+    let again = parse(&text);
+    assert_eq!(&again, config, "{text}");
+    assert_eq!(printed(&again), text);
+}
+
 pub(super) fn assert_error(text: &str, location: &str, contains: &str) {
     let message = error(text);
     assert!(
@@ -738,10 +755,6 @@ relay = "default.example.net"
 
 #[test]
 fn printed_settings_show_the_delivery_keys() {
-    let printed = |config: &Config| match config.to_toml_string() {
-        Ok(text) => text,
-        Err(e) => panic!("{e}"),
-    };
     let defaults = printed(&parse("[server]\nhostname = \"mta.example.test\"\n"));
     for line in [
         "[dns]\nservers = []\ntimeout = \"2s\"\nattempts = 2\n",
