@@ -46,6 +46,12 @@ pub enum DaemonError {
     Signals(std::io::Error),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    #[error("accounting log {}: {source}", path.display())]
+    Accounting {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Refuses to start when a spool holds shard directories beyond the
@@ -127,6 +133,15 @@ pub fn run(config: Config, plan: Plan, path: Option<&Path>) -> Result<(), Daemon
         Some(handle) => crate::admin::Admin::start(&config.admin, handle, clock)?,
         None => None,
     };
+    // The accounting log's writer, before any shard records (started
+    // here, it runs on no shard's CPU).
+    let accounting =
+        crate::accounting::Accounting::start(&config.accounting).map_err(|source| {
+            DaemonError::Accounting {
+                path: config.accounting.path.clone(),
+                source,
+            }
+        })?;
     // READY=1 once every shard listens, and the watchdog.
     let watch = crate::notify::Watch::start(plan.shards, stop.clone());
     let published = crate::reload::Published::new();
@@ -134,6 +149,7 @@ pub fn run(config: Config, plan: Plan, path: Option<&Path>) -> Result<(), Daemon
     for (shard, &cpu) in plan.cpus.iter().enumerate().take(plan.shards) {
         let (config, stop, watch) = (config.clone(), stop.clone(), watch.shard(shard));
         let reloads = published.clone();
+        let recorder = accounting.as_ref().map(|a| a.recorder());
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("petrel-shard-{shard}"))
             .io_memory(plan.io_memory)
@@ -141,7 +157,7 @@ pub fn run(config: Config, plan: Plan, path: Option<&Path>) -> Result<(), Daemon
                 // However the shard ends (error or panic), the others stop
                 // too: a partial MTA would leave this shard's mail unseen.
                 let _stop_all = StopOnExit(stop.clone());
-                crate::shard::run(shard, config, stop, clock, watch, reloads).await
+                crate::shard::run(shard, config, stop, clock, watch, reloads, recorder).await
             })
             .map_err(|source| DaemonError::Executor { shard, source })?;
         handles.push(h);
@@ -180,6 +196,9 @@ pub fn run(config: Config, plan: Plan, path: Option<&Path>) -> Result<(), Daemon
     }
     if let Some(admin) = admin {
         admin.stop();
+    }
+    if let Some(accounting) = accounting {
+        accounting.stop();
     }
     match first_error {
         Some(e) => Err(e),

@@ -77,6 +77,7 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
 /// built from.
 pub fn restart_keys(running: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (&running.delivery, &new.delivery);
+    let (x, y) = (&running.accounting, &new.accounting);
     [
         (
             "[server] shards",
@@ -100,6 +101,13 @@ pub fn restart_keys(running: &Config, new: &Config) -> Vec<&'static str> {
             a.command_timeout != b.command_timeout,
         ),
         ("[delivery] data_timeout", a.data_timeout != b.data_timeout),
+        (
+            "[accounting] path, format or rotation",
+            x.path != y.path
+                || x.format != y.format
+                || x.rotate_size != y.rotate_size
+                || x.rotate_interval != y.rotate_interval,
+        ),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))

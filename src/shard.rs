@@ -53,6 +53,7 @@ pub async fn run(
     clock: Clock,
     watch: ShardWatch,
     reloads: Arc<crate::reload::Published>,
+    accounting: Option<crate::accounting::Recorder>,
 ) -> Result<(), ShardError> {
     // A copy of its own: the shard's reads of it (one per message) never
     // touch a count another core writes.
@@ -80,6 +81,7 @@ pub async fn run(
             spool.clone(),
             config.clone(),
             clock,
+            accounting.clone(),
         )?)
     };
     let mut listeners = Vec::new();
@@ -97,6 +99,7 @@ pub async fn run(
             users.clone(),
             clock,
             outbound.clone(),
+            accounting.clone(),
         );
         listeners.push(Listener::start(l, sessions)?);
     }

@@ -2040,3 +2040,75 @@ fn a_reload_puts_a_new_route_in_force_without_dropping_a_session_and_a_bad_one_i
     assert!(d.stderr().contains("[server] shards"), "{}", d.stderr());
     finish(d);
 }
+
+#[test]
+fn the_accounting_log_has_one_record_per_recipient_event_with_its_fields() {
+    let net = one_mx("acct.test.example");
+    let mx = net.server(
+        2,
+        Script::accept().reject_rcpt("bad", "550 5.1.1 no such user here"),
+    );
+    let bounces = net.bounce_server();
+    let path = net.dir.path().join("acct.csv");
+    let config = net.config(&[]) + &format!("[accounting]\npath = \"{}\"\n", path.display());
+    let d = net.daemon(1, &config);
+    let body = format!("X-Job-Id: spring-sale-42\r\n{BODY}");
+    let id = send_one_raw(
+        &d,
+        &format!("<{SENDER}>"),
+        &["<good@acct.test.example>", "<bad@acct.test.example>"],
+        &body,
+    );
+    expect_messages(&mx, 1, &d, "the delivered recipient");
+    expect_messages(&bounces, 1, &d, "the bounce");
+    wait_queue_empty(&d, &net.spool, ARRIVAL);
+    // A stop writes out what is left.
+    finish(d);
+
+    let mut reader = csv::Reader::from_path(&path).expect("accounting log");
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(header[0], "type");
+    let col = |name: &str| header.iter().position(|h| h == name).expect(name);
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let mine: Vec<&csv::StringRecord> = rows.iter().filter(|r| r[col("queueId")] == id).collect();
+    let kinds: Vec<(&str, &str)> = mine
+        .iter()
+        .map(|r| (&r[col("type")], &r[col("rcpt")]))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("r", "good@acct.test.example"),
+            ("r", "bad@acct.test.example"),
+            ("d", "good@acct.test.example"),
+            ("b", "bad@acct.test.example"),
+        ],
+        "{rows:?}"
+    );
+    for r in &mine {
+        assert_eq!(&r[col("orig")], SENDER);
+        assert_eq!(&r[col("jobId")], "spring-sale-42");
+        assert!(r[col("dlvSize")].parse::<u64>().unwrap() > 0);
+        assert!(r[col("timeQueued")].parse::<u64>().unwrap() > 1_700_000_000);
+    }
+    let (received, delivered, bounced) = (mine[0], mine[2], mine[3]);
+    assert_eq!(&received[col("srcMta")], "127.0.0.1");
+    assert_eq!(&delivered[col("dsnAction")], "relayed");
+    assert_eq!(&delivered[col("dsnMta")], "mx.acct.test.example");
+    assert_eq!(&delivered[col("dlvDestinationIp")], "127.0.0.2");
+    assert_eq!(&delivered[col("vmta")], "default");
+    assert_eq!(&delivered[col("vmtaPool")], "default");
+    assert_eq!(&bounced[col("dsnAction")], "failed");
+    assert_eq!(&bounced[col("dsnStatus")], "5.1.1");
+    assert_eq!(&bounced[col("bounceCat")], "bad-mailbox");
+    assert!(
+        bounced[col("dsnDiag")].starts_with("smtp;550 5.1.1 no such user here"),
+        "{:?}",
+        &bounced[col("dsnDiag")]
+    );
+}

@@ -117,6 +117,11 @@ pub struct Outbound {
     warmup_seen: warmup::Seen,
     /// This shard's delivery counters.
     metrics: crate::metrics::DeliveryMetrics,
+    /// Where accounting records go, when `[accounting]` is on.
+    accounting: Option<crate::accounting::Recorder>,
+    /// The bounce categories of the accounting records (rebuilt at a
+    /// reload: they compile patterns).
+    categories: RefCell<crate::accounting::CategoryRules>,
 }
 
 impl Outbound {
@@ -127,6 +132,7 @@ impl Outbound {
         spool: ShardSpool,
         config: Arc<Config>,
         clock: Clock,
+        accounting: Option<crate::accounting::Recorder>,
     ) -> Result<Rc<Outbound>, StartError> {
         let d = &config.delivery;
         let resolver = resolver_of(&config, clock)?;
@@ -175,6 +181,8 @@ impl Outbound {
             spool,
             egress,
             metrics,
+            accounting,
+            categories: RefCell::new(config.accounting.category_rules()),
             backoff: RefCell::new((config.backoff_rules(), config.shipped_backoff())),
             tls: tls.map(futures_rustls::TlsConnector::from),
             retry: RefCell::new(retry),
@@ -249,6 +257,7 @@ impl Outbound {
             }
         }
         *self.backoff.borrow_mut() = (config.backoff_rules(), config.shipped_backoff());
+        *self.categories.borrow_mut() = config.accounting.category_rules();
         *self.retry.borrow_mut() = retry_of(&config);
         self.sched
             .borrow_mut()

@@ -8,6 +8,7 @@
 use spool_format::envelope::{flags, notify, BodyType, ChunkRef, Envelope, Recipient, Ret};
 
 use super::delivery::RcptReply;
+use super::report::{Outcome, Via};
 use super::Outbound;
 use crate::dsn::{
     must_not_bounce, should_notify, write_dsn, Action, Diagnostic, DsnInput, NotifyKind,
@@ -76,8 +77,10 @@ pub(super) async fn send(
     msg_id: u64,
     notice: Notice,
     rcpts: &[RcptReply],
-    remote: Option<&str>,
+    via: &Via<'_>,
 ) -> Result<(), NoticeError> {
+    let remote = via.host;
+    let mut notified = Vec::new();
     let now = ob.clock.wall_ms();
     let n = ob.notices.get() + 1;
     ob.notices.set(n);
@@ -97,6 +100,7 @@ pub(super) async fn send(
                 if !should_notify(r.notify, notice.kind()) {
                     return None;
                 }
+                notified.push((f.rcpt, &f.reply));
                 Some(RecipientReport {
                     address: &r.address,
                     orcpt: &r.orcpt,
@@ -175,5 +179,8 @@ pub(super) async fn send(
     tracing::info!(id = %ob.queue_id(msg_id), notice = %ob.queue_id(env.msg_id), kind = ?notice,
         "delivery status notice queued");
     ob.queue_new(&env);
+    if let Notice::Delayed { .. } = notice {
+        ob.report(msg_id, Outcome::DelayNotice, notified, via);
+    }
     Ok(())
 }

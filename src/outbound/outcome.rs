@@ -64,7 +64,7 @@ impl Outbound {
             );
             if !remote_dsn && cur.wants_success_notice() {
                 let relayed = replies(&delivered, r);
-                self.notify(msg_id, Notice::Relayed, relayed, via.host, None);
+                self.notify(msg_id, Notice::Relayed, relayed, via, None);
             }
             self.finish(msg_id, RcptState::Delivered, delivered, r.text.clone());
         }
@@ -143,7 +143,7 @@ impl Outbound {
                         job.msg_id,
                         Notice::Delayed { until_unix },
                         delayed,
-                        None,
+                        via,
                         None,
                     );
                 }
@@ -199,13 +199,7 @@ impl Outbound {
     pub(super) fn bounce(&self, msg_id: u64, failed: Vec<RcptReply>, via: &Via<'_>) {
         let rcpts = failed.iter().map(|f| (f.rcpt, &f.reply));
         self.report(msg_id, Outcome::Bounced, rcpts, via);
-        self.notify(
-            msg_id,
-            Notice::Failed,
-            failed,
-            via.host,
-            Some(RcptState::Failed),
-        );
+        self.notify(msg_id, Notice::Failed, failed, via, Some(RcptState::Failed));
     }
 
     /// Writes and queues a notice about `rcpts` in a task of its own; then
@@ -217,7 +211,7 @@ impl Outbound {
         msg_id: u64,
         notice: Notice,
         rcpts: Vec<RcptReply>,
-        remote: Option<&str>,
+        via: &Via<'_>,
         then: Option<RcptState>,
     ) {
         let Some(ob) = self.me.upgrade() else {
@@ -225,9 +219,14 @@ impl Outbound {
         };
         self.spool.hold(msg_id);
         self.running.set(self.running.get() + 1);
-        let remote = remote.map(str::to_owned);
+        let (source, host, addr) = (via.source, via.host.map(str::to_owned), via.addr);
         glommio::spawn_local(async move {
-            if let Err(e) = notice::send(&ob, msg_id, notice, &rcpts, remote.as_deref()).await {
+            let via = Via {
+                source,
+                host: host.as_deref(),
+                addr,
+            };
+            if let Err(e) = notice::send(&ob, msg_id, notice, &rcpts, &via).await {
                 tracing::error!(id = %ob.queue_id(msg_id), error = %e,
                     "could not queue a delivery status notice");
             }

@@ -1,9 +1,12 @@
 //! What each recipient's outcome tells the operator: one log line per
 //! recipient delivered, deferred or bounced (unless `[log] messages` is
-//! off), each naming the message by the queue ID its client was given.
+//! off), each naming the message by the queue ID its client was given;
+//! the delivery metrics; and one accounting record per outcome (and per
+//! delay notice) when `[accounting]` is on.
 //!
 //! Owns: the outcome lines and what they say (the queue ID, sender,
-//! recipient, relay, source, delay and reply). It is called once per
+//! recipient, relay, source, delay and reply), and the fields of the
+//! delivery side's accounting records. It is called once per
 //! outcome by `outcome`, after the verdict and before the spool forgets
 //! the message.
 //! Must never: change what happens to a recipient, or hold the spool
@@ -13,6 +16,9 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use super::Outbound;
+use spool_format::envelope::ChunkRef;
+
+use crate::accounting::{Record, RecordType};
 use crate::metrics::Result3;
 use crate::schedule::EgressId;
 use crate::smtp::client::ServerReply;
@@ -47,6 +53,8 @@ pub enum Outcome {
         retry_in_s: u64,
     },
     Bounced,
+    /// A delay notice went to the sender (for the accounting log only).
+    DelayNotice,
 }
 
 impl Outcome {
@@ -55,6 +63,16 @@ impl Outcome {
             Outcome::Delivered => "delivered",
             Outcome::Deferred { .. } => "deferred",
             Outcome::Bounced => "bounced",
+            Outcome::DelayNotice => "delay notice",
+        }
+    }
+
+    fn record_type(self) -> RecordType {
+        match self {
+            Outcome::Delivered => RecordType::Delivered,
+            Outcome::Deferred { .. } => RecordType::Deferred,
+            Outcome::Bounced => RecordType::Bounced,
+            Outcome::DelayNotice => RecordType::Delayed,
         }
     }
 }
@@ -80,7 +98,9 @@ impl Outbound {
     }
 
     /// Reports `outcome` for each of `rcpts` (envelope index and reply) of
-    /// message `msg_id`.
+    /// message `msg_id`: a log line (unless `[log] messages` is off), the
+    /// metrics and an accounting record (when the log is on). A delay
+    /// notice gets only its accounting record.
     pub(super) fn report<'r>(
         &self,
         msg_id: u64,
@@ -89,14 +109,17 @@ impl Outbound {
         via: &Via<'_>,
     ) {
         let id = self.queue_id(msg_id);
-        let source = &self.egress.source(via.source).name;
+        let source = self.egress.source(via.source);
         let now = self.clock.wall_ms();
         let (result, retry_in_s) = match outcome {
-            Outcome::Delivered => (Result3::Delivered, None),
-            Outcome::Deferred { retry_in_s } => (Result3::Deferred, Some(retry_in_s)),
-            Outcome::Bounced => (Result3::Bounced, None),
+            Outcome::Delivered => (Some(Result3::Delivered), None),
+            Outcome::Deferred { retry_in_s } => (Some(Result3::Deferred), Some(retry_in_s)),
+            Outcome::Bounced => (Some(Result3::Bounced), None),
+            Outcome::DelayNotice => (None, None),
         };
-        let log = self.config().log.messages;
+        let config = self.config();
+        let log = config.log.messages && result.is_some();
+        let accounting = self.accounting.as_ref();
         self.spool.with_state(|s| {
             let env = s
                 .index
@@ -105,29 +128,79 @@ impl Outbound {
                 .and_then(|m| s.envelope(m.segment_id(), m.offset));
             let from = env.map(|e| String::from_utf8_lossy(&e.reverse_path));
             let from = from.as_deref().unwrap_or("");
-            let delay_ms = env.map_or(0, |e| now.saturating_sub(e.received_ms.to_native()));
-            let delay_s = delay_ms as f64 / 1000.0;
+            let received_ms = env.map_or(now, |e| e.received_ms.to_native());
+            let delay_s = now.saturating_sub(received_ms) as f64 / 1000.0;
             let pool = self
                 .egress
                 .pool_index(env.map_or(0, |e| e.pool.to_native()));
+            // What every record of this message shares.
+            let shared = accounting.map(|_| {
+                let job_id = config.accounting.job_id_header().and_then(|name| {
+                    let env = env?;
+                    let parts: Vec<&[u8]> = env
+                        .body
+                        .iter()
+                        .filter_map(|c| s.chunk(&ChunkRef::from(c)))
+                        .collect();
+                    let found = crate::session::header_field::find(&parts, name.as_bytes())?;
+                    Some(String::from_utf8_lossy(&found.value).into_owned())
+                });
+                Shared {
+                    job_id,
+                    env_id: env
+                        .filter(|e| !e.envid.is_empty())
+                        .map(|e| String::from_utf8_lossy(&e.envid).into_owned()),
+                    size: env.map(|e| e.body_len.to_native()),
+                    pool: self.egress.pool_names()[pool].to_owned(),
+                }
+            });
             let mut n = 0;
             for (i, reply) in rcpts {
                 n += 1;
-                if result != Result3::Deferred {
+                if matches!(result, Some(Result3::Delivered | Result3::Bounced)) {
                     self.metrics.delivery_seconds.record(delay_s);
+                }
+                let rcpt = env.and_then(|e| e.recipients.get(i as usize));
+                let to = rcpt.map(|r| String::from_utf8_lossy(&r.address));
+                if let (Some(recorder), Some(shared)) = (accounting, &shared) {
+                    let mut r = Record::new(
+                        outcome.record_type(),
+                        (now / 1000, received_ms / 1000),
+                        from.to_owned(),
+                        to.as_deref().unwrap_or("").to_owned(),
+                        id.as_str().to_owned(),
+                    );
+                    r.orcpt = rcpt
+                        .filter(|r| !r.orcpt.is_empty())
+                        .map(|r| String::from_utf8_lossy(&r.orcpt).into_owned());
+                    r.dsn_status = reply
+                        .status
+                        .map(|s| format!("{}.{}.{}", s.class, s.subject, s.detail));
+                    r.dsn_diag = Some(format!("smtp;{}", String::from_utf8_lossy(&reply.text)));
+                    r.dsn_mta = via.host.map(str::to_owned);
+                    if matches!(outcome, Outcome::Bounced | Outcome::Deferred { .. }) {
+                        let status = reply.status.map(|s| (s.class, s.subject, s.detail));
+                        let rules = self.categories.borrow();
+                        r.bounce_cat = Some(rules.categorize(reply.code, status, &reply.text));
+                    }
+                    r.dlv_source_ip = source.address;
+                    r.dlv_destination_ip = via.addr.map(|a| a.ip());
+                    r.dlv_size = shared.size;
+                    r.vmta = Some(source.name.clone());
+                    r.vmta_pool = Some(shared.pool.clone());
+                    r.job_id = shared.job_id.clone();
+                    r.env_id = shared.env_id.clone();
+                    recorder.record(r);
                 }
                 if !log {
                     continue;
                 }
-                let to = env
-                    .and_then(|e| e.recipients.get(i as usize))
-                    .map(|r| String::from_utf8_lossy(&r.address));
                 tracing::info!(
                     id = %id,
                     from,
                     to = to.as_deref().unwrap_or(""),
                     relay = %Relay(via),
-                    source = %source,
+                    source = %source.name,
                     delay_s,
                     retry_in_s,
                     reply = %String::from_utf8_lossy(&reply.text),
@@ -135,13 +208,23 @@ impl Outbound {
                     outcome.word()
                 );
             }
-            let m = &self.metrics;
-            m.recipients(result, usize::from(via.source), pool, n);
-            if result != Result3::Deferred {
-                m.queue.decrement(n as f64);
+            if let Some(result) = result {
+                let m = &self.metrics;
+                m.recipients(result, usize::from(via.source), pool, n);
+                if result != Result3::Deferred {
+                    m.queue.decrement(n as f64);
+                }
             }
         });
     }
+}
+
+/// What the accounting records of one message share.
+struct Shared {
+    job_id: Option<String>,
+    env_id: Option<String>,
+    size: Option<u64>,
+    pool: String,
 }
 
 #[cfg(test)]

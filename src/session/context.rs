@@ -44,6 +44,8 @@ pub struct SessionContext {
     pub outbound: Option<Rc<Outbound>>,
     /// This shard's session counters.
     pub metrics: SessionMetrics,
+    /// Where accounting records go, when `[accounting]` is on.
+    pub accounting: Option<crate::accounting::Recorder>,
     storage_ok: Cell<bool>,
     stopping: Cell<bool>,
     open: Cell<usize>,
@@ -62,6 +64,7 @@ impl SessionContext {
         users: Option<Arc<Users>>,
         clock: Clock,
         outbound: Option<Rc<Outbound>>,
+        accounting: Option<crate::accounting::Recorder>,
     ) -> SessionContext {
         SessionContext {
             shard,
@@ -78,6 +81,7 @@ impl SessionContext {
             clock,
             outbound,
             metrics: SessionMetrics::new(shard),
+            accounting,
             storage_ok: Cell::new(true),
             stopping: Cell::new(false),
             open: Cell::new(0),

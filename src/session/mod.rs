@@ -445,6 +445,9 @@ async fn commit(
                     "accepted"
                 );
             }
+            if let Some(recorder) = &ctx.accounting {
+                account_received(ctx, recorder, s, env, &id);
+            }
             if let Some(outbound) = &ctx.outbound {
                 outbound.queue_new(env);
             }
@@ -454,6 +457,50 @@ async fn commit(
             tracing::error!(error = %e, "spool commit failed; answered 451");
             Err(NotQueued::Spool(SpoolFailure::Io))
         }
+    }
+}
+
+/// One accounting record (`r`) per recipient of a message just accepted.
+fn account_received(
+    ctx: &SessionContext,
+    recorder: &crate::accounting::Recorder,
+    s: &Session,
+    env: &SpoolEnvelope,
+    id: &DisplayId,
+) {
+    use crate::accounting::{Record, RecordType};
+    let config = ctx.config();
+    let job_id = config.accounting.job_id_header().and_then(|name| {
+        ctx.spool.with_state(|st| {
+            let parts: Vec<&[u8]> = env.body.iter().filter_map(|c| st.chunk(c)).collect();
+            let found = header_field::find(&parts, name.as_bytes())?;
+            Some(String::from_utf8_lossy(&found.value).into_owned())
+        })
+    });
+    let pool = config
+        .pool
+        .iter()
+        .find(|p| spool_format::envelope::pool_id(&p.name) == env.pool)
+        .map(|p| p.name.clone());
+    let at = env.received_ms / 1000;
+    let from = String::from_utf8_lossy(&env.reverse_path).into_owned();
+    for r in &env.recipients {
+        let mut record = Record::new(
+            RecordType::Received,
+            (at, at),
+            from.clone(),
+            String::from_utf8_lossy(&r.address).into_owned(),
+            id.as_str().to_owned(),
+        );
+        record.orcpt =
+            (!r.orcpt.is_empty()).then(|| String::from_utf8_lossy(&r.orcpt).into_owned());
+        record.src_mta = Some(s.peer().ip.to_string());
+        record.dlv_size = Some(env.body_len);
+        record.vmta_pool = pool.clone();
+        record.job_id = job_id.clone();
+        record.env_id =
+            (!env.envid.is_empty()).then(|| String::from_utf8_lossy(&env.envid).into_owned());
+        recorder.record(record);
     }
 }
 
