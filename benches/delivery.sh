@@ -35,6 +35,11 @@
 #                           allows a billion messages, so that source
 #                           choice, shaping and warm-up counting run on
 #                           every message without ever holding one back
+#   OPS=on                  "on": the admin endpoint (so metrics are kept)
+#                           on ADMIN_ADDR and the accounting log in the
+#                           run's directory; "off": neither, to measure
+#                           what they cost
+#   ADMIN_ADDR=127.0.0.1:9925
 #   QUEUED=1000000          messages queued in queue-down mode
 #   QUEUED_SIZE=1024        their body size
 #   SINK_ADDR=127.0.0.2:2526, PETREL_ADDR=127.0.0.3:2525,
@@ -55,6 +60,8 @@ MESSAGES=${MESSAGES:-50000}
 ROUNDS=${ROUNDS:-3}
 SESSIONS=${SESSIONS:-20}
 EGRESS=${EGRESS:-}
+OPS=${OPS:-on}
+ADMIN_ADDR=${ADMIN_ADDR:-127.0.0.1:9925}
 SIZES=${SIZES:-1024 102400}
 SOURCE_FLAGS=${SOURCE_FLAGS--d}
 QUEUED=${QUEUED:-1000000}
@@ -239,6 +246,13 @@ sources = [{ source = \"s2\" }, { source = \"s3\" }, { source = \"s4\" }]"
     local rates=""
     [[ $EGRESS == pool ]] && rates="max_message_rate = \"10000000/s\"
 max_connection_rate = \"1000000/s\""
+    local ops="[admin]
+address = \"\""
+    [[ $OPS == on ]] && ops="[admin]
+address = \"$ADMIN_ADDR\"
+
+[accounting]
+path = \"$(dirname "$1")/acct.csv\""
     write_petrel_config "$1" "$2" "[delivery]
 max_connections_per_destination = $SESSIONS
 $rates
@@ -247,6 +261,8 @@ $4
 [[route]]
 domain = \"*\"
 relay = \"$3\"
+
+$ops
 $egress"
 }
 
