@@ -37,8 +37,9 @@
 #                           every message without ever holding one back
 #   OPS=on                  "on": the admin endpoint (so metrics are kept)
 #                           on ADMIN_ADDR and the accounting log in the
-#                           run's directory; "off": neither, to measure
-#                           what they cost
+#                           run's directory; "metrics": the endpoint
+#                           only; "off": neither, to measure what they
+#                           cost
 #   ADMIN_ADDR=127.0.0.1:9925
 #   QUEUED=1000000          messages queued in queue-down mode
 #   QUEUED_SIZE=1024        their body size
@@ -248,6 +249,8 @@ sources = [{ source = \"s2\" }, { source = \"s3\" }, { source = \"s4\" }]"
 max_connection_rate = \"1000000/s\""
     local ops="[admin]
 address = \"\""
+    [[ $OPS == metrics ]] && ops="[admin]
+address = \"$ADMIN_ADDR\""
     [[ $OPS == on ]] && ops="[admin]
 address = \"$ADMIN_ADDR\"
 

@@ -19,7 +19,8 @@ use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::clock::Clock;
 use crate::config::{AdminSection, IpNet};
-use crate::metrics::BACKOFF_ACTIVE;
+use crate::accounting::Recorder;
+use crate::metrics::{ACCOUNTING_LOST, ACCOUNTING_PAUSED, BACKOFF_ACTIVE};
 
 /// How often the thread looks at the stop flag and runs the recorder's
 /// upkeep when nobody scrapes.
@@ -46,6 +47,7 @@ impl Admin {
         section: &AdminSection,
         metrics: PrometheusHandle,
         clock: Clock,
+        accounting: Option<Recorder>,
     ) -> Result<Option<Admin>, AdminError> {
         let Some(address) = section.address else {
             return Ok(None);
@@ -60,7 +62,14 @@ impl Admin {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("petrel-admin".to_owned())
-            .spawn(move || serve(&server, &allow, &metrics, clock, &flag))
+            .spawn(move || {
+                let scrape = Scrape {
+                    metrics,
+                    clock,
+                    accounting,
+                };
+                serve(&server, &allow, &scrape, &flag)
+            })
             .map_err(|e| AdminError {
                 address,
                 why: e.to_string(),
@@ -79,17 +88,36 @@ impl Admin {
     }
 }
 
-fn serve(
-    server: &Server,
-    allow: &[IpNet],
-    metrics: &PrometheusHandle,
+/// What a scrape renders, and what it reads first.
+struct Scrape {
+    metrics: PrometheusHandle,
     clock: Clock,
-    stop: &AtomicBool,
-) {
+    accounting: Option<Recorder>,
+}
+
+impl Scrape {
+    /// The metrics text, with the values read at scrape time set first:
+    /// the backoffs in force and the accounting log's state.
+    fn render(&self) -> String {
+        let (suspended, throttled) = crate::outbound::active_backoffs(self.clock.monotonic_ms());
+        metrics::gauge!(BACKOFF_ACTIVE, "action" => "suspend").set(suspended as f64);
+        metrics::gauge!(BACKOFF_ACTIVE, "action" => "throttle").set(throttled as f64);
+        let a = self.accounting.as_ref();
+        let paused = a.is_some_and(Recorder::paused);
+        metrics::gauge!(ACCOUNTING_PAUSED).set(if paused { 1.0 } else { 0.0 });
+        let lost = a.map_or(0, |a| a.lost() + a.dropped());
+        metrics::counter!(ACCOUNTING_LOST).absolute(lost);
+        self.metrics.run_upkeep();
+        self.metrics.render()
+    }
+}
+
+fn serve(server: &Server, allow: &[IpNet], scrape: &Scrape, stop: &AtomicBool) {
+    let metrics = &scrape.metrics;
     let mut since_upkeep = Duration::ZERO;
     while !stop.load(Ordering::Relaxed) {
         match server.recv_timeout(TICK) {
-            Ok(Some(request)) => answer(request, allow, metrics, clock),
+            Ok(Some(request)) => answer(request, allow, scrape),
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "admin endpoint: receiving a request failed");
@@ -104,7 +132,7 @@ fn serve(
     }
 }
 
-fn answer(request: Request, allow: &[IpNet], metrics: &PrometheusHandle, clock: Clock) {
+fn answer(request: Request, allow: &[IpNet], scrape: &Scrape) {
     let allowed = request.remote_addr().is_some_and(|peer| {
         allow
             .iter()
@@ -120,11 +148,7 @@ fn answer(request: Request, allow: &[IpNet], metrics: &PrometheusHandle, clock: 
     } else if *request.method() != Method::Get {
         text(405, "method not allowed: GET /metrics\n".to_owned())
     } else {
-        let (suspended, throttled) = crate::outbound::active_backoffs(clock.monotonic_ms());
-        metrics::gauge!(BACKOFF_ACTIVE, "action" => "suspend").set(suspended as f64);
-        metrics::gauge!(BACKOFF_ACTIVE, "action" => "throttle").set(throttled as f64);
-        metrics.run_upkeep();
-        let mut r = text(200, metrics.render());
+        let mut r = text(200, scrape.render());
         if let Ok(h) =
             Header::from_bytes("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         {

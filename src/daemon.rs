@@ -124,15 +124,6 @@ pub fn run(config: Config, plan: Plan, path: Option<&Path>) -> Result<(), Daemon
     // Today's warm-up counts are back in their cells before any shard
     // sends.
     let warmup = crate::outbound::warmup::Store::start(&config, clock);
-    // The recorder exists before any shard registers a metric; the admin
-    // endpoint is bound before any mail moves, so a taken port stops the
-    // start. Without an admin endpoint nothing could read the metrics:
-    // none is recorded (every handle is a no-op).
-    let recorder = config.admin.address.and_then(|_| crate::metrics::install());
-    let admin = match recorder {
-        Some(handle) => crate::admin::Admin::start(&config.admin, handle, clock)?,
-        None => None,
-    };
     // The accounting log's writer, before any shard records (started
     // here, it runs on no shard's CPU).
     let accounting =
@@ -142,6 +133,18 @@ pub fn run(config: Config, plan: Plan, path: Option<&Path>) -> Result<(), Daemon
                 source,
             }
         })?;
+    // The recorder exists before any shard registers a metric; the admin
+    // endpoint is bound before any mail moves, so a taken port stops the
+    // start. Without an admin endpoint nothing could read the metrics:
+    // none is recorded (every handle is a no-op).
+    let recorder = config.admin.address.and_then(|_| crate::metrics::install());
+    let admin = match recorder {
+        Some(handle) => {
+            let log = accounting.as_ref().map(|a| a.recorder());
+            crate::admin::Admin::start(&config.admin, handle, clock, log)?
+        }
+        None => None,
+    };
     // READY=1 once every shard listens, and the watchdog.
     let watch = crate::notify::Watch::start(plan.shards, stop.clone());
     let published = crate::reload::Published::new();

@@ -23,6 +23,8 @@ pub const SPOOL_SYNC_SECONDS: &str = "petrel_spool_sync_seconds";
 pub const DELIVERY_SECONDS: &str = "petrel_delivery_seconds";
 pub const DNS_QUERIES: &str = "petrel_dns_queries_total";
 pub const BACKOFF_ACTIVE: &str = "petrel_backoff_active";
+pub const ACCOUNTING_PAUSED: &str = "petrel_accounting_paused";
+pub const ACCOUNTING_LOST: &str = "petrel_accounting_lost_records_total";
 
 /// Every metric petrel exports, by name.
 pub const NAMES: &[&str] = &[
@@ -36,6 +38,8 @@ pub const NAMES: &[&str] = &[
     DELIVERY_SECONDS,
     DNS_QUERIES,
     BACKOFF_ACTIVE,
+    ACCOUNTING_PAUSED,
+    ACCOUNTING_LOST,
 ];
 
 /// Upper bounds of the spool sync histogram: 50 µs to 1 s.
@@ -114,6 +118,16 @@ fn describe() {
         BACKOFF_ACTIVE,
         Unit::Count,
         "Source x destination budgets under a backoff now, by action (suspend, throttle)."
+    );
+    describe_gauge!(
+        ACCOUNTING_PAUSED,
+        Unit::Count,
+        "1 while the accounting log cannot be written (a full disk): records are lost, mail is not."
+    );
+    describe_counter!(
+        ACCOUNTING_LOST,
+        Unit::Count,
+        "Accounting records not written: while the log was paused, or when its queue was full."
     );
 }
 
