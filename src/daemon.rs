@@ -46,6 +46,8 @@ pub enum DaemonError {
     Signals(std::io::Error),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    #[error("operator's pauses: {0}")]
+    Pauses(#[from] crate::queue::pauses::PausesError),
 }
 
 /// Refuses to start when a spool holds shard directories beyond the
@@ -119,14 +121,30 @@ pub fn run(config: Config, plan: Plan) -> Result<(), DaemonError> {
     // The recorder exists before any shard registers a metric; the admin
     // endpoint is bound before any mail moves, so a taken port stops the
     // start.
+    // The operator's pauses wait in every shard's inbox, answered before
+    // its delivery takes a turn.
+    let (controls, shard_controls) = crate::control::channels(plan.shards);
+    let pauses = crate::queue::pauses::load(&config.spool.path)?;
+    if !pauses.is_empty() {
+        tracing::info!(
+            pauses = pauses.len(),
+            "destinations paused by the operator stay paused"
+        );
+        let set = Arc::new(pauses.clone());
+        controls.post_queues(&crate::queue::api::QueueRequest::Pauses(set));
+    }
     let admin = match crate::metrics::install() {
-        Some(handle) => crate::admin::Admin::start(&config.admin, handle, clock)?,
+        Some(handle) => {
+            let queue = crate::admin::QueueAdmin::new(controls, &config, pauses);
+            crate::admin::Admin::start(&config.admin, handle, clock, queue)?
+        }
         None => None,
     };
     // READY=1 once every shard listens, and the watchdog.
     let watch = crate::notify::Watch::start(plan.shards, stop.clone());
     let mut handles = Vec::new();
-    for (shard, &cpu) in plan.cpus.iter().enumerate().take(plan.shards) {
+    let cpus = plan.cpus.iter().take(plan.shards);
+    for ((shard, &cpu), control) in cpus.enumerate().zip(shard_controls) {
         let (config, stop, watch) = (config.clone(), stop.clone(), watch.shard(shard));
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("petrel-shard-{shard}"))
@@ -135,7 +153,7 @@ pub fn run(config: Config, plan: Plan) -> Result<(), DaemonError> {
                 // However the shard ends (error or panic), the others stop
                 // too: a partial MTA would leave this shard's mail unseen.
                 let _stop_all = StopOnExit(stop.clone());
-                crate::shard::run(shard, config, stop, clock, watch).await
+                crate::shard::run(shard, config, stop, clock, watch, control).await
             })
             .map_err(|source| DaemonError::Executor { shard, source })?;
         handles.push(h);

@@ -5,7 +5,8 @@
 //! It must never share anything on the mail path with other shards; the
 //! only cross-shard state is the process-wide connection tables (per
 //! client IP in `listener`, per destination in `outbound::slots`), the
-//! stop flag, and its own heartbeat and "listening" notice for `notify`.
+//! stop flag, its own heartbeat and "listening" notice for `notify`, and
+//! its control inbox (answered between turns, never waited on).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use crate::auth::{Users, UsersError};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::control::{Answerer, ShardControl};
 use crate::listener::{self, Listener, ListenerError};
 use crate::notify::ShardWatch;
 use crate::outbound::Outbound;
@@ -45,13 +47,14 @@ pub enum ShardError {
     Delivery(#[from] crate::outbound::StartError),
 }
 
-/// Runs shard `shard` until the stop flag is set.
+/// Runs shard `shard` until the stop flag is set, answering `control`.
 pub async fn run(
     shard: usize,
     config: Arc<Config>,
     stop: Arc<AtomicBool>,
     clock: Clock,
     watch: ShardWatch,
+    control: ShardControl,
 ) -> Result<(), ShardError> {
     let (spool, _lock) = crate::spool::recovery::recover(&config, shard, clock)?;
     let spool_metrics = crate::metrics::SpoolMetrics::new(shard);
@@ -78,6 +81,16 @@ pub async fn run(
             clock,
         )?)
     };
+    // What waits in the inbox (the operator's pauses, kept in the spool)
+    // applies before delivery takes its first turn.
+    let answerer = Answerer {
+        shard,
+        outbound: outbound.clone(),
+        spool: spool.clone(),
+        config: config.clone(),
+    };
+    answerer.answer_waiting(&control);
+    glommio::spawn_local(answerer.serve(control, stop.clone())).detach();
     let mut listeners = Vec::new();
     for l in &config.listener {
         let tls = listener::acceptor(l).map_err(ListenerError::from)?;

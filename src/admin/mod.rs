@@ -1,10 +1,12 @@
 //! The admin endpoint: an HTTP server on `[admin] address`, on a thread
-//! of its own, serving `GET /metrics` in the Prometheus text format.
+//! of its own, serving `GET /metrics` in the Prometheus text format and
+//! the queue API under `/queue` (JSON; `queue`).
 //!
 //! It runs off the shards: a scrape renders from the metrics recorder
 //! (atomics the shards count into) and reads the process-wide backoff
-//! tables; it never asks a shard anything or makes one wait. Only clients
-//! in `[admin] allow` are served (loopback unless configured).
+//! tables; a queue request is asked of the shards through their control
+//! channels, and only this thread waits for the answers. Only clients in
+//! `[admin] allow` are served (loopback unless configured).
 //! Must never: parse HTTP itself (`tiny_http` does), or serve a client
 //! outside `allow`.
 
@@ -20,6 +22,10 @@ use tiny_http::{Header, Method, Request, Response, Server};
 use crate::clock::Clock;
 use crate::config::{AdminSection, IpNet};
 use crate::metrics::BACKOFF_ACTIVE;
+
+mod queue;
+
+pub use queue::QueueAdmin;
 
 /// How often the thread looks at the stop flag and runs the recorder's
 /// upkeep when nobody scrapes.
@@ -46,6 +52,7 @@ impl Admin {
         section: &AdminSection,
         metrics: PrometheusHandle,
         clock: Clock,
+        mut queue: QueueAdmin,
     ) -> Result<Option<Admin>, AdminError> {
         let Some(address) = section.address else {
             return Ok(None);
@@ -60,12 +67,12 @@ impl Admin {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("petrel-admin".to_owned())
-            .spawn(move || serve(&server, &allow, &metrics, clock, &flag))
+            .spawn(move || serve(&server, &allow, &metrics, clock, &mut queue, &flag))
             .map_err(|e| AdminError {
                 address,
                 why: e.to_string(),
             })?;
-        tracing::info!(%address, "admin endpoint listening (GET /metrics)");
+        tracing::info!(%address, "admin endpoint listening (GET /metrics, /queue)");
         Ok(Some(Admin {
             stop,
             thread,
@@ -84,12 +91,13 @@ fn serve(
     allow: &[IpNet],
     metrics: &PrometheusHandle,
     clock: Clock,
+    queue: &mut QueueAdmin,
     stop: &AtomicBool,
 ) {
     let mut since_upkeep = Duration::ZERO;
     while !stop.load(Ordering::Relaxed) {
         match server.recv_timeout(TICK) {
-            Ok(Some(request)) => answer(request, allow, metrics, clock),
+            Ok(Some(request)) => answer(request, allow, metrics, clock, queue),
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "admin endpoint: receiving a request failed");
@@ -104,7 +112,13 @@ fn serve(
     }
 }
 
-fn answer(request: Request, allow: &[IpNet], metrics: &PrometheusHandle, clock: Clock) {
+fn answer(
+    request: Request,
+    allow: &[IpNet],
+    metrics: &PrometheusHandle,
+    clock: Clock,
+    queue: &mut QueueAdmin,
+) {
     let allowed = request.remote_addr().is_some_and(|peer| {
         allow
             .iter()
@@ -115,8 +129,21 @@ fn answer(request: Request, allow: &[IpNet], metrics: &PrometheusHandle, clock: 
             403,
             "forbidden: this client is not in [admin] allow\n".to_owned(),
         )
+    } else if request.url() == "/queue"
+        || request.url().starts_with("/queue/")
+        || request.url().starts_with("/queue?")
+    {
+        let (status, body) = queue.handle(request.method(), request.url());
+        let mut r = text(status, format!("{body}\n"));
+        if let Ok(h) = Header::from_bytes("Content-Type", "application/json") {
+            r.add_header(h);
+        }
+        r
     } else if request.url() != "/metrics" {
-        text(404, "not found: GET /metrics\n".to_owned())
+        text(
+            404,
+            "not found: GET /metrics, or the queue API under /queue\n".to_owned(),
+        )
     } else if *request.method() != Method::Get {
         text(405, "method not allowed: GET /metrics\n".to_owned())
     } else {

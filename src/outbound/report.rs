@@ -47,6 +47,8 @@ pub enum Outcome {
         retry_in_s: u64,
     },
     Bounced,
+    /// Failed by the operator with no notice.
+    Deleted,
 }
 
 impl Outcome {
@@ -55,6 +57,7 @@ impl Outcome {
             Outcome::Delivered => "delivered",
             Outcome::Deferred { .. } => "deferred",
             Outcome::Bounced => "bounced",
+            Outcome::Deleted => "deleted",
         }
     }
 }
@@ -94,7 +97,8 @@ impl Outbound {
         let (result, retry_in_s) = match outcome {
             Outcome::Delivered => (Result3::Delivered, None),
             Outcome::Deferred { retry_in_s } => (Result3::Deferred, Some(retry_in_s)),
-            Outcome::Bounced => (Result3::Bounced, None),
+            // Counted as failed: the recipient leaves the queue undelivered.
+            Outcome::Bounced | Outcome::Deleted => (Result3::Bounced, None),
         };
         let log = self.config.log.messages;
         self.spool.with_state(|s| {
