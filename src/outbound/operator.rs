@@ -80,7 +80,22 @@ impl Outbound {
     /// suspensions of its sources × destination everywhere; how many.
     fn resume(&self, scope: &Scope) -> usize {
         let sel = self.selection(scope);
-        let mut n = self.sched.borrow_mut().lift_suspensions(&sel);
+        // An MX rollup's budget (`mx:PATTERN`) is no queue's name: which
+        // destinations it holds is known only from their MX hosts, so
+        // every queue of its sources may try again (one still held finds
+        // out at its next connection, quietly).
+        let rollup = scope
+            .destination
+            .as_deref()
+            .is_some_and(|d| d.starts_with("mx:"));
+        let queues = match rollup {
+            true => Selection {
+                destination: None,
+                sources: sel.sources.clone(),
+            },
+            false => sel.clone(),
+        };
+        let mut n = self.sched.borrow_mut().lift_suspensions(&queues);
         if let Some(destination) = &scope.destination {
             let now = self.clock.monotonic_ms();
             let picked = |id: EgressId| sel.sources.as_ref().is_none_or(|s| s.contains(&id));
