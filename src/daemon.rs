@@ -52,6 +52,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error("operator's pauses: {0}")]
+    Pauses(#[from] crate::queue::pauses::PausesError),
 }
 
 /// Refuses to start when a spool holds shard directories beyond the
@@ -137,11 +139,24 @@ pub fn run(config: Config, plan: Plan, path: Option<&Path>) -> Result<(), Daemon
     // endpoint is bound before any mail moves, so a taken port stops the
     // start. Without an admin endpoint nothing could read the metrics:
     // none is recorded (every handle is a no-op).
+    // The operator's pauses wait in every shard's inbox, answered before
+    // its delivery takes a turn.
+    let (controls, shard_controls) = crate::control::channels(plan.shards);
+    let pauses = crate::queue::pauses::load(&config.spool.path)?;
+    if !pauses.is_empty() {
+        tracing::info!(
+            pauses = pauses.len(),
+            "destinations paused by the operator stay paused"
+        );
+        let set = Arc::new(pauses.clone());
+        controls.post_queues(&crate::queue::api::QueueRequest::Pauses(set));
+    }
     let recorder = config.admin.address.and_then(|_| crate::metrics::install());
     let admin = match recorder {
         Some(handle) => {
+            let queue = crate::admin::QueueAdmin::new(controls, &config, pauses);
             let log = accounting.as_ref().map(|a| a.recorder());
-            crate::admin::Admin::start(&config.admin, handle, clock, log)?
+            crate::admin::Admin::start(&config.admin, handle, clock, queue, log)?
         }
         None => None,
     };
@@ -149,7 +164,8 @@ pub fn run(config: Config, plan: Plan, path: Option<&Path>) -> Result<(), Daemon
     let watch = crate::notify::Watch::start(plan.shards, stop.clone());
     let published = crate::reload::Published::new();
     let mut handles = Vec::new();
-    for (shard, &cpu) in plan.cpus.iter().enumerate().take(plan.shards) {
+    let cpus = plan.cpus.iter().take(plan.shards);
+    for ((shard, &cpu), control) in cpus.enumerate().zip(shard_controls) {
         let (config, stop, watch) = (config.clone(), stop.clone(), watch.shard(shard));
         let reloads = published.clone();
         let recorder = accounting.as_ref().map(|a| a.recorder());
@@ -160,7 +176,13 @@ pub fn run(config: Config, plan: Plan, path: Option<&Path>) -> Result<(), Daemon
                 // However the shard ends (error or panic), the others stop
                 // too: a partial MTA would leave this shard's mail unseen.
                 let _stop_all = StopOnExit(stop.clone());
-                crate::shard::run(shard, config, stop, clock, watch, reloads, recorder).await
+                let links = crate::shard::Links {
+                    watch,
+                    reloads,
+                    control,
+                    accounting: recorder,
+                };
+                crate::shard::run(shard, config, stop, clock, links).await
             })
             .map_err(|source| DaemonError::Executor { shard, source })?;
         handles.push(h);

@@ -2,7 +2,8 @@
 //!
 //! Parses arguments, loads the config, runs the startup checks and hands
 //! over to `petrel::daemon`; the offline tools (`check`, `spool inspect`)
-//! run here without starting any shard. This file owns the exit codes:
+//! run here without starting any shard, and `queue` asks the running
+//! daemon's admin endpoint. This file owns the exit codes:
 //! 0 ok, 1 runtime failure, 2 usage or config error.
 //! Must never: start a shard for a config that did not validate.
 
@@ -14,6 +15,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use petrel::config::{Config, ConfigError, DEFAULT_CONFIG_NAME};
+use petrel::queue::api::Scope;
+use petrel::queue::cli::{self, Action};
 use petrel::{daemon, preflight};
 
 // mimalloc's per-thread heaps suit thread-per-core shards: no allocator
@@ -86,6 +89,88 @@ enum Command {
         #[command(subcommand)]
         command: SpoolCommand,
     },
+    /// Look at and act on the running daemon's queues.
+    ///
+    /// Talks to the admin endpoint ([admin] address of the config; the
+    /// embedded default's 127.0.0.1:9925 without --config). Every action
+    /// is logged by the daemon; pauses are kept in <spool>/paused across
+    /// restarts. Exits 1 when the daemon cannot be reached or refuses.
+    Queue {
+        /// Config file (TOML) of the running daemon.
+        #[arg(short, long, value_name = "FILE", global = true)]
+        config: Option<PathBuf>,
+        /// Print the daemon's JSON answer as it is.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Destinations with mail waiting: messages, oldest age, state, last
+    /// reply; then the pauses in force.
+    List,
+    /// One message: sender, recipients and their state, size, received
+    /// time, pool, attempts and next attempt.
+    Show {
+        /// Queue ID, as in `250 ... queued as ID` and the logs.
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Open no connection to DEST until resumed (survives a restart).
+    Pause(ScopeArgs),
+    /// End a pause of DEST, and lift its suspensions (a backoff's too).
+    Resume(ScopeArgs),
+    /// Retry deferred mail now: of DEST, or of every destination.
+    Flush {
+        #[arg(value_name = "DEST")]
+        destination: Option<String>,
+        #[command(flatten)]
+        narrow: Narrow,
+    },
+    /// Fail the waiting mail of DEST, or message ID, with a notice to
+    /// each sender.
+    Bounce {
+        #[arg(value_name = "DEST|ID")]
+        target: String,
+    },
+    /// Fail the waiting mail of DEST, or message ID, with no notice
+    /// (each recipient is logged).
+    Delete {
+        #[arg(value_name = "DEST|ID")]
+        target: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct ScopeArgs {
+    /// A recipient domain, or relay:HOST:PORT for a [[route]].
+    #[arg(value_name = "DEST")]
+    destination: String,
+    #[command(flatten)]
+    narrow: Narrow,
+}
+
+#[derive(clap::Args)]
+struct Narrow {
+    /// Only the queue of this [[source]].
+    #[arg(long, value_name = "SOURCE")]
+    source: Option<String>,
+    /// Only the queues of this [[pool]]'s sources.
+    #[arg(long, value_name = "POOL")]
+    pool: Option<String>,
+}
+
+impl Narrow {
+    fn scope(self, destination: Option<String>) -> Scope {
+        Scope {
+            destination: destination.map(|d| d.to_ascii_lowercase()),
+            source: self.source,
+            pool: self.pool,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -106,6 +191,41 @@ fn main() -> ExitCode {
         Command::Spool {
             command: SpoolCommand::Inspect { dir },
         } => spool_inspect(&dir),
+        Command::Queue {
+            config,
+            json,
+            command,
+        } => queue(config.as_deref(), json, command),
+    }
+}
+
+fn queue(path: Option<&Path>, json: bool, command: QueueCommand) -> ExitCode {
+    let action = match command {
+        QueueCommand::List => Action::List,
+        QueueCommand::Show { id } => Action::Show(id),
+        QueueCommand::Pause(a) => Action::Pause(a.narrow.scope(Some(a.destination))),
+        QueueCommand::Resume(a) => Action::Resume(a.narrow.scope(Some(a.destination))),
+        QueueCommand::Flush {
+            destination,
+            narrow,
+        } => Action::Flush(narrow.scope(destination)),
+        QueueCommand::Bounce { target } => Action::Bounce(target),
+        QueueCommand::Delete { target } => Action::Delete(target),
+    };
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(e) => return fail(EXIT_USAGE, &e),
+    };
+    let text = cli::call(config.admin.address, &action).and_then(|value| match json {
+        true => Ok(format!("{value:#}\n")),
+        false => cli::render(&action, &value),
+    });
+    match text {
+        Ok(text) => {
+            let _ = io::stdout().lock().write_all(text.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(EXIT_FAILURE, &format!("petrel queue: {e}")),
     }
 }
 

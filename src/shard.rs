@@ -5,7 +5,8 @@
 //! It must never share anything on the mail path with other shards; the
 //! only cross-shard state is the process-wide connection tables (per
 //! client IP in `listener`, per destination in `outbound::slots`), the
-//! stop flag, and its own heartbeat and "listening" notice for `notify`.
+//! stop flag, its own heartbeat and "listening" notice for `notify`, and
+//! its control inbox (answered between turns, never waited on).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use crate::auth::{Users, UsersError};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::control::{Answerer, ShardControl};
 use crate::listener::{self, Listener, ListenerError};
 use crate::notify::ShardWatch;
 use crate::outbound::Outbound;
@@ -45,16 +47,33 @@ pub enum ShardError {
     Delivery(#[from] crate::outbound::StartError),
 }
 
-/// Runs shard `shard` until the stop flag is set.
+/// What ties a shard to the daemon's other threads.
+pub struct Links {
+    /// Its heartbeat and the READY report.
+    pub watch: ShardWatch,
+    /// Reloaded configurations.
+    pub reloads: Arc<crate::reload::Published>,
+    /// The admin API's requests.
+    pub control: ShardControl,
+    /// The accounting log, when on.
+    pub accounting: Option<crate::accounting::Recorder>,
+}
+
+/// Runs shard `shard` until the stop flag is set, answering its control
+/// inbox.
 pub async fn run(
     shard: usize,
     config: Arc<Config>,
     stop: Arc<AtomicBool>,
     clock: Clock,
-    watch: ShardWatch,
-    reloads: Arc<crate::reload::Published>,
-    accounting: Option<crate::accounting::Recorder>,
+    links: Links,
 ) -> Result<(), ShardError> {
+    let Links {
+        watch,
+        reloads,
+        control,
+        accounting,
+    } = links;
     // A copy of its own: the shard's reads of it (one per message) never
     // touch a count another core writes.
     let config = Arc::new((*config).clone());
@@ -84,6 +103,16 @@ pub async fn run(
             accounting.clone(),
         )?)
     };
+    // What waits in the inbox (the operator's pauses, kept in the spool)
+    // applies before delivery takes its first turn.
+    let answerer = Answerer {
+        shard,
+        outbound: outbound.clone(),
+        spool: spool.clone(),
+        config: config.clone(),
+    };
+    answerer.answer_waiting(&control);
+    glommio::spawn_local(answerer.serve(control, stop.clone())).detach();
     let mut listeners = Vec::new();
     for l in &config.listener {
         let tls = listener::acceptor(l).map_err(ListenerError::from)?;

@@ -261,6 +261,19 @@ fn key(source: EgressId, name: &str) -> impl Iterator<Item = u8> + '_ {
     source.to_le_bytes().into_iter().chain(name.bytes())
 }
 
+/// Ends a backoff's suspension of `source` × `name` (a destination, or
+/// `mx:` and a rule's pattern) for every shard: an operator's resume,
+/// when a provider lifted its block early. True when one held.
+pub fn lift_suspension(source: EgressId, name: &str, now_ms: u64) -> bool {
+    REROUTED
+        .entry(key(source, name))
+        .store(0, Ordering::Relaxed);
+    SUSPENDED
+        .entry(key(source, name))
+        .swap(0, Ordering::Relaxed)
+        > now_ms
+}
+
 /// How many budgets a backoff holds at `now_ms`: suspended, throttled.
 /// A scan of two tables of 65,536 words (budgets that share an entry
 /// count once): for a metrics scrape, never for the mail path.

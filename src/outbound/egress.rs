@@ -222,6 +222,31 @@ impl Egress {
         new
     }
 
+    /// Ends every avoidance of `destination` by the sources `pick`
+    /// chooses (an operator's resume).
+    pub fn unavoid(&self, destination: &str, pick: impl Fn(EgressId) -> bool) {
+        self.avoided
+            .borrow_mut()
+            .retain(|(source, d), _| !(pick(*source) && d.eq_ignore_ascii_case(destination)));
+    }
+
+    /// The id of the source named `name`.
+    pub fn source_id(&self, name: &str) -> Option<EgressId> {
+        let i = self.sources.iter().position(|s| s.name == name)?;
+        EgressId::try_from(i).ok()
+    }
+
+    /// The sources of the pool named `name`.
+    pub fn pool_sources(&self, name: &str) -> Option<&[EgressId]> {
+        let p = self.pools.iter().find(|p| p.name == name)?;
+        Some(&p.members)
+    }
+
+    /// How many sources there are.
+    pub fn source_count(&self) -> usize {
+        self.sources.len()
+    }
+
     /// True while `source` is avoided for `destination`.
     fn avoids(&self, source: EgressId, destination: &Rc<str>, now_ms: u64) -> bool {
         let mut avoided = self.avoided.borrow_mut();

@@ -35,6 +35,7 @@ pub mod destination;
 pub mod egress;
 mod message;
 mod notice;
+pub mod operator;
 mod outcome;
 mod parking;
 mod report;
@@ -45,7 +46,7 @@ pub mod tls;
 pub mod warmup;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -113,6 +114,9 @@ pub struct Outbound {
     names: RefCell<HashSet<Rc<str>>>,
     /// Notices written, for unique Message-IDs.
     notices: Cell<u64>,
+    /// The reply that last deferred mail of each queue, for the
+    /// operator's list (at most `operator::MAX_LAST_REPLIES`).
+    last_replies: RefCell<HashMap<QueueKey, Box<str>>>,
     /// Warm-up count cells handed to the store that keeps them.
     warmup_seen: warmup::Seen,
     /// This shard's delivery counters.
@@ -200,6 +204,7 @@ impl Outbound {
             rng: RefCell::new(XorShift::new(seed)),
             names: RefCell::new(HashSet::new()),
             notices: Cell::new(0),
+            last_replies: RefCell::new(HashMap::new()),
             warmup_seen: warmup::Seen::default(),
             config: RefCell::new(config),
             clock,

@@ -117,6 +117,7 @@ impl Outbound {
     /// older than `max_age`. Retry times are wall time: the spool keeps
     /// them, next to the message's arrival.
     pub(super) fn defer(&self, key: &QueueKey, job: Job, reply: &ServerReply, via: &Via<'_>) {
+        self.note_reply(key, reply);
         let now = self.clock.wall_ms();
         let attempts = job.attempts.saturating_add(1);
         let decision = self

@@ -55,6 +55,8 @@ pub enum Outcome {
     Bounced,
     /// A delay notice went to the sender (for the accounting log only).
     DelayNotice,
+    /// Failed by the operator with no notice.
+    Deleted,
 }
 
 impl Outcome {
@@ -64,6 +66,7 @@ impl Outcome {
             Outcome::Deferred { .. } => "deferred",
             Outcome::Bounced => "bounced",
             Outcome::DelayNotice => "delay notice",
+            Outcome::Deleted => "deleted",
         }
     }
 
@@ -71,7 +74,8 @@ impl Outcome {
         match self {
             Outcome::Delivered => RecordType::Delivered,
             Outcome::Deferred { .. } => RecordType::Deferred,
-            Outcome::Bounced => RecordType::Bounced,
+            // Both leave the queue undelivered.
+            Outcome::Bounced | Outcome::Deleted => RecordType::Bounced,
             Outcome::DelayNotice => RecordType::Delayed,
         }
     }
@@ -114,7 +118,8 @@ impl Outbound {
         let (result, retry_in_s) = match outcome {
             Outcome::Delivered => (Some(Result3::Delivered), None),
             Outcome::Deferred { retry_in_s } => (Some(Result3::Deferred), Some(retry_in_s)),
-            Outcome::Bounced => (Some(Result3::Bounced), None),
+            // Counted as failed: the recipient leaves the queue undelivered.
+            Outcome::Bounced | Outcome::Deleted => (Some(Result3::Bounced), None),
             Outcome::DelayNotice => (None, None),
         };
         let config = self.config();

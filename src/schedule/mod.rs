@@ -14,6 +14,7 @@
 //! destination, touched once per connection), so
 //! `max_connections_per_destination` holds for the whole process.
 
+mod operator;
 pub mod retry;
 pub mod wheel;
 
@@ -21,6 +22,7 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::task::Waker;
 
+pub use operator::{QueueView, Selection};
 pub use retry::{RetryDecision, RetryPolicy};
 pub use wheel::TimerWheel;
 
@@ -104,6 +106,8 @@ struct DestQueue {
     successes: usize,
     /// No connection before this time (the destination just failed).
     suspended_until: u64,
+    /// An operator paused it: no connection until resumed.
+    paused: bool,
     /// Connections waiting for a job, by park id; the last parked is woken
     /// first, so a burst goes to connections that were just busy and the
     /// ones left over idle out.
@@ -123,12 +127,13 @@ impl DestQueue {
     }
 }
 
-/// The queue of `key`, created with its caps and the initial window if
-/// new.
+/// The queue of `key`, created with its caps, the initial window and
+/// (when one of `holds` covers it) paused if new.
 fn queue_in<'a>(
     queues: &'a mut HashMap<QueueKey, DestQueue>,
     limits: &Limits,
     caps_of: &CapsOf,
+    holds: &[Selection],
     key: &QueueKey,
 ) -> &'a mut DestQueue {
     queues.entry(key.clone()).or_insert_with(|| {
@@ -143,6 +148,7 @@ fn queue_in<'a>(
             listed: false,
             successes: 0,
             suspended_until: 0,
+            paused: holds.iter().any(|h| h.covers(key)),
             idle: Vec::new(),
         }
     })
@@ -171,6 +177,8 @@ pub struct Scheduler {
     now_ms: u64,
     /// The last id handed out by `park_id`.
     parks: u64,
+    /// The operator's pauses, applied to each queue as it is created.
+    holds: Vec<Selection>,
 }
 
 impl Scheduler {
@@ -206,15 +214,28 @@ impl Scheduler {
             suspended: Vec::new(),
             now_ms,
             parks: 0,
+            holds: Vec::new(),
         }
     }
 
     fn queue(&mut self, key: &QueueKey) -> &mut DestQueue {
-        queue_in(&mut self.queues, &self.limits, &self.caps_of, key)
+        queue_in(
+            &mut self.queues,
+            &self.limits,
+            &self.caps_of,
+            &self.holds,
+            key,
+        )
     }
 
     fn mark_wanting(&mut self, key: &QueueKey) {
-        let q = queue_in(&mut self.queues, &self.limits, &self.caps_of, key);
+        let q = queue_in(
+            &mut self.queues,
+            &self.limits,
+            &self.caps_of,
+            &self.holds,
+            key,
+        );
         list_wanting(&mut self.wanting, q, key);
     }
 
@@ -224,8 +245,18 @@ impl Scheduler {
     /// one to give.
     pub fn enqueue(&mut self, key: QueueKey, job: Job) -> bool {
         // One lookup: this runs for every message received.
-        let q = queue_in(&mut self.queues, &self.limits, &self.caps_of, &key);
+        let q = queue_in(
+            &mut self.queues,
+            &self.limits,
+            &self.caps_of,
+            &self.holds,
+            &key,
+        );
         q.ready.push_back(job);
+        if q.paused {
+            // It waits for the operator's resume.
+            return false;
+        }
         if let Some((_, w)) = q.idle.pop() {
             w.wake();
             return false;
@@ -339,8 +370,9 @@ impl Scheduler {
             let Some(q) = self.queues.get_mut(&key) else {
                 continue;
             };
-            if q.suspended_until > self.now_ms {
-                // `advance` lists it again when the suspension ends.
+            if q.suspended_until > self.now_ms || q.paused {
+                // `advance` lists it again when the suspension ends, and
+                // `set_holds` when the operator resumes it.
                 q.listed = false;
                 continue;
             }
@@ -361,7 +393,7 @@ impl Scheduler {
     /// carried `sent` messages; `None` means close (or idle) it.
     pub fn next_job(&mut self, key: &QueueKey, sent: usize) -> Option<Job> {
         let q = self.queues.get_mut(key)?;
-        if sent >= q.caps.max_messages_per_connection {
+        if sent >= q.caps.max_messages_per_connection || q.paused {
             return None;
         }
         q.ready.pop_front()

@@ -72,6 +72,32 @@ impl<T> TimerWheel<T> {
         self.cursor = target;
     }
 
+    /// Every item waiting, in no particular order (for an operator's
+    /// listing: it walks the whole wheel).
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &T)> + '_ {
+        self.slots
+            .iter()
+            .flat_map(|slot| slot.iter().map(|e| (e.due_ms, &e.item)))
+    }
+
+    /// Moves every item that `take` picks into `out`, whenever it is due
+    /// (an operator's flush or removal: it walks the whole wheel).
+    pub fn take_where(&mut self, mut take: impl FnMut(&T) -> bool, out: &mut Vec<T>) {
+        for slot in &mut self.slots {
+            let mut keep = slot.len();
+            while keep > 0 {
+                keep -= 1;
+                let Some(e) = slot.pop_front() else { break };
+                if take(&e.item) {
+                    self.len -= 1;
+                    out.push(e.item);
+                } else {
+                    slot.push_back(e);
+                }
+            }
+        }
+    }
+
     /// A time at or before the earliest due item, for the caller's timer;
     /// `None` when empty. Cheap: it looks ahead at most one lap of slots.
     pub fn next_due(&self) -> Option<u64> {
@@ -113,6 +139,26 @@ mod tests {
         w.advance(10_000_000, &mut out);
         assert_eq!(out, vec!["far"]);
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn taken_items_leave_the_wheel_whenever_they_were_due() {
+        let mut w = TimerWheel::new(0);
+        for (due, item) in [(5_000, 1), (9_000_000, 2), (7_000, 3), (12_000, 4)] {
+            w.insert(due, item);
+        }
+        let mut out = Vec::new();
+        w.take_where(|i| i % 2 == 0, &mut out);
+        out.sort_unstable();
+        assert_eq!(out, vec![2, 4]);
+        assert_eq!(w.len(), 2);
+        let mut left: Vec<(u64, i32)> = w.iter().map(|(d, i)| (d, *i)).collect();
+        left.sort_unstable();
+        assert_eq!(left, vec![(5_000, 1), (7_000, 3)]);
+        out.clear();
+        w.advance(20_000_000, &mut out);
+        out.sort_unstable();
+        assert_eq!(out, vec![1, 3]);
     }
 
     proptest! {

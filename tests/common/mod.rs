@@ -7,9 +7,10 @@
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -722,4 +723,81 @@ pub fn tempdir() -> tempfile::TempDir {
         Ok(d) => d,
         Err(e) => panic!("tempdir: {e}"),
     }
+}
+
+/// A port free on every one of the 127.0.0.`hosts` addresses, so all the
+/// MX hosts of a test (and those left down) share `[delivery] port`.
+///
+/// Taken below the kernel's ephemeral range (32768 and up), which bind(0)
+/// and outgoing connections draw from: between this check and the test
+/// servers binding it, nothing else can be handed the port. Each call in
+/// this process tries ports no earlier call tried.
+pub fn common_port(hosts: &[u8]) -> u16 {
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..500 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (base + n) % SPAN) as u16;
+        let free = hosts
+            .iter()
+            .map(|&h| TcpListener::bind((Ipv4Addr::new(127, 0, 0, h), port)))
+            .collect::<Result<Vec<_>, _>>()
+            .is_ok();
+        if free {
+            return port;
+        }
+    }
+    panic!("no port free on all of 127.0.0.{hosts:?}");
+}
+
+/// The queued message count from `petrel spool inspect`, or `None` if the
+/// report could not be had (a segment deleted while it was being read).
+pub fn queued(spool: &Path) -> Option<usize> {
+    let out = Command::new(env!("CARGO_BIN_EXE_petrel"))
+        .args(["spool", "inspect"])
+        .arg(spool)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !text.contains("total queued messages: ") {
+        return None;
+    }
+    Some(total_queued(&text))
+}
+
+/// Waits until the spool holds no queued message; panics with the last
+/// count and the daemon's log if it does not within `timeout`.
+pub fn wait_queue_empty(d: &Daemon, spool: &Path, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        let n = queued(spool);
+        if n == Some(0) {
+            return;
+        }
+        if n.is_some() {
+            last = n;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "queue not empty after {timeout:?} (last count {last:?}); daemon log:\n{}",
+                d.stderr()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the daemon's log contains `needle`.
+pub fn wait_log(d: &Daemon, needle: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if d.stderr().contains(needle) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }

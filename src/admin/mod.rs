@@ -1,10 +1,12 @@
 //! The admin endpoint: an HTTP server on `[admin] address`, on a thread
-//! of its own, serving `GET /metrics` in the Prometheus text format.
+//! of its own, serving `GET /metrics` in the Prometheus text format and
+//! the queue API under `/queue` (JSON; `queue`).
 //!
 //! It runs off the shards: a scrape renders from the metrics recorder
 //! (atomics the shards count into) and reads the process-wide backoff
-//! tables; it never asks a shard anything or makes one wait. Only clients
-//! in `[admin] allow` are served (loopback unless configured).
+//! tables; a queue request is asked of the shards through their control
+//! channels, and only this thread waits for the answers. Only clients in
+//! `[admin] allow` are served (loopback unless configured).
 //! Must never: parse HTTP itself (`tiny_http` does), or serve a client
 //! outside `allow`.
 
@@ -17,10 +19,14 @@ use std::time::Duration;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tiny_http::{Header, Method, Request, Response, Server};
 
+use crate::accounting::Recorder;
 use crate::clock::Clock;
 use crate::config::{AdminSection, IpNet};
-use crate::accounting::Recorder;
 use crate::metrics::{ACCOUNTING_LOST, ACCOUNTING_PAUSED, BACKOFF_ACTIVE};
+
+mod queue;
+
+pub use queue::QueueAdmin;
 
 /// How often the thread looks at the stop flag and runs the recorder's
 /// upkeep when nobody scrapes.
@@ -47,6 +53,7 @@ impl Admin {
         section: &AdminSection,
         metrics: PrometheusHandle,
         clock: Clock,
+        queue: QueueAdmin,
         accounting: Option<Recorder>,
     ) -> Result<Option<Admin>, AdminError> {
         let Some(address) = section.address else {
@@ -68,13 +75,13 @@ impl Admin {
                     clock,
                     accounting,
                 };
-                serve(&server, &allow, &scrape, &flag)
+                serve(&server, &allow, &scrape, queue, &flag)
             })
             .map_err(|e| AdminError {
                 address,
                 why: e.to_string(),
             })?;
-        tracing::info!(%address, "admin endpoint listening (GET /metrics)");
+        tracing::info!(%address, "admin endpoint listening (GET /metrics, /queue)");
         Ok(Some(Admin {
             stop,
             thread,
@@ -112,12 +119,18 @@ impl Scrape {
     }
 }
 
-fn serve(server: &Server, allow: &[IpNet], scrape: &Scrape, stop: &AtomicBool) {
+fn serve(
+    server: &Server,
+    allow: &[IpNet],
+    scrape: &Scrape,
+    mut queue: QueueAdmin,
+    stop: &AtomicBool,
+) {
     let metrics = &scrape.metrics;
     let mut since_upkeep = Duration::ZERO;
     while !stop.load(Ordering::Relaxed) {
         match server.recv_timeout(TICK) {
-            Ok(Some(request)) => answer(request, allow, scrape),
+            Ok(Some(request)) => answer(request, allow, scrape, &mut queue),
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "admin endpoint: receiving a request failed");
@@ -132,7 +145,7 @@ fn serve(server: &Server, allow: &[IpNet], scrape: &Scrape, stop: &AtomicBool) {
     }
 }
 
-fn answer(request: Request, allow: &[IpNet], scrape: &Scrape) {
+fn answer(request: Request, allow: &[IpNet], scrape: &Scrape, queue: &mut QueueAdmin) {
     let allowed = request.remote_addr().is_some_and(|peer| {
         allow
             .iter()
@@ -143,8 +156,21 @@ fn answer(request: Request, allow: &[IpNet], scrape: &Scrape) {
             403,
             "forbidden: this client is not in [admin] allow\n".to_owned(),
         )
+    } else if request.url() == "/queue"
+        || request.url().starts_with("/queue/")
+        || request.url().starts_with("/queue?")
+    {
+        let (status, body) = queue.handle(request.method(), request.url());
+        let mut r = text(status, format!("{body}\n"));
+        if let Ok(h) = Header::from_bytes("Content-Type", "application/json") {
+            r.add_header(h);
+        }
+        r
     } else if request.url() != "/metrics" {
-        text(404, "not found: GET /metrics\n".to_owned())
+        text(
+            404,
+            "not found: GET /metrics, or the queue API under /queue\n".to_owned(),
+        )
     } else if *request.method() != Method::Get {
         text(405, "method not allowed: GET /metrics\n".to_owned())
     } else {
