@@ -14,7 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -359,19 +359,36 @@ impl Sink {
     }
 }
 
-/// The writer thread: records as they come, a flush at least every
-/// [`FLUSH_INTERVAL_MS`], and at [`Message::Stop`] (or when every sender
-/// is gone) what is queued, then the last flush.
+/// How long the writer sleeps between two drains of its queue. It never
+/// waits on the queue itself: a reader asleep on it would have to be woken
+/// by the shard that sends, a system call on the mail path for every
+/// record. Records wait at most this long; the queue holds far more than
+/// arrive meanwhile.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The writer thread: the records queued, every [`DRAIN_INTERVAL`]; a
+/// flush at least every [`FLUSH_INTERVAL_MS`]; and at [`Message::Stop`]
+/// (or when every sender is gone) what is queued, then the last flush.
 pub(super) fn run(mut sink: Sink, rx: Receiver<Message>, clock: Clock) {
     loop {
         let now = clock.wall_ms();
-        let wait = sink.next_wake_ms().saturating_sub(now).max(1);
-        match rx.recv_timeout(Duration::from_millis(wait)) {
-            Ok(Message::Record(record)) => sink.append(&record, clock.wall_ms()),
-            Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-            Err(RecvTimeoutError::Timeout) => {}
+        let mut stop = false;
+        loop {
+            match rx.try_recv() {
+                Ok(Message::Record(record)) => sink.append(&record, now),
+                Ok(Message::Stop) | Err(TryRecvError::Disconnected) => {
+                    stop = true;
+                    break;
+                }
+                Err(TryRecvError::Empty) => break,
+            }
         }
         sink.tick(clock.wall_ms());
+        if stop {
+            break;
+        }
+        let wait = sink.next_wake_ms().saturating_sub(clock.wall_ms());
+        std::thread::sleep(DRAIN_INTERVAL.min(Duration::from_millis(wait.max(1))));
     }
     while let Ok(message) = rx.try_recv() {
         if let Message::Record(record) = message {
