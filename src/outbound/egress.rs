@@ -274,6 +274,11 @@ impl Egress {
         self.pools.iter().map(|p| p.name.as_str()).collect()
     }
 
+    /// The name of the pool of index `pool` (as `pool_index` gives).
+    pub fn pool_name(&self, pool: usize) -> &str {
+        self.pools.get(pool).map_or("default", |p| p.name.as_str())
+    }
+
     /// The index of the pool the spool records as `pool` (the default
     /// pool for 0 or an id no pool has).
     pub fn pool_index(&self, pool: u16) -> usize {

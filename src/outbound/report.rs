@@ -156,7 +156,7 @@ impl Outbound {
                         .filter(|e| !e.envid.is_empty())
                         .map(|e| String::from_utf8_lossy(&e.envid).into_owned()),
                     size: env.map(|e| e.body_len.to_native()),
-                    pool: self.egress.pool_names()[pool].to_owned(),
+                    pool: self.egress.pool_name(pool).to_owned(),
                 }
             });
             let mut n = 0;
