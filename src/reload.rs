@@ -73,8 +73,8 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
 
 /// The settings that differ between `running` and `new` and take effect
 /// only at a restart: what the shards, the spool, the listeners, the
-/// admin endpoint, the egress sources and the outbound SMTP client were
-/// built from.
+/// admin endpoint, the accounting writer and the outbound SMTP client
+/// were built from.
 pub fn restart_keys(running: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (&running.delivery, &new.delivery);
     let (x, y) = (&running.accounting, &new.accounting);
@@ -86,12 +86,6 @@ pub fn restart_keys(running: &Config, new: &Config) -> Vec<&'static str> {
         ("[spool]", running.spool != new.spool),
         ("[[listener]]", running.listener != new.listener),
         ("[admin]", running.admin != new.admin),
-        ("[[source]]", running.source != new.source),
-        ("[[pool]]", running.pool != new.pool),
-        (
-            "[pool_selection]",
-            running.pool_selection != new.pool_selection,
-        ),
         ("[delivery] paused", a.paused != b.paused),
         ("[delivery] tls", a.tls != b.tls),
         ("[delivery] tls_ca_file", a.tls_ca_file != b.tls_ca_file),
@@ -101,6 +95,11 @@ pub fn restart_keys(running: &Config, new: &Config) -> Vec<&'static str> {
             a.command_timeout != b.command_timeout,
         ),
         ("[delivery] data_timeout", a.data_timeout != b.data_timeout),
+        (
+            "a first [[source]] warmup (its counts are kept over restarts from the next start)",
+            running.source.iter().all(|s| s.warmup.is_none())
+                && new.source.iter().any(|s| s.warmup.is_some()),
+        ),
         (
             "[accounting] path, format or rotation",
             x.path != y.path

@@ -2037,3 +2037,102 @@ fn the_accounting_log_has_one_record_per_recipient_event_with_its_fields() {
         &bounced[col("dsnDiag")]
     );
 }
+
+#[test]
+fn a_reload_of_sources_and_pools_moves_waiting_mail_to_the_new_source() {
+    let net = one_mx("repool.test.example");
+    // 127.0.0.5 is refused for now: its mail waits for a retry.
+    let mx = net.server(
+        2,
+        Script::accept().greeting_for(host(5), "451 4.3.0 not from this address"),
+    );
+    let sources = |first: u8, second: u8| {
+        format!(
+            "[[source]]\nname = \"ip{first}\"\naddress = \"127.0.0.{first}\"\n\n\
+             [[source]]\nname = \"ip{second}\"\naddress = \"127.0.0.{second}\"\n\n"
+        )
+    };
+    let pool =
+        |member: u8| format!("[[pool]]\nname = \"p\"\nsources = [{{ source = \"ip{member}\" }}]\n");
+    let before = sources(5, 6) + &pool(5);
+    let admin = common::free_port();
+    let config = net.config(&[("retry", "[\"1h\"]")])
+        + &format!("[admin]\naddress = \"127.0.0.1:{admin}\"\n")
+        + &before;
+    let d = net.daemon(2, &config);
+    // Waiting messages per source, as the queue API lists them.
+    let waiting_by_source = || {
+        let (_, body) = admin_get(admin, "/queue");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let mut by: Vec<(String, u64)> = v["queues"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|q| {
+                let source = q["source"].as_str().unwrap_or("").to_owned();
+                (source, q["messages"].as_u64().unwrap_or(0))
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        by.sort();
+        by
+    };
+    for i in 0..3 {
+        send_one(&d, &[&format!("user{i}@repool.test.example")]);
+    }
+    assert!(wait_log(&d, " deferred ", ARRIVAL), "{}", d.stderr());
+    std::thread::sleep(QUIET);
+    assert!(mx.messages().is_empty());
+    assert_eq!(
+        waiting_by_source(),
+        [("ip5".to_owned(), 3)],
+        "{}",
+        d.stderr()
+    );
+
+    // The sources renumbered (ip6 first) and the pool now of ip6 alone.
+    let text = std::fs::read_to_string(&d.config_path).unwrap();
+    let after = sources(6, 5) + &pool(6);
+    std::fs::write(&d.config_path, text.replace(&before, &after)).unwrap();
+    d.signal("HUP");
+    assert!(
+        wait_log(&d, "sources and pools in force", ARRIVAL),
+        "{}",
+        d.stderr()
+    );
+    // The waiting mail moved to ip6: deferred mail keeps its retry time,
+    // mail that waited behind ip5's failure is tried from ip6 at once.
+    let deadline = Instant::now() + ARRIVAL;
+    loop {
+        let waiting = waiting_by_source();
+        assert!(
+            waiting.iter().all(|(source, _)| source == "ip6"),
+            "{waiting:?}\n{}",
+            d.stderr()
+        );
+        let waiting: u64 = waiting.iter().map(|(_, n)| n).sum();
+        if waiting + mx.messages().len() as u64 == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mail lost track of:\n{}",
+            d.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(mx.messages().iter().all(|m| m.peer == host(6)));
+    let text = d.stderr();
+    assert!(!text.contains("take effect at the next restart"), "{text}");
+    let before_new = mx.messages().len();
+    for i in 0..2 {
+        send_one(&d, &[&format!("new{i}@repool.test.example")]);
+    }
+    let got = expect_messages(&mx, before_new + 2, &d, "new mail after the reload");
+    assert!(
+        got.iter().all(|m| m.peer == host(6)),
+        "{:?}",
+        got.iter().map(|m| m.peer).collect::<Vec<_>>()
+    );
+    finish(d);
+}

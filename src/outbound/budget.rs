@@ -25,6 +25,9 @@ use crate::slot_table::SlotTable;
 #[derive(Debug, Clone)]
 pub struct Budget {
     pub source: EgressId,
+    /// The source's name, which the process-wide tables key on: the same
+    /// on every shard, and across a reload that renumbers the sources.
+    pub source_name: Rc<str>,
     /// The destination, or `mx:` and the rule's pattern for a rollup.
     pub name: Rc<str>,
     pub shape: Shape,
@@ -97,13 +100,14 @@ impl Budget {
     }
 
     fn new(config: &Config, source: EgressId, name: Rc<str>, shape: Shape) -> Budget {
+        let source_name = source_name(config, source);
         let cells = Cells {
-            message_rate: MESSAGE_RATE.entry(key(source, &name)),
-            connection_rate: CONNECTION_RATE.entry(key(source, &name)),
-            suspended: SUSPENDED.entry(key(source, &name)),
-            rerouted: REROUTED.entry(key(source, &name)),
-            throttled: THROTTLED.entry(key(source, &name)),
-            sent_today: sent_today(source, &name),
+            message_rate: MESSAGE_RATE.entry(key(source_name, &name)),
+            connection_rate: CONNECTION_RATE.entry(key(source_name, &name)),
+            suspended: SUSPENDED.entry(key(source_name, &name)),
+            rerouted: REROUTED.entry(key(source_name, &name)),
+            throttled: THROTTLED.entry(key(source_name, &name)),
+            sent_today: sent_today(source_name, &name),
         };
         let warmup = config
             .source
@@ -111,6 +115,7 @@ impl Budget {
             .and_then(|s| s.warmup.clone());
         Budget {
             source,
+            source_name: Rc::from(source_name),
             name,
             shape,
             warmup,
@@ -120,7 +125,7 @@ impl Budget {
 
     /// The bytes the process-wide tables hash: source, then name.
     pub fn key(&self) -> impl Iterator<Item = u8> + '_ {
-        key(self.source, &self.name)
+        key(&self.source_name, &self.name)
     }
 
     /// Takes a token for one more message now, or says when one is free
@@ -256,15 +261,25 @@ fn throttle_until(cell: &AtomicU64, milli: u64, until: u64, now_ms: u64) -> bool
     }
 }
 
-/// The bytes a budget's entries are found by: source, then name.
-fn key(source: EgressId, name: &str) -> impl Iterator<Item = u8> + '_ {
-    source.to_le_bytes().into_iter().chain(name.bytes())
+/// The name of source `source` of `config` (`default` without
+/// `[[source]]`): what the tables key on.
+pub fn source_name(config: &Config, source: EgressId) -> &str {
+    config
+        .source
+        .get(usize::from(source))
+        .map_or("default", |s| s.name.as_str())
+}
+
+/// The bytes a budget's entries are found by: the source's name, a byte
+/// no name holds, then the budget's name.
+fn key<'a>(source: &'a str, name: &'a str) -> impl Iterator<Item = u8> + 'a {
+    source.bytes().chain([0]).chain(name.bytes())
 }
 
 /// Ends a backoff's suspension of `source` × `name` (a destination, or
 /// `mx:` and a rule's pattern) for every shard: an operator's resume,
 /// when a provider lifted its block early. True when one held.
-pub fn lift_suspension(source: EgressId, name: &str, now_ms: u64) -> bool {
+pub fn lift_suspension(source: &str, name: &str, now_ms: u64) -> bool {
     REROUTED
         .entry(key(source, name))
         .store(0, Ordering::Relaxed);
@@ -296,7 +311,7 @@ pub fn active_backoffs(now_ms: u64) -> (usize, usize) {
 
 /// The warm-up count cell of `source` × `name` (a destination or an MX
 /// rollup), for the budget and for restoring a snapshot.
-pub fn sent_today(source: EgressId, name: &str) -> &'static AtomicU64 {
+pub fn sent_today(source: &str, name: &str) -> &'static AtomicU64 {
     SENT_TODAY.entry(key(source, name))
 }
 
@@ -346,7 +361,11 @@ mod tests {
         assert_eq!(b.suspended_until(60_999), Some(61_000));
         assert_eq!(b.suspended_until(61_000), None);
         // Another source's budget for the same destination is free.
-        let config = Config::embedded_default();
+        let config = Config::from_str_named(
+            "[[source]]\nname = \"a\"\naddress = \"127.0.0.2\"\n[[source]]\nname = \"b\"\naddress = \"127.0.0.3\"\n",
+            "test.toml",
+        )
+        .expect("config");
         let other = Budget::of(&config, 1, &Rc::from("suspend.budget.example"), []);
         assert_eq!(other.suspended_until(2_000), None);
     }

@@ -26,6 +26,7 @@ use glommio::net::TcpStream;
 use super::budget::Budget;
 use super::delivery::{Delivery, Ended, Policy, Step};
 use super::destination::{self, Myself};
+use super::egress::Egress;
 use super::message::{Current, Loaded};
 use super::parking::Parking;
 use super::report::Via;
@@ -44,24 +45,25 @@ const READ_BUFFER: usize = 16 * 1024;
 
 /// Runs one connection's worth of deliveries to `key`.
 pub async fn run(ob: Rc<Outbound>, key: QueueKey) {
-    ob.metrics.sessions.increment(1.0);
+    ob.metrics().sessions.increment(1.0);
     let ok = deliver(&ob, &key).await;
-    ob.metrics.sessions.decrement(1.0);
+    ob.metrics().sessions.decrement(1.0);
     ob.sched.borrow_mut().connection_closed(&key, ok);
     ob.running.set(ob.running.get() - 1);
     ob.work.notify();
 }
 
 /// A budget, and one of its process-wide connection slots, held for the
-/// whole run.
+/// whole run, with the sources as they were when the run started.
 struct Lease {
     budget: Budget,
     slot: ConnectionSlot,
+    egress: Rc<Egress>,
 }
 
 /// A process-wide slot of `budget`, waiting while other connections hold
 /// them all; `None` when the shard stops meanwhile.
-async fn lease(ob: &Outbound, budget: Budget) -> Option<Lease> {
+async fn lease(ob: &Outbound, budget: Budget, egress: Rc<Egress>) -> Option<Lease> {
     let mut waiter = None;
     loop {
         if ob.stopping.get() {
@@ -69,7 +71,11 @@ async fn lease(ob: &Outbound, budget: Budget) -> Option<Lease> {
         }
         let max = budget.max_connections(ob.clock.monotonic_ms());
         if let Some(slot) = ConnectionSlot::try_acquire(&budget, max) {
-            return Some(Lease { budget, slot });
+            return Some(Lease {
+                budget,
+                slot,
+                egress,
+            });
         }
         // Holders on other shards see this and hand the slot over.
         waiter.get_or_insert_with(|| SlotWaiter::new(&budget));
@@ -136,7 +142,7 @@ fn move_elsewhere(
     let queued: Vec<Job> = std::iter::from_fn(|| ob.take_job(key, 0)).collect();
     let (mut moved, mut stayed) = (0usize, 0usize);
     for j in job.take().into_iter().chain(queued) {
-        let to = ob.egress.choose_where(j.pool, &key.destination, fits);
+        let to = ob.egress().choose_where(j.pool, &key.destination, fits);
         let to_key = QueueKey {
             egress: to.unwrap_or(key.egress),
             destination: key.destination.clone(),
@@ -147,8 +153,9 @@ fn move_elsewhere(
         }
         ob.enqueue(to_key, j);
     }
-    if ob.egress.avoid(key.egress, &key.destination, until, now) || moved > 0 {
-        let source = &ob.egress.source(key.egress).name;
+    let egress = ob.egress();
+    if egress.avoid(key.egress, &key.destination, until, now) || moved > 0 {
+        let source = &egress.source(key.egress).name;
         let seconds = until.saturating_sub(now) / 1000;
         tracing::info!(%source, destination = %key.destination, budget = %budget.name,
             moved, stayed, seconds, "{why}: mail moves to the pool's other sources");
@@ -189,8 +196,9 @@ async fn token(ob: &Outbound, take: impl Fn(u64) -> Result<(), u64>) -> bool {
 async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
     // The hosts first: an `mx` shaping rule decides the budget from them
     // (the resolver caches them for the connections that follow).
-    // The configuration in force when the run starts serves the whole run.
-    let config = ob.config();
+    // The configuration and the sources in force when the run starts serve
+    // the whole run: a reload cannot change the address it sends from.
+    let (config, egress) = (ob.config(), ob.egress());
     let me = Myself {
         hostname: &config.server.hostname,
         addrs: &ob.my_addrs,
@@ -201,14 +209,14 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
     let names = hops.iter().flatten().map(|h| h.name.as_str());
     let budget = Budget::of(&config, key.egress, &key.destination, names);
     ob.warmup_seen
-        .note(&budget, &ob.egress.source(key.egress).name);
-    let Some(lease) = lease(ob, budget).await else {
+        .note(&budget, &egress.source(key.egress).name);
+    let Some(lease) = lease(ob, budget, egress.clone()).await else {
         return true;
     };
     let Some(job) = ob.take_job(key, 0) else {
         return true;
     };
-    let source = ob.egress.source(key.egress);
+    let source = egress.source(key.egress);
     let policy = Policy::of(&config.delivery, &lease.budget.shape);
     let mut plan = Delivery::new(policy, source.address);
     let mut step = plan.resolved(hops, ob.clock.monotonic_ms());
@@ -294,11 +302,14 @@ fn move_to_other_sources(
     let queued: Vec<Job> = std::iter::from_fn(|| ob.take_job(key, 0)).collect();
     let (mut deferred, mut logged) = (false, false);
     for j in job.into_iter().chain(queued) {
-        match ob.egress.other_family(j.pool, &key.destination, key.egress) {
+        match ob
+            .egress()
+            .other_family(j.pool, &key.destination, key.egress)
+        {
             Some(to) => {
                 if !std::mem::replace(&mut logged, true) {
                     tracing::info!(destination = %key.destination,
-                        from = %ob.egress.source(key.egress).name, to = %ob.egress.source(to).name,
+                        from = %ob.egress().source(key.egress).name, to = %ob.egress().source(to).name,
                         reason = %String::from_utf8_lossy(&reply.text), "mail moves to another source of its pool");
                 }
                 let moved = QueueKey {
@@ -395,7 +406,7 @@ impl<'a> Conn<'a> {
         plaintext: bool,
     ) -> Conn<'a> {
         let now = ob.clock.monotonic_ms();
-        let config = ob.egress.source(key.egress).client.clone();
+        let config = lease.egress.source(key.egress).client.clone();
         let client = if plaintext {
             Client::new_plaintext_retry(config, now)
         } else {
@@ -428,6 +439,16 @@ impl<'a> Conn<'a> {
         self.ob.stopping.get() || self.lease.budget.suspended_until(self.now()).is_some()
     }
 
+    /// The next job of this connection's queue. None once a reload has
+    /// rebuilt the sources: the queue's number may name another source
+    /// now, whose mail must not leave from this one's address.
+    fn take_job(&self, sent: usize) -> Option<Job> {
+        if !Rc::ptr_eq(&self.lease.egress, &self.ob.egress.borrow()) {
+            return None;
+        }
+        self.ob.take_job(self.key, sent)
+    }
+
     /// This connection's source, host and address.
     fn via(&self) -> Via<'_> {
         Via {
@@ -444,7 +465,7 @@ impl<'a> Conn<'a> {
 
     async fn run(&mut self) -> Ended {
         let timeout = self.ob.config().delivery.connect_timeout.duration();
-        let connected = match self.ob.egress.source(self.key.egress).address {
+        let connected = match self.lease.egress.source(self.key.egress).address {
             Some(local) => TcpStream::connect_from_timeout(local, self.addr, timeout).await,
             None => TcpStream::connect_timeout(self.addr, timeout).await,
         };
@@ -631,7 +652,7 @@ impl<'a> Conn<'a> {
         {
             return;
         }
-        let Some(job) = self.ob.take_job(self.key, self.plan.sent() + 1) else {
+        let Some(job) = self.take_job(self.plan.sent() + 1) else {
             return;
         };
         let Some(next) = self.load(job) else {
@@ -680,7 +701,7 @@ impl<'a> Conn<'a> {
             if !self.plan.may_take(contested, stopping) {
                 return None;
             }
-            if let Some(j) = self.ob.take_job(self.key, self.plan.sent()) {
+            if let Some(j) = self.take_job(self.plan.sent()) {
                 self.plan.took();
                 return Some(j);
             }

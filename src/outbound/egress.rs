@@ -242,6 +242,12 @@ impl Egress {
         Some(&p.members)
     }
 
+    /// Whether pool `pool` (its id as the spool records it) has source
+    /// `source`.
+    pub fn pool_has(&self, pool: u16, source: EgressId) -> bool {
+        self.pools[self.pool_index(pool)].members.contains(&source)
+    }
+
     /// How many sources there are.
     pub fn source_count(&self) -> usize {
         self.sources.len()

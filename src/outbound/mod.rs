@@ -91,7 +91,10 @@ pub struct Outbound {
     /// client; wall time for the stamps and retry times in the spool.
     clock: Clock,
     /// The sources mail leaves from, each with its SMTP client settings.
-    egress: egress::Egress,
+    egress: RefCell<Rc<egress::Egress>>,
+    /// The SMTP client settings each source's are made from (for a
+    /// reload that rebuilds the sources).
+    client: ClientConfig,
     /// The file's `[[backoff]]` rules, then the shipped ones (when
     /// `default_backoff`), compiled once (and at a reload).
     backoff: RefCell<(Vec<BackoffRule>, Vec<BackoffRule>)>,
@@ -119,8 +122,11 @@ pub struct Outbound {
     last_replies: RefCell<HashMap<QueueKey, Box<str>>>,
     /// Warm-up count cells handed to the store that keeps them.
     warmup_seen: warmup::Seen,
+    /// The operator's pauses last heard of, applied again when a reload
+    /// renumbers the sources they name.
+    pauses: RefCell<Arc<Vec<crate::queue::api::Scope>>>,
     /// This shard's delivery counters.
-    metrics: crate::metrics::DeliveryMetrics,
+    metrics: RefCell<Rc<crate::metrics::DeliveryMetrics>>,
     /// Where accounting records go, when `[accounting]` is on.
     accounting: Option<crate::accounting::Recorder>,
     /// The bounce categories of the accounting records (rebuilt at a
@@ -183,8 +189,10 @@ impl Outbound {
             shard,
             statuses: StatusWriter::start(spool.clone()),
             spool,
-            egress,
-            metrics,
+            egress: RefCell::new(Rc::new(egress)),
+            client,
+            metrics: RefCell::new(Rc::new(metrics)),
+            pauses: RefCell::default(),
             accounting,
             categories: RefCell::new(config.accounting.category_rules()),
             backoff: RefCell::new((config.backoff_rules(), config.shipped_backoff())),
@@ -222,6 +230,14 @@ impl Outbound {
     }
 
     /// The configuration in force.
+    fn egress(&self) -> Rc<egress::Egress> {
+        self.egress.borrow().clone()
+    }
+
+    fn metrics(&self) -> Rc<crate::metrics::DeliveryMetrics> {
+        self.metrics.borrow().clone()
+    }
+
     fn config(&self) -> Arc<Config> {
         self.config.borrow().clone()
     }
@@ -246,11 +262,17 @@ impl Outbound {
     }
 
     /// Puts `config` in force (a reload): routes, shaping, backoff rules,
-    /// retries, delivery limits and DNS servers. Connection runs already
-    /// under way finish with the configuration they started with; sources,
-    /// pools and outbound TLS keep theirs until a restart (the daemon says
-    /// so when they changed).
+    /// retries, delivery limits, DNS servers, sources and pools. Connection
+    /// runs already under way finish with the configuration and the source
+    /// they started with; outbound TLS keeps its settings until a restart
+    /// (the daemon says so when they changed).
     pub fn reload(&self, config: Arc<Config>) {
+        let old = self.config();
+        if (&old.source, &old.pool, &old.pool_selection)
+            != (&config.source, &config.pool, &config.pool_selection)
+        {
+            self.reload_egress(&config);
+        }
         if config.dns != self.config().dns {
             match resolver_of(&config, self.clock) {
                 Ok(resolver) => {
@@ -270,6 +292,39 @@ impl Outbound {
         *self.config.borrow_mut() = config;
         // Queues whose caps grew may want connections now.
         self.work.notify();
+    }
+
+    /// New sources and pools: every waiting job moves to the queue of the
+    /// source of the same name when its pool still has it, else to a
+    /// source of its pool chosen again; the delivery metrics and the
+    /// operator's pauses follow the new numbering.
+    fn reload_egress(&self, config: &Config) {
+        let (old, new) = (
+            self.egress(),
+            Rc::new(egress::Egress::new(config, &self.client)),
+        );
+        let now = self.clock.monotonic_ms();
+        self.sched.borrow_mut().rekey(|key, job| {
+            let same = new
+                .source_id(&old.source(key.egress).name)
+                .filter(|&id| new.pool_has(job.pool, id));
+            QueueKey {
+                egress: same.unwrap_or_else(|| new.choose(job.pool, &key.destination, now)),
+                destination: key.destination.clone(),
+            }
+        });
+        let metrics = crate::metrics::DeliveryMetrics::new(
+            self.shard,
+            &new.source_names(),
+            &new.pool_names(),
+        );
+        *self.metrics.borrow_mut() = Rc::new(metrics);
+        *self.egress.borrow_mut() = new;
+        self.reapply_pauses();
+        tracing::info!(
+            shard = self.shard,
+            "reload: sources and pools in force; waiting mail follows them"
+        );
     }
 
     /// Queues the recipients of a message just committed to the spool.
@@ -314,12 +369,12 @@ impl Outbound {
             (not_before_ms > self.clock.wall_ms()).then(|| self.clock.monotonic_at(not_before_ms));
         let now = self.clock.monotonic_ms();
         let queued: usize = groups.iter().map(|(_, r)| r.len()).sum();
-        self.metrics.queue.increment(queued as f64);
+        self.metrics().queue.increment(queued as f64);
         for (destination, rcpts) in groups {
             let shape = config.shape(config.shaping_for_domain(&destination));
             for part in rcpts.chunks(shape.max_recipients_per_transaction.max(1)) {
                 let key = QueueKey {
-                    egress: self.egress.choose(pool, &destination, now),
+                    egress: self.egress().choose(pool, &destination, now),
                     destination: destination.clone(),
                 };
                 let job = Job {
@@ -406,7 +461,8 @@ impl Outbound {
         let Some(done) = budget.back_off(rule, now) else {
             return budget.suspended_until(now).is_some();
         };
-        let source = &self.egress.source(budget.source).name;
+        let egress = self.egress();
+        let source = &egress.source(budget.source).name;
         let text = String::from_utf8_lossy(&reply.text);
         let seconds = rule.duration_ms / 1000;
         match done.action {

@@ -40,9 +40,8 @@ impl Outbound {
                 QueueAnswer::Show(show(&self.spool, &self.config(), self.shard, *msg_id))
             }
             QueueRequest::Pauses(pauses) => {
-                let holds = pauses.iter().map(|p| self.selection(p)).collect();
-                self.sched.borrow_mut().set_holds(holds);
-                self.work.notify();
+                *self.pauses.borrow_mut() = pauses.clone();
+                self.reapply_pauses();
                 QueueAnswer::Count(pauses.len())
             }
             QueueRequest::Resume(scope) => QueueAnswer::Count(self.resume(scope)),
@@ -58,13 +57,23 @@ impl Outbound {
 
     /// The queues `scope` names, with its source and pool resolved (an
     /// unknown name selects no source).
+    /// Holds the queues the operator's pauses name, in the numbering of
+    /// the sources in force.
+    pub(super) fn reapply_pauses(&self) {
+        let pauses = self.pauses.borrow().clone();
+        let holds = pauses.iter().map(|p| self.selection(p)).collect();
+        self.sched.borrow_mut().set_holds(holds);
+        self.work.notify();
+    }
+
     fn selection(&self, scope: &Scope) -> Selection {
+        let egress = self.egress();
         let mut sources: Option<Vec<EgressId>> = None;
         if let Some(name) = &scope.source {
-            sources = Some(self.egress.source_id(name).into_iter().collect());
+            sources = Some(egress.source_id(name).into_iter().collect());
         }
         if let Some(name) = &scope.pool {
-            let members = self.egress.pool_sources(name).unwrap_or_default();
+            let members = egress.pool_sources(name).unwrap_or_default();
             sources = Some(match sources {
                 Some(s) => s.into_iter().filter(|id| members.contains(id)).collect(),
                 None => members.to_vec(),
@@ -99,15 +108,17 @@ impl Outbound {
         if let Some(destination) = &scope.destination {
             let now = self.clock.monotonic_ms();
             let picked = |id: EgressId| sel.sources.as_ref().is_none_or(|s| s.contains(&id));
-            for id in 0..self.egress.source_count() {
+            let egress = self.egress();
+            for id in 0..egress.source_count() {
                 let Ok(id) = EgressId::try_from(id) else {
                     break;
                 };
-                if picked(id) && budget::lift_suspension(id, destination, now) {
+                let name = &egress.source(id).name;
+                if picked(id) && budget::lift_suspension(name, destination, now) {
                     n += 1;
                 }
             }
-            self.egress.unavoid(destination, picked);
+            egress.unavoid(destination, picked);
         }
         self.work.notify();
         n
@@ -185,7 +196,7 @@ impl Outbound {
                 let oldest = v.oldest_received_ms.unwrap_or(wall);
                 QueueRow {
                     destination: v.key.destination.to_string(),
-                    source: self.egress.source(v.key.egress).name.clone(),
+                    source: self.egress().source(v.key.egress).name.clone(),
                     messages: v.messages,
                     ready: v.ready,
                     deferred: v.deferred,

@@ -113,7 +113,8 @@ impl Outbound {
         via: &Via<'_>,
     ) {
         let id = self.queue_id(msg_id);
-        let source = self.egress.source(via.source);
+        let egress = self.egress();
+        let source = egress.source(via.source);
         let now = self.clock.wall_ms();
         let (result, retry_in_s) = match outcome {
             Outcome::Delivered => (Some(Result3::Delivered), None),
@@ -135,9 +136,7 @@ impl Outbound {
             let from = from.as_deref().unwrap_or("");
             let received_ms = env.map_or(now, |e| e.received_ms.to_native());
             let delay_s = now.saturating_sub(received_ms) as f64 / 1000.0;
-            let pool = self
-                .egress
-                .pool_index(env.map_or(0, |e| e.pool.to_native()));
+            let pool = egress.pool_index(env.map_or(0, |e| e.pool.to_native()));
             // What every record of this message shares.
             let shared = accounting.map(|_| {
                 let job_id = config.accounting.job_id_header().and_then(|name| {
@@ -156,14 +155,14 @@ impl Outbound {
                         .filter(|e| !e.envid.is_empty())
                         .map(|e| String::from_utf8_lossy(&e.envid).into_owned()),
                     size: env.map(|e| e.body_len.to_native()),
-                    pool: self.egress.pool_name(pool).to_owned(),
+                    pool: egress.pool_name(pool).to_owned(),
                 }
             });
             let mut n = 0;
             for (i, reply) in rcpts {
                 n += 1;
                 if matches!(result, Some(Result3::Delivered | Result3::Bounced)) {
-                    self.metrics.delivery_seconds.record(delay_s);
+                    self.metrics().delivery_seconds.record(delay_s);
                 }
                 let rcpt = env.and_then(|e| e.recipients.get(i as usize));
                 let to = rcpt.map(|r| String::from_utf8_lossy(&r.address));
@@ -214,7 +213,7 @@ impl Outbound {
                 );
             }
             if let Some(result) = result {
-                let m = &self.metrics;
+                let m = self.metrics();
                 m.recipients(result, usize::from(via.source), pool, n);
                 if result != Result3::Deferred {
                     m.queue.decrement(n as f64);

@@ -85,7 +85,11 @@ mod tests {
     use std::rc::Rc;
 
     fn budget(source: EgressId, destination: &str) -> Budget {
-        let config = Config::embedded_default();
+        let config = Config::from_str_named(
+            "[[source]]\nname = \"a\"\naddress = \"127.0.0.2\"\n[[source]]\nname = \"b\"\naddress = \"127.0.0.3\"\n",
+            "test.toml",
+        )
+        .expect("config");
         Budget::of(&config, source, &Rc::from(destination), [])
     }
 

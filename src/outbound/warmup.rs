@@ -24,7 +24,6 @@ use std::time::Duration;
 use super::budget::{self, Budget};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::schedule::EgressId;
 use crate::shaping::warmup::{parse_snapshot, snapshot, Counted, DailyCount};
 
 /// The file in the spool directory.
@@ -48,7 +47,7 @@ static SINK: OnceLock<Mutex<Sender<Msg>>> = OnceLock::new();
 
 /// The cells one shard has handed over already.
 #[derive(Default)]
-pub struct Seen(std::cell::RefCell<HashSet<(EgressId, Rc<str>)>>);
+pub struct Seen(std::cell::RefCell<HashSet<(Rc<str>, Rc<str>)>>);
 
 impl Seen {
     /// Hands `budget`'s count cell to the store the first time this shard
@@ -63,7 +62,7 @@ impl Seen {
         if !self
             .0
             .borrow_mut()
-            .insert((budget.source, budget.name.clone()))
+            .insert((budget.source_name.clone(), budget.name.clone()))
         {
             return;
         }
@@ -143,10 +142,7 @@ fn restore(path: &Path, config: &Config, now_wall_ms: u64) -> Cells {
         if config.source[i].warmup.is_none() {
             continue;
         }
-        let Ok(id) = EgressId::try_from(i) else {
-            continue;
-        };
-        let cell = budget::sent_today(id, &c.destination);
+        let cell = budget::sent_today(&config.source[i].name, &c.destination);
         DailyCount(cell).restore(c.day, c.count);
         cells.insert((c.source, c.destination), cell);
     }
@@ -245,9 +241,9 @@ mod tests {
             "only ip1's count of today: {:?}",
             cells.keys()
         );
-        let a = DailyCount(budget::sent_today(0, "restore-a.example"));
+        let a = DailyCount(budget::sent_today("ip1", "restore-a.example"));
         assert_eq!(a.read(), (20_789, 3));
-        let b = DailyCount(budget::sent_today(0, "restore-b.example"));
+        let b = DailyCount(budget::sent_today("ip1", "restore-b.example"));
         assert_eq!(b.read().1, 0, "yesterday's count is spent");
     }
 
@@ -256,7 +252,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
         let (tx, rx) = mpsc::channel();
-        let cell = budget::sent_today(0, "write-a.example");
+        let cell = budget::sent_today("ip1", "write-a.example");
         DailyCount(cell).restore(20_789, 7);
         tx.send(Msg::Cell {
             source: "ip1".to_owned(),

@@ -191,6 +191,30 @@ impl Scheduler {
         Scheduler::with_caps(limits, now_ms, Box::new(move |_| caps))
     }
 
+    /// Moves every job that waits (ready or deferred, not one on a
+    /// connection) to the queue `to` names for it, keeping its due time: a
+    /// reload that renumbers the egress sources. The queues it leaves keep
+    /// their open connections, which find no more work there. Suspensions
+    /// end: they were of sources by their old numbers (a backoff's is kept
+    /// by name in the budget, and holds the queue again at its next
+    /// connection).
+    pub fn rekey(&mut self, to: impl Fn(&QueueKey, &Job) -> QueueKey) {
+        self.deferred.for_each_mut(|(key, job)| *key = to(key, job));
+        for (_, key) in std::mem::take(&mut self.suspended) {
+            if let Some(q) = self.queues.get_mut(&key) {
+                q.suspended_until = 0;
+            }
+        }
+        let mut ready = Vec::new();
+        for (key, q) in &mut self.queues {
+            ready.extend(q.ready.drain(..).map(|job| (key.clone(), job)));
+        }
+        for (key, job) in ready {
+            let key = to(&key, &job);
+            self.enqueue(key, job);
+        }
+    }
+
     /// New limits and caps (a reload): every queue takes its caps again;
     /// open connections above a lower cap finish and are not replaced.
     pub fn set_caps(&mut self, limits: Limits, caps_of: CapsOf) {

@@ -336,3 +336,37 @@ fn stopping_wakes_every_parked_connection() {
         .iter()
         .all(|k| !s.is_parked(k, 1) && !s.is_parked(k, 2)));
 }
+
+#[test]
+fn rekeyed_jobs_keep_their_due_time_and_old_suspensions_end() {
+    let mut s = Scheduler::new(Limits::default(), 0);
+    let (old, new) = (
+        key("a.example"),
+        QueueKey {
+            egress: 1,
+            ..key("a.example")
+        },
+    );
+    s.enqueue(old.clone(), job(1));
+    s.defer(old.clone(), job(2), 60_000);
+    s.suspend(&old, 3_600_000);
+    s.rekey(|k, _| QueueKey {
+        egress: 1,
+        ..k.clone()
+    });
+    assert_eq!(s.backlog(&old), 0);
+    assert_eq!(s.backlog(&new), 1);
+    assert_eq!(
+        s.poll_connect(),
+        Some(new.clone()),
+        "not held by the old suspension"
+    );
+    assert_eq!(
+        s.next_deadline(),
+        Some(60_000),
+        "the deferred job keeps its time"
+    );
+    s.advance(60_000);
+    assert_eq!(s.backlog(&new), 2);
+    assert_eq!(s.backlog(&old), 0);
+}

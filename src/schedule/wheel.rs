@@ -98,6 +98,16 @@ impl<T> TimerWheel<T> {
         }
     }
 
+    /// Runs `f` on every item waiting, in place (a reload renaming their
+    /// queues: it walks the whole wheel).
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(&mut T)) {
+        for slot in &mut self.slots {
+            for e in slot.iter_mut() {
+                f(&mut e.item);
+            }
+        }
+    }
+
     /// A time at or before the earliest due item, for the caller's timer;
     /// `None` when empty. Cheap: it looks ahead at most one lap of slots.
     pub fn next_due(&self) -> Option<u64> {
