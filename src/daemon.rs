@@ -128,12 +128,11 @@ pub fn run(config: Config, plan: Plan, path: Option<&Path>) -> Result<(), Daemon
     let warmup = crate::outbound::warmup::Store::start(&config, clock);
     // The accounting log's writer, before any shard records (started
     // here, it runs on no shard's CPU).
-    let accounting =
-        crate::accounting::Accounting::start(&config.accounting).map_err(|source| {
-            DaemonError::Accounting {
-                path: config.accounting.path.clone(),
-                source,
-            }
+    let a = &config.accounting;
+    let accounting = crate::accounting::Accounting::start(&a.path, a.format, a.rotation())
+        .map_err(|source| DaemonError::Accounting {
+            path: a.path.clone(),
+            source,
         })?;
     // The recorder exists before any shard registers a metric; the admin
     // endpoint is bound before any mail moves, so a taken port stops the

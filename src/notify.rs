@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-use crate::shard::TICK;
+/// How often a shard beats and the watch looks: a tenth of a second.
+const TICK: Duration = Duration::from_millis(100);
 
 /// Ticks a watchdog period must span at least for a shard's heartbeat to
 /// move in every period even when its timer runs late.

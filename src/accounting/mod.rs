@@ -20,7 +20,7 @@ pub use writer::{Recorder, Rotation};
 use std::thread::JoinHandle;
 
 use crate::clock::Clock;
-use crate::config::AccountingSection;
+use std::path::Path;
 
 /// The running log: the writer thread and the handle shards clone.
 #[derive(Debug)]
@@ -39,16 +39,21 @@ impl Accounting {
     /// Call it from a thread that is not pinned to a CPU (the daemon's main
     /// thread): the writer inherits its creator's CPU affinity, and must
     /// not compete with a shard for its core.
-    pub fn start(section: &AccountingSection) -> std::io::Result<Option<Accounting>> {
-        if section.path.as_os_str().is_empty() {
+    /// `path` empty: no log.
+    pub fn start(
+        path: &Path,
+        format: Format,
+        rotation: Rotation,
+    ) -> std::io::Result<Option<Accounting>> {
+        if path.as_os_str().is_empty() {
             return Ok(None);
         }
         let (recorder, rx) = writer::channel(writer::CHANNEL_CAPACITY);
         let clock = Clock::new();
         let mut sink = writer::Sink::new(
-            section.path.clone(),
-            section.format,
-            rotation(section),
+            path.to_owned(),
+            format,
+            rotation,
             recorder.counters().clone(),
             clock.wall_ms(),
         );
@@ -86,14 +91,6 @@ impl Accounting {
     /// Whether the log is paused (its file cannot be written).
     pub fn paused(&self) -> bool {
         self.recorder.paused()
-    }
-}
-
-/// When the writer rotates the file, from the config.
-pub fn rotation(section: &AccountingSection) -> Rotation {
-    Rotation {
-        size: section.rotate_size,
-        interval_ms: section.rotate_interval.as_millis(),
     }
 }
 

@@ -2,6 +2,12 @@
 //! recorders on other threads, stopped with everything written.
 
 use super::*;
+use crate::config::AccountingSection;
+
+/// The log of `section`, as the daemon starts it.
+fn start(section: &AccountingSection) -> std::io::Result<Option<Accounting>> {
+    Accounting::start(&section.path, section.format, section.rotation())
+}
 
 fn section(path: &std::path::Path, format: Format) -> AccountingSection {
     AccountingSection {
@@ -26,7 +32,7 @@ fn record(n: u64) -> Record {
 }
 
 fn started(section: &AccountingSection) -> Accounting {
-    match Accounting::start(section) {
+    match start(section) {
         Ok(Some(accounting)) => accounting,
         Ok(None) => panic!("off"),
         Err(e) => panic!("{e}"),
@@ -36,14 +42,14 @@ fn started(section: &AccountingSection) -> Accounting {
 #[test]
 fn an_empty_path_is_no_log() {
     let off = AccountingSection::default();
-    assert!(matches!(Accounting::start(&off), Ok(None)));
+    assert!(matches!(start(&off), Ok(None)));
 }
 
 #[test]
 fn a_path_that_cannot_be_opened_fails_the_start() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let missing = dir.path().join("no-such-dir").join("acct.csv");
-    assert!(Accounting::start(&section(&missing, Format::Csv)).is_err());
+    assert!(start(&section(&missing, Format::Csv)).is_err());
 }
 
 #[test]

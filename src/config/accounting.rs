@@ -18,6 +18,7 @@ use super::backoff::ReplyConditions;
 use super::duration::DurationSetting;
 use crate::accounting::category::{BounceCategory, CategoryRule, CategoryRules, StatusPattern};
 use crate::accounting::record::Format;
+use crate::accounting::Rotation;
 
 /// `rotate_size` default: 1 GiB.
 pub const DEFAULT_ROTATE_SIZE: u64 = 1 << 30;
@@ -73,6 +74,14 @@ impl Default for AccountingSection {
 
 impl AccountingSection {
     /// Whether there is a log to write.
+    /// When the writer rotates the file.
+    pub fn rotation(&self) -> Rotation {
+        Rotation {
+            size: self.rotate_size,
+            interval_ms: self.rotate_interval.as_millis(),
+        }
+    }
+
     pub fn enabled(&self) -> bool {
         !self.path.as_os_str().is_empty()
     }

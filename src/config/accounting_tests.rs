@@ -54,7 +54,7 @@ fn every_accounting_key_is_read() {
     assert_eq!(accounting.path, PathBuf::from("/var/log/petrel/acct.csv"));
     assert_eq!(accounting.format, Format::Json);
     assert_eq!(
-        crate::accounting::rotation(accounting),
+        accounting.rotation(),
         Rotation {
             size: 1 << 20,
             interval_ms: 6 * 3_600_000
@@ -70,11 +70,7 @@ fn every_accounting_key_is_read() {
         Some("(?i)mailbox unavailable")
     );
     let off = parse("[accounting]\nrotate_interval = 0\njob_id_header = \"\"\n");
-    assert_eq!(
-        crate::accounting::rotation(&off.accounting).interval_ms,
-        0,
-        "never by time"
-    );
+    assert_eq!(off.accounting.rotation().interval_ms, 0, "never by time");
     assert_eq!(off.accounting.job_id_header(), None);
 }
 
