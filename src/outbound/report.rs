@@ -146,8 +146,7 @@ impl Outbound {
                         .iter()
                         .filter_map(|c| s.chunk(&ChunkRef::from(c)))
                         .collect();
-                    let found = crate::session::header_field::find(&parts, name.as_bytes())?;
-                    Some(String::from_utf8_lossy(&found.value).into_owned())
+                    crate::smtp::header_field::value_text(&parts, name)
                 });
                 Shared {
                     job_id,

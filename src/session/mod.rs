@@ -19,7 +19,6 @@ use glommio::net::TcpStream;
 use spool_format::envelope::{notify, BodyType, ChunkRef, Envelope as SpoolEnvelope, Recipient};
 
 mod context;
-pub mod header_field;
 mod idle;
 mod pool;
 
@@ -473,8 +472,7 @@ fn account_received(
     let job_id = config.accounting.job_id_header().and_then(|name| {
         ctx.spool.with_state(|st| {
             let parts: Vec<&[u8]> = env.body.iter().filter_map(|c| st.chunk(c)).collect();
-            let found = header_field::find(&parts, name.as_bytes())?;
-            Some(String::from_utf8_lossy(&found.value).into_owned())
+            crate::smtp::header_field::value_text(&parts, name)
         })
     });
     let pool = config

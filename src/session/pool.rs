@@ -8,8 +8,8 @@
 
 use spool_format::envelope::{pool_id, ChunkRef};
 
-use super::header_field::{self, Piece};
 use crate::config::{Config, HeaderPool, PoolQuery};
+use crate::smtp::header_field::{self, Piece};
 use crate::spool::{ShardSpool, SpoolError};
 
 /// Why a message gets no pool.

@@ -11,6 +11,7 @@ pub mod address;
 pub mod client;
 pub mod data;
 pub mod envelope;
+pub mod header_field;
 pub mod params;
 pub mod parse;
 pub mod received;

@@ -1,6 +1,7 @@
 //! Finding a header field in a message stored as chunks, and the pieces
 //! the message is made of once every occurrence of that field is cut out:
-//! how a message's pool header is read and removed before it is sent on.
+//! how a message's pool header is read and removed before it is sent on,
+//! and how its job ID header is read for the accounting log.
 //!
 //! Owns: the header-section scan (field names compared without regard to
 //! case, folded lines unfolded, the scan ending at the empty line that
@@ -43,6 +44,14 @@ pub fn find(chunks: &[&[u8]], name: &[u8]) -> Option<Found> {
         at = end;
     }
     (!found.ranges.is_empty()).then_some(found)
+}
+
+/// The first value of header field `name` in the message made of
+/// `chunks`, as text (invalid UTF-8 replaced): what the accounting log
+/// records as a message's job ID.
+pub fn value_text(chunks: &[&[u8]], name: &str) -> Option<String> {
+    let found = find(chunks, name.as_bytes())?;
+    Some(String::from_utf8_lossy(&found.value).into_owned())
 }
 
 /// A piece of a message after cutting: a stored chunk kept whole, or
