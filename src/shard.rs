@@ -8,6 +8,7 @@
 //! stop flag, its own heartbeat and "listening" notice for `notify`, and
 //! its control inbox (answered between turns, never waited on).
 
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,6 +78,7 @@ pub async fn run(
     // A copy of its own: the shard's reads of it (one per message) never
     // touch a count another core writes.
     let config = Arc::new((*config).clone());
+    let accounting = accounting.map(|r| Rc::new(crate::accounting::ShardLog::new(r)));
     let (spool, _lock) = crate::spool::recovery::recover(&config, shard, clock)?;
     let spool_metrics = crate::metrics::SpoolMetrics::new(shard);
     spool.time_syncs(clock, spool_metrics.syncs.clone());
@@ -144,11 +146,15 @@ pub async fn run(
             clock,
             spool_bytes: &spool_metrics.bytes,
             reloads: &reloads,
+            accounting: accounting.as_deref(),
         }),
         watch.beat(&stop),
     )
     .await;
     shutdown(shard, &spool, outbound.as_deref(), listeners, clock).await;
+    if let Some(log) = &accounting {
+        log.flush();
+    }
     Ok(())
 }
 
@@ -162,6 +168,8 @@ struct Housekeeping<'a> {
     clock: Clock,
     spool_bytes: &'a metrics::Gauge,
     reloads: &'a crate::reload::Published,
+    /// The shard's accounting lines, posted to the writer every tick.
+    accounting: Option<&'a crate::accounting::ShardLog>,
 }
 
 /// Runs the shard's periodic work until the stop flag is set: the spool's
@@ -176,6 +184,7 @@ async fn housekeep(h: Housekeeping<'_>) {
         clock,
         spool_bytes,
         reloads,
+        accounting,
     } = h;
     let mut ticks = 0u64;
     let mut generation = 0;
@@ -183,6 +192,9 @@ async fn housekeep(h: Housekeeping<'_>) {
         glommio::timer::sleep(TICK).await;
         spool.set_now(clock.wall_ms());
         spool_bytes.set(spool.bytes() as f64);
+        if let Some(log) = accounting {
+            log.flush();
+        }
         if let Some((seen, loaded)) = reloads.newer_than(generation) {
             generation = seen;
             // A copy of its own: the shard's reads of it never touch a

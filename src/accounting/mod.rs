@@ -4,8 +4,10 @@
 //! bill, report and clean lists.
 //!
 //! Owns: the record and its rendering (`record`), the bounce categories
-//! (`category`), and the writer thread with its file (`writer`).
-//! Must never: stall a shard or affect mail. Shards post records through a
+//! (`category`), and the shards' batches and the writer thread with its
+//! file (`writer`).
+//! Must never: stall a shard or affect mail. Shards render records into a
+//! [`ShardLog`] of their own and post the lines in batches through a
 //! [`Recorder`] that drops (and counts) what the writer cannot take; a
 //! file that cannot be written pauses the log, not delivery.
 
@@ -14,8 +16,8 @@ pub mod record;
 pub mod writer;
 
 pub use category::{BounceCategory, CategoryRule, CategoryRules, StatusPattern};
-pub use record::{Format, Record, RecordType, FIELDS};
-pub use writer::{Recorder, Rotation};
+pub use record::{DsnStatus, Format, Record, RecordType, FIELDS};
+pub use writer::{Recorder, Rotation, ShardLog};
 
 use std::thread::JoinHandle;
 
@@ -48,7 +50,7 @@ impl Accounting {
         if path.as_os_str().is_empty() {
             return Ok(None);
         }
-        let (recorder, rx) = writer::channel(writer::CHANNEL_CAPACITY);
+        let (recorder, rx) = writer::channel(writer::CHANNEL_CAPACITY, format);
         let clock = Clock::new();
         let mut sink = writer::Sink::new(
             path.to_owned(),
@@ -64,7 +66,7 @@ impl Accounting {
         Ok(Some(Accounting { recorder, thread }))
     }
 
-    /// A handle for a shard.
+    /// A handle for a shard (see [`ShardLog`]).
     pub fn recorder(&self) -> Recorder {
         self.recorder.clone()
     }

@@ -87,11 +87,12 @@ impl RecordType {
     }
 }
 
-/// One event for one recipient. Times are UNIX seconds; `None` is an empty
-/// field in CSV and `null` in JSON.
+/// One event for one recipient, borrowing its text from the message and
+/// the reply it describes: building one allocates nothing. Times are UNIX
+/// seconds; `None` is an empty field in CSV and `null` in JSON.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Record {
+pub struct Record<'a> {
     #[serde(rename = "type")]
     pub record_type: RecordType,
     /// When the event happened.
@@ -99,59 +100,58 @@ pub struct Record {
     /// When the message was accepted.
     pub time_queued: u64,
     /// The envelope sender (`MAIL FROM`), empty for the null sender.
-    pub orig: String,
+    pub orig: &'a str,
     /// The envelope recipient.
-    pub rcpt: String,
+    pub rcpt: &'a str,
     /// The original recipient (DSN `ORCPT`), as given.
-    pub orcpt: Option<String>,
+    pub orcpt: Option<&'a str>,
     /// `relayed`, `failed` or `delayed` (see [`RecordType::dsn_action`]).
-    pub dsn_action: Option<String>,
+    pub dsn_action: Option<&'static str>,
     /// The enhanced status, e.g. `5.1.1`.
-    pub dsn_status: Option<String>,
+    pub dsn_status: Option<DsnStatus>,
     /// The reply, e.g. `smtp;550 5.1.1 user unknown`.
-    pub dsn_diag: Option<String>,
+    pub dsn_diag: Option<&'a str>,
     /// The remote host that gave the reply.
-    pub dsn_mta: Option<String>,
+    pub dsn_mta: Option<&'a str>,
     /// For bounces and deferrals.
     pub bounce_cat: Option<BounceCategory>,
     /// How the message came in: `smtp`.
-    pub src_type: Option<String>,
+    pub src_type: Option<&'static str>,
     /// The client's name and address as the `Received:` field gives them.
-    pub src_mta: Option<String>,
+    pub src_mta: Option<&'a str>,
     /// How delivery was tried: `smtp`.
-    pub dlv_type: Option<String>,
+    pub dlv_type: Option<&'static str>,
     /// The local address the delivery left from.
     pub dlv_source_ip: Option<IpAddr>,
     /// The remote address delivered to.
     pub dlv_destination_ip: Option<IpAddr>,
     /// The ESMTP extensions the remote host offered, comma-separated.
-    pub dlv_esmtp_available: Option<String>,
+    pub dlv_esmtp_available: Option<&'a str>,
     /// The message's size in bytes.
     pub dlv_size: Option<u64>,
     /// The egress source's name.
-    pub vmta: Option<String>,
+    pub vmta: Option<&'a str>,
     /// The pool's name.
-    pub vmta_pool: Option<String>,
+    pub vmta_pool: Option<&'a str>,
     /// The value of the job header (`[accounting] job_id_header`).
-    pub job_id: Option<String>,
+    pub job_id: Option<&'a str>,
     /// The DSN envelope ID (`MAIL FROM ... ENVID=`).
-    pub env_id: Option<String>,
+    pub env_id: Option<&'a str>,
     /// The queue ID, as in `250 ... queued as ID`.
-    pub queue_id: String,
+    pub queue_id: &'a str,
 }
 
-impl Record {
+impl<'a> Record<'a> {
     /// A record with the given essentials, `dsnAction` from the type,
     /// `srcType` `smtp` (and `dlvType` `smtp` for a delivery event), every
     /// other field empty.
     pub fn new(
         record_type: RecordType,
         (time_logged, time_queued): (u64, u64),
-        orig: String,
-        rcpt: String,
-        queue_id: String,
-    ) -> Record {
-        let smtp = || Some("smtp".to_owned());
+        orig: &'a str,
+        rcpt: &'a str,
+        queue_id: &'a str,
+    ) -> Record<'a> {
         Record {
             record_type,
             time_logged,
@@ -159,14 +159,14 @@ impl Record {
             orig,
             rcpt,
             orcpt: None,
-            dsn_action: record_type.dsn_action().map(str::to_owned),
+            dsn_action: record_type.dsn_action(),
             dsn_status: None,
             dsn_diag: None,
             dsn_mta: None,
             bounce_cat: None,
-            src_type: smtp(),
+            src_type: Some("smtp"),
             src_mta: None,
-            dlv_type: (record_type != RecordType::Received).then(smtp).flatten(),
+            dlv_type: (record_type != RecordType::Received).then_some("smtp"),
             dlv_source_ip: None,
             dlv_destination_ip: None,
             dlv_esmtp_available: None,
@@ -177,6 +177,28 @@ impl Record {
             env_id: None,
             queue_id,
         }
+    }
+}
+
+/// An enhanced status code (RFC 3463), written `class.subject.detail`
+/// without an allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DsnStatus {
+    pub class: u8,
+    pub subject: u16,
+    pub detail: u16,
+}
+
+impl Serialize for DsnStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use std::io::Write;
+        // "255.65535.65535" is the longest.
+        let mut buf = [0u8; 16];
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        let written = write!(cursor, "{}.{}.{}", self.class, self.subject, self.detail);
+        let len = usize::try_from(cursor.position()).unwrap_or(0);
+        debug_assert!(written.is_ok());
+        serializer.serialize_str(std::str::from_utf8(&buf[..len]).unwrap_or(""))
     }
 }
 
@@ -191,52 +213,111 @@ pub enum Format {
     Json,
 }
 
-/// Renders records into bytes: one per writer thread.
-pub struct Renderer {
-    format: Format,
-    csv: csv::WriterBuilder,
+/// The CSV header line (none in JSON), for the top of a new file.
+pub fn header(format: Format) -> Vec<u8> {
+    match format {
+        Format::Csv => {
+            let mut writer = csv_writer(Vec::new());
+            // Writing to a Vec cannot fail, and the names need no escaping.
+            let _ = writer.write_record(FIELDS);
+            writer.into_inner().unwrap_or_default()
+        }
+        Format::Json => Vec::new(),
+    }
 }
 
-/// The CSV writer's own buffer, per record: a record is a few hundred
-/// bytes, and a longer one is passed through in pieces.
+/// The CSV writer every line goes through: RFC 4180, CRLF line ends, no
+/// header of its own.
+fn csv_writer(out: Vec<u8>) -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new()
+        .has_headers(false)
+        .terminator(csv::Terminator::CRLF)
+        .buffer_capacity(CSV_BUFFER)
+        .from_writer(out)
+}
+
+/// The CSV writer's own buffer: a record is a few hundred bytes, and a
+/// longer one is passed through in pieces.
 const CSV_BUFFER: usize = 1024;
 
-impl Renderer {
-    pub fn new(format: Format) -> Renderer {
-        let mut csv = csv::WriterBuilder::new();
-        csv.has_headers(false)
-            .terminator(csv::Terminator::CRLF)
-            .buffer_capacity(CSV_BUFFER);
-        Renderer { format, csv }
-    }
+/// Lines rendered where their records are made, gathered to go to the
+/// writer thread in one piece: per record, no allocation and nothing
+/// shared with another core.
+pub struct Lines {
+    format: Format,
+    out: Out,
+    records: u64,
+}
 
-    /// The header line, for the top of a new file (none in JSON).
-    pub fn header(&self, out: &mut Vec<u8>) -> Result<(), RenderError> {
-        if self.format == Format::Csv {
-            let mut writer = self.csv.from_writer(out);
-            writer.write_record(FIELDS)?;
-            writer.flush().map_err(csv::Error::from)?;
+enum Out {
+    Csv(Box<csv::Writer<Vec<u8>>>),
+    Json(Vec<u8>),
+}
+
+impl Lines {
+    /// Empty, with room for `capacity` bytes.
+    pub fn new(format: Format, capacity: usize) -> Lines {
+        Lines {
+            format,
+            out: Out::new(format, capacity),
+            records: 0,
         }
-        Ok(())
     }
 
-    /// Appends `record` as one line to `out`.
-    pub fn record(&self, record: &Record, out: &mut Vec<u8>) -> Result<(), RenderError> {
-        match self.format {
-            Format::Csv => {
-                // The csv crate's writer owns what it writes to and offers
-                // no way to empty it, so one is made per record, over
-                // `out`; it costs one small buffer, on the writer thread.
-                let mut writer = self.csv.from_writer(out);
-                writer.serialize(record)?;
-                writer.flush().map_err(csv::Error::from)?;
-            }
-            Format::Json => {
+    /// Renders `record` as one more line.
+    pub fn push(&mut self, record: &Record<'_>) -> Result<(), RenderError> {
+        match &mut self.out {
+            Out::Csv(writer) => writer.serialize(record)?,
+            Out::Json(out) => {
                 serde_json::to_writer(&mut *out, record)?;
                 out.push(b'\n');
             }
         }
+        self.records += 1;
         Ok(())
+    }
+
+    /// Records held.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Bytes held, give or take the CSV writer's own buffer.
+    pub fn len(&self) -> usize {
+        match &self.out {
+            Out::Csv(writer) => writer.get_ref().len(),
+            Out::Json(out) => out.len(),
+        }
+    }
+
+    /// Whether no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// The lines held and their count, leaving a fresh buffer of
+    /// `capacity` bytes; `None` when empty. A record that failed to
+    /// render may have left part of a line: the caller counts the whole
+    /// batch lost instead (see [`Lines::discard`]).
+    pub fn take(&mut self, capacity: usize) -> Option<(Vec<u8>, u64)> {
+        if self.records == 0 {
+            return None;
+        }
+        let out = std::mem::replace(&mut self.out, Out::new(self.format, capacity));
+        let records = std::mem::take(&mut self.records);
+        let bytes = match out {
+            // Flushing into a Vec cannot fail.
+            Out::Csv(writer) => writer.into_inner().unwrap_or_default(),
+            Out::Json(out) => out,
+        };
+        Some((bytes, records))
+    }
+
+    /// Drops what is held (after a render error, which may leave half a
+    /// line); returns how many records went.
+    pub fn discard(&mut self, capacity: usize) -> u64 {
+        self.out = Out::new(self.format, capacity);
+        std::mem::take(&mut self.records)
     }
 }
 
@@ -250,33 +331,47 @@ pub enum RenderError {
     Json(#[from] serde_json::Error),
 }
 
+impl Out {
+    fn new(format: Format, capacity: usize) -> Out {
+        let out = Vec::with_capacity(capacity);
+        match format {
+            Format::Csv => Out::Csv(Box::new(csv_writer(out))),
+            Format::Json => Out::Json(out),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// A bounce with every field given, and awkward text in some.
-    fn bounce() -> Record {
+    fn bounce() -> Record<'static> {
         Record {
-            orcpt: Some("rfc822;Bob@Example.com".into()),
-            dsn_status: Some("5.1.1".into()),
-            dsn_diag: Some("smtp;550-5.1.1 \"no\" such user,\r\n550 5.1.1 try again".into()),
-            dsn_mta: Some("mx1.example.com".into()),
+            orcpt: Some("rfc822;Bob@Example.com"),
+            dsn_status: Some(DsnStatus {
+                class: 5,
+                subject: 1,
+                detail: 1,
+            }),
+            dsn_diag: Some("smtp;550-5.1.1 \"no\" such user,\r\n550 5.1.1 try again"),
+            dsn_mta: Some("mx1.example.com"),
             bounce_cat: Some(BounceCategory::BadMailbox),
-            src_mta: Some("client.example (192.0.2.7)".into()),
+            src_mta: Some("client.example (192.0.2.7)"),
             dlv_source_ip: Some(IpAddr::from([203, 0, 113, 10])),
             dlv_destination_ip: "2001:db8::25".parse().ok(),
-            dlv_esmtp_available: Some("PIPELINING,SIZE,8BITMIME".into()),
+            dlv_esmtp_available: Some("PIPELINING,SIZE,8BITMIME"),
             dlv_size: Some(2048),
-            vmta: Some("ip1".into()),
-            vmta_pool: Some("newsletters".into()),
-            job_id: Some("spring-sale".into()),
-            env_id: Some("env-1".into()),
+            vmta: Some("ip1"),
+            vmta_pool: Some("newsletters"),
+            job_id: Some("spring-sale"),
+            env_id: Some("env-1"),
             ..Record::new(
                 RecordType::Bounced,
                 (1_700_000_100, 1_700_000_000),
-                "news@sender.example".into(),
-                "bob@example.com".into(),
-                "0001000000002a3f".into(),
+                "news@sender.example",
+                "bob@example.com",
+                "0001000000002a3f",
             )
         }
     }
@@ -310,14 +405,14 @@ mod tests {
     }
 
     fn rendered(format: Format, records: &[Record]) -> Vec<u8> {
-        let renderer = Renderer::new(format);
-        let mut out = Vec::new();
-        renderer.header(&mut out).unwrap_or_else(|e| panic!("{e}"));
+        let mut lines = Lines::new(format, 0);
         for record in records {
-            renderer
-                .record(record, &mut out)
-                .unwrap_or_else(|e| panic!("{e}"));
+            lines.push(record).unwrap_or_else(|e| panic!("{e}"));
         }
+        assert_eq!(lines.records(), records.len() as u64);
+        let mut out = header(format);
+        out.extend(lines.take(0).map(|(bytes, _)| bytes).unwrap_or_default());
+        assert!(lines.is_empty() && lines.take(0).is_none());
         out
     }
 
@@ -326,9 +421,9 @@ mod tests {
         let received = Record::new(
             RecordType::Received,
             (1_700_000_000, 1_700_000_000),
-            String::new(),
-            "bob@example.com".into(),
-            "0001000000002a3f".into(),
+            "",
+            "bob@example.com",
+            "0001000000002a3f",
         );
         let out = rendered(Format::Csv, &[bounce(), received]);
         let mut reader = csv::Reader::from_reader(out.as_slice());
@@ -404,13 +499,7 @@ mod tests {
             assert_eq!(text, expected, "{name}");
         }
         assert!(object["dlvSize"].is_u64() && object["timeLogged"].is_u64());
-        let plain = Record::new(
-            RecordType::Delayed,
-            (1, 0),
-            "a@b".into(),
-            "c@d".into(),
-            "q".into(),
-        );
+        let plain = Record::new(RecordType::Delayed, (1, 0), "a@b", "c@d", "q");
         let out = rendered(Format::Json, &[plain]);
         let value: serde_json::Value =
             serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{e}"));
@@ -429,7 +518,7 @@ mod tests {
             (RecordType::Delayed, "e"),
         ] {
             assert_eq!(record_type.letter(), letter);
-            let record = Record::new(record_type, (0, 0), "a".into(), "b".into(), "q".into());
+            let record = Record::new(record_type, (0, 0), "a", "b", "q");
             let out = rendered(Format::Csv, &[record]);
             let line = out.split(|&b| b == b'\n').nth(1).unwrap_or_default();
             assert!(line.starts_with(format!("{letter},").as_bytes()));

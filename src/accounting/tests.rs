@@ -17,18 +17,20 @@ fn section(path: &std::path::Path, format: Format) -> AccountingSection {
     }
 }
 
-fn record(n: u64) -> Record {
-    Record {
+/// Adds bounce `n` to `log`.
+fn record(log: &ShardLog, n: u64) {
+    let (rcpt, queue_id) = (format!("user{n}@example.com"), format!("{n:016x}"));
+    log.record(&Record {
         bounce_cat: Some(BounceCategory::QuotaIssues),
-        dsn_diag: Some("smtp;552 5.2.2 mailbox full, \"try\" later".into()),
+        dsn_diag: Some("smtp;552 5.2.2 mailbox full, \"try\" later"),
         ..Record::new(
             RecordType::Bounced,
             (1_700_000_000 + n, 1_700_000_000),
-            "news@sender.example".into(),
-            format!("user{n}@example.com"),
-            format!("{n:016x}"),
+            "news@sender.example",
+            &rcpt,
+            &queue_id,
         )
-    }
+    });
 }
 
 fn started(section: &AccountingSection) -> Accounting {
@@ -60,7 +62,15 @@ fn records_from_several_threads_are_all_written_by_stop() {
     let threads: Vec<_> = (0..4u64)
         .map(|t| {
             let recorder = accounting.recorder();
-            std::thread::spawn(move || (0..100).for_each(|n| recorder.record(record(t * 100 + n))))
+            std::thread::spawn(move || {
+                let log = ShardLog::new(recorder);
+                for n in 0..100 {
+                    record(&log, t * 100 + n);
+                    if n % 10 == 0 {
+                        log.flush();
+                    }
+                }
+            })
         })
         .collect();
     for thread in threads {
@@ -95,8 +105,10 @@ fn json_lines_are_written_too() {
     let path = dir.path().join("acct.jsonl");
     let accounting = started(&section(&path, Format::Json));
     let recorder = accounting.recorder();
-    recorder.record(record(1));
-    recorder.record(record(2));
+    let log = ShardLog::new(recorder.clone());
+    record(&log, 1);
+    record(&log, 2);
+    log.flush();
     accounting.stop();
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
     let lines: Vec<serde_json::Value> = text
@@ -106,7 +118,8 @@ fn json_lines_are_written_too() {
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[1]["rcpt"], "user2@example.com");
     assert_eq!(lines[1]["bounceCat"], "quota-issues");
-    recorder.record(record(3));
+    record(&log, 3);
+    drop(log);
     assert_eq!(
         recorder.dropped(),
         1,

@@ -1,29 +1,35 @@
-//! The accounting log's writer: a channel the shards post records into,
-//! and one unpinned thread that owns the file, renders, appends, flushes,
-//! rotates, and rides out a disk that cannot be written.
+//! The accounting log's writer: each shard renders its records into lines
+//! of its own ([`ShardLog`]) and posts them in batches into a channel;
+//! one unpinned thread owns the file, appends, flushes, rotates, and rides
+//! out a disk that cannot be written.
 //!
 //! Owns: the [`Recorder`] handle (posting never blocks: a full channel
-//! drops the record and counts it), the file and its rotation, and the
-//! pause while writes fail. The decisions (is a flush or a rotation due,
+//! drops the batch and counts its records), the shard's batch and when it
+//! goes, the file and its rotation, and the pause while writes fail. The decisions (is a flush or a rotation due,
 //! what is the rotated file called) are plain functions of `now`, so tests
 //! run them on virtual time; only [`run`] reads the clock.
 //! Must never: block or slow a shard, hold up mail when the disk fails, or
 //! log more than one error line per pause.
 
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::record::{Format, Record, Renderer};
+use super::record::{header, Format, Lines, Record};
 use crate::clock::Clock;
 
-/// Records the channel holds before [`Recorder::record`] drops them: a few
-/// seconds of a busy server's events while the writer waits on the disk.
-pub const CHANNEL_CAPACITY: usize = 8192;
+/// Batches the channel holds before [`Recorder::send`] drops them: with
+/// [`BATCH_BYTES`] each, seconds of a busy server's events while the writer
+/// waits on the disk.
+pub const CHANNEL_CAPACITY: usize = 1024;
+/// Rendered bytes a shard gathers before it posts them; it posts what it
+/// has at every housekeeping tick too.
+pub const BATCH_BYTES: usize = 32 << 10;
 /// The longest a record waits in memory before it is written.
 pub const FLUSH_INTERVAL_MS: u64 = 1000;
 /// Rendered bytes that are written at once, without waiting for the
@@ -35,12 +41,10 @@ pub const RETRY_INTERVAL_MS: u64 = 5000;
 /// are lost (and counted).
 pub const PAUSED_BUFFER_LIMIT: usize = 1 << 20;
 
-/// What the shards send the writer. Records travel by value: the
-/// channel's slots are allocated once, where a box would cost a shard an
-/// allocation per record; `Stop` is sent once.
-#[allow(clippy::large_enum_variant)]
+/// What the shards send the writer; `Stop` is sent once.
 pub(super) enum Message {
-    Record(Record),
+    /// Whole lines, and how many records they are.
+    Batch(Vec<u8>, u64),
     /// Write what is queued and end (from [`super::Accounting::stop`]).
     Stop,
 }
@@ -73,22 +77,34 @@ impl Counters {
 pub struct Recorder {
     tx: SyncSender<Message>,
     counters: Arc<Counters>,
+    format: Format,
 }
 
-/// A recorder and the writer's end of its channel of `capacity` records.
-pub(super) fn channel(capacity: usize) -> (Recorder, Receiver<Message>) {
+/// A recorder and the writer's end of its channel of `capacity` batches.
+pub(super) fn channel(capacity: usize, format: Format) -> (Recorder, Receiver<Message>) {
     let (tx, rx) = mpsc::sync_channel(capacity);
     let counters = Arc::default();
-    (Recorder { tx, counters }, rx)
+    let recorder = Recorder {
+        tx,
+        counters,
+        format,
+    };
+    (recorder, rx)
 }
 
 impl Recorder {
-    /// Queues `record` for the log; when the channel is full (the writer
-    /// is behind) or the log has stopped, drops it and counts it.
-    pub fn record(&self, record: Record) {
-        if self.tx.try_send(Message::Record(record)).is_err() {
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+    /// Queues `records` rendered records for the log; when the channel is
+    /// full (the writer is behind) or the log has stopped, drops them and
+    /// counts them.
+    pub fn send(&self, lines: Vec<u8>, records: u64) {
+        if self.tx.try_send(Message::Batch(lines, records)).is_err() {
+            self.counters.dropped.fetch_add(records, Ordering::Relaxed);
         }
+    }
+
+    /// How records are rendered.
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     /// Records dropped because the channel was full or closed.
@@ -116,6 +132,62 @@ impl Recorder {
     pub(super) fn send_stop(&self) {
         // A writer that has already ended has nothing left to finish.
         let _ = self.tx.send(Message::Stop);
+    }
+}
+
+/// A shard's end of the log: records are rendered at once into the
+/// shard's own lines, which go to the writer when [`BATCH_BYTES`] have
+/// gathered, at [`ShardLog::flush`] (every housekeeping tick) and when
+/// the shard lets go of it. Per record: no allocation, no message, no
+/// memory another core frees.
+pub struct ShardLog {
+    recorder: Recorder,
+    lines: RefCell<Lines>,
+}
+
+impl ShardLog {
+    pub fn new(recorder: Recorder) -> ShardLog {
+        let lines = Lines::new(recorder.format, BATCH_BYTES);
+        ShardLog {
+            recorder,
+            lines: RefCell::new(lines),
+        }
+    }
+
+    /// Adds `record` to the log.
+    pub fn record(&self, record: &Record<'_>) {
+        let mut lines = self.lines.borrow_mut();
+        if let Err(error) = lines.push(record) {
+            // What the batch held may end in half a line: it goes with it.
+            let lost = lines.discard(BATCH_BYTES) + 1;
+            self.recorder
+                .counters
+                .lost
+                .fetch_add(lost, Ordering::Relaxed);
+            tracing::warn!(%error, queue_id = record.queue_id, lost, "accounting record not rendered");
+            return;
+        }
+        if lines.len() >= BATCH_BYTES {
+            if let Some((bytes, records)) = lines.take(BATCH_BYTES) {
+                self.recorder.send(bytes, records);
+            }
+        }
+    }
+
+    /// Posts what has gathered.
+    pub fn flush(&self) {
+        let taken = self.lines.borrow_mut().take(BATCH_BYTES);
+        if let Some((bytes, records)) = taken {
+            self.recorder.send(bytes, records);
+        }
+    }
+}
+
+impl Drop for ShardLog {
+    fn drop(&mut self) {
+        if let Some((bytes, records)) = self.lines.get_mut().take(0) {
+            self.recorder.send(bytes, records);
+        }
     }
 }
 
@@ -192,7 +264,7 @@ impl OpenFile {
 pub(super) struct Sink {
     path: PathBuf,
     rotation: Rotation,
-    renderer: Renderer,
+    format: Format,
     counters: Arc<Counters>,
     file: Option<OpenFile>,
     /// Rendered, not yet written.
@@ -216,7 +288,7 @@ impl Sink {
         Sink {
             path,
             rotation,
-            renderer: Renderer::new(format),
+            format,
             counters,
             file: None,
             pending: Vec::with_capacity(FLUSH_BYTES * 2),
@@ -239,22 +311,16 @@ impl Sink {
         Ok(())
     }
 
-    /// Renders `record` into the pending bytes; writes them when enough
-    /// have gathered.
-    pub(super) fn append(&mut self, record: &Record, now_ms: u64) {
+    /// Adds `records` rendered records to the pending bytes; writes them
+    /// when enough have gathered.
+    pub(super) fn append(&mut self, lines: &[u8], records: u64, now_ms: u64) {
         let paused = self.retry_at_ms.is_some();
         if paused && self.pending.len() >= self.paused_limit {
-            self.counters.lost.fetch_add(1, Ordering::Relaxed);
+            self.counters.lost.fetch_add(records, Ordering::Relaxed);
             return;
         }
-        let before = self.pending.len();
-        if let Err(error) = self.renderer.record(record, &mut self.pending) {
-            self.pending.truncate(before);
-            self.counters.lost.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%error, queue_id = %record.queue_id, "accounting record not rendered");
-            return;
-        }
-        self.pending_records += 1;
+        self.pending.extend_from_slice(lines);
+        self.pending_records += records;
         if !paused && self.pending.len() >= FLUSH_BYTES {
             self.flush(now_ms);
         }
@@ -339,11 +405,7 @@ impl Sink {
             opened_ms: now_ms,
         };
         if open.size == 0 {
-            let mut header = Vec::new();
-            self.renderer
-                .header(&mut header)
-                .map_err(io::Error::other)?;
-            open.append(&header)?;
+            open.append(&header(self.format))?;
         }
         Ok(open)
     }
@@ -359,40 +421,23 @@ impl Sink {
     }
 }
 
-/// How long the writer sleeps between two drains of its queue. It never
-/// waits on the queue itself: a reader asleep on it would have to be woken
-/// by the shard that sends, a system call on the mail path for every
-/// record. Records wait at most this long; the queue holds far more than
-/// arrive meanwhile.
-const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
-
-/// The writer thread: the records queued, every [`DRAIN_INTERVAL`]; a
-/// flush at least every [`FLUSH_INTERVAL_MS`]; and at [`Message::Stop`]
-/// (or when every sender is gone) what is queued, then the last flush.
+/// The writer thread: each batch as it comes (a shard posts a few a
+/// second, so waking for each costs nothing); a flush at least every
+/// [`FLUSH_INTERVAL_MS`]; and at [`Message::Stop`] (or when every sender
+/// is gone) what is queued, then the last flush.
 pub(super) fn run(mut sink: Sink, rx: Receiver<Message>, clock: Clock) {
     loop {
-        let now = clock.wall_ms();
-        let mut stop = false;
-        loop {
-            match rx.try_recv() {
-                Ok(Message::Record(record)) => sink.append(&record, now),
-                Ok(Message::Stop) | Err(TryRecvError::Disconnected) => {
-                    stop = true;
-                    break;
-                }
-                Err(TryRecvError::Empty) => break,
-            }
+        let wait = sink.next_wake_ms().saturating_sub(clock.wall_ms());
+        match rx.recv_timeout(Duration::from_millis(wait.max(1))) {
+            Ok(Message::Batch(lines, records)) => sink.append(&lines, records, clock.wall_ms()),
+            Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {}
         }
         sink.tick(clock.wall_ms());
-        if stop {
-            break;
-        }
-        let wait = sink.next_wake_ms().saturating_sub(clock.wall_ms());
-        std::thread::sleep(DRAIN_INTERVAL.min(Duration::from_millis(wait.max(1))));
     }
     while let Ok(message) = rx.try_recv() {
-        if let Message::Record(record) = message {
-            sink.append(&record, clock.wall_ms());
+        if let Message::Batch(lines, records) = message {
+            sink.append(&lines, records, clock.wall_ms());
         }
     }
     sink.finish(clock.wall_ms());

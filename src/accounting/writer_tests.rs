@@ -8,19 +8,25 @@ use std::sync::Arc;
 
 use super::*;
 use crate::accounting::record::RecordType;
+use crate::accounting::BounceCategory;
 
 const DAY_MS: u64 = 86_400_000;
 /// 2023-11-14T22:13:20Z.
 const T0: u64 = 1_700_000_000_000;
 
-fn record(n: u64) -> Record {
-    Record::new(
+/// Record `n`, rendered as one line.
+fn line(n: u64) -> Vec<u8> {
+    let (rcpt, queue_id) = (format!("user{n}@example.com"), format!("{n:016x}"));
+    let record = Record::new(
         RecordType::Delivered,
         (T0 / 1000 + n, T0 / 1000),
-        "news@sender.example".into(),
-        format!("user{n}@example.com"),
-        format!("{n:016x}"),
-    )
+        "news@sender.example",
+        &rcpt,
+        &queue_id,
+    );
+    let mut lines = Lines::new(Format::Csv, 0);
+    lines.push(&record).unwrap_or_else(|e| panic!("{e}"));
+    lines.take(0).map(|(bytes, _)| bytes).unwrap_or_default()
 }
 
 fn read(path: &Path) -> String {
@@ -89,29 +95,78 @@ fn rotated_names_are_utc_stamps_with_a_counter_when_taken() {
 
 #[test]
 fn the_recorder_never_blocks_and_counts_what_it_drops() {
-    let (recorder, rx) = channel(4);
+    let (recorder, rx) = channel(4, Format::Csv);
     let other = recorder.clone();
     for n in 0..4 {
-        recorder.record(record(n));
+        recorder.send(line(n), 2);
     }
     assert_eq!(recorder.dropped(), 0);
     // The writer takes nothing: the channel is full, and each further
-    // record returns at once, dropped and counted.
+    // batch returns at once, its records dropped and counted.
     for n in 4..10 {
-        other.record(record(n));
+        other.send(line(n), 3);
     }
-    assert_eq!(recorder.dropped(), 6);
-    assert_eq!(other.dropped(), 6, "one count for every clone");
-    assert!(matches!(rx.try_recv(), Ok(Message::Record(r)) if r.queue_id == format!("{:016x}", 0)));
-    recorder.record(record(10));
+    assert_eq!(recorder.dropped(), 18);
+    assert_eq!(other.dropped(), 18, "one count for every clone");
+    assert!(matches!(rx.try_recv(), Ok(Message::Batch(bytes, 2)) if bytes == line(0)));
+    recorder.send(line(10), 1);
     assert_eq!(
         recorder.dropped(),
-        6,
+        18,
         "room again after the writer took one"
     );
     drop(rx);
-    recorder.record(record(11));
-    assert_eq!(recorder.dropped(), 7, "a stopped writer drops too");
+    recorder.send(line(11), 5);
+    assert_eq!(recorder.dropped(), 23, "a stopped writer drops too");
+}
+
+/// The lines and record counts in what `rx` holds.
+fn batches(rx: &Receiver<Message>) -> Vec<(String, u64)> {
+    rx.try_iter()
+        .map(|m| match m {
+            Message::Batch(bytes, n) => (String::from_utf8_lossy(&bytes).into_owned(), n),
+            Message::Stop => panic!("no stop was sent"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_shard_posts_its_lines_in_batches_and_what_is_left_when_it_lets_go() {
+    let (recorder, rx) = channel(64, Format::Csv);
+    let log = ShardLog::new(recorder.clone());
+    let diag = "smtp;250 2.0.0 ".to_owned() + &"x".repeat(400);
+    let record = |rcpt| Record {
+        dsn_diag: Some(&diag),
+        bounce_cat: Some(BounceCategory::Other),
+        ..Record::new(RecordType::Delivered, (1, 0), "a@b.example", rcpt, "q")
+    };
+    log.record(&record("first@example.com"));
+    assert!(batches(&rx).is_empty(), "one record waits for more");
+    log.flush();
+    let posted = batches(&rx);
+    assert_eq!(posted.len(), 1);
+    assert_eq!(posted[0].1, 1);
+    assert!(posted[0].0.contains(",first@example.com,"), "{posted:?}");
+    assert!(posted[0].0.ends_with("\r\n"), "whole lines");
+    log.flush();
+    assert!(batches(&rx).is_empty(), "nothing more to post");
+    // Without a flush, a batch goes once it holds BATCH_BYTES.
+    let per_record = posted[0].0.len();
+    let n = BATCH_BYTES / per_record + 2;
+    for _ in 0..n {
+        log.record(&record("many@example.com"));
+    }
+    let posted = batches(&rx);
+    assert_eq!(posted.len(), 1, "one batch once full");
+    assert!(posted[0].0.len() >= BATCH_BYTES);
+    assert_eq!(posted[0].0.matches("\r\n").count() as u64, posted[0].1);
+    let left = n as u64 - posted[0].1;
+    assert!(left >= 1, "the rest waits");
+    drop(log);
+    let posted = batches(&rx);
+    assert_eq!(posted.len(), 1, "letting go posts what was left");
+    assert_eq!(posted[0].1, left);
+    assert_eq!(recorder.dropped(), 0);
 }
 
 #[test]
@@ -120,7 +175,7 @@ fn a_new_file_starts_with_the_header_and_an_old_one_is_appended_to() {
     let path = dir.path().join("acct.csv");
     let mut sink = sink(&path, NEVER);
     sink.start(T0).unwrap_or_else(|e| panic!("{e}"));
-    sink.append(&record(1), T0);
+    sink.append(&line(1), 1, T0);
     assert_eq!(
         read(&path).lines().count(),
         1,
@@ -134,7 +189,7 @@ fn a_new_file_starts_with_the_header_and_an_old_one_is_appended_to() {
     assert_eq!(text.lines().count(), 2);
     // A restart appends, with no second header.
     let mut again = self::sink(&path, NEVER);
-    again.append(&record(2), T0);
+    again.append(&line(2), 1, T0);
     again.finish(T0);
     let text = read(&path);
     assert_eq!(text.matches("type,").count(), 1, "{text}");
@@ -152,7 +207,7 @@ fn a_file_past_its_size_is_rotated_and_a_fresh_one_opened() {
     let mut sink = sink(&path, rotation);
     let mut now = T0;
     for n in 0..40 {
-        sink.append(&record(n), now);
+        sink.append(&line(n), 1, now);
         now += 250;
         sink.tick(now);
     }
@@ -191,7 +246,7 @@ fn a_file_older_than_the_interval_is_rotated_even_when_idle() {
     };
     let mut sink = sink(&path, rotation);
     sink.start(T0).unwrap_or_else(|e| panic!("{e}"));
-    sink.append(&record(1), T0);
+    sink.append(&line(1), 1, T0);
     sink.tick(T0 + 1000);
     sink.tick(T0 + DAY_MS - 1);
     assert_eq!(files(dir.path()), ["acct.csv"]);
@@ -235,7 +290,7 @@ fn a_full_disk_pauses_the_log_which_resumes_when_writes_succeed() {
     sink.paused_limit = 1000;
     let mut now = T0;
     for n in 0..20 {
-        sink.append(&record(n), now);
+        sink.append(&line(n), 1, now);
         now += 200;
         sink.tick(now);
     }
@@ -258,7 +313,7 @@ fn a_full_disk_pauses_the_log_which_resumes_when_writes_succeed() {
         1 + kept,
         "no torn or doubled line"
     );
-    sink.append(&record(99), now);
+    sink.append(&line(99), 1, now);
     sink.finish(now + RETRY_INTERVAL_MS);
     assert_eq!(read(&path).lines().count() as u64, 2 + kept);
     assert_eq!(counters.lost.load(Ordering::Relaxed), 20 - kept);
@@ -268,8 +323,8 @@ fn a_full_disk_pauses_the_log_which_resumes_when_writes_succeed() {
 fn what_cannot_be_written_at_stop_is_counted_lost() {
     let dir = tempdir();
     let (_, mut sink) = full_disk(dir.path());
-    sink.append(&record(1), T0);
-    sink.append(&record(2), T0);
+    sink.append(&line(1), 1, T0);
+    sink.append(&line(2), 1, T0);
     sink.finish(T0);
     assert!(sink.counters.paused());
     assert_eq!(sink.counters.lost(), 2);

@@ -128,7 +128,7 @@ pub struct Outbound {
     /// This shard's delivery counters.
     metrics: RefCell<Rc<crate::metrics::DeliveryMetrics>>,
     /// Where accounting records go, when `[accounting]` is on.
-    accounting: Option<crate::accounting::Recorder>,
+    accounting: Option<Rc<crate::accounting::ShardLog>>,
     /// The bounce categories of the accounting records (rebuilt at a
     /// reload: they compile patterns).
     categories: RefCell<crate::accounting::CategoryRules>,
@@ -142,7 +142,7 @@ impl Outbound {
         spool: ShardSpool,
         config: Arc<Config>,
         clock: Clock,
-        accounting: Option<crate::accounting::Recorder>,
+        accounting: Option<Rc<crate::accounting::ShardLog>>,
     ) -> Result<Rc<Outbound>, StartError> {
         let d = &config.delivery;
         let resolver = resolver_of(&config, clock)?;

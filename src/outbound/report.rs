@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use super::Outbound;
 use spool_format::envelope::ChunkRef;
 
-use crate::accounting::{Record, RecordType};
+use crate::accounting::{DsnStatus, Record, RecordType};
 use crate::metrics::Result3;
 use crate::schedule::EgressId;
 use crate::smtp::client::ServerReply;
@@ -152,11 +152,13 @@ impl Outbound {
                     job_id,
                     env_id: env
                         .filter(|e| !e.envid.is_empty())
-                        .map(|e| String::from_utf8_lossy(&e.envid).into_owned()),
+                        .map(|e| String::from_utf8_lossy(&e.envid)),
                     size: env.map(|e| e.body_len.to_native()),
-                    pool: egress.pool_name(pool).to_owned(),
                 }
             });
+            let pool_name = egress.pool_name(pool);
+            // `smtp;` and the reply, for each record in turn.
+            let mut diag = String::new();
             let mut n = 0;
             for (i, reply) in rcpts {
                 n += 1;
@@ -165,22 +167,28 @@ impl Outbound {
                 }
                 let rcpt = env.and_then(|e| e.recipients.get(i as usize));
                 let to = rcpt.map(|r| String::from_utf8_lossy(&r.address));
-                if let (Some(recorder), Some(shared)) = (accounting, &shared) {
+                if let (Some(log), Some(shared)) = (accounting, &shared) {
                     let mut r = Record::new(
                         outcome.record_type(),
                         (now / 1000, received_ms / 1000),
-                        from.to_owned(),
-                        to.as_deref().unwrap_or("").to_owned(),
-                        id.as_str().to_owned(),
+                        from,
+                        to.as_deref().unwrap_or(""),
+                        id.as_str(),
                     );
-                    r.orcpt = rcpt
+                    let orcpt = rcpt
                         .filter(|r| !r.orcpt.is_empty())
-                        .map(|r| String::from_utf8_lossy(&r.orcpt).into_owned());
-                    r.dsn_status = reply
-                        .status
-                        .map(|s| format!("{}.{}.{}", s.class, s.subject, s.detail));
-                    r.dsn_diag = Some(format!("smtp;{}", String::from_utf8_lossy(&reply.text)));
-                    r.dsn_mta = via.host.map(str::to_owned);
+                        .map(|r| String::from_utf8_lossy(&r.orcpt));
+                    r.orcpt = orcpt.as_deref();
+                    r.dsn_status = reply.status.map(|s| DsnStatus {
+                        class: s.class,
+                        subject: s.subject,
+                        detail: s.detail,
+                    });
+                    diag.clear();
+                    diag.push_str("smtp;");
+                    diag.push_str(&String::from_utf8_lossy(&reply.text));
+                    r.dsn_diag = Some(&diag);
+                    r.dsn_mta = via.host;
                     if matches!(outcome, Outcome::Bounced | Outcome::Deferred { .. }) {
                         let status = reply.status.map(|s| (s.class, s.subject, s.detail));
                         let rules = self.categories.borrow();
@@ -189,11 +197,11 @@ impl Outbound {
                     r.dlv_source_ip = source.address;
                     r.dlv_destination_ip = via.addr.map(|a| a.ip());
                     r.dlv_size = shared.size;
-                    r.vmta = Some(source.name.clone());
-                    r.vmta_pool = Some(shared.pool.clone());
-                    r.job_id = shared.job_id.clone();
-                    r.env_id = shared.env_id.clone();
-                    recorder.record(r);
+                    r.vmta = Some(&source.name);
+                    r.vmta_pool = Some(pool_name);
+                    r.job_id = shared.job_id.as_deref();
+                    r.env_id = shared.env_id.as_deref();
+                    log.record(&r);
                 }
                 if !log {
                     continue;
@@ -223,11 +231,10 @@ impl Outbound {
 }
 
 /// What the accounting records of one message share.
-struct Shared {
+struct Shared<'a> {
     job_id: Option<String>,
-    env_id: Option<String>,
+    env_id: Option<std::borrow::Cow<'a, str>>,
     size: Option<u64>,
-    pool: String,
 }
 
 #[cfg(test)]

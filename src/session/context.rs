@@ -45,7 +45,7 @@ pub struct SessionContext {
     /// This shard's session counters.
     pub metrics: SessionMetrics,
     /// Where accounting records go, when `[accounting]` is on.
-    pub accounting: Option<crate::accounting::Recorder>,
+    pub accounting: Option<Rc<crate::accounting::ShardLog>>,
     storage_ok: Cell<bool>,
     stopping: Cell<bool>,
     open: Cell<usize>,
@@ -64,7 +64,7 @@ impl SessionContext {
         users: Option<Arc<Users>>,
         clock: Clock,
         outbound: Option<Rc<Outbound>>,
-        accounting: Option<crate::accounting::Recorder>,
+        accounting: Option<Rc<crate::accounting::ShardLog>>,
     ) -> SessionContext {
         SessionContext {
             shard,

@@ -444,8 +444,8 @@ async fn commit(
                     "accepted"
                 );
             }
-            if let Some(recorder) = &ctx.accounting {
-                account_received(ctx, recorder, s, env, &id);
+            if let Some(log) = &ctx.accounting {
+                account_received(ctx, log, s, env, &id);
             }
             if let Some(outbound) = &ctx.outbound {
                 outbound.queue_new(env);
@@ -462,7 +462,7 @@ async fn commit(
 /// One accounting record (`r`) per recipient of a message just accepted.
 fn account_received(
     ctx: &SessionContext,
-    recorder: &crate::accounting::Recorder,
+    log: &crate::accounting::ShardLog,
     s: &Session,
     env: &SpoolEnvelope,
     id: &DisplayId,
@@ -479,26 +479,22 @@ fn account_received(
         .pool
         .iter()
         .find(|p| spool_format::envelope::pool_id(&p.name) == env.pool)
-        .map(|p| p.name.clone());
+        .map(|p| p.name.as_str());
     let at = env.received_ms / 1000;
-    let from = String::from_utf8_lossy(&env.reverse_path).into_owned();
+    let from = String::from_utf8_lossy(&env.reverse_path);
+    let client = s.peer().ip.to_string();
+    let env_id = (!env.envid.is_empty()).then(|| String::from_utf8_lossy(&env.envid));
     for r in &env.recipients {
-        let mut record = Record::new(
-            RecordType::Received,
-            (at, at),
-            from.clone(),
-            String::from_utf8_lossy(&r.address).into_owned(),
-            id.as_str().to_owned(),
-        );
-        record.orcpt =
-            (!r.orcpt.is_empty()).then(|| String::from_utf8_lossy(&r.orcpt).into_owned());
-        record.src_mta = Some(s.peer().ip.to_string());
+        let rcpt = String::from_utf8_lossy(&r.address);
+        let orcpt = (!r.orcpt.is_empty()).then(|| String::from_utf8_lossy(&r.orcpt));
+        let mut record = Record::new(RecordType::Received, (at, at), &from, &rcpt, id.as_str());
+        record.orcpt = orcpt.as_deref();
+        record.src_mta = Some(&client);
         record.dlv_size = Some(env.body_len);
-        record.vmta_pool = pool.clone();
-        record.job_id = job_id.clone();
-        record.env_id =
-            (!env.envid.is_empty()).then(|| String::from_utf8_lossy(&env.envid).into_owned());
-        recorder.record(record);
+        record.vmta_pool = pool;
+        record.job_id = job_id.as_deref();
+        record.env_id = env_id.as_deref();
+        log.record(&record);
     }
 }
 

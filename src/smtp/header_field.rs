@@ -101,12 +101,17 @@ pub fn cut(chunks: &[&[u8]], ranges: &[(u64, u64)]) -> Vec<Piece> {
     pieces
 }
 
-/// The first bytes of a chunked message, up to [`SCAN_LIMIT`], copied
-/// out only when the header section crosses a chunk (usually it is in
-/// one chunk after the `Received:` line).
+/// The first bytes of a chunked message, up to [`SCAN_LIMIT`]: borrowed
+/// when the message is one chunk, else copied out up to the empty line
+/// that ends the header section (a stored message is a `Received:` chunk
+/// and the client's; its body is never copied).
 struct HeadBytes<'a> {
     bytes: std::borrow::Cow<'a, [u8]>,
 }
+
+/// The end of a header section: the CRLF of its last field and the empty
+/// line's.
+const HEADER_END: &[u8] = b"\r\n\r\n";
 
 impl<'a> HeadBytes<'a> {
     fn new(chunks: &[&'a [u8]]) -> HeadBytes<'a> {
@@ -115,8 +120,14 @@ impl<'a> HeadBytes<'a> {
             _ => {
                 let mut v = Vec::new();
                 for c in chunks {
-                    let take = (SCAN_LIMIT - v.len()).min(c.len());
-                    v.extend_from_slice(&c[..take]);
+                    let c = &c[..(SCAN_LIMIT - v.len()).min(c.len())];
+                    match header_end(&v, c) {
+                        Some(end) => {
+                            v.extend_from_slice(&c[..end]);
+                            break;
+                        }
+                        None => v.extend_from_slice(c),
+                    }
                     if v.len() == SCAN_LIMIT {
                         break;
                     }
@@ -167,6 +178,21 @@ impl<'a> HeadBytes<'a> {
             .collect();
         unfolded.trim_ascii().to_vec()
     }
+}
+
+/// Where in `next` the header section ends (just after its empty line),
+/// when `before` (which holds no end) and `next` hold it, the two read
+/// as one: the end may straddle them.
+fn header_end(before: &[u8], next: &[u8]) -> Option<usize> {
+    let carried = before.len().min(HEADER_END.len() - 1);
+    let mut seam = [0u8; 2 * (HEADER_END.len() - 1)];
+    let lead = next.len().min(HEADER_END.len() - 1);
+    seam[..carried].copy_from_slice(&before[before.len() - carried..]);
+    seam[carried..carried + lead].copy_from_slice(&next[..lead]);
+    let across = memchr::memmem::find(&seam[..carried + lead], HEADER_END);
+    across
+        .map(|n| n + HEADER_END.len() - carried)
+        .or_else(|| memchr::memmem::find(next, HEADER_END).map(|n| n + HEADER_END.len()))
 }
 
 #[cfg(test)]
@@ -235,6 +261,24 @@ mod tests {
         let msg: &[u8] = b"X-Petrel-Pools: a\r\nX-Petrel-Pool-X: b\r\n\r\nX-Petrel-Pool: c\r\n";
         assert_eq!(find(&[msg], b"X-Petrel-Pool"), None);
         assert_eq!(find(&[b"\r\nX-Petrel-Pool: c\r\n"], b"X-Petrel-Pool"), None);
+    }
+
+    #[test]
+    fn the_body_is_not_copied_when_the_header_section_spans_chunks() {
+        for chunks in splits() {
+            let head = HeadBytes::new(&chunks);
+            let expected = if chunks.len() == 1 {
+                MSG.len()
+            } else {
+                MSG.len() - b"body\r\nX-Petrel-Pool: not a header\r\n".len()
+            };
+            assert_eq!(head.len(), expected, "{chunks:?}");
+        }
+        assert_eq!(header_end(b"a\r\n", b"\r\nbody"), Some(2));
+        assert_eq!(header_end(b"a\r", b"\n\r\nbody"), Some(3));
+        assert_eq!(header_end(b"", b"a: b\r\n\r\n"), Some(8));
+        assert_eq!(header_end(b"a\r\n\r", b""), None);
+        assert_eq!(header_end(b"a: b\r\n", b"c: d\r\n"), None);
     }
 
     #[test]
