@@ -38,8 +38,10 @@
 #   OPS=on                  "on": the admin endpoint (so metrics are kept)
 #                           on ADMIN_ADDR and the accounting log in the
 #                           run's directory; "metrics": the endpoint
-#                           only; "off": neither, to measure what they
-#                           cost
+#                           only; "off": neither; "compare": petrel runs
+#                           twice a round, with both off and with both on
+#                           (in turn first), and the table gives both and
+#                           what metrics and accounting cost
 #   ADMIN_ADDR=127.0.0.1:9925
 #   QUEUED=1000000          messages queued in queue-down mode
 #   QUEUED_SIZE=1024        their body size
@@ -439,12 +441,16 @@ run_postfix() {
 throughput() {
     echo "petrel delivery benchmark: $MESSAGES messages per run, $SESSIONS sessions," \
         "smtp-source flags '$SOURCE_FLAGS', $shard_count shards, $(nproc) CPUs," \
-        "spool under $BENCH_DIR"
+        "spool under $BENCH_DIR, OPS=$OPS"
     echo "smtp-sink on $SINK_ADDR, petrel on $PETREL_ADDR, Postfix on $POSTFIX_ADDR"
-    local rows=() size label ratio pf_rate pf_ratio round directs petrels cpus rsss
+    local modes=("$OPS") ops_rows=()
+    [[ $OPS == compare ]] && modes=(off on)
+    local rows=() size label ratio pf_rate pf_ratio round directs mode order
+    local -A petrels cpus rsss
     for size in $SIZES; do
         label="$((size / 1024)) KiB"
-        directs=() petrels=() cpus=() rsss=()
+        directs=()
+        petrels=() cpus=() rsss=()
         for ((round = 1; round <= ROUNDS; round++)); do
             echo "case: $label, round $round of $ROUNDS"
             start_sink
@@ -452,14 +458,21 @@ throughput() {
             stop_sink
             directs+=("$timed_rate")
             echo "  direct: $timed_rate msg/s (host CPU $timed_host_us us/msg)"
-            run_petrel "$size"
-            petrels+=("$timed_rate") cpus+=("$cpu_us") rsss+=("$rss_mib")
-            echo "  petrel: $timed_rate msg/s end to end, accepted at $timed_accept_rate msg/s;" \
-                "$cpu_us us CPU/msg; peak RSS $rss_mib MiB, anon $anon_mib MiB;" \
-                "host CPU $timed_host_us us/msg"
+            # Compared modes take turns at going first.
+            order=("${modes[@]}")
+            ((round % 2 == 0 && ${#modes[@]} == 2)) && order=("${modes[1]}" "${modes[0]}")
+            for mode in "${order[@]}"; do
+                OPS=$mode run_petrel "$size"
+                petrels[$mode]+="$timed_rate " cpus[$mode]+="$cpu_us " rsss[$mode]+="$rss_mib "
+                echo "  petrel (OPS=$mode): $timed_rate msg/s end to end, accepted at" \
+                    "$timed_accept_rate msg/s; $cpu_us us CPU/msg; peak RSS $rss_mib MiB," \
+                    "anon $anon_mib MiB; host CPU $timed_host_us us/msg"
+            done
         done
         direct_rate=$(median "${directs[@]}")
-        petrel_rate=$(median "${petrels[@]}")
+        mode=${modes[-1]}
+        # shellcheck disable=SC2086
+        petrel_rate=$(median ${petrels[$mode]})
         ratio=$(awk -v p="$petrel_rate" -v s="$direct_rate" 'BEGIN { printf "%.2f", p / s }')
         run_postfix "$size"
         if [[ -n $postfix_skip ]]; then
@@ -471,16 +484,34 @@ throughput() {
             pf_rate=$timed_rate
             pf_ratio=$(awk -v p="$petrel_rate" -v s="$timed_rate" 'BEGIN { printf "%.1f", p / s }')
         fi
+        # shellcheck disable=SC2086
         rows+=("$(printf '%-8s %12s %12s %8s %13s %13s %8s %11s %9s' "$label" "$direct_rate" \
-            "$petrel_rate" "$ratio" "$(range "${petrels[@]}")" "$pf_rate" "$pf_ratio" \
-            "$(median "${cpus[@]}")" "$(maximum "${rsss[@]}")")")
+            "$petrel_rate" "$ratio" "$(range ${petrels[$mode]})" "$pf_rate" "$pf_ratio" \
+            "$(median ${cpus[$mode]})" "$(maximum ${rsss[$mode]})")")
+        if [[ $OPS == compare ]]; then
+            # shellcheck disable=SC2086
+            ops_rows+=("$(awk -v label="$label" \
+                -v r0="$(median ${petrels[off]})" -v r1="$(median ${petrels[on]})" \
+                -v c0="$(median ${cpus[off]})" -v c1="$(median ${cpus[on]})" \
+                'BEGIN { printf "%-8s %12s %12s %+9.1f%% %13s %13s %+9.1f%%", label, r0, r1,
+                    (r1 / r0 - 1) * 100, c0, c1, (c1 / c0 - 1) * 100 }')")
+        fi
     done
     echo
     echo "direct and petrel: medians of $ROUNDS rounds (petrel range: slowest-fastest); Postfix: one run"
+    [[ $OPS == compare ]] && echo "petrel with metrics and accounting on (OPS=on)"
     printf '%-8s %12s %12s %8s %13s %13s %8s %11s %9s\n' case "direct msg/s" "petrel msg/s" \
         "/direct" "petrel range" "Postfix msg/s" "/Postfix" "CPU us/msg" "RSS MiB"
     printf '%s\n' "${rows[@]}"
     echo "targets: petrel/direct >= 0.40 and petrel/Postfix >= 8 for 1 KiB"
+    if [[ $OPS == compare ]]; then
+        echo
+        echo "metrics and accounting: medians of $ROUNDS rounds each, both off and both on, measured alongside"
+        printf '%-8s %12s %12s %10s %13s %13s %10s\n' case "off msg/s" "on msg/s" "rate diff" \
+            "off CPU us" "on CPU us" "CPU diff"
+        printf '%s\n' "${ops_rows[@]}"
+        echo "target: metrics and accounting cost under 3%"
+    fi
 }
 
 queue_down() {
