@@ -73,6 +73,7 @@ pub fn server_config(config: &Config, l: &ListenerSection, tls: bool, auth: bool
         tls_available: tls && !l.implicit_tls,
         auth_available: auth,
         local_domains: Vec::new(),
+        postmaster: config.server.postmaster.as_bytes().to_vec(),
         command_timeout_ms: l.command_timeout.as_millis() as u64,
         data_timeout_ms: l.data_timeout.as_millis() as u64,
         session_timeout_ms: l.session_timeout.as_millis() as u64,

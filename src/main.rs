@@ -256,6 +256,9 @@ fn run(path: Option<&Path>) -> ExitCode {
         "starting petrel {}",
         env!("CARGO_PKG_VERSION"),
     );
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     match daemon::run(config, plan, path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(EXIT_FAILURE, &format!("petrel: {e}")),
@@ -275,6 +278,9 @@ fn check(path: Option<&Path>) -> ExitCode {
     // machine can answer; the rest (io_uring, CPUs, spool) are `run`'s.
     if let Err(e) = preflight::check_sources(&config) {
         return fail(EXIT_FAILURE, &format!("petrel: {e}"));
+    }
+    for warning in config.warnings() {
+        eprintln!("petrel: warning: {warning}");
     }
     let text = match config.to_toml_string() {
         Ok(text) => text,

@@ -2136,3 +2136,116 @@ fn a_reload_of_sources_and_pools_moves_waiting_mail_to_the_new_source() {
     );
     finish(d);
 }
+
+// ---------------------------------------------------------------------
+// Backscatter: what a client outside the relay networks can make petrel
+// send
+// ---------------------------------------------------------------------
+
+/// `[relay]` with no networks: every client is a stranger.
+const NO_RELAY: &str = "[relay]\nnetworks = []\n";
+
+/// A daemon for `net` with `[server] postmaster` set to `postmaster`
+/// (none when empty) and `extra` after the network's config.
+fn daemon_with_postmaster(net: &Net, postmaster: &str, extra: &str) -> Daemon {
+    let server = match postmaster {
+        "" => "shards = 1".to_owned(),
+        p => format!("shards = 1\npostmaster = \"{p}\""),
+    };
+    let config = format!("{}\n{extra}", net.config(&[]));
+    Daemon::start_plain(net.dir.path(), &net.spool, &server, "", &config)
+}
+
+#[test]
+fn postmaster_is_refused_without_a_mailbox_and_delivered_once_to_it_with_one() {
+    let net = one_mx("ops.test.example");
+    let mx = net.server(2, Script::accept());
+    let d = daemon_with_postmaster(&net, "", NO_RELAY);
+    let mut c = d.connect();
+    c.hello();
+    c.cmd(&format!("MAIL FROM:<{SENDER}>"), "250");
+    let refused = c.cmd("RCPT TO:<postmaster>", "550 5.1.1");
+    assert!(refused.contains("[server] postmaster"), "{refused}");
+    c.cmd("RCPT TO:<ops@ops.test.example>", "554 5.7.1");
+    c.cmd("QUIT", "221");
+    finish(d);
+
+    let d = daemon_with_postmaster(&net, "ops@ops.test.example", NO_RELAY);
+    let mut c = d.connect();
+    c.hello();
+    c.cmd(&format!("MAIL FROM:<{SENDER}>"), "250");
+    for _ in 0..1000 {
+        c.cmd("RCPT TO:<Postmaster>", "250 2.1.5");
+    }
+    c.cmd("DATA", "354");
+    c.send(BODY);
+    c.send(".\r\n");
+    queued_id(&c.reply());
+    c.cmd("QUIT", "221");
+    let got = expect_messages(&mx, 1, &d, "mail for postmaster");
+    assert_eq!(got[0].rcpt_to, ["ops@ops.test.example"], "one recipient");
+    wait_queue_empty(&d, &net.spool, ARRIVAL);
+    std::thread::sleep(QUIET);
+    assert_eq!(mx.messages().len(), 1, "delivered once");
+    finish(d);
+}
+
+#[test]
+fn a_strangers_message_bounces_with_its_headers_only() {
+    let net = one_mx("ops.test.example");
+    let _mx = net.server(
+        2,
+        Script::accept().reject_rcpt("ops", "550 5.1.1 no such mailbox here"),
+    );
+    let bounces = net.bounce_server();
+    let d = daemon_with_postmaster(&net, "ops@ops.test.example", NO_RELAY);
+    send_one_raw(&d, &format!("<{SENDER}> RET=FULL"), &["<postmaster>"], BODY);
+    let got = expect_messages(&bounces, 1, &d, "bounce");
+    let text = check_bounce(&got[0], "ops@ops.test.example", "5.1.1");
+    assert!(text.contains("text/rfc822-headers"), "{text}");
+    assert!(text.contains("Subject: delivery test"), "{text}");
+    assert!(
+        !text.contains("body-marker"),
+        "a stranger's content went back out:\n{text}"
+    );
+    wait_queue_empty(&d, &net.spool, ARRIVAL);
+    finish(d);
+}
+
+#[test]
+fn one_bounce_per_attempt_lists_every_failed_recipient() {
+    let zone = Zone::new()
+        .mx("many.test.example", 10, "mx.many.test.example")
+        .a("mx.many.test.example", "127.0.0.2")
+        .mx("other.test.example", 10, "mx.other.test.example")
+        .a("mx.other.test.example", "127.0.0.3");
+    let net = Net::new(zone, &[2, 3]);
+    let refuse = || Script::accept().reject_rcpt("nobody", "550 5.1.1 no such user");
+    let (many, other) = (net.server(2, refuse()), net.server(3, refuse()));
+    let bounces = net.bounce_server();
+    let d = net.daemon(1, &net.config(&[]));
+    // 200 recipients of one destination take two transactions (100 each);
+    // 50 more go to another destination.
+    let rcpts: Vec<String> = (0..200)
+        .map(|i| format!("nobody{i}@many.test.example"))
+        .chain((0..50).map(|i| format!("nobody{i}@other.test.example")))
+        .collect();
+    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    send_one(&d, &rcpts);
+    let got = expect_messages(&bounces, 1, &d, "bounce");
+    wait_queue_empty(&d, &net.spool, ARRIVAL);
+    std::thread::sleep(QUIET);
+    assert_eq!(bounces.messages().len(), 1, "one bounce for the attempt");
+    assert!(many.transactions() >= 2 && other.transactions() >= 1);
+    let text = unfolded(&got[0]);
+    assert_eq!(text.matches("Final-Recipient: rfc822; nobody").count(), 250);
+    for r in ["nobody199@many.test.example", "nobody49@other.test.example"] {
+        assert!(
+            text.contains(&format!("Final-Recipient: rfc822; {r}")),
+            "{r}"
+        );
+    }
+    assert!(text.contains("Remote-MTA: dns; mx.other.test.example"));
+    assert!(text.contains("Remote-MTA: dns; mx.many.test.example"));
+    finish(d);
+}

@@ -128,6 +128,11 @@ pub mod flags {
     pub const SMTPUTF8: u32 = 1;
     /// This is a copy of an earlier record made when compacting segments.
     pub const COPIED: u32 = 2;
+    /// The client was neither in a relay network nor authenticated: a
+    /// notice about the message returns its headers only, whatever RET
+    /// asked, so that a stranger cannot have petrel carry its content to
+    /// an address of its choosing.
+    pub const UNTRUSTED: u32 = 4;
 }
 
 /// The envelope of a message.

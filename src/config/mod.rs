@@ -134,6 +134,9 @@ pub struct ServerSection {
     pub hostname: String,
     /// Number of shards (pinned executors); 0 means one per allowed CPU.
     pub shards: usize,
+    /// The mailbox that mail for the domainless `<Postmaster>` (RFC 5321
+    /// 4.5.1) goes to; empty: none, and `RCPT TO:<postmaster>` is refused.
+    pub postmaster: String,
 }
 
 /// `[spool]`
@@ -416,6 +419,21 @@ impl Config {
             0 => cpus.max(1),
             n => n,
         }
+    }
+
+    /// What is allowed but probably not meant: one line each, for `petrel
+    /// check` and the log at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.server.postmaster.is_empty() {
+            warnings.push(
+                "[server] postmaster is not set: RCPT TO:<postmaster> is refused with 550 5.1.1, \
+                 though RFC 5321 4.5.1 expects every server to accept it; set it to the mailbox \
+                 that should receive such mail"
+                    .to_owned(),
+            );
+        }
+        warnings
     }
 
     /// The effective settings as TOML, every default written out; parsing

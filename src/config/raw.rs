@@ -79,6 +79,7 @@ struct RawConfig {
 struct RawServer {
     hostname: Option<Spanned<String>>,
     shards: Option<usize>,
+    postmaster: Option<Spanned<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -373,10 +374,35 @@ impl RawServer {
             Some(name) => valid(name, |name| check_hostname("hostname", name))?,
             None => super::system_hostname(),
         };
+        let postmaster = match self.postmaster {
+            Some(address) => valid(address, |a| check_mailbox("postmaster", a))?,
+            None => String::new(),
+        };
         Ok(ServerSection {
             hostname,
             shards: self.shards.unwrap_or(0),
+            postmaster,
         })
+    }
+}
+
+/// A mailbox mail can be sent to: `local@domain` as it stands in a path
+/// (empty is allowed: none), with a domain name.
+fn check_mailbox(key: &'static str, address: &str) -> Result<(), String> {
+    use crate::smtp::address::{parse_path, DomainKind, ReversePath};
+    if address.is_empty() {
+        return Ok(());
+    }
+    let path = format!("<{address}>");
+    match parse_path(path.as_bytes(), false, false) {
+        Ok((ReversePath::Mailbox(m), rest))
+            if rest.is_empty() && m.domain_kind == DomainKind::Name && !m.source_route =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "{key} {address:?} is not a mailbox with a domain (e.g. \"ops@example.com\")"
+        )),
     }
 }
 

@@ -794,3 +794,29 @@ fn printed_settings_show_the_delivery_keys() {
         assert!(set.contains(line), "{line:?} missing from:\n{set}");
     }
 }
+
+#[test]
+fn postmaster_is_a_mailbox_and_its_absence_a_warning() {
+    let config = parse("[server]\npostmaster = \"ops@example.com\"\n");
+    assert_eq!(config.server.postmaster, "ops@example.com");
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    assert_prints_and_reads_back(&config, &["postmaster = \"ops@example.com\""]);
+    let unset = parse("");
+    assert_eq!(unset.server.postmaster, "");
+    let warnings = unset.warnings();
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].contains("[server] postmaster"), "{warnings:?}");
+    assert!(Config::embedded_default().warnings().len() == 1);
+    for bad in [
+        "postmaster",
+        "ops@[192.0.2.1]",
+        "a b@example.com",
+        "<ops@example.com>",
+    ] {
+        assert_error(
+            &format!("[server]\npostmaster = \"{bad}\"\n"),
+            "2:14",
+            "is not a mailbox with a domain",
+        );
+    }
+}

@@ -117,6 +117,9 @@ pub struct Outbound {
     names: RefCell<HashSet<Rc<str>>>,
     /// Notices written, for unique Message-IDs.
     notices: Cell<u64>,
+    /// Failed recipients of each message gathered for its one bounce
+    /// (see `outcome::Outbound::bounce`).
+    bounces: RefCell<HashMap<u64, Vec<notice::Reported>>>,
     /// The reply that last deferred mail of each queue, for the
     /// operator's list (at most `operator::MAX_LAST_REPLIES`).
     last_replies: RefCell<HashMap<QueueKey, Box<str>>>,
@@ -212,6 +215,7 @@ impl Outbound {
             rng: RefCell::new(XorShift::new(seed)),
             names: RefCell::new(HashSet::new()),
             notices: Cell::new(0),
+            bounces: RefCell::default(),
             last_replies: RefCell::new(HashMap::new()),
             warmup_seen: warmup::Seen::default(),
             config: RefCell::new(config),

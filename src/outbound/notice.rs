@@ -70,16 +70,38 @@ impl Notice {
     }
 }
 
-/// Writes and queues a notice about `rcpts`; `Ok` also when none is due
-/// (null sender, NOTIFY not asking for this kind).
+/// A recipient to report, with the host whose reply it was (none when no
+/// server was reached).
+#[derive(Debug)]
+pub(super) struct Reported {
+    pub rcpt: RcptReply,
+    pub remote: Option<std::rc::Rc<str>>,
+}
+
+impl Reported {
+    /// Each of `rcpts`, with the host of `via`.
+    pub(super) fn all(rcpts: Vec<RcptReply>, via: &Via<'_>) -> Vec<Reported> {
+        let remote: Option<std::rc::Rc<str>> = via.host.map(Into::into);
+        rcpts
+            .into_iter()
+            .map(|rcpt| Reported {
+                rcpt,
+                remote: remote.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Writes and queues one notice about all of `rcpts`; `Ok` also when none
+/// is due (null sender, NOTIFY not asking for this kind). `via` is where
+/// the connection went, for the accounting record of a delay notice.
 pub(super) async fn send(
     ob: &Outbound,
     msg_id: u64,
     notice: Notice,
-    rcpts: &[RcptReply],
+    rcpts: &[Reported],
     via: &Via<'_>,
 ) -> Result<(), NoticeError> {
-    let remote = via.host;
     let mut notified = Vec::new();
     let now = ob.clock.wall_ms();
     let n = ob.notices.get() + 1;
@@ -95,7 +117,7 @@ pub(super) async fn send(
         }
         let reports: Vec<RecipientReport<'_>> = rcpts
             .iter()
-            .filter_map(|f| {
+            .filter_map(|Reported { rcpt: f, remote }| {
                 let r = env.recipients.get(f.rcpt as usize)?;
                 if !should_notify(r.notify, notice.kind()) {
                     return None;
@@ -109,7 +131,7 @@ pub(super) async fn send(
                     remote_mta: if f.reply.local {
                         None
                     } else {
-                        remote.map(str::as_bytes)
+                        remote.as_deref().map(str::as_bytes)
                     },
                     diagnostic: Some(if f.reply.local {
                         Diagnostic::Local(&f.reply.text)
@@ -140,7 +162,11 @@ pub(super) async fn send(
             arrival_unix: (env.received_ms.to_native() / 1000) as i64,
             reverse_path: &env.reverse_path,
             envid: &env.envid,
-            ret: Ret::from(env.ret),
+            ret: if env.flags.to_native() & flags::UNTRUSTED != 0 {
+                Ret::Headers
+            } else {
+                Ret::from(env.ret)
+            },
             smtputf8: env.flags.to_native() & flags::SMTPUTF8 != 0,
             recipients: &reports,
             original: &parts,

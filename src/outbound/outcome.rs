@@ -7,11 +7,13 @@
 //! exactly once per attempt: that is how none is ever lost.
 //! Must never: record a failure before its bounce is durable.
 
+use std::time::Duration;
+
 use spool_format::RcptState;
 
 use super::delivery::{RcptReply, Verdicts};
 use super::message::Current;
-use super::notice::{self, Notice};
+use super::notice::{self, Notice, Reported};
 use super::report::{Outcome, Via};
 use super::Outbound;
 use crate::schedule::{Job, QueueKey, RetryDecision};
@@ -196,11 +198,69 @@ impl Outbound {
     }
 
     /// Bounces `failed` to the sender (unless the sender or the
-    /// recipients' NOTIFY forbid it), then records them as failed.
+    /// recipients' NOTIFY forbid it), then records them as failed. A
+    /// message gets one bounce per attempt, whatever its recipients'
+    /// destinations and transactions: the first failure starts a bounce
+    /// that waits until no connection carries the message any more and
+    /// no failure has joined for [`BOUNCE_QUIET`] (at most
+    /// [`BOUNCE_WAIT_MAX`]); failures meanwhile join it.
     pub(super) fn bounce(&self, msg_id: u64, failed: Vec<RcptReply>, via: &Via<'_>) {
         let rcpts = failed.iter().map(|f| (f.rcpt, &f.reply));
         self.report(msg_id, Outcome::Bounced, rcpts, via);
-        self.notify(msg_id, Notice::Failed, failed, via, Some(RcptState::Failed));
+        let failed = Reported::all(failed, via);
+        {
+            let mut bounces = self.bounces.borrow_mut();
+            if let Some(waiting) = bounces.get_mut(&msg_id) {
+                waiting.extend(failed);
+                return;
+            }
+            bounces.insert(msg_id, failed);
+        }
+        let Some(ob) = self.me.upgrade() else {
+            return;
+        };
+        self.spool.hold(msg_id);
+        self.running.set(self.running.get() + 1);
+        let source = via.source;
+        glommio::spawn_local(async move {
+            ob.gather_bounce(msg_id).await;
+            let failed = ob.bounces.borrow_mut().remove(&msg_id);
+            let via = Via::source(source);
+            let then = Some(RcptState::Failed);
+            ob.send_notice(
+                msg_id,
+                Notice::Failed,
+                failed.unwrap_or_default(),
+                &via,
+                then,
+            )
+            .await;
+            ob.spool.release(msg_id);
+            ob.running.set(ob.running.get() - 1);
+        })
+        .detach();
+    }
+
+    /// Waits until the bounce of `msg_id` has gathered what this attempt
+    /// fails: no failure joined it for [`BOUNCE_QUIET`] and no connection
+    /// holds the message, or [`BOUNCE_WAIT_MAX`] has passed, or delivery
+    /// is stopping.
+    async fn gather_bounce(&self, msg_id: u64) {
+        let start = self.clock.monotonic_ms();
+        let gathered = || self.bounces.borrow().get(&msg_id).map_or(0, Vec::len);
+        let mut seen = gathered();
+        loop {
+            glommio::timer::sleep(BOUNCE_QUIET).await;
+            let now = gathered();
+            // The bounce's own hold is one; more are connections (or
+            // notices) still carrying the message.
+            let settled = now == seen && self.spool.holds(msg_id) <= 1;
+            let waited = self.clock.monotonic_ms().saturating_sub(start);
+            if settled || waited >= BOUNCE_WAIT_MAX.as_millis() as u64 || self.stopping.get() {
+                return;
+            }
+            seen = now;
+        }
     }
 
     /// Writes and queues a notice about `rcpts` in a task of its own; then
@@ -220,6 +280,7 @@ impl Outbound {
         };
         self.spool.hold(msg_id);
         self.running.set(self.running.get() + 1);
+        let rcpts = Reported::all(rcpts, via);
         let (source, host, addr) = (via.source, via.host.map(str::to_owned), via.addr);
         glommio::spawn_local(async move {
             let via = Via {
@@ -227,24 +288,43 @@ impl Outbound {
                 host: host.as_deref(),
                 addr,
             };
-            if let Err(e) = notice::send(&ob, msg_id, notice, &rcpts, &via).await {
-                tracing::error!(id = %ob.queue_id(msg_id), error = %e,
-                    "could not queue a delivery status notice");
-            }
-            if let Some(state) = then {
-                let diagnostic = rcpts
-                    .first()
-                    .map(|f| f.reply.text.clone())
-                    .unwrap_or_default();
-                let rcpts = rcpts.into_iter().map(|f| f.rcpt).collect();
-                ob.finish(msg_id, state, rcpts, diagnostic);
-            }
+            ob.send_notice(msg_id, notice, rcpts, &via, then).await;
             ob.spool.release(msg_id);
             ob.running.set(ob.running.get() - 1);
         })
         .detach();
     }
+
+    /// Queues the notice, then records `then` for its recipients (each
+    /// with its own reply).
+    async fn send_notice(
+        &self,
+        msg_id: u64,
+        notice: Notice,
+        rcpts: Vec<Reported>,
+        via: &Via<'_>,
+        then: Option<RcptState>,
+    ) {
+        if let Err(e) = notice::send(self, msg_id, notice, &rcpts, via).await {
+            tracing::error!(id = %self.queue_id(msg_id), error = %e,
+                "could not queue a delivery status notice");
+        }
+        let Some(state) = then else {
+            return;
+        };
+        for same in rcpts.chunk_by(|a, b| a.rcpt.reply.text == b.rcpt.reply.text) {
+            let diagnostic = same[0].rcpt.reply.text.clone();
+            let rcpts = same.iter().map(|f| f.rcpt.rcpt).collect();
+            self.finish(msg_id, state, rcpts, diagnostic);
+        }
+    }
 }
+
+/// How long a bounce waits, after the last failure joined it, for more
+/// of the same attempt's failures.
+const BOUNCE_QUIET: Duration = Duration::from_millis(300);
+/// The longest a bounce waits for its message's connections to finish.
+const BOUNCE_WAIT_MAX: Duration = Duration::from_secs(60);
 
 /// True when a deferral after `attempts` failed attempts, at `now`, is the
 /// first one past `delay_notice_ms` since the message arrived: the attempt

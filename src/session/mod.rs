@@ -525,11 +525,10 @@ fn fill_envelope(
     env.msg_id = msg_id;
     env.received_ms = received_ms;
     env.body_len = body_len;
-    env.flags = if e.smtputf8() {
-        spool_format::envelope::flags::SMTPUTF8
-    } else {
-        0
-    };
+    use spool_format::envelope::flags;
+    let trusted = s.peer().relay_allowed || s.authenticated_user().is_some();
+    env.flags =
+        if e.smtputf8() { flags::SMTPUTF8 } else { 0 } | if trusted { 0 } else { flags::UNTRUSTED };
     env.body_type = BodyType::from(e.body()).into();
     env.ret = stored_ret(e.ret()).into();
     refill(&mut env.reverse_path, e.reverse_path());

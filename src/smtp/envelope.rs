@@ -127,6 +127,17 @@ impl Envelope {
     }
 
     /// Adds a recipient and returns its index.
+    /// Whether `address` is a recipient already: the same local part and
+    /// the same domain, the domain compared without regard to ASCII case
+    /// (the local part is the destination's to interpret).
+    pub fn has_recipient(&self, address: &[u8]) -> bool {
+        let (local, domain) = split_address(address);
+        self.recipients.iter().any(|r| {
+            let (l, d) = split_address(self.get(r.address));
+            l == local && d.eq_ignore_ascii_case(domain)
+        })
+    }
+
     pub(crate) fn add_recipient(&mut self, address: &[u8], params: &RcptParams<'_>) -> usize {
         let address = self.store(address);
         let orcpt = params.orcpt.map(|o| self.store(o));
@@ -149,6 +160,15 @@ impl Envelope {
         self.body = Body::default();
         self.smtputf8 = false;
         self.declared_size = None;
+    }
+}
+
+/// `local@domain` split at its last `@` (a quoted local part may hold
+/// one); the whole address and no domain when there is none.
+fn split_address(address: &[u8]) -> (&[u8], &[u8]) {
+    match memchr::memrchr(b'@', address) {
+        Some(at) => (&address[..at], &address[at + 1..]),
+        None => (address, &[]),
     }
 }
 

@@ -183,6 +183,17 @@ pub const ENCRYPTION_REQUIRED: Reply = Reply::new(
     "Encryption required for requested authentication mechanism",
 );
 pub const RELAY_DENIED: Reply = Reply::new(554, "5.7.1", "Relay access denied");
+/// RFC 5321 4.5.1 asks every server to accept `<Postmaster>`; one whose
+/// operator named no mailbox for it says so rather than accept mail it
+/// could only bounce.
+pub const NO_POSTMASTER: Reply = Reply::new(
+    550,
+    "5.1.1",
+    "<postmaster> has no mailbox on this server: its operator must set [server] postmaster",
+);
+/// A recipient given twice in one transaction: accepted once.
+pub const DUPLICATE_RECIPIENT: Reply =
+    Reply::new(250, "2.1.5", "Ok (duplicate recipient, accepted once)");
 pub const MESSAGE_TOO_BIG: Reply = Reply::new(
     552,
     "5.3.4",

@@ -487,6 +487,13 @@ impl ShardSpool {
     }
 
     /// Ends one [`Self::hold`] (or one appended status).
+    /// How many holds `msg_id` has: its connections, notices and status
+    /// writes in progress.
+    pub fn holds(&self, msg_id: u64) -> u32 {
+        let st = self.inner.state.borrow();
+        st.unapplied_status.get(&msg_id).copied().unwrap_or(0)
+    }
+
     pub fn release(&self, msg_id: u64) {
         let mut st = self.inner.state.borrow_mut();
         if let Some(n) = st.unapplied_status.get_mut(&msg_id) {

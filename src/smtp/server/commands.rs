@@ -5,7 +5,7 @@
 //! relay policy refuses.
 
 use super::{Event, Session, State};
-use crate::smtp::address::ReversePath;
+use crate::smtp::address::{DomainKind, ReversePath};
 use crate::smtp::data::{BdatReceiver, DataReceiver, SizeLimit};
 use crate::smtp::params::{Body, MailParams, RcptParams};
 use crate::smtp::parse::{self, Command};
@@ -122,11 +122,22 @@ impl Session {
         if !relay::may_accept(rcpt, trusted, &self.cfg.local_domains) {
             return self.fail(reply::RELAY_DENIED, out);
         }
+        // The domainless <Postmaster> (RFC 5321 4.5.1) is the operator's
+        // mailbox, or no one's: never an address to bounce at.
+        let postmaster = rcpt.domain_kind == DomainKind::None;
+        if postmaster && self.cfg.postmaster.is_empty() {
+            return self.fail(reply::NO_POSTMASTER, out);
+        }
+        if self.envelope.has_recipient(stored_address(&self.cfg, rcpt)) {
+            return self.reply(reply::DUPLICATE_RECIPIENT, out);
+        }
         if self.envelope.recipient_count() >= self.cfg.max_recipients {
             // RFC 5321 4.5.3.1.10: the client retries the excess later.
             return self.reply(reply::TOO_MANY_RECIPIENTS, out);
         }
-        let index = self.envelope.add_recipient(rcpt.address, params);
+        let index = self
+            .envelope
+            .add_recipient(stored_address(&self.cfg, rcpt), params);
         reply::RECIPIENT_OK.write(out);
         Some(Event::RcptTo { index })
     }
@@ -207,5 +218,17 @@ impl Session {
         reply::READY_TLS.write(out);
         self.state = State::AwaitTls;
         Some(Event::StartTls)
+    }
+}
+
+/// The address a recipient is kept as: the operator's mailbox for the
+/// domainless `<Postmaster>`, else as the client wrote it.
+fn stored_address<'a>(
+    cfg: &'a super::ServerConfig,
+    rcpt: &crate::smtp::address::Mailbox<'a>,
+) -> &'a [u8] {
+    match rcpt.domain_kind {
+        DomainKind::None => &cfg.postmaster,
+        _ => rcpt.address,
     }
 }

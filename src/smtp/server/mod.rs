@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub auth_available: bool,
     /// Domains we accept mail for from anyone (relay policy).
     pub local_domains: Vec<String>,
+    /// Where mail for the domainless `<Postmaster>` goes (`[server]
+    /// postmaster`); empty: nowhere, and such a recipient is refused.
+    pub postmaster: Vec<u8>,
     /// Time allowed between client input, in ms (RFC 5321 4.5.3.2.7: 5 min).
     pub command_timeout_ms: u64,
     /// Time allowed between body octets during DATA/BDAT, in ms (RFC 5321
@@ -74,6 +77,7 @@ impl Default for ServerConfig {
             tls_available: false,
             auth_available: false,
             local_domains: Vec::new(),
+            postmaster: Vec::new(),
             command_timeout_ms: 300_000,
             data_timeout_ms: 600_000,
             session_timeout_ms: 3_600_000,

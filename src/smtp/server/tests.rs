@@ -400,8 +400,66 @@ fn relay_denied_for_untrusted_client() {
             "{rcpt:?}"
         );
     }
-    assert_eq!(c.send(b"RCPT TO:<Postmaster>\r\n"), "250 2.1.5 Ok\r\n");
+    // <Postmaster> is local to every server, but this one names no
+    // mailbox for it: refused, never accepted to bounce later.
+    c.s.errors = 0;
+    assert_eq!(
+        c.send(b"RCPT TO:<Postmaster>\r\n"),
+        "550 5.1.1 <postmaster> has no mailbox on this server: its operator must set [server] postmaster\r\n"
+    );
+    assert_eq!(c.s.envelope().recipient_count(), 0);
+}
+
+#[test]
+fn postmaster_is_the_configured_mailbox_for_any_client() {
+    let cfg = ServerConfig {
+        postmaster: b"ops@example.net".to_vec(),
+        ..config()
+    };
+    let mut c = Client::with(cfg, false, None);
+    c.send(EHLO);
+    c.send(b"MAIL FROM:<a@b.example>\r\n");
+    assert_eq!(c.send(b"RCPT TO:<postmaster>\r\n"), "250 2.1.5 Ok\r\n");
+    let stored: Vec<&[u8]> = c.s.envelope().recipients().map(|r| r.address).collect();
+    assert_eq!(stored, [&b"ops@example.net"[..]]);
+    // Once is enough; and the mailbox itself is no relay for this
+    // untrusted client.
+    assert_eq!(
+        c.send(b"RCPT TO:<PostMaster>\r\nRCPT TO:<ops@example.net>\r\n"),
+        "250 2.1.5 Ok (duplicate recipient, accepted once)\r\n\
+         554 5.7.1 Relay access denied\r\n"
+    );
     assert_eq!(c.s.envelope().recipient_count(), 1);
+}
+
+#[test]
+fn a_recipient_given_twice_is_accepted_once() {
+    let mut c = Client::with(config(), true, None);
+    c.send(EHLO);
+    c.send(b"MAIL FROM:<a@b.example>\r\n");
+    let mut input = Vec::new();
+    for _ in 0..1000 {
+        input.extend_from_slice(b"RCPT TO:<u@remote.example>\r\n");
+    }
+    let replies = c.send(&input);
+    assert_eq!(lines(&replies).len(), 1000);
+    assert_eq!(c.s.envelope().recipient_count(), 1);
+    assert_eq!(c.s.errors, 0, "a duplicate is no error");
+    // The domain compares without case, the local part as written; a
+    // duplicate does not count against max_recipients (3).
+    assert_eq!(
+        c.send(b"RCPT TO:<u@REMOTE.example>\r\n"),
+        "250 2.1.5 Ok (duplicate recipient, accepted once)\r\n"
+    );
+    assert_eq!(
+        c.send(b"RCPT TO:<U@remote.example>\r\n"),
+        "250 2.1.5 Ok\r\n"
+    );
+    assert_eq!(
+        c.send(b"RCPT TO:<v@remote.example>\r\n"),
+        "250 2.1.5 Ok\r\n"
+    );
+    assert_eq!(c.s.envelope().recipient_count(), 3);
 }
 
 #[test]
