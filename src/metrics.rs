@@ -16,6 +16,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const MESSAGES_RECEIVED: &str = "petrel_messages_received_total";
 pub const RECIPIENTS: &str = "petrel_recipients_total";
 pub const QUEUE_RECIPIENTS: &str = "petrel_queue_recipients";
+pub const DELIVERY_DESTINATIONS: &str = "petrel_delivery_destinations";
 pub const SMTP_SESSIONS: &str = "petrel_smtp_sessions";
 pub const SMTP_REJECTIONS: &str = "petrel_smtp_rejections_total";
 pub const SPOOL_BYTES: &str = "petrel_spool_bytes";
@@ -31,6 +32,7 @@ pub const NAMES: &[&str] = &[
     MESSAGES_RECEIVED,
     RECIPIENTS,
     QUEUE_RECIPIENTS,
+    DELIVERY_DESTINATIONS,
     SMTP_SESSIONS,
     SMTP_REJECTIONS,
     SPOOL_BYTES,
@@ -83,6 +85,11 @@ fn describe() {
         QUEUE_RECIPIENTS,
         Unit::Count,
         "Recipients in the queue: received or deferred, not yet delivered or bounced."
+    );
+    describe_gauge!(
+        DELIVERY_DESTINATIONS,
+        Unit::Count,
+        "Destinations a shard's delivery side knows by name: those with mail queued, deferred or in flight, or other state."
     );
     describe_gauge!(
         SMTP_SESSIONS,
@@ -205,6 +212,8 @@ pub struct DeliveryMetrics {
     sources: usize,
     pools: usize,
     pub queue: metrics::Gauge,
+    /// The destination names the shard keeps.
+    pub destinations: metrics::Gauge,
     pub sessions: metrics::Gauge,
     pub delivery_seconds: metrics::Histogram,
 }
@@ -229,6 +238,7 @@ impl DeliveryMetrics {
             sources: sources.len(),
             pools: pools.len(),
             queue: metrics::gauge!(QUEUE_RECIPIENTS, "shard" => shard.clone()),
+            destinations: metrics::gauge!(DELIVERY_DESTINATIONS, "shard" => shard.clone()),
             sessions: metrics::gauge!(SMTP_SESSIONS, "shard" => shard.clone(), "direction" => "out"),
             delivery_seconds: metrics::histogram!(DELIVERY_SECONDS, "shard" => shard),
         }

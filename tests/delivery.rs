@@ -2249,3 +2249,191 @@ fn one_bounce_per_attempt_lists_every_failed_recipient() {
     assert!(text.contains("Remote-MTA: dns; mx.many.test.example"));
     finish(d);
 }
+
+// ---------------------------------------------------------------------
+// Hostile or mistaken destinations
+// ---------------------------------------------------------------------
+
+#[test]
+fn an_attempt_tries_at_most_max_mx_addresses_over_all_mx_hosts() {
+    // mx1 (10) has two addresses, mx2 (20) three: with a limit of 3, both
+    // of mx1's and one of mx2's are tried (mx2's come in any order).
+    let (mx1, mx2) = ("mx1.many.test.example", "mx2.many.test.example");
+    let zone = Zone::new()
+        .mx("many.test.example", 10, mx1)
+        .mx("many.test.example", 20, mx2)
+        .a(mx1, "127.0.0.11")
+        .a(mx1, "127.0.0.12")
+        .a(mx2, "127.0.0.13")
+        .a(mx2, "127.0.0.14")
+        .a(mx2, "127.0.0.15");
+    let net = Net::new(zone, &[11, 12, 13, 14, 15]);
+    let servers: Vec<SmtpServer> = (11..=15)
+        .map(|n| net.server(n, Script::accept().greeting("421 4.3.2 busy")))
+        .collect();
+    let d = net.daemon(1, &net.config(&[("max_mx_addresses", "3")]));
+    send_one(&d, &["user@many.test.example"]);
+    assert!(
+        wait_log(&d, "as many as [delivery] max_mx_addresses allows", ARRIVAL),
+        "no deferral naming the limit: {}",
+        d.stderr()
+    );
+    let tried: Vec<usize> = servers.iter().map(SmtpServer::connections).collect();
+    assert!(tried[0] >= 1 && tried[1] >= 1, "{tried:?}");
+    assert_eq!(
+        tried[2..].iter().filter(|&&n| n > 0).count(),
+        1,
+        "one address of mx2, not more: {tried:?}"
+    );
+    let log = d.stderr();
+    assert!(
+        log.contains("tried 3 of the mail exchangers' addresses"),
+        "{log}"
+    );
+    assert_eq!(queued(&net.spool), Some(1), "deferred, not bounced: {log}");
+    finish(d);
+}
+
+#[test]
+fn a_huge_remote_reply_is_stored_bounced_and_logged_cut_to_size_and_escaped() {
+    let net = one_mx("huge.test.example");
+    // A short first line, then 400 KB: the cut falls in the second line.
+    let mut lines = vec!["550 5.1.1 no such user".to_string()];
+    lines.extend((0..100).map(|_| format!("550 5.1.1 {}", "x".repeat(4000))));
+    lines.push("550 5.1.1 end of the huge reply".into());
+    let mx = net.server(2, Script::accept().reply_to(Cmd::Rcpt, &lines.join("\n")));
+    let bounces = net.bounce_server();
+    let acct = net.dir.path().join("acct.csv");
+    let config = net.config(&[]) + &format!("\n[accounting]\npath = \"{}\"\n", acct.display());
+    let d = net.daemon(1, &config);
+    send_one(&d, &["user@huge.test.example"]);
+    let got = expect_messages(&bounces, 1, &d, "bounce");
+    let text = check_bounce(&got[0], "user@huge.test.example", "5.1.1");
+    wait_queue_empty(&d, &net.spool, ARRIVAL);
+    assert!(mx.connections() >= 1);
+    let long = "x".repeat(1100);
+    // The notice carries the first kilobyte, marked as cut.
+    assert!(text.contains("550-5.1.1 xxx"), "{text}");
+    assert!(text.contains("[...]"), "{text}");
+    assert!(!text.contains(&long), "the whole reply is in the notice");
+    // So does the status record in the spool.
+    let spool = common::segment_bytes(&net.spool);
+    assert!(
+        common::contains(&spool, b"550-5.1.1 xxx"),
+        "no status record"
+    );
+    assert!(
+        !common::contains(&spool, long.as_bytes()),
+        "the whole reply is stored"
+    );
+    // The log line is one line, bounded, with the line breaks escaped.
+    let log = d.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("bounced") && l.contains("5.1.1"))
+        .unwrap_or_else(|| panic!("no bounced line: {log}"));
+    assert!(line.contains("\\r\\n550-5.1.1 xxx"), "{line}");
+    assert!(line.len() < 4096, "{} bytes", line.len());
+    assert!(!log.contains('\r'), "a raw CR in the log");
+    assert!(
+        !log.lines().any(|l| l.starts_with("550")),
+        "a reply line of its own in the log"
+    );
+    // And the accounting record (written out at the stop at the latest):
+    // no reply line of its own either.
+    finish(d);
+    let records = std::fs::read_to_string(&acct).expect("accounting log");
+    assert!(records.contains("\\r\\n550-5.1.1"), "{records}");
+    assert!(!records.lines().any(|l| l.starts_with("550")), "{records}");
+    assert!(
+        !records.contains(&long),
+        "the whole reply is in the accounting log"
+    );
+}
+
+#[test]
+fn destination_names_are_forgotten_once_their_mail_is_gone() {
+    let mx = "mx.names.test.example";
+    let domains: Vec<String> = (0..20)
+        .map(|i| format!("d{i}.names.test.example"))
+        .collect();
+    let zone = domains
+        .iter()
+        .fold(Zone::new(), |z, d| z.mx(d, 10, mx))
+        .a(mx, "127.0.0.2");
+    let net = Net::new(zone, &[2]);
+    let server = net.server(2, Script::accept());
+    let port = common::free_port();
+    let config = net.config(&[]) + &format!("[admin]\naddress = \"127.0.0.1:{port}\"\n");
+    let d = net.daemon(1, &config);
+    let rcpts: Vec<String> = domains.iter().map(|d| format!("user@{d}")).collect();
+    let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    send_one(&d, &rcpts);
+    expect_messages(&server, 20, &d, "one message per domain");
+    wait_queue_empty(&d, &net.spool, ARRIVAL);
+    let names = || {
+        let (status, body) = admin_get(port, "/metrics");
+        assert_eq!(status, "HTTP/1.0 200 OK", "{body}");
+        let scrape =
+            prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("parse");
+        metric(&scrape, "petrel_delivery_destinations", &[])
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut now = names();
+    while now > 0.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        now = names();
+    }
+    assert_eq!(now, 0.0, "destination names kept: {}", d.stderr());
+    finish(d);
+}
+
+/// A `[[route]]` that takes bounces to the sender's MX (127.0.0.4) on
+/// `port`: a relay is never refused nor taken for this server.
+fn bounces_by_route(port: u16) -> String {
+    format!("[[route]]\ndomain = \"{SENDER_DOMAIN}\"\nrelay = \"127.0.0.4:{port}\"\n\n")
+}
+
+#[test]
+fn with_a_wildcard_listener_an_mx_on_loopback_bounces_5_4_6_instead_of_looping() {
+    // The MX is 127.0.0.9 on the port of a listener on 0.0.0.0: mail sent
+    // there would come back in, from loopback (a relay network), again
+    // and again.
+    let zone = Zone::new()
+        .mx("wild.test.example", 10, "mx.wild.test.example")
+        .a("mx.wild.test.example", "127.0.0.9");
+    let net = Net::new(zone, &[]);
+    let bounces = net.bounce_server();
+    let wild = common::free_port();
+    let extra = format!("[[listener]]\naddress = \"0.0.0.0:{wild}\"\n\n")
+        + &bounces_by_route(net.port)
+        + &delivery_config(net.dns.addr(), wild, &[]);
+    let d = net.daemon(1, &extra);
+    send_one(&d, &["user@wild.test.example"]);
+    let got = expect_messages(&bounces, 1, &d, "bounce");
+    let text = check_bounce(&got[0], "user@wild.test.example", "5.4.6");
+    assert!(text.contains("loops back to myself"), "{text}");
+    wait_queue_empty(&d, &net.spool, ARRIVAL);
+    let log = d.stderr();
+    let accepted = log
+        .lines()
+        .filter(|l| l.contains("accepted") && l.contains("rcpts="))
+        .count();
+    assert_eq!(accepted, 1, "mail came back in: {log}");
+    finish(d);
+}
+
+#[test]
+fn refuse_private_mx_bounces_an_mx_on_loopback_5_4_4() {
+    let net = one_mx("private.test.example");
+    let mx = net.server(2, Script::accept());
+    let bounces = net.bounce_server();
+    let extra = bounces_by_route(net.port) + &net.config(&[("refuse_private_mx", "true")]);
+    let d = net.daemon(1, &extra);
+    send_one(&d, &["user@private.test.example"]);
+    let got = expect_messages(&bounces, 1, &d, "bounce");
+    let text = check_bounce(&got[0], "user@private.test.example", "5.4.4");
+    assert!(text.contains("refuse_private_mx"), "{text}");
+    assert_eq!(mx.connections(), 0, "the private MX was tried");
+    finish(d);
+}

@@ -243,3 +243,202 @@ fn watchdog_pings_when_watchdog_usec_is_set() {
     }
     daemon.stop();
 }
+
+/// Runs `systemd-analyze` with `args`; `None` (after saying so) when it is
+/// not installed, which CI does not allow.
+fn systemd_analyze(args: &[&OsStr]) -> Option<(bool, String)> {
+    match Command::new("systemd-analyze").args(args).output() {
+        Ok(out) => Some((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "systemd-analyze is missing (.ci/run installs the systemd package)"
+            );
+            eprintln!("systemd-analyze is not installed: the unit was not checked");
+            None
+        }
+        Err(e) => panic!("running systemd-analyze: {e}"),
+    }
+}
+
+/// The exposure `systemd-analyze security` gives: "→ Overall exposure
+/// level for petrel.service: 1.6 OK".
+fn exposure(text: &str) -> Option<f64> {
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))?;
+    let (_, rest) = line.split_once(": ")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn the_exposure_parser_reads_the_overall_level() {
+    let text =
+        "✗ UMask= Files created 0.1\n\n→ Overall exposure level for petrel.service: 3.5 OK 🙂\n";
+    assert_eq!(exposure(text), Some(3.5));
+    assert_eq!(exposure("no such line"), None);
+}
+
+#[test]
+fn systemd_analyze_security_rates_the_sandbox_at_most_2() {
+    let dir = tempdir();
+    let path = dir.path().join("petrel.service");
+    common::write(&path, unit_for_this_build().as_bytes());
+    let Some((ok, text)) = systemd_analyze(&[
+        OsStr::new("security"),
+        OsStr::new("--offline=yes"),
+        path.as_os_str(),
+    ]) else {
+        return;
+    };
+    assert!(ok, "systemd-analyze security: {text}");
+    let level = exposure(&text).unwrap_or_else(|| panic!("no exposure level in: {text}"));
+    assert!(level <= 2.0, "exposure {level} above 2.0:\n{text}");
+}
+
+#[test]
+fn the_sandbox_keeps_io_uring_the_notify_socket_and_the_listener_ports() {
+    let settings = service_settings(UNIT);
+    let has = |k: &str, v: &str| settings.contains(&(k, v));
+    let filters: Vec<&str> = settings
+        .iter()
+        .filter(|(k, _)| *k == "SystemCallFilter")
+        .map(|(_, v)| *v)
+        .collect();
+    assert!(
+        filters[0].starts_with("@system-service")
+            && ["io_uring_setup", "io_uring_enter", "io_uring_register"]
+                .iter()
+                .all(|c| filters[0].split(' ').any(|w| w == *c)),
+        "{filters:?}"
+    );
+    // Denied groups must not take away what petrel calls: pinning and
+    // raising RLIMIT_MEMLOCK are allowed again after the deny list.
+    let deny = filters.iter().position(|f| f.starts_with('~'));
+    let again = filters
+        .iter()
+        .position(|f| f.contains("sched_setaffinity") && f.contains("setrlimit"));
+    assert!(
+        matches!((deny, again), (Some(d), Some(a)) if a > d),
+        "{filters:?}"
+    );
+    let families = settings
+        .iter()
+        .find(|(k, _)| *k == "RestrictAddressFamilies")
+        .map(|(_, v)| *v)
+        .unwrap_or("");
+    for family in ["AF_INET", "AF_INET6", "AF_UNIX"] {
+        assert!(families.split(' ').any(|f| f == family), "{families}");
+    }
+    for port in ["25", "465", "587", "9925"] {
+        assert!(has("SocketBindAllow", &format!("tcp:{port}")), "{port}");
+    }
+    assert!(has("SocketBindDeny", "any"));
+    let memlock = settings
+        .iter()
+        .find(|(k, _)| *k == "LimitMEMLOCK")
+        .map(|(_, v)| *v);
+    assert_eq!(memlock, Some("2G"), "bounded, and room for the shards");
+}
+
+/// Why `systemd-run` cannot start a sandboxed service here, if it cannot.
+fn no_service_manager() -> Option<String> {
+    if !Path::new("/run/systemd/system").is_dir() {
+        return Some(
+            "systemd is not the service manager (no /run/systemd/system; a container?)".into(),
+        );
+    }
+    if !rustix::process::geteuid().is_root() {
+        return Some("not root: a system service cannot be started".into());
+    }
+    match Command::new("systemd-run").arg("--version").output() {
+        Ok(out) if out.status.success() => None,
+        _ => Some("systemd-run is not installed".into()),
+    }
+}
+
+/// The unit's sandbox as `systemd-run` properties, with the listener port
+/// `port` allowed in place of the shipped ones, and `dir` writable.
+fn sandbox_properties(port: u16, dir: &Path) -> Vec<String> {
+    let skip = [
+        "ExecStart",
+        "ExecStartPre",
+        "User",
+        "Group",
+        "ReadWritePaths",
+        "ConfigurationDirectory",
+        "SocketBindAllow",
+        "Restart",
+        "RestartSec",
+        "WatchdogSec",
+        "TimeoutStartSec",
+        "AmbientCapabilities",
+        "CapabilityBoundingSet",
+        "Environment",
+        "ProtectHome",
+        "PrivateTmp",
+    ];
+    let mut props: Vec<String> = service_settings(UNIT)
+        .into_iter()
+        .filter(|(k, _)| !skip.contains(k))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    props.push(format!("SocketBindAllow=tcp:{port}"));
+    props.push(format!("ReadWritePaths={}", dir.display()));
+    props
+}
+
+#[test]
+fn petrel_runs_under_the_units_sandbox_with_systemd_run() {
+    if let Some(why) = no_service_manager() {
+        eprintln!("COULD NOT RUN petrel under the unit's sandbox: {why}; only the unit's settings and its security rating were checked");
+        return;
+    }
+    let dir = tempdir();
+    let port = free_port();
+    let spool = dir.path().join("spool");
+    let config = dir.path().join("petrel.toml");
+    common::write(
+        &config,
+        format!(
+            "[server]\nhostname = \"mx.test.example\"\nshards = 1\n\n[spool]\npath = \"{}\"\nsegment_size = 1048576\nmin_free_space = 0\n\n[[listener]]\naddress = \"127.0.0.1:{port}\"\n\n[admin]\naddress = \"\"\n\n[delivery]\npaused = true\n",
+            spool.display()
+        )
+        .as_bytes(),
+    );
+    let unit = format!("petrel-sandbox-test-{port}");
+    let mut run = Command::new("systemd-run");
+    run.arg(format!("--unit={unit}")).arg("--collect");
+    for p in sandbox_properties(port, dir.path()) {
+        run.arg("-p").arg(p);
+    }
+    run.arg(env!("CARGO_BIN_EXE_petrel"))
+        .args(["run", "--config"])
+        .arg(&config);
+    let out = run.output().expect("systemd-run");
+    assert!(
+        out.status.success(),
+        "systemd-run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Type=notify: systemd-run returns once READY=1 came, so the shard's
+    // io_uring ring is up and the listener accepts.
+    let mut c = Client::connect(port);
+    c.expect("220");
+    c.cmd("EHLO client.test.example", "250");
+    c.cmd("QUIT", "221");
+    let reload = Command::new("systemctl").args(["reload", &unit]).status();
+    let stop = Command::new("systemctl").args(["stop", &unit]).status();
+    assert!(
+        reload.is_ok_and(|s| s.success()),
+        "reload under the sandbox"
+    );
+    assert!(stop.is_ok_and(|s| s.success()), "stop under the sandbox");
+}

@@ -231,6 +231,12 @@ pub struct DeliverySection {
     pub paused: bool,
     /// Port of MX hosts, and of relays that give none.
     pub port: u16,
+    /// Addresses one delivery attempt tries, over all the MX hosts of the
+    /// destination in preference order; then the attempt is deferred.
+    pub max_mx_addresses: usize,
+    /// Refuse MX hosts whose addresses are private, loopback, link-local
+    /// or unspecified (never a `[[route]]` relay).
+    pub refuse_private_mx: bool,
     /// Open connections to one destination, over the whole process.
     pub max_connections_per_destination: usize,
     /// Messages sent over one connection before it is closed.
@@ -306,6 +312,10 @@ impl DeliverySection {
         DeliverySection {
             paused: false,
             port: 25,
+            // Postfix's smtp_mx_address_limit: each address may take a
+            // whole connect timeout.
+            max_mx_addresses: 5,
+            refuse_private_mx: false,
             max_connections_per_destination: 20,
             max_messages_per_connection: 1000,
             max_message_rate: None,

@@ -135,6 +135,8 @@ struct RawDelivery {
     paused: Option<bool>,
     // Wider than u16 so that 70000 gets the same message as 0.
     port: Option<Spanned<u64>>,
+    max_mx_addresses: Option<Spanned<usize>>,
+    refuse_private_mx: Option<bool>,
     max_connections_per_destination: Option<Spanned<usize>>,
     max_messages_per_connection: Option<Spanned<usize>>,
     max_message_rate: Option<Spanned<String>>,
@@ -629,6 +631,12 @@ impl RawDelivery {
         Ok(DeliverySection {
             paused: self.paused.unwrap_or(defaults.paused),
             port: port(self.port, defaults.port)?,
+            max_mx_addresses: checked(
+                self.max_mx_addresses,
+                defaults.max_mx_addresses,
+                at_least("max_mx_addresses", 1),
+            )?,
+            refuse_private_mx: self.refuse_private_mx.unwrap_or(defaults.refuse_private_mx),
             max_connections_per_destination: checked(
                 self.max_connections_per_destination,
                 defaults.max_connections_per_destination,

@@ -202,6 +202,7 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
     let me = Myself {
         hostname: &config.server.hostname,
         addrs: &ob.my_addrs,
+        refuse_private: config.delivery.refuse_private_mx,
     };
     let port = config.delivery.port;
     let resolver = ob.resolver();
@@ -256,7 +257,7 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
             }
             Step::Bounce(reply) => {
                 tracing::info!(destination = %key.destination,
-                    reason = %String::from_utf8_lossy(&reply.text), "bouncing the destination's queue");
+                    reason = %reply.logged(), "bouncing the destination's queue");
                 let queued = std::iter::from_fn(|| ob.take_job(key, 0));
                 for j in job.into_iter().chain(queued) {
                     ob.fail_job(&j, &reply, &Via::source(key.egress));
@@ -310,7 +311,7 @@ fn move_to_other_sources(
                 if !std::mem::replace(&mut logged, true) {
                     tracing::info!(destination = %key.destination,
                         from = %ob.egress().source(key.egress).name, to = %ob.egress().source(to).name,
-                        reason = %String::from_utf8_lossy(&reply.text), "mail moves to another source of its pool");
+                        reason = %reply.logged(), "mail moves to another source of its pool");
                 }
                 let moved = QueueKey {
                     egress: to,
@@ -347,7 +348,7 @@ fn log_failure(plan: &Delivery, addr: SocketAddr, ended: &Ended) {
             tracing::info!(host, %addr, reason = %why, "host failed; trying the next")
         }
         Ended::HostFailed(reply) => tracing::info!(host, %addr,
-            reason = %String::from_utf8_lossy(&reply.text), "host failed; trying the next"),
+            reason = %reply.logged(), "host failed; trying the next"),
     }
 }
 

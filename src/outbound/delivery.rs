@@ -7,7 +7,8 @@
 //! destination and suspend it until when).
 //!
 //! Owns: host and address fallback in MX order (skipping addresses of the
-//! other family than the egress source's), the plaintext retry after
+//! other family than the egress source's, and at most `max_addresses` of
+//! them per run), the plaintext retry after
 //! a failed TLS handshake (when the policy allows it), the reconnection of
 //! a connection the server closed while idle, the fair share of a
 //! contested connection slot, the idle timeout and the per-connection
@@ -42,6 +43,8 @@ pub struct Policy {
     pub idle_timeout_ms: u64,
     /// How long a destination whose hosts all failed gets no connection.
     pub suspend_ms: u64,
+    /// Addresses a run tries, over all the hosts (`max_mx_addresses`).
+    pub max_addresses: usize,
 }
 
 impl Policy {
@@ -54,6 +57,7 @@ impl Policy {
             max_messages_per_connection: shape.max_messages_per_connection,
             idle_timeout_ms: d.idle_timeout.as_millis(),
             suspend_ms: first_retry.min(SUSPEND_MAX_MS),
+            max_addresses: d.max_mx_addresses,
         }
     }
 }
@@ -128,6 +132,9 @@ pub struct Delivery {
     last_failure: ServerReply,
     /// Connections that ended, over all the hosts.
     attempts: usize,
+    /// Addresses connected to (a reconnection to the same one, after an
+    /// idle close or for the plaintext retry, is not another).
+    tried: usize,
     /// Messages settled by this run, over all the hosts it tried (the
     /// per-connection limit and the fair share count across them).
     sent: usize,
@@ -148,6 +155,7 @@ impl Delivery {
             plaintext: false,
             last_failure: ServerReply::local(451, (4, 4, 1), "no host could be reached"),
             attempts: 0,
+            tried: 0,
             sent: 0,
             idle_until: None,
         }
@@ -303,10 +311,15 @@ impl Delivery {
         while self.hop < self.hops.len() {
             match self.current() {
                 Some(addr) if self.reachable(addr) => {
+                    if self.tried >= self.policy.max_addresses {
+                        self.last_failure = self.limit_failure();
+                        return self.defer(now_ms);
+                    }
+                    self.tried += 1;
                     return Step::Connect {
                         addr,
                         plaintext: self.plaintext,
-                    }
+                    };
                 }
                 Some(_) => {
                     skipped += 1;
@@ -326,6 +339,22 @@ impl Delivery {
             };
         }
         self.defer(now_ms)
+    }
+
+    /// Why a run that tried as many addresses as it may is deferred: the
+    /// limit, and what the last one said.
+    fn limit_failure(&self) -> ServerReply {
+        let last = &self.last_failure;
+        let status = match last.status {
+            Some(s) if s.class == 4 => (s.class, s.subject, s.detail),
+            _ => (4, 4, 1),
+        };
+        let why = format!(
+            "tried {} of the mail exchangers' addresses, as many as [delivery] max_mx_addresses allows; the last: {}",
+            self.tried,
+            String::from_utf8_lossy(&last.text)
+        );
+        ServerReply::local(451, status, &why)
     }
 
     /// Why a destination none of whose addresses the source can reach is

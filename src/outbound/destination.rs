@@ -69,17 +69,115 @@ fn permanent(class_subject_detail: (u8, u16, u16), reason: String) -> NoRoute {
     }
 }
 
+/// The addresses mail to which reaches this server: those its listeners
+/// name and, when one listens on a wildcard address (`0.0.0.0`, `::`),
+/// every address of the machine's interfaces and all of loopback.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SelfAddrs {
+    addrs: Vec<IpAddr>,
+    /// A listener is on a wildcard address: 127.0.0.0/8, `::1` and the
+    /// unspecified addresses reach it too.
+    wildcard: bool,
+}
+
+impl SelfAddrs {
+    /// The addresses of `listeners`; with a wildcard one, the interfaces'
+    /// too (enumerated now: an address added later is not known).
+    pub fn of(listeners: impl IntoIterator<Item = IpAddr>) -> SelfAddrs {
+        let mut me = SelfAddrs::default();
+        for ip in listeners {
+            match ip.is_unspecified() {
+                true => me.wildcard = true,
+                false => me.addrs.push(ip.to_canonical()),
+            }
+        }
+        if me.wildcard {
+            match interface_addrs() {
+                Ok(addrs) => me.addrs.extend(addrs),
+                Err(e) => tracing::warn!(error = %e,
+                    "the machine's interface addresses are unknown: an MX pointing at one of them is not seen as a mail loop (loopback still is)"),
+            }
+        }
+        me.addrs.sort_unstable();
+        me.addrs.dedup();
+        me
+    }
+
+    /// Whether mail sent to `ip` comes back here.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.addrs.contains(&ip) || (self.wildcard && (ip.is_loopback() || ip.is_unspecified()))
+    }
+}
+
+/// The addresses of the machine's network interfaces.
+fn interface_addrs() -> nix::Result<Vec<IpAddr>> {
+    Ok(nix::ifaddrs::getifaddrs()?
+        .filter_map(|i| {
+            let a = i.address?;
+            let ip = match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
+                (Some(v4), _) => IpAddr::V4(*std::net::SocketAddrV4::from(*v4).ip()),
+                (_, Some(v6)) => IpAddr::V6(v6.ip()),
+                _ => return None,
+            };
+            Some(ip.to_canonical())
+        })
+        .collect())
+}
+
 /// Who we are, to recognise an MX that points back at this server.
 pub struct Myself<'a> {
     pub hostname: &'a str,
-    pub addrs: &'a [IpAddr],
+    pub addrs: &'a SelfAddrs,
+    /// `[delivery] refuse_private_mx`.
+    pub refuse_private: bool,
 }
 
 impl Myself<'_> {
     fn is(&self, hop: &Hop) -> bool {
         hop.name.eq_ignore_ascii_case(self.hostname)
-            || hop.addrs.iter().any(|a| self.addrs.contains(a))
+            || hop.addrs.iter().any(|&a| self.addrs.contains(a))
     }
+}
+
+/// An address no MX on the public internet has: private (RFC 1918, IPv6
+/// unique local), loopback, link-local, unspecified, or shared address
+/// space (RFC 6598).
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let shared = v4.octets()[0] == 100 && v4.octets()[1] & 0xC0 == 64;
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || shared
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_unique_local()
+                || v6.is_unicast_link_local()
+        }
+    }
+}
+
+/// `hops` without their private addresses (and without the hosts left
+/// with none), or why none is left.
+fn public_only(destination: &str, mut hops: Vec<Hop>) -> Result<Vec<Hop>, NoRoute> {
+    for hop in &mut hops {
+        hop.addrs.retain(|&a| !is_private(a));
+    }
+    hops.retain(|h| !h.addrs.is_empty());
+    if hops.is_empty() {
+        return Err(permanent(
+            (5, 4, 4),
+            format!(
+                "the mail exchangers of {destination} have only private, loopback or link-local addresses, which [delivery] refuse_private_mx refuses"
+            ),
+        ));
+    }
+    Ok(hops)
 }
 
 /// The hosts to try for `destination`, best first.
@@ -126,13 +224,19 @@ pub async fn resolve(
         .collect();
     // RFC 5321 5.1: hosts no better than ourselves are not tried; the
     // best MX being ourselves is a loop.
-    match hops.iter().position(|h| me.is(h)) {
-        Some(0) => Err(permanent(
-            (5, 4, 6),
-            format!("mail for {destination} loops back to myself"),
-        )),
-        Some(n) => Ok(hops.into_iter().take(n).collect()),
-        None => Ok(hops),
+    let hops = match hops.iter().position(|h| me.is(h)) {
+        Some(0) => {
+            return Err(permanent(
+                (5, 4, 6),
+                format!("mail for {destination} loops back to myself"),
+            ))
+        }
+        Some(n) => hops.into_iter().take(n).collect(),
+        None => hops,
+    };
+    match me.refuse_private {
+        true => public_only(destination, hops),
+        false => Ok(hops),
     }
 }
 
@@ -173,6 +277,83 @@ fn dns_failure(destination: &str, e: DnsError) -> NoRoute {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn with_a_wildcard_listener_loopback_and_the_interfaces_are_myself() {
+        let me = SelfAddrs::of([ip("0.0.0.0")]);
+        for mine in [
+            "127.0.0.1",
+            "127.3.2.1",
+            "::1",
+            "0.0.0.0",
+            "::",
+            "::ffff:127.0.0.9",
+        ] {
+            assert!(me.contains(ip(mine)), "{mine}");
+        }
+        assert!(!me.contains(ip("192.0.2.7")));
+        // Every address of the machine's interfaces is myself too.
+        for a in interface_addrs().unwrap() {
+            assert!(me.contains(a), "{a}");
+        }
+    }
+
+    #[test]
+    fn with_specific_listeners_only_their_addresses_are_myself() {
+        let me = SelfAddrs::of([ip("127.0.0.1"), ip("192.0.2.1")]);
+        assert!(me.contains(ip("127.0.0.1")));
+        assert!(me.contains(ip("192.0.2.1")));
+        assert!(!me.contains(ip("127.0.0.2")));
+        assert!(!me.contains(ip("0.0.0.0")));
+    }
+
+    #[test]
+    fn private_addresses() {
+        for private in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.1.1",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_private(ip(private)), "{private}");
+        }
+        for public in ["192.0.2.1", "8.8.8.8", "100.128.0.1", "2001:db8::1"] {
+            assert!(!is_private(ip(public)), "{public}");
+        }
+    }
+
+    #[test]
+    fn refused_private_addresses_leave_the_public_ones_or_bounce_5_4_4() {
+        let hop = |name: &str, addrs: &[&str]| Hop {
+            name: name.to_owned(),
+            addrs: addrs.iter().map(|a| ip(a)).collect(),
+            port: 25,
+        };
+        let hops = vec![
+            hop("a", &["10.0.0.1"]),
+            hop("b", &["127.0.0.2", "192.0.2.9"]),
+        ];
+        assert_eq!(
+            public_only("x.example", hops),
+            Ok(vec![hop("b", &["192.0.2.9"])])
+        );
+        match public_only("x.example", vec![hop("a", &["127.0.0.2"])]) {
+            Err(NoRoute::Permanent { status, .. }) => assert_eq!(status.parts(), (5, 4, 4)),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn domain_is_after_the_last_at() {

@@ -47,7 +47,6 @@ pub mod warmup;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +68,9 @@ use status::StatusWriter;
 
 /// How often the dispatcher looks at the retry wheel when nothing wakes it.
 const DISPATCH_TICK: Duration = Duration::from_millis(500);
+/// How often the destination names nothing refers to any more are
+/// forgotten.
+const FORGET_NAMES_MS: u64 = 5_000;
 
 /// Why a shard's delivery side could not start.
 #[derive(Debug, thiserror::Error)]
@@ -110,11 +112,18 @@ pub struct Outbound {
     stopping: Cell<bool>,
     /// Connection tasks running (including those waiting for a slot).
     running: Cell<usize>,
-    /// Listener addresses: an MX pointing at one of them is a loop.
-    my_addrs: Vec<IpAddr>,
+    /// The addresses that reach this server: an MX pointing at one of
+    /// them is a loop.
+    my_addrs: destination::SelfAddrs,
     rng: RefCell<XorShift>,
-    /// One `Rc<str>` per destination, shared by its queue keys.
+    /// One `Rc<str>` per destination, shared by its queue keys; a name
+    /// nothing else holds (no job queued or deferred, no connection, no
+    /// source choice, avoidance or remembered reply) is forgotten every
+    /// [`FORGET_NAMES_MS`], so the table holds the destinations with mail
+    /// or state, not every domain ever seen.
     names: RefCell<HashSet<Rc<str>>>,
+    /// When (monotonic ms) the names were last looked over.
+    names_forgotten_at: Cell<u64>,
     /// Notices written, for unique Message-IDs.
     notices: Cell<u64>,
     /// Failed recipients of each message gathered for its one bounce
@@ -206,14 +215,10 @@ impl Outbound {
             work: Signal::default(),
             stopping: Cell::new(false),
             running: Cell::new(0),
-            my_addrs: config
-                .listener
-                .iter()
-                .map(|l| l.address.ip())
-                .filter(|ip| !ip.is_unspecified())
-                .collect(),
+            my_addrs: destination::SelfAddrs::of(config.listener.iter().map(|l| l.address.ip())),
             rng: RefCell::new(XorShift::new(seed)),
             names: RefCell::new(HashSet::new()),
+            names_forgotten_at: Cell::new(now),
             notices: Cell::new(0),
             bounces: RefCell::default(),
             last_replies: RefCell::new(HashMap::new()),
@@ -258,7 +263,37 @@ impl Outbound {
         }
         let n: Rc<str> = Rc::from(destination);
         names.insert(n.clone());
+        self.metrics().destinations.set(names.len() as f64);
         n
+    }
+
+    /// Forgets the destination names nothing refers to any more, and the
+    /// last replies of queues that are gone (a remembered reply alone
+    /// does not keep its destination). A name still held stays, so two
+    /// `Rc`s never carry the same destination.
+    fn forget_names(&self) {
+        let mut replies = self.last_replies.borrow_mut();
+        let mut remembered: HashMap<*const u8, usize> = HashMap::new();
+        for key in replies.keys() {
+            *remembered
+                .entry(Rc::as_ptr(&key.destination).cast())
+                .or_default() += 1;
+        }
+        replies.retain(|key, _| {
+            let own = remembered
+                .get(&Rc::as_ptr(&key.destination).cast())
+                .copied()
+                .unwrap_or(0);
+            // The names table's reference, and the remembered replies'.
+            Rc::strong_count(&key.destination) > 1 + own
+        });
+        drop(replies);
+        let mut names = self.names.borrow_mut();
+        names.retain(|n| Rc::strong_count(n) > 1);
+        if names.capacity() > 4 * names.len().max(64) {
+            names.shrink_to_fit();
+        }
+        self.metrics().destinations.set(names.len() as f64);
     }
 
     fn random(&self) -> u64 {
@@ -467,7 +502,7 @@ impl Outbound {
         };
         let egress = self.egress();
         let source = &egress.source(budget.source).name;
-        let text = String::from_utf8_lossy(&reply.text);
+        let text = reply.logged();
         let seconds = rule.duration_ms / 1000;
         match done.action {
             BackoffAction::Suspend => {
@@ -549,6 +584,10 @@ async fn dispatch(ob: Rc<Outbound>) {
         let now = ob.clock.monotonic_ms();
         ob.spool.set_now(ob.clock.wall_ms());
         ob.sched.borrow_mut().advance(now);
+        if now.saturating_sub(ob.names_forgotten_at.get()) >= FORGET_NAMES_MS {
+            ob.names_forgotten_at.set(now);
+            ob.forget_names();
+        }
         loop {
             let key = ob.sched.borrow_mut().poll_connect();
             let Some(key) = key else { break };

@@ -172,12 +172,14 @@ impl Outbound {
     pub(super) fn note_reply(&self, key: &QueueKey, reply: &ServerReply) {
         let mut replies = self.last_replies.borrow_mut();
         let full = replies.len() >= MAX_LAST_REPLIES;
+        // One line, as the log has it: `petrel queue` prints it in a table.
+        let text = || reply.logged().to_string().into_boxed_str();
         match replies.get_mut(key) {
-            Some(text) if text.as_bytes() == reply.text.as_slice() => {}
-            Some(text) => *text = String::from_utf8_lossy(&reply.text).into(),
+            Some(kept) if kept.as_bytes() == reply.text => {}
+            Some(kept) => *kept = text(),
             None if full => {}
             None => {
-                replies.insert(key.clone(), String::from_utf8_lossy(&reply.text).into());
+                replies.insert(key.clone(), text());
             }
         }
     }

@@ -12,7 +12,7 @@
 //! Must never: change what happens to a recipient, or hold the spool
 //! state across an await.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 
 use super::Outbound;
@@ -186,7 +186,9 @@ impl Outbound {
                     });
                     diag.clear();
                     diag.push_str("smtp;");
-                    diag.push_str(&String::from_utf8_lossy(&reply.text));
+                    // One line, as in the log: a reply's line breaks and
+                    // control characters escaped.
+                    let _ = write!(diag, "{}", reply.logged());
                     r.dsn_diag = Some(&diag);
                     r.dsn_mta = via.host;
                     if matches!(outcome, Outcome::Bounced | Outcome::Deferred { .. }) {
@@ -214,7 +216,7 @@ impl Outbound {
                     source = %source.name,
                     delay_s,
                     retry_in_s,
-                    reply = %String::from_utf8_lossy(&reply.text),
+                    reply = %reply.logged(),
                     "{}",
                     outcome.word()
                 );

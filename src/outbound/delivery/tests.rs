@@ -9,6 +9,7 @@ const POLICY: Policy = Policy {
     max_messages_per_connection: 100,
     idle_timeout_ms: 5_000,
     suspend_ms: 30_000,
+    max_addresses: 5,
 };
 
 fn ip(n: u8) -> IpAddr {
@@ -402,4 +403,44 @@ fn a_rate_token_is_waited_for_on_the_connection_only_within_an_idle_wait() {
         "longer: the queue waits, not the connection"
     );
     assert!(plan.waits_for_token(5_000, 1_000), "already past");
+}
+
+#[test]
+fn a_run_tries_at_most_max_addresses_over_all_hosts_then_defers_saying_so() {
+    let policy = Policy {
+        max_addresses: 3,
+        ..POLICY
+    };
+    let mut d = Delivery::new(policy, None);
+    let hops = vec![hop("mx1.example", &[2, 3]), hop("mx2.example", &[4, 5])];
+    assert_eq!(d.resolved(Ok(hops), 0), connect(2));
+    assert_eq!(d.connection_ended(refused(), true, 10), connect(3));
+    // A reconnection to the same address is not another address.
+    assert_eq!(d.connection_ended(Ended::Stale, true, 20), connect(3));
+    assert_eq!(d.connection_ended(refused(), true, 30), connect(4));
+    assert_eq!(d.host(), "mx2.example");
+    let step = d.connection_ended(refused(), true, 40);
+    let text = defer_text(&step);
+    assert!(
+        text.contains("tried 3 of the mail exchangers' addresses"),
+        "{text}"
+    );
+    assert!(text.contains("max_mx_addresses"), "{text}");
+    assert!(text.contains("127.0.0.4:25]: connection refused"), "{text}");
+    assert_eq!(status(defer_reply(&step)), (451, Some((4, 4, 1))));
+}
+
+#[test]
+fn addresses_of_the_other_family_do_not_count_against_the_limit() {
+    let policy = Policy {
+        max_addresses: 1,
+        ..POLICY
+    };
+    let mut d = Delivery::new(policy, Some(ip(1)));
+    let mut six = hop("mx1.example", &[]);
+    six.addrs.push("2001:db8::1".parse().unwrap());
+    let hops = vec![six, hop("mx2.example", &[4, 5])];
+    assert_eq!(d.resolved(Ok(hops), 0), connect(4));
+    let step = d.connection_ended(refused(), true, 10);
+    assert!(defer_text(&step).contains("tried 1 of"));
 }

@@ -328,6 +328,13 @@ impl Client {
     }
 
     fn on_reply(&mut self, r: ServerReply, now_ms: u64, out: &mut Vec<u8>) {
+        // Only a successful EHLO's reply is read in full (its extensions),
+        // and it goes nowhere else; every other reply may end up in a
+        // status record, a notice and the logs, so it is cut to size here.
+        let r = match (self.phase, r.class()) {
+            (Phase::Ehlo, 2) => r,
+            _ => r.bounded(),
+        };
         if self.phase == Phase::Quit {
             self.close(Event::Closed);
             return;

@@ -15,6 +15,13 @@ use std::fmt;
 pub const MAX_REPLY_LINE: usize = 4096;
 /// Most lines in one reply (an EHLO reply has a dozen).
 pub const MAX_REPLY_LINES: usize = 128;
+/// Most bytes of a reply's text kept once it has been acted on (every
+/// reply but a successful EHLO's, which is read for its extensions): what
+/// status records, notices, logs and accounting records carry. A server
+/// may send 128 lines of 4 KiB; no diagnostic needs more than this.
+pub const MAX_KEPT_REPLY: usize = 1024;
+/// Ends a reply text cut at [`MAX_KEPT_REPLY`].
+pub const CUT_MARK: &[u8] = b" [...]";
 
 /// `class.subject.detail` (RFC 3463).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,11 +74,67 @@ impl ServerReply {
         self.class() == 2
     }
 
+    /// The reply with its text cut to at most [`MAX_KEPT_REPLY`] bytes, at
+    /// the start of a UTF-8 character and before a line break, and ending
+    /// with [`CUT_MARK`] when anything was cut.
+    pub fn bounded(mut self) -> Self {
+        if self.text.len() > MAX_KEPT_REPLY {
+            let mut end = MAX_KEPT_REPLY - CUT_MARK.len();
+            // Back to the first byte of a character (at most 3 steps).
+            while end > 0 && self.text[end] & 0xC0 == 0x80 {
+                end -= 1;
+            }
+            while end > 0 && matches!(self.text[end - 1], b'\r' | b'\n') {
+                end -= 1;
+            }
+            self.text.truncate(end);
+            self.text.extend_from_slice(CUT_MARK);
+        }
+        self
+    }
+
+    /// The text as one log line: see [`Escaped`].
+    pub fn logged(&self) -> Escaped<'_> {
+        Escaped(&self.text)
+    }
+
     /// The lines of the reply (one for a local reply).
     pub fn lines(&self) -> impl Iterator<Item = &[u8]> + '_ {
         self.text
             .split(|&b| b == b'\n')
             .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+    }
+}
+
+/// Bytes from a remote server as text for one log line: CR and LF as `\r`
+/// and `\n`, a backslash as `\\`, other control characters and bytes
+/// that are not UTF-8 as `\xNN`; so a server cannot forge log lines or
+/// fields.
+#[derive(Debug, Clone, Copy)]
+pub struct Escaped<'a>(pub &'a [u8]);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        for chunk in self.0.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                match c {
+                    '\r' => f.write_str("\\r")?,
+                    '\n' => f.write_str("\\n")?,
+                    '\\' => f.write_str("\\\\")?,
+                    c if c.is_control() => {
+                        for b in c.encode_utf8(&mut [0; 4]).bytes() {
+                            write!(f, "\\x{b:02x}")?;
+                        }
+                    }
+                    c => f.write_char(c)?,
+                }
+            }
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -268,6 +331,51 @@ mod tests {
         assert_eq!(reply(b"250 2.1.5\r\n").1.status.map(|s| s.detail), Some(5));
         assert_eq!(reply(b"250 2.1000.5 x\r\n").1.status, None);
         assert_eq!(reply(b"250\r\n").1.text, b"250");
+    }
+
+    #[test]
+    fn a_long_reply_is_cut_at_a_character_and_marked() {
+        // "é" is two bytes: the cut must not split one.
+        let mut raw = b"550-".to_vec();
+        raw.extend("é".repeat(600).as_bytes());
+        raw.extend_from_slice(b"\r\n550 end\r\n");
+        let r = reply(&raw).1.bounded();
+        assert!(r.text.len() <= MAX_KEPT_REPLY, "{}", r.text.len());
+        assert!(r.text.ends_with(CUT_MARK));
+        let kept = &r.text[..r.text.len() - CUT_MARK.len()];
+        let kept = std::str::from_utf8(kept).expect("cut at a character");
+        assert!(kept.starts_with("550-éé") && kept.ends_with('é'), "{kept}");
+        // A short one is left alone.
+        let short = reply(b"550 5.1.1 no\r\n").1;
+        assert_eq!(short.clone().bounded(), short);
+    }
+
+    #[test]
+    fn a_cut_never_leaves_half_a_line_break() {
+        // Lines of 509 bytes with their CRLF: the cut falls right after
+        // the second line's CRLF, which must go too.
+        let line = format!("451-{}\r\n", "a".repeat(503));
+        let mut raw = line.repeat(3).into_bytes();
+        raw.extend_from_slice(b"451 end\r\n");
+        let text = reply(&raw).1.bounded().text;
+        assert!(text.len() <= MAX_KEPT_REPLY);
+        let kept = &text[..text.len() - CUT_MARK.len()];
+        assert_eq!(
+            kept.len(),
+            2 * 509 - 2,
+            "{:?}",
+            String::from_utf8_lossy(kept)
+        );
+        assert!(kept.ends_with(b"aaaa"));
+    }
+
+    #[test]
+    fn logged_text_has_no_control_characters() {
+        let r = reply(b"550-a\\b\t\x1b[31m\xff\r\n550 \xc3\xa9 end\r\n").1;
+        assert_eq!(
+            r.logged().to_string(),
+            "550-a\\\\b\\x09\\x1b[31m\\xff\\r\\n550 é end"
+        );
     }
 
     #[test]

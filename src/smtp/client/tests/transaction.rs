@@ -352,3 +352,30 @@ fn calls_out_of_turn_are_misuse() {
     assert_eq!(h.c.quit(0, &mut out), Err(Misuse::NotWaiting));
     assert!(out.is_empty());
 }
+
+#[test]
+fn a_huge_reply_is_kept_cut_to_size() {
+    let mut h = H::ready(EHLO_PIPELINING);
+    let r = [rcpt("a@x.test")];
+    h.start(&tx(&r));
+    let mut huge = Vec::new();
+    for _ in 0..100 {
+        huge.extend_from_slice(b"550-5.1.1 ");
+        huge.extend_from_slice(&[b'x'; 4000]);
+        huge.extend_from_slice(b"\r\n");
+    }
+    huge.extend_from_slice(b"550 5.1.1 no such user\r\n");
+    h.feed(b"250 ok\r\n");
+    h.feed(&huge);
+    h.feed(b"554 5.5.1 no valid recipients\r\n");
+    let o = h.c.take_outcomes();
+    assert_eq!(o.len(), 1);
+    assert_eq!(o[0].kind, Failed);
+    assert_eq!(o[0].reply.code, 550);
+    assert_eq!(
+        o[0].reply.status.map(|s| s.to_string()),
+        Some("5.1.1".into())
+    );
+    assert!(o[0].reply.text.len() <= reply::MAX_KEPT_REPLY);
+    assert!(o[0].reply.text.ends_with(reply::CUT_MARK));
+}
