@@ -247,6 +247,9 @@ fn run(path: Option<&Path>) -> ExitCode {
         Ok(plan) => plan,
         Err(e) => return fail(EXIT_FAILURE, &format!("petrel: {e}")),
     };
+    if let Some(caveat) = petrel::spool::filesystem::caveat(&config.spool.path) {
+        tracing::warn!("{}", caveat.warning());
+    }
     tracing::info!(
         config = %path.map_or_else(|| DEFAULT_CONFIG_NAME.to_owned(), |p| p.display().to_string()),
         shards = plan.shards,
@@ -275,6 +278,9 @@ fn check(path: Option<&Path>) -> ExitCode {
     // machine can answer; the rest (io_uring, CPUs, spool) are `run`'s.
     if let Err(e) = preflight::check_sources(&config) {
         return fail(EXIT_FAILURE, &format!("petrel: {e}"));
+    }
+    if let Some(caveat) = petrel::spool::filesystem::caveat(&config.spool.path) {
+        eprintln!("petrel: warning: {}", caveat.warning());
     }
     let text = match config.to_toml_string() {
         Ok(text) => text,
