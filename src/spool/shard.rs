@@ -624,6 +624,9 @@ impl ShardSpool {
             if live_bytes * 2 > self.inner.opts.segment_size {
                 return Vec::new();
             }
+            // Oldest first, and the same order on every run (the index is a
+            // hash map): a simulation replays from its seed.
+            ids.sort_unstable();
             ids
         })
     }
