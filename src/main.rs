@@ -256,13 +256,23 @@ fn run(path: Option<&Path>) -> ExitCode {
         "starting petrel {}",
         env!("CARGO_PKG_VERSION"),
     );
-    for warning in config.warnings() {
+    for warning in warnings(&config) {
         tracing::warn!("{warning}");
     }
     match daemon::run(config, plan, path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(EXIT_FAILURE, &format!("petrel: {e}")),
     }
+}
+
+/// What `run` logs and `check` prints as warnings: settings allowed but
+/// probably not meant, and a spool on a file system that does not keep
+/// petrel's promises.
+fn warnings(config: &Config) -> Vec<String> {
+    let mut all = config.warnings();
+    let caveat = petrel::spool::filesystem::caveat(&config.spool.path);
+    all.extend(caveat.map(|c| c.warning()));
+    all
 }
 
 fn check(path: Option<&Path>) -> ExitCode {
@@ -279,7 +289,7 @@ fn check(path: Option<&Path>) -> ExitCode {
     if let Err(e) = preflight::check_sources(&config) {
         return fail(EXIT_FAILURE, &format!("petrel: {e}"));
     }
-    for warning in config.warnings() {
+    for warning in warnings(&config) {
         eprintln!("petrel: warning: {warning}");
     }
     let text = match config.to_toml_string() {

@@ -136,7 +136,7 @@ pub async fn run(
     }
     tracing::info!(shard, listeners = listeners.len(), "shard ready");
     watch.listening();
-    futures_lite::future::zip(
+    let (kept, ()) = futures_lite::future::zip(
         housekeep(Housekeeping {
             shard,
             spool: &spool,
@@ -155,7 +155,7 @@ pub async fn run(
     if let Some(log) = &accounting {
         log.flush();
     }
-    Ok(())
+    Ok(kept?)
 }
 
 /// What the shard's periodic work looks after.
@@ -174,7 +174,11 @@ struct Housekeeping<'a> {
 
 /// Runs the shard's periodic work until the stop flag is set: the spool's
 /// clock, compaction and free space, and a reloaded configuration.
-async fn housekeep(h: Housekeeping<'_>) {
+///
+/// A failed fdatasync ends it with an error, after setting the stop flag:
+/// the pages it covered may be gone, so the shard stops (its sessions
+/// answer 451 to what is in flight) and the daemon exits non-zero.
+async fn housekeep(h: Housekeeping<'_>) -> Result<(), SpoolError> {
     let Housekeeping {
         shard,
         spool,
@@ -190,6 +194,14 @@ async fn housekeep(h: Housekeeping<'_>) {
     let mut generation = 0;
     while !stop.load(Ordering::Relaxed) {
         glommio::timer::sleep(TICK).await;
+        if spool.has_failed() {
+            tracing::error!(
+                shard,
+                "a spool fdatasync failed: stopping; restart once the disk is checked"
+            );
+            stop.store(true, Ordering::SeqCst);
+            return Err(SpoolError::SyncFailed);
+        }
         spool.set_now(clock.wall_ms());
         spool_bytes.set(spool.bytes() as f64);
         if let Some(log) = accounting {
@@ -220,6 +232,7 @@ async fn housekeep(h: Housekeeping<'_>) {
             }
         }
     }
+    Ok(())
 }
 
 /// Stops accepting, lets sessions finish (bounded), then stops the spool.
@@ -260,6 +273,73 @@ async fn shutdown(
 #[cfg(test)]
 mod tests {
     use super::ShardError;
+
+    /// A group commit whose fdatasync fails: the message is not
+    /// acknowledged, nothing later is accepted, and the shard's periodic
+    /// work ends with the error and stops the daemon.
+    #[test]
+    fn a_failed_fdatasync_ends_the_shard_with_an_error() {
+        use crate::spool::faulty::{Faults, FaultyDisk};
+        use crate::spool::SpoolError;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("shard-0");
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let disk = FaultyDisk::new(1, Faults::default());
+                let disk = std::rc::Rc::new(disk);
+                let opts = crate::spool::SpoolOptions {
+                    dir,
+                    shard: 0,
+                    segment_size: 1 << 20,
+                };
+                let (spool, _, _lock) =
+                    crate::spool::recovery::open_shard_on(opts, 1, disk.clone()).expect("open");
+                disk.set_faults(Faults {
+                    sync_eio: 1000,
+                    ..Faults::default()
+                });
+                let mut env = spool_format::envelope::Envelope::default();
+                env.body.push(spool.append_chunk(b"body").expect("chunk"));
+                let committed = spool.commit_message(&mut env).await;
+                assert!(
+                    matches!(committed, Err(SpoolError::SyncFailed)),
+                    "{committed:?}"
+                );
+                assert!(spool.has_failed());
+                assert!(spool.append_chunk(b"more").is_err());
+                let stop = AtomicBool::new(false);
+                let reloads = crate::reload::Published::new();
+                let gauge = metrics::Gauge::noop();
+                let housekeeping = super::housekeep(super::Housekeeping {
+                    shard: 0,
+                    spool: &spool,
+                    listeners: &[],
+                    outbound: None,
+                    stop: &stop,
+                    clock: crate::clock::Clock::new(),
+                    spool_bytes: &gauge,
+                    reloads: &reloads,
+                    accounting: None,
+                });
+                // A safety net only: it ends at its first tick.
+                let never = async {
+                    glommio::timer::sleep(std::time::Duration::from_secs(60)).await;
+                    Ok(())
+                };
+                let ended = futures_lite::future::or(housekeeping, never).await;
+                assert!(matches!(ended, Err(SpoolError::SyncFailed)), "{ended:?}");
+                assert!(
+                    stop.load(Ordering::SeqCst),
+                    "the other shards are told to stop"
+                );
+                spool.shutdown().await;
+            })
+            .expect("executor")
+            .join()
+            .expect("join");
+    }
 
     #[test]
     fn start_errors_print_what_they_wrap() {

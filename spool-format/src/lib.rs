@@ -31,6 +31,8 @@ pub const SEGMENT_HEADER_LEN: usize = 64;
 pub const RECORD_HEADER_LEN: usize = 32;
 /// The largest segment: record offsets inside a segment are stored as u32.
 pub const MAX_SEGMENT_SIZE: u64 = 1 << 32;
+/// The largest segment id: the queue index stores segment ids in 32 bits.
+pub const MAX_SEGMENT_ID: u64 = u32::MAX as u64;
 /// Format version written into segment and record headers.
 pub const FORMAT_VERSION: u8 = 1;
 

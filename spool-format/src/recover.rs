@@ -134,8 +134,10 @@ pub enum Applied {
 #[derive(Debug, Default)]
 pub struct QueueIndex {
     pub messages: HashMap<u64, QueuedMessage>,
-    /// Segment id → number of queued messages with some part in it. A
-    /// segment with no entry here holds nothing live.
+    /// Segment id → number of queued messages whose oldest part is in it.
+    /// Segments are reclaimed oldest first and never past a pinned one, so
+    /// the oldest part is the only one to pin: one entry per message,
+    /// whatever segment ids an envelope names.
     pub pins: BTreeMap<u64, u32>,
     /// Messages whose envelope or body could not be read back.
     pub damaged_messages: u64,
@@ -156,7 +158,8 @@ impl QueueIndex {
     /// Each envelope's chunks are checked as the scan meets it (in log
     /// order, so the lookups stay cache-friendly), but a message is dropped
     /// only if its final copy lacks a body: an old copy may point at chunks
-    /// in a segment already reclaimed.
+    /// in a segment already reclaimed. A copy without its body never
+    /// replaces one with it.
     pub fn recover(segments: &[RecoveredSegment<'_>]) -> QueueIndex {
         let mut q = QueueIndex::default();
         for seg in segments {
@@ -195,19 +198,17 @@ impl QueueIndex {
             .collect();
         for id in broken {
             if let Some(m) = self.messages.remove(&id) {
-                self.pin(m.first_segment_id(), m.segment_id(), -1);
+                self.pin(m.first_segment_id(), -1);
                 self.damaged_messages += 1;
             }
         }
     }
 
-    fn pin(&mut self, first: u64, last: u64, delta: i64) {
-        for s in first..=last {
-            let e = self.pins.entry(s).or_insert(0);
-            *e = (i64::from(*e) + delta).max(0) as u32;
-            if *e == 0 {
-                self.pins.remove(&s);
-            }
+    fn pin(&mut self, first: u64, delta: i64) {
+        let e = self.pins.entry(first).or_insert(0);
+        *e = (i64::from(*e) + delta).max(0) as u32;
+        if *e == 0 {
+            self.pins.remove(&first);
         }
     }
 
@@ -217,6 +218,13 @@ impl QueueIndex {
     }
 
     fn insert(&mut self, segment: u64, offset: u32, env: &impl EnvelopeView, body_ok: bool) {
+        // A copy whose chunks did not all reach the disk (its envelope's
+        // page was written back before theirs, and the power went before
+        // the sync) never replaces a whole one: it was not durable, and it
+        // carries no state the log does not already hold before it.
+        if !body_ok && self.messages.get(&env.msg_id()).is_some_and(|m| m.body_ok) {
+            return;
+        }
         let n = env.recipient_count() as u32;
         let mut pending = PendingSet::all(n);
         let (mut next_ms, mut attempts) = (0u64, 0u32);
@@ -233,11 +241,13 @@ impl QueueIndex {
                 _ => {}
             }
         }
-        let first_segment = env.chunk_segments().min().unwrap_or(segment).min(segment);
+        // Pinned as stored, so that unpinning finds the same entry.
+        let first = env.chunk_segments().min().unwrap_or(segment).min(segment);
+        let first_segment = u64::from(seg32(first));
         let msg_id = env.msg_id();
         if let Some(old) = self.messages.remove(&msg_id) {
             // A copy made by compaction: states already finished stay finished.
-            self.pin(old.first_segment_id(), old.segment_id(), -1);
+            self.pin(old.first_segment_id(), -1);
             for i in 0..n {
                 if !old.pending.contains(i) {
                     pending.remove(i);
@@ -249,7 +259,7 @@ impl QueueIndex {
         if pending.is_empty() {
             return;
         }
-        self.pin(first_segment, segment, 1);
+        self.pin(first_segment, 1);
         self.messages.insert(
             msg_id,
             QueuedMessage {
@@ -310,7 +320,7 @@ impl QueueIndex {
         }
         let (first_segment, segment) = (m.first_segment_id(), m.segment_id());
         self.messages.remove(&msg_id);
-        self.pin(first_segment, segment, -1);
+        self.pin(first_segment, -1);
         Applied::Finished {
             first_segment,
             segment,

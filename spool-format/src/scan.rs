@@ -3,6 +3,7 @@
 //! | at the scan position                         | decision                                      |
 //! |----------------------------------------------|-----------------------------------------------|
 //! | a valid record (header CRC, length fits, payload CRC, sequence increases) | keep it, move past it |
+//! | a valid header (length fits, sequence increases) over a bad payload | a record cut short: search on after its span |
 //! | anything else, and a valid record later      | damage: report the gap, resume at that record |
 //! | anything else, nothing valid later, all zero | clean end: append here                        |
 //! | anything else, nothing valid later, non-zero | torn tail: cut back here, report bytes dropped|
@@ -57,6 +58,9 @@ pub struct SegmentScan {
     pub damage: Vec<Damage>,
     /// Highest sequence number seen (or the `min_seq` passed in).
     pub last_seq: u64,
+    /// Bytes the scan looked at (searched, or checksummed): at most a
+    /// small multiple of the segment's length whatever it holds.
+    pub work: u64,
 }
 
 impl SegmentScan {
@@ -75,28 +79,77 @@ impl SegmentScan {
     }
 }
 
-/// Checks the record at `pos`; `None` if any check fails.
-fn valid_record_at(bytes: &[u8], pos: usize, last_seq: u64, nonce: u64) -> Option<RecordHeader> {
-    let h = RecordHeader::decode(bytes.get(pos..)?, nonce)?;
+/// What the bytes at a scan position are.
+enum Check {
+    Valid(RecordHeader),
+    /// A header whose own checksum holds over a payload whose checksum
+    /// does not: a record the writer made (records never overlap) and that
+    /// did not reach the disk whole. Nothing valid starts inside its span,
+    /// so the search resumes after it: each byte is checksummed at most
+    /// once, and re-syncing stays linear whatever the damage holds.
+    Broken {
+        span: usize,
+    },
+    /// No record the writer could have made: move on by one position.
+    Invalid,
+}
+
+/// Checks the record at `pos`, adding the bytes it looked at to `work`.
+fn check_at(bytes: &[u8], pos: usize, last_seq: u64, nonce: u64, work: &mut u64) -> Check {
+    *work += RECORD_HEADER_LEN as u64;
+    let Some(h) = bytes
+        .get(pos..)
+        .and_then(|b| RecordHeader::decode(b, nonce))
+    else {
+        return Check::Invalid;
+    };
     let start = pos + RECORD_HEADER_LEN;
-    let payload = bytes.get(start..start.checked_add(h.payload_len as usize)?)?;
-    if h.seq <= last_seq || crc32c::crc32c(payload) != h.payload_crc {
-        return None;
+    // A length past the segment's end or an old sequence number: not a
+    // record the writer made here (it writes only inside the segment, in
+    // increasing order), so its length is not trusted to skip anything.
+    let end = start.checked_add(h.payload_len as usize);
+    let Some(payload) = end.and_then(|end| bytes.get(start..end)) else {
+        return Check::Invalid;
+    };
+    if h.seq <= last_seq {
+        return Check::Invalid;
     }
-    Some(h)
+    *work += payload.len() as u64;
+    if crc32c::crc32c(payload) != h.payload_crc {
+        return Check::Broken {
+            span: record_span(payload.len()),
+        };
+    }
+    Check::Valid(h)
 }
 
 /// The next aligned position at or after `from` that holds a valid record.
-fn find_next_valid(bytes: &[u8], from: usize, last_seq: u64, nonce: u64) -> Option<usize> {
+fn find_next_valid(
+    bytes: &[u8],
+    from: usize,
+    last_seq: u64,
+    nonce: u64,
+    work: &mut u64,
+) -> Option<usize> {
     let magic = crate::header::RECORD_MAGIC.to_le_bytes();
     let finder = memchr::memmem::Finder::new(&magic);
     let mut at = from;
     while at < bytes.len() {
-        let hit = at + finder.find(&bytes[at..])?;
-        if hit % ALIGN == 0 && valid_record_at(bytes, hit, last_seq, nonce).is_some() {
-            return Some(hit);
-        }
+        let Some(found) = finder.find(&bytes[at..]) else {
+            *work += (bytes.len() - at) as u64;
+            return None;
+        };
+        *work += found as u64 + 1;
+        let hit = at + found;
         at = hit + 1;
+        if hit % ALIGN != 0 {
+            continue;
+        }
+        match check_at(bytes, hit, last_seq, nonce, work) {
+            Check::Valid(_) => return Some(hit),
+            Check::Broken { span } => at = hit + span,
+            Check::Invalid => {}
+        }
     }
     None
 }
@@ -127,6 +180,7 @@ pub fn scan_segment(bytes: &[u8], min_seq: u64) -> SegmentScan {
         tail: Tail::Clean,
         damage: Vec::new(),
         last_seq: min_seq,
+        work: 0,
     };
     // Without a header there is no nonce to check records against: nothing
     // in the segment can be trusted, and all of it is reported as damage.
@@ -140,16 +194,20 @@ pub fn scan_segment(bytes: &[u8], min_seq: u64) -> SegmentScan {
     };
     let mut pos = SEGMENT_HEADER_LEN;
     while pos + RECORD_HEADER_LEN <= bytes.len() {
-        if let Some(h) = valid_record_at(bytes, pos, scan.last_seq, nonce) {
-            scan.records.push(ScannedRecord {
-                offset: pos as u32,
-                header: h,
-            });
-            scan.last_seq = h.seq;
-            pos += record_span(h.payload_len as usize);
-            continue;
-        }
-        match find_next_valid(bytes, pos + ALIGN, scan.last_seq, nonce) {
+        let resume = match check_at(bytes, pos, scan.last_seq, nonce, &mut scan.work) {
+            Check::Valid(h) => {
+                scan.records.push(ScannedRecord {
+                    offset: pos as u32,
+                    header: h,
+                });
+                scan.last_seq = h.seq;
+                pos += record_span(h.payload_len as usize);
+                continue;
+            }
+            Check::Broken { span } => pos + span,
+            Check::Invalid => pos + ALIGN,
+        };
+        match find_next_valid(bytes, resume, scan.last_seq, nonce, &mut scan.work) {
             Some(next) => {
                 scan.damage.push(Damage {
                     offset: pos as u64,

@@ -19,6 +19,7 @@
 
 mod cache;
 mod error;
+pub mod fuzzing;
 mod inflight;
 mod mx;
 mod resolv_conf;

@@ -11,8 +11,11 @@
 
 pub mod ahead;
 pub mod commit;
+pub mod faulty;
+pub mod filesystem;
 pub mod id;
 pub mod inspect;
+pub mod io;
 pub mod params;
 pub mod recovery;
 pub mod segment;
@@ -43,6 +46,15 @@ pub enum SpoolError {
     EmptyChunk,
     #[error("message {0:x} is not queued")]
     NotQueued(u64),
+    #[error("segment id {0} leaves no next id: the last a spool may use is {max}", max = spool_format::MAX_SEGMENT_ID)]
+    SegmentIdsExhausted(u64),
+}
+
+/// The id of the segment after `id`, if the spool may use one.
+pub(crate) fn next_segment_id(id: u64) -> Result<u64, SpoolError> {
+    id.checked_add(1)
+        .filter(|&next| next <= spool_format::MAX_SEGMENT_ID)
+        .ok_or(SpoolError::SegmentIdsExhausted(id))
 }
 
 /// Maps an I/O error to a [`SpoolError`] naming the file and the operation.

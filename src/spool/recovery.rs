@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use rustix::fs::{flock, FlockOperation};
 use spool_format::{
@@ -14,6 +15,7 @@ use spool_format::{
     SegmentScan, Tail,
 };
 
+use super::io::{Disk, StorageIo};
 use super::segment::{sync_dir, Segment};
 use super::shard::{ShardSpool, SpoolOptions, State};
 use super::{io_err, SpoolError};
@@ -141,14 +143,14 @@ fn quarantine(
 
 /// Cuts a torn tail back: zeroes what follows the last valid record so a
 /// later crash cannot make stale bytes look like part of the log.
-fn cut_tail(seg: &mut Segment, scan: &SegmentScan) -> Result<u64, SpoolError> {
+fn cut_tail(io: &dyn StorageIo, seg: &mut Segment, scan: &SegmentScan) -> Result<u64, SpoolError> {
     let Tail::Torn { dropped_bytes } = scan.tail else {
         return Ok(0);
     };
     let end = scan.end;
     let stop = (end as u64 + dropped_bytes).min(seg.map.len() as u64) as usize;
     seg.map[end..stop].fill(0);
-    seg.sync_blocking()?;
+    seg.sync_blocking(io)?;
     Ok(dropped_bytes)
 }
 
@@ -176,6 +178,15 @@ pub fn open_shard(
     opts: SpoolOptions,
     now_ms: u64,
 ) -> Result<(ShardSpool, RecoveryReport, File), SpoolError> {
+    open_shard_on(opts, now_ms, Rc::new(Disk))
+}
+
+/// [`open_shard`] on the given storage (a faulty disk in tests).
+pub fn open_shard_on(
+    opts: SpoolOptions,
+    now_ms: u64,
+    io: Rc<dyn StorageIo>,
+) -> Result<(ShardSpool, RecoveryReport, File), SpoolError> {
     std::fs::create_dir_all(&opts.dir).map_err(io_err(&opts.dir, "creating spool directory"))?;
     let lock = lock_dir(&opts.dir)?;
     remove_unfinished_segments(&opts.dir)?;
@@ -184,6 +195,9 @@ pub fn open_shard(
     let mut scans = Vec::new();
     let mut last_seq = 0;
     for (id, path) in list_segments(&opts.dir)? {
+        if id > spool_format::MAX_SEGMENT_ID {
+            return Err(SpoolError::SegmentIdsExhausted(id));
+        }
         let mut seg = Segment::open(&path, id)?;
         // Everything past the last data extent reads as zeros, which the
         // scan would only walk through.
@@ -201,7 +215,7 @@ pub fn open_shard(
             report.quarantined.push(q);
             report.damaged_regions += scan.damage.len().max(1);
         }
-        let dropped = cut_tail(&mut seg, &scan)?;
+        let dropped = cut_tail(&*io, &mut seg, &scan)?;
         if dropped > 0 {
             tracing::warn!(segment = %path.display(), bytes = dropped, "torn tail cut back to the last valid record");
         }
@@ -232,21 +246,39 @@ pub fn open_shard(
             "messages in the spool could not be read back"
         );
     }
-    let state = resume_state(&opts, segments, &scans, index, last_seq, now_ms)?;
+    let found = Found {
+        segments,
+        scans,
+        index,
+        last_seq,
+    };
+    let state = resume_state(&opts, found, now_ms, io)?;
     let spool = ShardSpool::from_state(opts, state);
     spool.reclaim()?;
     Ok((spool, report, lock))
 }
 
+/// What the scan of a shard's segments found.
+struct Found {
+    segments: BTreeMap<u64, Segment>,
+    scans: Vec<(u64, SegmentScan)>,
+    index: QueueIndex,
+    last_seq: u64,
+}
+
 /// Picks up appending where the log ended, or starts a new segment.
 fn resume_state(
     opts: &SpoolOptions,
-    mut segments: BTreeMap<u64, Segment>,
-    scans: &[(u64, SegmentScan)],
-    index: QueueIndex,
-    last_seq: u64,
+    found: Found,
     now_ms: u64,
+    io: Rc<dyn StorageIo>,
 ) -> Result<State, SpoolError> {
+    let Found {
+        mut segments,
+        scans,
+        index,
+        last_seq,
+    } = found;
     // Ids stay unique across restarts even after every segment is reclaimed.
     // Ids never repeat: past every record and every segment's starting
     // sequence (an empty newest segment may be all that is left), and not
@@ -275,7 +307,10 @@ fn resume_state(
             c
         }
         None => {
-            let id = segments.keys().next_back().map_or(1, |id| id + 1);
+            let id = match segments.keys().next_back() {
+                Some(&last) => super::next_segment_id(last)?,
+                None => 1,
+            };
             let header = spool_format::SegmentHeader {
                 shard: opts.shard,
                 segment_id: id,
@@ -284,7 +319,7 @@ fn resume_state(
                 nonce: super::segment::random_nonce(),
                 first_seq: seq,
             };
-            let seg = Segment::create(&opts.dir, &header)?;
+            let seg = Segment::create(&*io, &opts.dir, &header)?;
             let c = SegmentCursor::resume(&header, spool_format::SEGMENT_HEADER_LEN, seg.map.len());
             segments.insert(id, seg);
             c
@@ -301,5 +336,6 @@ fn resume_state(
         now_ms,
         inflight: BTreeMap::new(),
         unapplied_status: std::collections::HashMap::new(),
+        io,
     })
 }

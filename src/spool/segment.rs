@@ -15,6 +15,7 @@ use rustix::fs::SeekFrom;
 use rustix::io::Errno;
 use spool_format::{segment_file_name, SegmentHeader};
 
+use super::io::StorageIo;
 use super::{ahead, io_err, SpoolError};
 
 /// Suffix of a segment file still being built.
@@ -51,15 +52,6 @@ pub fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err(dir, "syncing directory"))
-}
-
-fn fallocate(file: &File, len: u64) -> std::io::Result<()> {
-    Ok(rustix::fs::fallocate(
-        file,
-        rustix::fs::FallocateFlags::empty(),
-        0,
-        len,
-    )?)
 }
 
 /// Bytes of a `len`-byte file up to the end of its last data extent: past
@@ -111,7 +103,11 @@ impl Segment {
     /// The file is built under a temporary name and renamed into place only
     /// once whole, so a crash at any point leaves either no segment or a
     /// complete empty one (recovery removes stray temporary files).
-    pub fn create(dir: &Path, header: &SegmentHeader) -> Result<Segment, SpoolError> {
+    pub fn create(
+        io: &dyn StorageIo,
+        dir: &Path,
+        header: &SegmentHeader,
+    ) -> Result<Segment, SpoolError> {
         let path = dir.join(segment_file_name(header.segment_id));
         let tmp = dir.join(format!(
             "{}{TEMP_SUFFIX}",
@@ -125,10 +121,11 @@ impl Segment {
             .open(&tmp)
             .map_err(io_err(&tmp, "creating segment"))?;
         let built = (|| {
-            fallocate(&file, header.segment_size).map_err(io_err(&tmp, "preallocating segment"))?;
+            io.allocate(&file, &tmp, header.segment_size)
+                .map_err(io_err(&tmp, "preallocating segment"))?;
             file.write_all(&header.encode())
                 .map_err(io_err(&tmp, "writing segment header"))?;
-            file.sync_all()
+            io.sync_new(&file, &tmp)
                 .map_err(io_err(&tmp, "syncing new segment"))?;
             std::fs::rename(&tmp, &path).map_err(io_err(&path, "naming new segment"))?;
             sync_dir(dir)
@@ -190,6 +187,7 @@ impl Segment {
     /// preallocated pages it overwrites.
     pub fn write_record(
         &self,
+        io: &dyn StorageIo,
         offset: u32,
         rec: &spool_format::ExternalRecord,
         payload: &[u8],
@@ -213,11 +211,12 @@ impl Segment {
                 skip = 0;
                 n += 1;
             }
-            match rustix::io::pwritev(&self.file, &iov[..n], u64::from(offset) + done as u64) {
+            let at = u64::from(offset) + done as u64;
+            match io.pwritev(&self.file, &self.path, &iov[..n], at) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(written) => done += written,
-                Err(Errno::INTR) => continue,
-                Err(errno) => return Err(errno.into()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             }
         }
         Ok(())
@@ -260,9 +259,8 @@ impl Segment {
 
     /// Flushes this segment's dirty pages and the metadata needed to read
     /// them back (blocking; the runtime calls the io_uring variant instead).
-    pub fn sync_blocking(&self) -> Result<(), SpoolError> {
-        self.file
-            .sync_data()
+    pub fn sync_blocking(&self, io: &dyn StorageIo) -> Result<(), SpoolError> {
+        io.sync_blocking(&self.file, &self.path)
             .map_err(io_err(&self.path, "syncing segment"))
     }
 }
@@ -285,7 +283,7 @@ mod tests {
     #[test]
     fn data_len_covers_every_written_byte_and_stops_at_the_unwritten_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let mut seg = Segment::create(dir.path(), &header(1)).unwrap();
+        let mut seg = Segment::create(&super::super::io::Disk, dir.path(), &header(1)).unwrap();
         let header_only = seg.data_len();
         assert!(header_only >= spool_format::SEGMENT_HEADER_LEN);
         assert!(header_only <= seg.map.len());

@@ -15,12 +15,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use glommio::io::{BufferedFile, OpenOptions};
 use spool_format::envelope::{access_envelope, ArchivedEnvelope, ChunkRef, Envelope};
 use spool_format::recover::Applied;
 use spool_format::{QueueIndex, RcptState, SegmentCursor, SegmentHeader};
 
 use super::commit::{GroupCommit, Ticket};
+use super::io::{StorageIo, SyncFiles};
 use super::segment::Segment;
 use super::SpoolError;
 
@@ -55,6 +55,8 @@ pub(crate) struct State {
     /// index, or being delivered; compaction must not copy them (see
     /// `QueueIndex::insert_copy`).
     pub unapplied_status: HashMap<u64, u32>,
+    /// The disk under the spool (see `io`).
+    pub io: Rc<dyn StorageIo>,
 }
 
 pub(crate) struct Inner {
@@ -122,13 +124,13 @@ impl State {
     fn roll(&mut self, opts: &SpoolOptions) -> Result<(), SpoolError> {
         let header = SegmentHeader {
             shard: opts.shard,
-            segment_id: self.cursor.segment_id + 1,
+            segment_id: super::next_segment_id(self.cursor.segment_id)?,
             segment_size: opts.segment_size,
             created_ms: self.now_ms,
             nonce: super::segment::random_nonce(),
             first_seq: self.seq,
         };
-        let seg = Segment::create(&opts.dir, &header)?;
+        let seg = Segment::create(&*self.io, &opts.dir, &header)?;
         self.cursor =
             SegmentCursor::resume(&header, spool_format::SEGMENT_HEADER_LEN, seg.map.len());
         self.segments.insert(seg.id, seg);
@@ -317,13 +319,14 @@ impl ShardSpool {
             return Err(SpoolError::TooLarge);
         }
         let mut st = self.inner.state.borrow_mut();
+        let st = &mut *st;
         let seq = st.next_seq();
         let (segment, offset, rec) = st.append(&self.inner.opts, |cur, _| {
             let (off, rec) = cur.reserve_external(spool_format::RecordKind::Chunk, seq, data)?;
             Some((cur.segment_id, off, rec))
         })?;
         let seg = st.segments.get_mut(&segment).ok_or(SpoolError::TooLarge)?;
-        if let Err(e) = seg.write_record(offset, &rec, data) {
+        if let Err(e) = seg.write_record(&*st.io, offset, &rec, data) {
             // Take the reservation back; a header that may have reached the
             // page cache is wiped so that nothing passes for a record there.
             let at = offset as usize;
@@ -541,6 +544,13 @@ impl ShardSpool {
         self.with_state(|s| s.index.messages.len())
     }
 
+    /// Ids of the queued messages, in id order.
+    pub fn queued_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.with_state(|s| s.index.messages.keys().copied().collect());
+        ids.sort_unstable();
+        ids
+    }
+
     /// Ids of segments currently on disk.
     pub fn segment_ids(&self) -> Vec<u64> {
         self.with_state(|s| s.segments.keys().copied().collect())
@@ -621,6 +631,9 @@ impl ShardSpool {
             if live_bytes * 2 > self.inner.opts.segment_size {
                 return Vec::new();
             }
+            // Oldest first, and the same order on every run (the index is a
+            // hash map): a simulation replays from its seed.
+            ids.sort_unstable();
             ids
         })
     }
@@ -675,7 +688,8 @@ impl ShardSpool {
 
 /// The shard's single sync task: one fdatasync batch in flight at a time.
 async fn sync_loop(inner: Rc<Inner>) {
-    let mut files: HashMap<u64, BufferedFile> = HashMap::new();
+    let io = inner.state.borrow().io.clone();
+    let mut files = SyncFiles::new();
     while let Some(upto) = inner.commit.next_batch().await {
         let dirty: Vec<(u64, PathBuf)> = {
             let mut st = inner.state.borrow_mut();
@@ -693,7 +707,7 @@ async fn sync_loop(inner: Rc<Inner>) {
             .as_ref()
             .map(|(clock, _)| clock.monotonic_us());
         for (id, path) in dirty {
-            if let Err(e) = sync_one(&mut files, id, &path).await {
+            if let Err(e) = io.sync(&mut files, id, &path).await {
                 tracing::error!(segment = %path.display(), error = %e, "fdatasync failed; shard stops accepting mail");
                 ok = false;
                 break;
@@ -722,26 +736,10 @@ async fn sync_loop(inner: Rc<Inner>) {
     }
 }
 
-async fn close_file(file: Option<BufferedFile>) {
+async fn close_file(file: Option<glommio::io::BufferedFile>) {
     if let Some(f) = file {
         if let Err(e) = f.close().await {
             tracing::warn!(error = %e, "closing a segment file");
         }
-    }
-}
-
-async fn sync_one(
-    files: &mut HashMap<u64, BufferedFile>,
-    id: u64,
-    path: &std::path::Path,
-) -> glommio::Result<(), ()> {
-    if let std::collections::hash_map::Entry::Vacant(e) = files.entry(id) {
-        let mut opts = OpenOptions::new();
-        opts.read(true).write(true);
-        e.insert(opts.buffered_open(path).await?);
-    }
-    match files.get(&id) {
-        Some(f) => f.fdatasync().await,
-        None => Ok(()),
     }
 }

@@ -77,6 +77,7 @@ mod command;
 mod ehlo;
 mod encode;
 mod failure;
+pub mod fuzzing;
 mod handshake;
 mod reply;
 #[cfg(test)]
