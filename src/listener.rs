@@ -69,6 +69,7 @@ pub fn server_config(config: &Config, l: &ListenerSection, tls: bool, auth: bool
         max_message_size: l.max_message_size,
         max_recipients: l.max_recipients,
         max_errors: l.max_errors,
+        max_junk_commands: l.max_junk_commands,
         // Implicit TLS is active from the start: nothing to offer.
         tls_available: tls && !l.implicit_tls,
         auth_available: auth,

@@ -49,6 +49,37 @@ struct BodySink {
     len: u64,
     /// The spool refused a chunk: keep reading to stay in sync, answer 451.
     failed: bool,
+    /// Small pieces of the body (the `Received:` header, BDAT chunks, the
+    /// last bytes of a trickled DATA) gathered to be appended as one
+    /// record: a record of each would cost its 32-byte header and padding
+    /// per piece, and a chunk reference each.
+    staged: Vec<u8>,
+}
+
+impl BodySink {
+    /// Appends what is staged as one record.
+    fn flush(&mut self, ctx: &SessionContext) {
+        if !self.staged.is_empty() && !self.failed {
+            let r = ctx.spool.append_chunk(&self.staged).map(Some);
+            self.appended(r);
+        }
+        self.staged.clear();
+    }
+
+    /// Adds a chunk the spool took (or notes that it refused one).
+    fn appended(&mut self, r: Result<Option<ChunkRef>, crate::spool::SpoolError>) {
+        match r {
+            Ok(Some(c)) => {
+                self.len += u64::from(c.len);
+                self.chunks.push(c);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "spool append failed; message will get 451");
+                self.failed = true;
+            }
+        }
+    }
 }
 
 /// Buffers of one connection, kept across the switch to TLS.
@@ -64,6 +95,7 @@ struct Buffers {
     /// not allocate the envelope afresh.
     env: SpoolEnvelope,
     spare_chunks: Vec<ChunkRef>,
+    spare_stage: Vec<u8>,
 }
 
 /// Takes the session out of the idle sessions before its socket closes.
@@ -102,6 +134,7 @@ pub async fn serve(stream: TcpStream, peer: PeerInfo, ctx: Rc<SessionContext>) {
         scratch: Vec::new(),
         env: SpoolEnvelope::default(),
         spare_chunks: Vec::new(),
+        spare_stage: Vec::with_capacity(STAGE),
     };
     if ctx.implicit_tls {
         let Some(mut tls) = handshake(&ctx, stream).await else {
@@ -188,9 +221,14 @@ async fn drive<S: Transport>(
         match event {
             Some(Event::DataStart) => {
                 let chunks = std::mem::take(&mut b.spare_chunks);
-                sink = open_sink(s, ctx, &mut b.scratch, chunks);
+                let staged = std::mem::take(&mut b.spare_stage);
+                sink = Some(open_sink(s, ctx, staged, chunks));
             }
             Some(Event::DataEnd) => {
+                if let Some(k) = sink.as_mut() {
+                    k.flush(ctx);
+                    b.spare_stage = std::mem::take(&mut k.staged);
+                }
                 let reply = commit(s, ctx, sink.take(), &mut b.env).await;
                 let _ = match reply {
                     Ok(id) => s.message_accepted(id.as_str(), &mut b.out),
@@ -305,7 +343,13 @@ async fn read_more<S: Transport>(
 /// chunk references.
 const MIN_CHUNK: usize = 4096;
 
-/// Feeds body bytes into a new chunk of the spool mapping.
+/// Staged body octets are appended once they would pass this many; with
+/// pieces of under `MIN_CHUNK` each, every record but the last then holds
+/// more than half of it, whatever the chunking.
+const STAGE: usize = 2 * MIN_CHUNK;
+
+/// Feeds body bytes into the sink's stage when they are few, else into a
+/// new chunk of the spool mapping.
 fn body_step(
     s: &mut Session,
     ctx: &SessionContext,
@@ -319,6 +363,15 @@ fn body_step(
     let mut prog = Default::default();
     let healthy = sink.as_ref().is_some_and(|k| !k.failed);
     let mut filled = false;
+    if let Some(k) = sink.as_mut().filter(|_| healthy && max > 0) {
+        let few = s.body_octets_in(input);
+        if few < MIN_CHUNK {
+            prog = stage(s, ctx, k, input, few, now, out);
+            return (prog.consumed, prog.event);
+        }
+        // What is staged comes first in the body.
+        k.flush(ctx);
+    }
     if healthy && max > 0 {
         let r = ctx.spool.append_chunk_with(max, |dst| {
             filled = true;
@@ -326,17 +379,7 @@ fn body_step(
             prog.produced
         });
         if let Some(k) = sink.as_mut() {
-            match r {
-                Ok(Some(c)) => {
-                    k.len += u64::from(c.len);
-                    k.chunks.push(c);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "spool append failed; message will get 451");
-                    k.failed = true;
-                }
-            }
+            k.appended(r);
         }
     }
     if !filled {
@@ -347,14 +390,35 @@ fn body_step(
     (prog.consumed, prog.event)
 }
 
-/// Starts a message: reserves its id and writes the `Received:` header as
-/// the first chunk.
+/// Adds `few` body octets at the front of `input` to the sink's stage,
+/// appending what was staged first if they would not fit.
+fn stage(
+    s: &mut Session,
+    ctx: &SessionContext,
+    k: &mut BodySink,
+    input: &[u8],
+    few: usize,
+    now: u64,
+    out: &mut Vec<u8>,
+) -> crate::smtp::server::DataProgress {
+    if k.staged.len() + few > STAGE {
+        k.flush(ctx);
+    }
+    let at = k.staged.len();
+    k.staged.resize(at + few, 0);
+    let p = s.receive_data(input, &mut k.staged[at..], now, out);
+    k.staged.truncate(at + p.produced);
+    p
+}
+
+/// Starts a message: reserves its id and stages the `Received:` header as
+/// the start of the body.
 fn open_sink(
     s: &Session,
     ctx: &SessionContext,
-    hdr: &mut Vec<u8>,
+    mut hdr: Vec<u8>,
     mut chunks: Vec<ChunkRef>,
-) -> Option<BodySink> {
+) -> BodySink {
     chunks.clear();
     let pin = ctx.spool.pin_for_write();
     let msg_id = ctx.spool.allocate_msg_id();
@@ -362,25 +426,15 @@ fn open_sink(
     let mut date = [0u8; DATE_LEN];
     let date = format_date((ctx.clock.wall_ms() / 1000) as i64, &mut date);
     hdr.clear();
-    s.write_received(hdr, None, id.as_str(), date);
-    let mut sink = BodySink {
+    s.write_received(&mut hdr, None, id.as_str(), date);
+    BodySink {
         _pin: pin,
         msg_id,
         chunks,
         len: 0,
         failed: false,
-    };
-    match ctx.spool.append_chunk(hdr) {
-        Ok(c) => {
-            sink.len = u64::from(c.len);
-            sink.chunks.push(c);
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "spool append failed; message will get 451");
-            sink.failed = true;
-        }
+        staged: hdr,
     }
-    Some(sink)
 }
 
 /// Why a message whose data is in was not queued.

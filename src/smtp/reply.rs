@@ -188,6 +188,7 @@ pub const MESSAGE_TOO_BIG: Reply = Reply::new(
     "5.3.4",
     "Message size exceeds fixed maximum message size",
 );
+pub const TOO_MANY_CHUNKS: Reply = Reply::new(552, "5.3.4", "Too many BDAT chunks for one message");
 pub const BARE_CR_LF: Reply = Reply::new(550, "5.5.2", "Message contains bare CR or LF");
 pub const UTF8_NEEDS_SMTPUTF8: Reply =
     Reply::new(553, "5.6.7", "Non-ASCII address requires SMTPUTF8");

@@ -615,6 +615,13 @@ pub fn advertises(ehlo: &str, keyword: &str) -> bool {
 }
 
 /// The queue id in `250 2.0.0 Ok: queued as <id>`, checked for its form.
+/// Greeting, EHLO, and a transaction from a@ to b@example.test begun.
+pub fn begin_transaction(c: &mut Client) {
+    c.hello();
+    c.cmd("MAIL FROM:<a@example.test>", "250");
+    c.cmd("RCPT TO:<b@example.test>", "250");
+}
+
 pub fn queued_id(reply: &str) -> String {
     let Some(id) = reply.strip_prefix("250 2.0.0 Ok: queued as ") else {
         panic!("not a queued reply: {reply:?}");
