@@ -119,6 +119,7 @@ enum Outcome {
 pub async fn serve(stream: TcpStream, peer: PeerInfo, ctx: Rc<SessionContext>) {
     // A client that never reads its replies must not hold the session (and
     // its connection slot) forever in a blocked write.
+    let connected = ctx.clock.monotonic_ms();
     let limit = Duration::from_millis(ctx.server().command_timeout_ms);
     if stream.set_write_timeout(Some(limit)).is_err() {
         return;
@@ -137,17 +138,18 @@ pub async fn serve(stream: TcpStream, peer: PeerInfo, ctx: Rc<SessionContext>) {
         spare_stage: Vec::with_capacity(STAGE),
     };
     if ctx.implicit_tls {
-        let Some(mut tls) = handshake(&ctx, stream).await else {
+        let Some(mut tls) = handshake(&ctx, stream, connected).await else {
             return;
         };
         let info = tls::info(tls.get_ref().1);
         let mut s = Session::new(ctx.server(), peer, Some(info), ctx.clock.monotonic_ms());
+        s.set_connected_at(connected);
         s.greeting(&mut b.out);
         drive(&mut tls, &mut s, &ctx, &mut b).await;
         return;
     }
     let mut stream = stream;
-    let mut s = Session::new(ctx.server(), peer, None, ctx.clock.monotonic_ms());
+    let mut s = Session::new(ctx.server(), peer, None, connected);
     s.greeting(&mut b.out);
     if drive(&mut stream, &mut s, &ctx, &mut b).await != Outcome::StartTls {
         return;
@@ -155,7 +157,7 @@ pub async fn serve(stream: TcpStream, peer: PeerInfo, ctx: Rc<SessionContext>) {
     // CVE-2011-0411: nothing the client sent before the handshake may be
     // read as a command after it.
     (b.start, b.end) = (0, 0);
-    let Some(mut tls) = handshake(&ctx, stream).await else {
+    let Some(mut tls) = handshake(&ctx, stream, connected).await else {
         return;
     };
     if s.tls_established(tls::info(tls.get_ref().1), ctx.clock.monotonic_ms())
@@ -165,16 +167,34 @@ pub async fn serve(stream: TcpStream, peer: PeerInfo, ctx: Rc<SessionContext>) {
     }
 }
 
-/// Runs the TLS handshake within the command timeout.
-async fn handshake(ctx: &SessionContext, stream: TcpStream) -> Option<TlsStream<TcpStream>> {
+/// Runs the TLS handshake within `tls_handshake_timeout` as a whole (a
+/// client dribbling a byte at a time would pass any limit per read) and
+/// within what is left of the session's time since `connected`.
+async fn handshake(
+    ctx: &SessionContext,
+    stream: TcpStream,
+    connected: u64,
+) -> Option<TlsStream<TcpStream>> {
     let acceptor = ctx.tls.clone()?;
-    let limit = Duration::from_millis(ctx.server().command_timeout_ms);
-    stream.set_read_timeout(Some(limit)).ok()?;
-    stream.set_write_timeout(Some(limit)).ok()?;
-    match acceptor.accept(stream).await {
-        Ok(tls) => Some(tls),
-        Err(e) => {
+    let server = ctx.server();
+    let per_read = Duration::from_millis(server.command_timeout_ms);
+    stream.set_read_timeout(Some(per_read)).ok()?;
+    stream.set_write_timeout(Some(per_read)).ok()?;
+    let session_end = connected.saturating_add(server.session_timeout_ms);
+    let left = session_end.saturating_sub(ctx.clock.monotonic_ms());
+    let limit = Duration::from_millis(server.tls_handshake_timeout_ms.min(left).max(1));
+    let accept = async { Ok(acceptor.accept(stream).await) };
+    match glommio::timer::timeout(limit, accept).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(
+                limit_ms = limit.as_millis() as u64,
+                "TLS handshake timed out"
+            );
             None
         }
     }

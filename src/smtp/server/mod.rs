@@ -65,8 +65,11 @@ pub struct ServerConfig {
     /// Time allowed between body octets during DATA/BDAT, in ms (RFC 5321
     /// 4.5.3.2.5: 3 min per data block; 10 min is the usual server value).
     pub data_timeout_ms: u64,
-    /// Longest a whole session may last, in ms.
+    /// Longest a whole session may last, in ms, from connect.
     pub session_timeout_ms: u64,
+    /// Longest a TLS handshake may take as a whole, in ms (used by the I/O
+    /// layer, which runs the handshake).
+    pub tls_handshake_timeout_ms: u64,
     /// Minimum body transfer rate during DATA/BDAT, octets per second
     /// (0 disables), measured over `data_rate_window_ms`.
     pub min_data_rate: u64,
@@ -87,6 +90,7 @@ impl Default for ServerConfig {
             command_timeout_ms: 300_000,
             data_timeout_ms: 600_000,
             session_timeout_ms: 3_600_000,
+            tls_handshake_timeout_ms: 10_000,
             min_data_rate: 256,
             data_rate_window_ms: 30_000,
         }
@@ -265,6 +269,13 @@ impl Session {
             rate_window_start_ms: now_ms,
             rate_window_bytes: 0,
         }
+    }
+
+    /// The connection was made at `ms`, before this session began (an
+    /// implicit-TLS handshake came first): the session's time counts from
+    /// then.
+    pub fn set_connected_at(&mut self, ms: u64) {
+        self.started_ms = self.started_ms.min(ms);
     }
 
     /// Writes the 220 greeting.

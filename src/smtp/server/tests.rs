@@ -1164,3 +1164,19 @@ fn commands_that_move_no_mail_count_as_errors_beyond_their_limit() {
     );
     assert!(c.s.is_closed());
 }
+
+#[test]
+fn session_time_counts_from_connect() {
+    let cfg = ServerConfig {
+        session_timeout_ms: 1000,
+        ..config()
+    };
+    let peer = PeerInfo {
+        ip: IpAddr::from([192, 0, 2, 9]),
+        relay_allowed: false,
+    };
+    // The handshake of an implicit-TLS connection took 900 ms.
+    let mut s = Session::new(Arc::new(cfg), peer, Some(TLS), 900);
+    s.set_connected_at(0);
+    assert_eq!(s.next_deadline(), Some(1000));
+}
