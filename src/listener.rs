@@ -93,6 +93,7 @@ pub fn server_config(config: &Config, l: &ListenerSection, tls: bool, auth: bool
         data_timeout_ms: l.data_timeout.as_millis() as u64,
         session_timeout_ms: l.session_timeout.as_millis() as u64,
         tls_handshake_timeout_ms: l.tls_handshake_timeout.as_millis() as u64,
+        ipv6_prefix_length: l.ipv6_prefix_length,
         min_data_rate: l.min_data_rate,
         ..ServerConfig::default()
     }

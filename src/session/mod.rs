@@ -261,11 +261,8 @@ async fn drive<S: Transport>(
             }
             Some(Event::MessageRejected(_)) => sink = None,
             Some(Event::AuthAttempt) => {
-                let ok = match s.auth_credentials() {
-                    Some(c) => ctx.check_password(c.username, c.password).await,
-                    None => false,
-                };
-                if let Ok(Some(Event::Close)) = s.auth_result(ok, &mut b.out) {
+                let verdict = authenticate(s, ctx, &mut b.out).await;
+                if verdict == Some(Event::Close) {
                     send(stream, &mut b.out, ctx).await;
                     return Outcome::Closed;
                 }
@@ -307,6 +304,33 @@ async fn drive<S: Transport>(
             None => {}
         }
     }
+}
+
+/// Answers an AUTH attempt: 454 4.7.0 if its client has failed too often
+/// lately, else the password check's verdict, a failure only after
+/// `[auth] failure_delay` (a timer: the shard's other sessions go on).
+async fn authenticate(s: &mut Session, ctx: &SessionContext, out: &mut Vec<u8>) -> Option<Event> {
+    let config = ctx.config();
+    let limit = crate::auth_throttle::FailureLimit {
+        max_failures: config.auth.max_failures,
+        window: config.auth.failure_window,
+    };
+    let (ip, prefix) = (s.peer().ip, ctx.server().ipv6_prefix_length);
+    let now_s = || ctx.clock.monotonic_ms() / 1000;
+    if !crate::auth_throttle::allows(&limit, ip, prefix, now_s()) {
+        return s.auth_throttled(out).ok().flatten();
+    }
+    let ok = match s.auth_credentials() {
+        Some(c) => ctx.check_password(c.username, c.password).await,
+        None => false,
+    };
+    if !ok {
+        crate::auth_throttle::record_failure(&limit, ip, prefix, now_s());
+        if !config.auth.failure_delay.is_zero() {
+            glommio::timer::sleep(config.auth.failure_delay).await;
+        }
+    }
+    s.auth_result(ok, out).ok().flatten()
 }
 
 /// Writes `out` to the client, counting the negative replies in it.

@@ -177,6 +177,11 @@ pub const AUTH_UNKNOWN_MECHANISM: Reply =
 pub const AUTH_CANCELLED: Reply = Reply::new(501, "5.0.0", "Authentication canceled");
 pub const AUTH_BAD_RESPONSE: Reply = Reply::new(501, "5.5.2", "Cannot decode response");
 pub const AUTH_FAILED: Reply = Reply::new(535, "5.7.8", "Authentication credentials invalid");
+pub const AUTH_THROTTLED: Reply = Reply::new(
+    454,
+    "4.7.0",
+    "Too many failed authentications, try again later",
+);
 pub const ENCRYPTION_REQUIRED: Reply = Reply::new(
     538,
     "5.7.11",

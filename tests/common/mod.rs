@@ -578,6 +578,21 @@ impl Client {
         assert!(ehlo.contains("PIPELINING"), "{ehlo}");
     }
 
+    /// True if no reply byte has arrived yet (looked at without waiting).
+    pub fn nothing_pending(&mut self) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return false;
+        }
+        let sock = match self.reader.get_ref() {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => &s.sock,
+        };
+        sock.set_nonblocking(true).expect("nonblocking");
+        let mut byte = [0u8; 1];
+        let read = self.reader.get_mut().read(&mut byte);
+        matches!(read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     /// Waits for the server to close the connection (EOF).
     pub fn expect_closed(&mut self) {
         let mut rest = String::new();

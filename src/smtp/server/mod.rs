@@ -70,6 +70,9 @@ pub struct ServerConfig {
     /// Longest a TLS handshake may take as a whole, in ms (used by the I/O
     /// layer, which runs the handshake).
     pub tls_handshake_timeout_ms: u64,
+    /// IPv6 clients are one client per network of this prefix length for
+    /// the limits kept per client (used by the I/O layer).
+    pub ipv6_prefix_length: u8,
     /// Minimum body transfer rate during DATA/BDAT, octets per second
     /// (0 disables), measured over `data_rate_window_ms`.
     pub min_data_rate: u64,
@@ -91,6 +94,7 @@ impl Default for ServerConfig {
             data_timeout_ms: 600_000,
             session_timeout_ms: 3_600_000,
             tls_handshake_timeout_ms: 10_000,
+            ipv6_prefix_length: 64,
             min_data_rate: 256,
             data_rate_window_ms: 30_000,
         }

@@ -1180,3 +1180,20 @@ fn session_time_counts_from_connect() {
     s.set_connected_at(0);
     assert_eq!(s.next_deadline(), Some(1000));
 }
+
+#[test]
+fn a_throttled_auth_attempt_gets_454_and_counts_as_an_error() {
+    let mut c = tls_greeted();
+    let p =
+        c.s.handle_input(b"AUTH PLAIN AHVzZXIAcGFzcw==\r\n", 0, &mut c.out);
+    assert_eq!(p.event, Some(Event::AuthAttempt));
+    assert_eq!(c.s.auth_throttled(&mut c.out), Ok(None));
+    assert_eq!(
+        c.take(),
+        "454 4.7.0 Too many failed authentications, try again later\r\n"
+    );
+    assert_eq!(c.s.error_count(), 1);
+    assert!(!c.s.is_authenticated());
+    assert!(c.s.auth_credentials().is_none());
+    assert_eq!(c.s.auth_throttled(&mut c.out), Err(Misuse));
+}
