@@ -49,8 +49,8 @@ struct BodySink {
     len: u64,
     /// The spool refused a chunk: keep reading to stay in sync, answer 451.
     failed: bool,
-    /// Small pieces of the body (the `Received:` header, BDAT chunks, the
-    /// last bytes of a trickled DATA) gathered to be appended as one
+    /// Small pieces of the body (BDAT chunks, the last bytes of a
+    /// trickled DATA) gathered to be appended as one
     /// record: a record of each would cost its 32-byte header and padding
     /// per piece, and a chunk reference each.
     staged: Vec<u8>,
@@ -455,12 +455,12 @@ fn stage(
     p
 }
 
-/// Starts a message: reserves its id and stages the `Received:` header as
-/// the start of the body.
+/// Starts a message: reserves its id and writes the `Received:` header as
+/// the first chunk.
 fn open_sink(
     s: &Session,
     ctx: &SessionContext,
-    mut hdr: Vec<u8>,
+    mut staged: Vec<u8>,
     mut chunks: Vec<ChunkRef>,
 ) -> BodySink {
     chunks.clear();
@@ -469,16 +469,19 @@ fn open_sink(
     let id = ctx.display_id(msg_id);
     let mut date = [0u8; DATE_LEN];
     let date = format_date((ctx.clock.wall_ms() / 1000) as i64, &mut date);
-    hdr.clear();
-    s.write_received(&mut hdr, None, id.as_str(), date);
-    BodySink {
+    staged.clear();
+    s.write_received(&mut staged, None, id.as_str(), date);
+    let mut sink = BodySink {
         _pin: pin,
         msg_id,
         chunks,
         len: 0,
         failed: false,
-        staged: hdr,
-    }
+        staged,
+    };
+    // A chunk of its own: the pool header is looked for after it.
+    sink.flush(ctx);
+    sink
 }
 
 /// Why a message whose data is in was not queued.
