@@ -11,6 +11,8 @@
 pub mod accounting;
 pub mod admin;
 pub mod auth;
+pub mod auth_throttle;
+pub mod auth_verifier;
 pub mod clock;
 pub mod config;
 pub mod control;

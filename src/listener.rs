@@ -35,10 +35,25 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Open connections per client IP over all shards.
 static CONNECTIONS_PER_IP: SlotTable<AtomicU32> = SlotTable::new();
 
-fn ip_slot(ip: IpAddr) -> &'static AtomicU32 {
-    match ip {
+fn ip_slot(ip: IpAddr, ipv6_prefix: u8) -> &'static AtomicU32 {
+    match client_network(ip, ipv6_prefix) {
         IpAddr::V4(v4) => CONNECTIONS_PER_IP.entry(v4.octets()),
         IpAddr::V6(v6) => CONNECTIONS_PER_IP.entry(v6.octets()),
+    }
+}
+
+/// What a client is counted as by the per-IP limits: its IPv4 address
+/// (also when it comes IPv4-mapped), or the first `ipv6_prefix` bits of
+/// its IPv6 address. One host is commonly given a whole /64, so counting
+/// single IPv6 addresses would give it billions of quotas.
+pub fn client_network(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => ipnet::Ipv6Net::new(v6, ipv6_prefix.min(128))
+                .map_or(ip, |net| IpAddr::V6(net.network())),
+        },
     }
 }
 
@@ -69,6 +84,7 @@ pub fn server_config(config: &Config, l: &ListenerSection, tls: bool, auth: bool
         max_message_size: l.max_message_size,
         max_recipients: l.max_recipients,
         max_errors: l.max_errors,
+        max_junk_commands: l.max_junk_commands,
         // Implicit TLS is active from the start: nothing to offer.
         tls_available: tls && !l.implicit_tls,
         auth_available: auth,
@@ -77,6 +93,8 @@ pub fn server_config(config: &Config, l: &ListenerSection, tls: bool, auth: bool
         command_timeout_ms: l.command_timeout.as_millis() as u64,
         data_timeout_ms: l.data_timeout.as_millis() as u64,
         session_timeout_ms: l.session_timeout.as_millis() as u64,
+        tls_handshake_timeout_ms: l.tls_handshake_timeout.as_millis() as u64,
+        ipv6_prefix_length: l.ipv6_prefix_length,
         min_data_rate: l.min_data_rate,
         ..ServerConfig::default()
     }
@@ -195,7 +213,7 @@ fn admit(
     }
     let counter = match peer {
         Some(ip) if !relay_allowed => {
-            let c = ip_slot(ip);
+            let c = ip_slot(ip, l.ipv6_prefix_length);
             if c.fetch_add(1, Ordering::Relaxed) as usize >= l.max_connections_per_ip {
                 c.fetch_sub(1, Ordering::Relaxed);
                 return None;
@@ -217,4 +235,33 @@ const TOO_MANY: &[u8] = b"421 4.7.0 Too many connections, try again later\r\n";
 async fn refuse(mut stream: glommio::net::TcpStream) {
     use futures_lite::AsyncWriteExt;
     let _ = stream.write_all(TOO_MANY).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("address")
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_network() {
+        let (a, b) = (ip("2001:db8:1:2::1"), ip("2001:db8:1:2:ffff:1:2:3"));
+        let elsewhere = ip("2001:db8:1:3::1");
+        assert_eq!(client_network(a, 64), client_network(b, 64));
+        assert_ne!(client_network(a, 64), client_network(elsewhere, 64));
+        assert_eq!(client_network(a, 48), client_network(elsewhere, 48));
+        assert_ne!(client_network(a, 128), client_network(b, 128));
+        // Two addresses of one /64 share the per-IP count.
+        assert!(std::ptr::eq(ip_slot(a, 64), ip_slot(b, 64)));
+    }
+
+    #[test]
+    fn ipv4_clients_are_counted_by_address_also_when_mapped() {
+        let v4 = ip("192.0.2.7");
+        assert_eq!(client_network(v4, 64), v4);
+        assert_eq!(client_network(ip("::ffff:192.0.2.7"), 64), v4);
+        assert_ne!(client_network(ip("192.0.2.8"), 64), v4);
+    }
 }

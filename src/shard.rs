@@ -3,8 +3,9 @@
 //! spool's clock, free-space checks, compaction) and orderly stop.
 //!
 //! It must never share anything on the mail path with other shards; the
-//! only cross-shard state is the process-wide connection tables (per
-//! client IP in `listener`, per destination in `outbound::slots`), the
+//! only cross-shard state is the process-wide tables of counts (connections
+//! per client IP in `listener`, per destination in `outbound::slots`,
+//! failed AUTH per client in `auth_throttle`), the AUTH check threads, the
 //! stop flag, its own heartbeat and "listening" notice for `notify`, and
 //! its control inbox (answered between turns, never waited on).
 

@@ -36,12 +36,17 @@ impl<T: Default + 'static> SlotTable<T> {
                 (0..SLOTS).map(|_| T::default()).collect(),
             )
         });
-        let mut hasher = hash_key.build_hasher();
-        for b in key {
-            hasher.write_u8(b);
-        }
-        &entries[hasher.finish() as usize % SLOTS]
+        &entries[slot(hash_key, key)]
     }
+}
+
+/// The entry of `key` in a table hashed with `hash_key`.
+fn slot(hash_key: &RandomState, key: impl IntoIterator<Item = u8>) -> usize {
+    let mut hasher = hash_key.build_hasher();
+    for b in key {
+        hasher.write_u8(b);
+    }
+    hasher.finish() as usize % SLOTS
 }
 
 impl<T: 'static> SlotTable<T> {
@@ -76,5 +81,17 @@ mod tests {
             .collect::<std::collections::HashSet<_>>();
         // About 8 of 1,000 keys share an entry on average.
         assert!(in_use.len() > 950, "keys spread over the table");
+    }
+
+    #[test]
+    fn where_a_key_goes_depends_on_the_process_key() {
+        // Two processes (two hash keys) put some of the same keys in
+        // different entries: which keys share an entry cannot be worked
+        // out from outside.
+        let (one, other) = (RandomState::new(), RandomState::new());
+        let moved = (0..64u32)
+            .filter(|i| slot(&one, i.to_be_bytes()) != slot(&other, i.to_be_bytes()))
+            .count();
+        assert!(moved > 60, "{moved} of 64 keys placed differently");
     }
 }

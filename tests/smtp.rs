@@ -340,9 +340,7 @@ fn bdat_chunks_abandoned_by_rset_are_not_part_of_the_next_message() {
     let spool = dir.path().join("spool");
     let d = Daemon::start_plain(dir.path(), &spool, "shards = 1", "", "");
     let mut c = d.connect();
-    c.hello();
-    c.cmd("MAIL FROM:<a@example.test>", "250");
-    c.cmd("RCPT TO:<b@example.test>", "250");
+    common::begin_transaction(&mut c);
     c.send("BDAT 12\r\nSTALE-CHUNK!");
     c.expect("250");
     c.cmd("RSET", "250");

@@ -346,3 +346,95 @@ fn a_missing_certificate_file_stops_the_daemon() {
         "the error does not name the file: {stderr}"
     );
 }
+
+/// An implicit-TLS daemon on two shards with AUTH and `auth` added to its
+/// `[auth]` section.
+fn start_auth_daemon(dir: &Path, cert: &TestCert, auth: &str) -> Daemon {
+    let users = users_file(dir, USER, PASSWORD);
+    Daemon::start(
+        dir,
+        &dir.join("spool"),
+        "shards = 2",
+        &[Listener::implicit(&cert.listener_lines())],
+        &format!("[auth]\nusers_file = \"{}\"\n{auth}", users.display()),
+        Some(cert),
+    )
+}
+
+/// A TLS client of `d` connecting from the loopback address `src`, greeted
+/// and past EHLO.
+fn client_from(d: &Daemon, cert: &TestCert, src: [u8; 4]) -> Client {
+    use rustix::net::{AddressFamily, SocketType};
+    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
+    let from = std::net::SocketAddrV4::new(src.into(), 0);
+    rustix::net::bind(&fd, &from).expect("bind the source address");
+    let to = std::net::SocketAddrV4::new([127, 0, 0, 1].into(), d.port());
+    rustix::net::connect(&fd, &to).expect("connect");
+    let sock = std::net::TcpStream::from(fd);
+    sock.set_read_timeout(Some(common::IO_TIMEOUT))
+        .expect("read timeout");
+    let tls = common::tls_handshake(sock, cert.any_version()).expect("TLS handshake");
+    let mut c = Client::from_conn(common::Conn::Tls(Box::new(tls)));
+    c.hello();
+    c
+}
+
+fn auth_plain(c: &mut Client, password: &str) -> String {
+    c.send(&format!(
+        "AUTH PLAIN {}\r\n",
+        plain_response(USER, password)
+    ));
+    c.reply()
+}
+
+#[test]
+fn failed_auth_from_one_ip_is_throttled_while_another_ip_authenticates() {
+    let dir = tempdir();
+    let cert = TestCert::new(dir.path());
+    let d = start_auth_daemon(
+        dir.path(),
+        &cert,
+        "max_failures = 2\nfailure_delay = \"0s\"\n",
+    );
+    // Separate connections, which may land on either shard.
+    for _ in 0..2 {
+        let mut c = client_from(&d, &cert, [127, 0, 0, 1]);
+        assert!(auth_plain(&mut c, "wrong").starts_with("535 5.7.8"));
+    }
+    let mut c = client_from(&d, &cert, [127, 0, 0, 1]);
+    let r = auth_plain(&mut c, PASSWORD);
+    assert!(r.starts_with("454 4.7.0"), "even the right password: {r}");
+    let mut other = client_from(&d, &cert, [127, 0, 0, 2]);
+    let r = auth_plain(&mut other, PASSWORD);
+    assert!(r.starts_with("235 2.7.0"), "another client: {r}");
+}
+
+#[test]
+fn a_failed_auth_is_counted_before_its_delayed_reply() {
+    let dir = tempdir();
+    let cert = TestCert::new(dir.path());
+    let d = start_auth_daemon(
+        dir.path(),
+        &cert,
+        "max_failures = 1\nfailure_delay = \"1h\"\n",
+    );
+    let mut failing = client_from(&d, &cert, [127, 0, 0, 3]);
+    failing.send(&format!("AUTH PLAIN {}\r\n", plain_response(USER, "wrong")));
+    // Once the failure is counted, the same client is refused...
+    let mut refused = false;
+    for _ in 0..50 {
+        let mut probe = client_from(&d, &cert, [127, 0, 0, 3]);
+        let r = auth_plain(&mut probe, PASSWORD);
+        if r.starts_with("454 4.7.0") {
+            refused = true;
+            break;
+        }
+        assert!(r.starts_with("235"), "{r}");
+    }
+    assert!(refused, "the failure was never counted");
+    // ...while the failed attempt itself is still waiting for its 535.
+    assert!(
+        failing.nothing_pending(),
+        "the failed attempt was answered without its delay"
+    );
+}

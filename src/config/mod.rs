@@ -168,12 +168,18 @@ pub struct ListenerSection {
     pub max_recipients: usize,
     /// Errors in one session before 421 4.7.0 and close.
     pub max_errors: u32,
+    /// Commands that move no mail (EHLO, HELO, RSET, NOOP, VRFY, HELP)
+    /// between accepted messages before each counts as an error.
+    pub max_junk_commands: u32,
     #[serde(with = "duration::serde_str")]
     pub command_timeout: Duration,
     #[serde(with = "duration::serde_str")]
     pub data_timeout: Duration,
     #[serde(with = "duration::serde_str")]
     pub session_timeout: Duration,
+    /// The whole TLS handshake (STARTTLS or implicit TLS).
+    #[serde(with = "duration::serde_str")]
+    pub tls_handshake_timeout: Duration,
     /// Bytes per second averaged over DATA; 0 disables the check.
     pub min_data_rate: u64,
     /// Open connections per shard.
@@ -181,6 +187,9 @@ pub struct ListenerSection {
     /// Open connections per client IP per shard; not applied to relay
     /// networks.
     pub max_connections_per_ip: usize,
+    /// IPv6 clients count against `max_connections_per_ip` (and the AUTH
+    /// failure limit) by network of this prefix length, not by address.
+    pub ipv6_prefix_length: u8,
 }
 
 /// `[relay]`
@@ -191,11 +200,31 @@ pub struct RelaySection {
 }
 
 /// `[auth]`
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuthSection {
     /// File of users and password hashes for AUTH; none means no AUTH.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub users_file: Option<PathBuf>,
+    /// Failed AUTH attempts from one client IP (IPv6: its network, see
+    /// `ipv6_prefix_length`) within `failure_window` before further
+    /// attempts get 454 4.7.0 until the window passes; 0 = no limit.
+    pub max_failures: u32,
+    #[serde(with = "duration::serde_str")]
+    pub failure_window: Duration,
+    /// How long a failed attempt waits before its 535 reply.
+    #[serde(with = "duration::serde_str")]
+    pub failure_delay: Duration,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            users_file: None,
+            max_failures: 5,
+            failure_window: Duration::from_secs(10 * 60),
+            failure_delay: Duration::from_secs(1),
+        }
+    }
 }
 
 /// `[dns]`: the resolver used to find MX hosts and relay addresses.
@@ -352,14 +381,17 @@ impl ListenerSection {
             max_message_size: 10_240_000,
             max_recipients: 1000,
             max_errors: 20,
+            max_junk_commands: 100,
             // RFC 5321 section 4.5.3.2: 5 minutes for commands, 10 for the
             // DATA terminator; one hour caps a session that keeps trickling.
             command_timeout: Duration::from_secs(5 * 60),
             data_timeout: Duration::from_secs(10 * 60),
             session_timeout: Duration::from_secs(60 * 60),
+            tls_handshake_timeout: Duration::from_secs(10),
             min_data_rate: 1024,
             max_connections: 1000,
             max_connections_per_ip: 50,
+            ipv6_prefix_length: 64,
         }
     }
 }

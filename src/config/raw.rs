@@ -101,12 +101,15 @@ struct RawListener {
     max_message_size: Option<Spanned<u64>>,
     max_recipients: Option<Spanned<usize>>,
     max_errors: Option<Spanned<u32>>,
+    max_junk_commands: Option<Spanned<u32>>,
     command_timeout: Option<Spanned<DurationSetting>>,
     data_timeout: Option<Spanned<DurationSetting>>,
     session_timeout: Option<Spanned<DurationSetting>>,
+    tls_handshake_timeout: Option<Spanned<DurationSetting>>,
     min_data_rate: Option<u64>,
     max_connections: Option<Spanned<usize>>,
     max_connections_per_ip: Option<Spanned<usize>>,
+    ipv6_prefix_length: Option<Spanned<u8>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -119,6 +122,9 @@ struct RawRelay {
 #[serde(deny_unknown_fields)]
 struct RawAuth {
     users_file: Option<Spanned<PathBuf>>,
+    max_failures: Option<u32>,
+    failure_window: Option<Spanned<DurationSetting>>,
+    failure_delay: Option<DurationSetting>,
 }
 
 #[derive(Default, Deserialize)]
@@ -323,9 +329,7 @@ impl RawConfig {
             spool,
             listener,
             relay: self.relay.into_section()?,
-            auth: AuthSection {
-                users_file: optional(self.auth.users_file, not_empty("users_file"))?,
-            },
+            auth: self.auth.into_section()?,
             dns: self.dns.into_section()?,
             delivery,
             accounting: self.accounting.into_section()?,
@@ -478,6 +482,21 @@ impl RawListener {
                 defaults.max_errors,
                 at_least("max_errors", 1),
             )?,
+            max_junk_commands: checked(
+                self.max_junk_commands,
+                defaults.max_junk_commands,
+                at_least("max_junk_commands", 1),
+            )?,
+            tls_handshake_timeout: timeout(
+                self.tls_handshake_timeout,
+                "tls_handshake_timeout",
+                defaults.tls_handshake_timeout,
+            )?,
+            ipv6_prefix_length: checked(
+                self.ipv6_prefix_length,
+                defaults.ipv6_prefix_length,
+                between("ipv6_prefix_length", 1, 128),
+            )?,
             command_timeout: timeout(
                 self.command_timeout,
                 "command_timeout",
@@ -558,6 +577,22 @@ fn parse_address(address: &Spanned<String>) -> Result<SocketAddr, Located> {
                 address.get_ref()
             ),
         ),
+    }
+}
+
+impl RawAuth {
+    fn into_section(self) -> Result<AuthSection, Located> {
+        let defaults = AuthSection::default();
+        Ok(AuthSection {
+            users_file: optional(self.users_file, not_empty("users_file"))?,
+            max_failures: self.max_failures.unwrap_or(defaults.max_failures),
+            failure_window: timeout(
+                self.failure_window,
+                "failure_window",
+                defaults.failure_window,
+            )?,
+            failure_delay: self.failure_delay.map_or(defaults.failure_delay, |d| d.0),
+        })
     }
 }
 

@@ -820,3 +820,34 @@ fn postmaster_is_a_mailbox_and_its_absence_a_warning() {
         );
     }
 }
+
+#[test]
+fn limits_on_hostile_clients_have_defaults_and_are_checked() {
+    let config = Config::from_str_named(
+        "[[listener]]\naddress = \"127.0.0.1:25\"\n[auth]\nmax_failures = 0\nfailure_delay = \"0s\"\n",
+        "test.toml",
+    )
+    .expect("config");
+    let l = &config.listener[0];
+    assert_eq!(l.max_junk_commands, 100);
+    assert_eq!(l.tls_handshake_timeout, Duration::from_secs(10));
+    assert_eq!(l.ipv6_prefix_length, 64);
+    assert_eq!(config.auth.max_failures, 0);
+    assert_eq!(config.auth.failure_window, Duration::from_secs(600));
+    assert_eq!(config.auth.failure_delay, Duration::ZERO);
+    assert_error(
+        "[[listener]]\naddress = \"127.0.0.1:25\"\nipv6_prefix_length = 0\n",
+        "3:22",
+        "ipv6_prefix_length = 0",
+    );
+    assert_error(
+        "[[listener]]\naddress = \"127.0.0.1:25\"\ntls_handshake_timeout = \"0s\"\n",
+        "3:25",
+        "tls_handshake_timeout",
+    );
+    assert_error(
+        "[[listener]]\naddress = \"127.0.0.1:25\"\nmax_junk_commands = 0\n",
+        "3:21",
+        "max_junk_commands = 0",
+    );
+}

@@ -149,14 +149,12 @@ impl SessionContext {
     }
 
     /// True if the users file has `user` with this password. argon2 costs
-    /// about 20 ms of CPU, so it runs on the blocking pool, not the shard.
+    /// about 20 ms of CPU, so it runs on the AUTH check threads, never on
+    /// the shard's core (glommio's blocking pool is pinned to it).
     pub async fn check_password(&self, user: &[u8], password: &[u8]) -> bool {
         let Some(users) = self.settings.borrow().users.clone() else {
             return false;
         };
-        let (user, password) = (user.to_vec(), password.to_vec());
-        glommio::executor()
-            .spawn_blocking(move || users.verify(&user, &password))
-            .await
+        crate::auth_verifier::verify(users, user, password).await
     }
 }

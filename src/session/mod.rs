@@ -49,6 +49,37 @@ struct BodySink {
     len: u64,
     /// The spool refused a chunk: keep reading to stay in sync, answer 451.
     failed: bool,
+    /// Small pieces of the body (BDAT chunks, the last bytes of a
+    /// trickled DATA) gathered to be appended as one
+    /// record: a record of each would cost its 32-byte header and padding
+    /// per piece, and a chunk reference each.
+    staged: Vec<u8>,
+}
+
+impl BodySink {
+    /// Appends what is staged as one record.
+    fn flush(&mut self, ctx: &SessionContext) {
+        if !self.staged.is_empty() && !self.failed {
+            let r = ctx.spool.append_chunk(&self.staged).map(Some);
+            self.appended(r);
+        }
+        self.staged.clear();
+    }
+
+    /// Adds a chunk the spool took (or notes that it refused one).
+    fn appended(&mut self, r: Result<Option<ChunkRef>, crate::spool::SpoolError>) {
+        match r {
+            Ok(Some(c)) => {
+                self.len += u64::from(c.len);
+                self.chunks.push(c);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "spool append failed; message will get 451");
+                self.failed = true;
+            }
+        }
+    }
 }
 
 /// Buffers of one connection, kept across the switch to TLS.
@@ -64,6 +95,7 @@ struct Buffers {
     /// not allocate the envelope afresh.
     env: SpoolEnvelope,
     spare_chunks: Vec<ChunkRef>,
+    spare_stage: Vec<u8>,
 }
 
 /// Takes the session out of the idle sessions before its socket closes.
@@ -87,6 +119,7 @@ enum Outcome {
 pub async fn serve(stream: TcpStream, peer: PeerInfo, ctx: Rc<SessionContext>) {
     // A client that never reads its replies must not hold the session (and
     // its connection slot) forever in a blocked write.
+    let connected = ctx.clock.monotonic_ms();
     let limit = Duration::from_millis(ctx.server().command_timeout_ms);
     if stream.set_write_timeout(Some(limit)).is_err() {
         return;
@@ -102,19 +135,21 @@ pub async fn serve(stream: TcpStream, peer: PeerInfo, ctx: Rc<SessionContext>) {
         scratch: Vec::new(),
         env: SpoolEnvelope::default(),
         spare_chunks: Vec::new(),
+        spare_stage: Vec::with_capacity(STAGE),
     };
     if ctx.implicit_tls {
-        let Some(mut tls) = handshake(&ctx, stream).await else {
+        let Some(mut tls) = handshake(&ctx, stream, connected).await else {
             return;
         };
         let info = tls::info(tls.get_ref().1);
         let mut s = Session::new(ctx.server(), peer, Some(info), ctx.clock.monotonic_ms());
+        s.set_connected_at(connected);
         s.greeting(&mut b.out);
         drive(&mut tls, &mut s, &ctx, &mut b).await;
         return;
     }
     let mut stream = stream;
-    let mut s = Session::new(ctx.server(), peer, None, ctx.clock.monotonic_ms());
+    let mut s = Session::new(ctx.server(), peer, None, connected);
     s.greeting(&mut b.out);
     if drive(&mut stream, &mut s, &ctx, &mut b).await != Outcome::StartTls {
         return;
@@ -122,7 +157,7 @@ pub async fn serve(stream: TcpStream, peer: PeerInfo, ctx: Rc<SessionContext>) {
     // CVE-2011-0411: nothing the client sent before the handshake may be
     // read as a command after it.
     (b.start, b.end) = (0, 0);
-    let Some(mut tls) = handshake(&ctx, stream).await else {
+    let Some(mut tls) = handshake(&ctx, stream, connected).await else {
         return;
     };
     if s.tls_established(tls::info(tls.get_ref().1), ctx.clock.monotonic_ms())
@@ -132,16 +167,34 @@ pub async fn serve(stream: TcpStream, peer: PeerInfo, ctx: Rc<SessionContext>) {
     }
 }
 
-/// Runs the TLS handshake within the command timeout.
-async fn handshake(ctx: &SessionContext, stream: TcpStream) -> Option<TlsStream<TcpStream>> {
+/// Runs the TLS handshake within `tls_handshake_timeout` as a whole (a
+/// client dribbling a byte at a time would pass any limit per read) and
+/// within what is left of the session's time since `connected`.
+async fn handshake(
+    ctx: &SessionContext,
+    stream: TcpStream,
+    connected: u64,
+) -> Option<TlsStream<TcpStream>> {
     let acceptor = ctx.tls.clone()?;
-    let limit = Duration::from_millis(ctx.server().command_timeout_ms);
-    stream.set_read_timeout(Some(limit)).ok()?;
-    stream.set_write_timeout(Some(limit)).ok()?;
-    match acceptor.accept(stream).await {
-        Ok(tls) => Some(tls),
-        Err(e) => {
+    let server = ctx.server();
+    let per_read = Duration::from_millis(server.command_timeout_ms);
+    stream.set_read_timeout(Some(per_read)).ok()?;
+    stream.set_write_timeout(Some(per_read)).ok()?;
+    let session_end = connected.saturating_add(server.session_timeout_ms);
+    let left = session_end.saturating_sub(ctx.clock.monotonic_ms());
+    let limit = Duration::from_millis(server.tls_handshake_timeout_ms.min(left).max(1));
+    let accept = async { Ok(acceptor.accept(stream).await) };
+    match glommio::timer::timeout(limit, accept).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(
+                limit_ms = limit.as_millis() as u64,
+                "TLS handshake timed out"
+            );
             None
         }
     }
@@ -188,9 +241,14 @@ async fn drive<S: Transport>(
         match event {
             Some(Event::DataStart) => {
                 let chunks = std::mem::take(&mut b.spare_chunks);
-                sink = open_sink(s, ctx, &mut b.scratch, chunks);
+                let staged = std::mem::take(&mut b.spare_stage);
+                sink = Some(open_sink(s, ctx, staged, chunks));
             }
             Some(Event::DataEnd) => {
+                if let Some(k) = sink.as_mut() {
+                    k.flush(ctx);
+                    b.spare_stage = std::mem::take(&mut k.staged);
+                }
                 let reply = commit(s, ctx, sink.take(), &mut b.env).await;
                 let _ = match reply {
                     Ok(id) => s.message_accepted(id.as_str(), &mut b.out),
@@ -203,11 +261,8 @@ async fn drive<S: Transport>(
             }
             Some(Event::MessageRejected(_)) => sink = None,
             Some(Event::AuthAttempt) => {
-                let ok = match s.auth_credentials() {
-                    Some(c) => ctx.check_password(c.username, c.password).await,
-                    None => false,
-                };
-                if let Ok(Some(Event::Close)) = s.auth_result(ok, &mut b.out) {
+                let verdict = authenticate(s, ctx, &mut b.out).await;
+                if verdict == Some(Event::Close) {
                     send(stream, &mut b.out, ctx).await;
                     return Outcome::Closed;
                 }
@@ -249,6 +304,33 @@ async fn drive<S: Transport>(
             None => {}
         }
     }
+}
+
+/// Answers an AUTH attempt: 454 4.7.0 if its client has failed too often
+/// lately, else the password check's verdict, a failure only after
+/// `[auth] failure_delay` (a timer: the shard's other sessions go on).
+async fn authenticate(s: &mut Session, ctx: &SessionContext, out: &mut Vec<u8>) -> Option<Event> {
+    let config = ctx.config();
+    let limit = crate::auth_throttle::FailureLimit {
+        max_failures: config.auth.max_failures,
+        window: config.auth.failure_window,
+    };
+    let (ip, prefix) = (s.peer().ip, ctx.server().ipv6_prefix_length);
+    let now_s = || ctx.clock.monotonic_ms() / 1000;
+    if !crate::auth_throttle::allows(&limit, ip, prefix, now_s()) {
+        return s.auth_throttled(out).ok().flatten();
+    }
+    let ok = match s.auth_credentials() {
+        Some(c) => ctx.check_password(c.username, c.password).await,
+        None => false,
+    };
+    if !ok {
+        crate::auth_throttle::record_failure(&limit, ip, prefix, now_s());
+        if !config.auth.failure_delay.is_zero() {
+            glommio::timer::sleep(config.auth.failure_delay).await;
+        }
+    }
+    s.auth_result(ok, out).ok().flatten()
 }
 
 /// Writes `out` to the client, counting the negative replies in it.
@@ -305,7 +387,13 @@ async fn read_more<S: Transport>(
 /// chunk references.
 const MIN_CHUNK: usize = 4096;
 
-/// Feeds body bytes into a new chunk of the spool mapping.
+/// Staged body octets are appended once they would pass this many; with
+/// pieces of under `MIN_CHUNK` each, every record but the last then holds
+/// more than half of it, whatever the chunking.
+const STAGE: usize = 2 * MIN_CHUNK;
+
+/// Feeds body bytes into the sink's stage when they are few, else into a
+/// new chunk of the spool mapping.
 fn body_step(
     s: &mut Session,
     ctx: &SessionContext,
@@ -319,6 +407,15 @@ fn body_step(
     let mut prog = Default::default();
     let healthy = sink.as_ref().is_some_and(|k| !k.failed);
     let mut filled = false;
+    if let Some(k) = sink.as_mut().filter(|_| healthy && max > 0) {
+        let few = s.body_octets_in(input);
+        if few < MIN_CHUNK {
+            prog = stage(s, ctx, k, input, few, now, out);
+            return (prog.consumed, prog.event);
+        }
+        // What is staged comes first in the body.
+        k.flush(ctx);
+    }
     if healthy && max > 0 {
         let r = ctx.spool.append_chunk_with(max, |dst| {
             filled = true;
@@ -326,17 +423,7 @@ fn body_step(
             prog.produced
         });
         if let Some(k) = sink.as_mut() {
-            match r {
-                Ok(Some(c)) => {
-                    k.len += u64::from(c.len);
-                    k.chunks.push(c);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "spool append failed; message will get 451");
-                    k.failed = true;
-                }
-            }
+            k.appended(r);
         }
     }
     if !filled {
@@ -347,40 +434,54 @@ fn body_step(
     (prog.consumed, prog.event)
 }
 
+/// Adds `few` body octets at the front of `input` to the sink's stage,
+/// appending what was staged first if they would not fit.
+fn stage(
+    s: &mut Session,
+    ctx: &SessionContext,
+    k: &mut BodySink,
+    input: &[u8],
+    few: usize,
+    now: u64,
+    out: &mut Vec<u8>,
+) -> crate::smtp::server::DataProgress {
+    if k.staged.len() + few > STAGE {
+        k.flush(ctx);
+    }
+    let at = k.staged.len();
+    k.staged.resize(at + few, 0);
+    let p = s.receive_data(input, &mut k.staged[at..], now, out);
+    k.staged.truncate(at + p.produced);
+    p
+}
+
 /// Starts a message: reserves its id and writes the `Received:` header as
 /// the first chunk.
 fn open_sink(
     s: &Session,
     ctx: &SessionContext,
-    hdr: &mut Vec<u8>,
+    mut staged: Vec<u8>,
     mut chunks: Vec<ChunkRef>,
-) -> Option<BodySink> {
+) -> BodySink {
     chunks.clear();
     let pin = ctx.spool.pin_for_write();
     let msg_id = ctx.spool.allocate_msg_id();
     let id = ctx.display_id(msg_id);
     let mut date = [0u8; DATE_LEN];
     let date = format_date((ctx.clock.wall_ms() / 1000) as i64, &mut date);
-    hdr.clear();
-    s.write_received(hdr, None, id.as_str(), date);
+    staged.clear();
+    s.write_received(&mut staged, None, id.as_str(), date);
     let mut sink = BodySink {
         _pin: pin,
         msg_id,
         chunks,
         len: 0,
         failed: false,
+        staged,
     };
-    match ctx.spool.append_chunk(hdr) {
-        Ok(c) => {
-            sink.len = u64::from(c.len);
-            sink.chunks.push(c);
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "spool append failed; message will get 451");
-            sink.failed = true;
-        }
-    }
-    Some(sink)
+    // A chunk of its own: the pool header is looked for after it.
+    sink.flush(ctx);
+    sink
 }
 
 /// Why a message whose data is in was not queued.

@@ -177,6 +177,11 @@ pub const AUTH_UNKNOWN_MECHANISM: Reply =
 pub const AUTH_CANCELLED: Reply = Reply::new(501, "5.0.0", "Authentication canceled");
 pub const AUTH_BAD_RESPONSE: Reply = Reply::new(501, "5.5.2", "Cannot decode response");
 pub const AUTH_FAILED: Reply = Reply::new(535, "5.7.8", "Authentication credentials invalid");
+pub const AUTH_THROTTLED: Reply = Reply::new(
+    454,
+    "4.7.0",
+    "Too many failed authentications, try again later",
+);
 pub const ENCRYPTION_REQUIRED: Reply = Reply::new(
     538,
     "5.7.11",
@@ -199,6 +204,7 @@ pub const MESSAGE_TOO_BIG: Reply = Reply::new(
     "5.3.4",
     "Message size exceeds fixed maximum message size",
 );
+pub const TOO_MANY_CHUNKS: Reply = Reply::new(552, "5.3.4", "Too many BDAT chunks for one message");
 pub const BARE_CR_LF: Reply = Reply::new(550, "5.5.2", "Message contains bare CR or LF");
 pub const UTF8_NEEDS_SMTPUTF8: Reply =
     Reply::new(553, "5.6.7", "Non-ASCII address requires SMTPUTF8");

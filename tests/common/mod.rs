@@ -578,6 +578,21 @@ impl Client {
         assert!(ehlo.contains("PIPELINING"), "{ehlo}");
     }
 
+    /// True if no reply byte has arrived yet (looked at without waiting).
+    pub fn nothing_pending(&mut self) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return false;
+        }
+        let sock = match self.reader.get_ref() {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => &s.sock,
+        };
+        sock.set_nonblocking(true).expect("nonblocking");
+        let mut byte = [0u8; 1];
+        let read = self.reader.get_mut().read(&mut byte);
+        matches!(read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     /// Waits for the server to close the connection (EOF).
     pub fn expect_closed(&mut self) {
         let mut rest = String::new();
@@ -615,6 +630,13 @@ pub fn advertises(ehlo: &str, keyword: &str) -> bool {
 }
 
 /// The queue id in `250 2.0.0 Ok: queued as <id>`, checked for its form.
+/// Greeting, EHLO, and a transaction from a@ to b@example.test begun.
+pub fn begin_transaction(c: &mut Client) {
+    c.hello();
+    c.cmd("MAIL FROM:<a@example.test>", "250");
+    c.cmd("RCPT TO:<b@example.test>", "250");
+}
+
 pub fn queued_id(reply: &str) -> String {
     let Some(id) = reply.strip_prefix("250 2.0.0 Ok: queued as ") else {
         panic!("not a queued reply: {reply:?}");

@@ -115,6 +115,26 @@ impl Session {
 
     /// The I/O layer's verdict on `AuthAttempt`: 235 2.7.0 or 535 5.7.8.
     pub fn auth_result(&mut self, ok: bool, out: &mut Vec<u8>) -> Result<Option<Event>, Misuse> {
+        self.end_auth_attempt(ok)?;
+        if ok {
+            self.authenticated = true;
+            reply::AUTH_OK.write(out);
+            return Ok(None);
+        }
+        Ok(self.fail(reply::AUTH_FAILED, out))
+    }
+
+    /// The I/O layer's answer to `AuthAttempt` when the client has failed
+    /// too often lately: 454 4.7.0 (try later) without a check, counted
+    /// as an error.
+    pub fn auth_throttled(&mut self, out: &mut Vec<u8>) -> Result<Option<Event>, Misuse> {
+        self.end_auth_attempt(false)?;
+        Ok(self.fail(reply::AUTH_THROTTLED, out))
+    }
+
+    /// Back to commands after `AuthAttempt`, keeping the user name if the
+    /// attempt succeeded.
+    fn end_auth_attempt(&mut self, ok: bool) -> Result<(), Misuse> {
         if !matches!(self.state, State::AwaitAuth) {
             return Err(Misuse);
         }
@@ -125,12 +145,7 @@ impl Session {
         }
         self.wipe_credentials();
         self.state = State::Command;
-        if ok {
-            self.authenticated = true;
-            reply::AUTH_OK.write(out);
-            return Ok(None);
-        }
-        Ok(self.fail(reply::AUTH_FAILED, out))
+        Ok(())
     }
 
     /// Overwrites, then forgets, decoded credentials.

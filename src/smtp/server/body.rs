@@ -99,7 +99,7 @@ impl Session {
         }
     }
 
-    /// Starts counting the data rate afresh (at DATA and each BDAT).
+    /// Starts counting the data rate afresh (at DATA and the first BDAT).
     pub(super) fn start_rate_window(&mut self) {
         self.rate_window_start_ms = self.last_input_ms;
         self.rate_window_bytes = 0;
@@ -110,10 +110,7 @@ impl Session {
     /// a trickling client would otherwise hold a session for hours.
     pub(super) fn check_data_rate(&mut self, now_ms: u64, out: &mut Vec<u8>) -> Option<Event> {
         let elapsed = now_ms.saturating_sub(self.rate_window_start_ms);
-        if !self.wants_body()
-            || self.cfg.min_data_rate == 0
-            || elapsed < self.cfg.data_rate_window_ms
-        {
+        if !self.measuring_rate() || elapsed < self.cfg.data_rate_window_ms {
             return None;
         }
         let needed = self.cfg.min_data_rate.saturating_mul(elapsed) / 1000;
@@ -149,6 +146,8 @@ impl Session {
             return Err(Misuse);
         }
         reply::QUEUED.write_with(out, id.as_bytes());
+        // A message moved: the commands around it were not a flood.
+        self.junk_commands = 0;
         self.state = State::Command;
         self.reset_transaction();
         Ok(())

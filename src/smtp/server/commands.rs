@@ -4,7 +4,7 @@
 //! Must never: accept a command out of order, or accept a recipient the
 //! relay policy refuses.
 
-use super::{Event, Session, State};
+use super::{Event, Session, State, MAX_BDAT_CHUNKS};
 use crate::smtp::address::{DomainKind, ReversePath};
 use crate::smtp::data::{BdatReceiver, DataReceiver, SizeLimit};
 use crate::smtp::params::{Body, MailParams, RcptParams};
@@ -20,8 +20,14 @@ impl Session {
             Err(e) => return self.fail(e.into(), out),
         };
         match cmd {
-            Command::Ehlo { domain } => self.helo(domain, true, out),
-            Command::Helo { domain } => self.helo(domain, false, out),
+            Command::Ehlo { domain } => {
+                let event = self.helo(domain, true, out);
+                self.junk(out).or(event)
+            }
+            Command::Helo { domain } => {
+                let event = self.helo(domain, false, out);
+                self.junk(out).or(event)
+            }
             Command::Mail {
                 reverse_path,
                 params,
@@ -34,15 +40,34 @@ impl Session {
             Command::Bdat { size, last } => self.bdat(size, last, out),
             Command::Rset => {
                 self.reset_transaction();
-                self.reply(reply::OK, out)
+                self.junk_reply(reply::OK, out)
             }
-            Command::Noop => self.reply(reply::OK, out),
-            Command::Vrfy => self.reply(reply::VRFY, out),
-            Command::Help => self.reply(reply::HELP, out),
+            Command::Noop => self.junk_reply(reply::OK, out),
+            Command::Vrfy => self.junk_reply(reply::VRFY, out),
+            Command::Help => self.junk_reply(reply::HELP, out),
             Command::Quit => self.close(reply::BYE, out),
             Command::StartTls => self.starttls(out),
             Command::Auth { mechanism, initial } => self.auth(mechanism, initial, out),
         }
+    }
+
+    /// A command that moves no mail (EHLO, HELO, RSET, NOOP, VRFY, HELP),
+    /// answered positively.
+    fn junk_reply(&mut self, r: reply::Reply, out: &mut Vec<u8>) -> Option<Event> {
+        r.write(out);
+        self.junk(out)
+    }
+
+    /// Counts a command that moves no mail. Each costs a reply several
+    /// times its own size (an EHLO reply is twenty times `EHLO x`), so
+    /// beyond `max_junk_commands` since the last message accepted each one
+    /// counts as an error, and the error limit ends a flood of them.
+    fn junk(&mut self, out: &mut Vec<u8>) -> Option<Event> {
+        self.junk_commands = self.junk_commands.saturating_add(1);
+        if self.junk_commands <= self.cfg.max_junk_commands {
+            return None;
+        }
+        self.count_error(out)
     }
 
     /// EHLO/HELO: (re)starts the session and ends any transaction.
@@ -174,30 +199,50 @@ impl Session {
     /// refused chunk is still read (and discarded) before the refusal.
     fn bdat(&mut self, size: u64, last: bool, out: &mut Vec<u8>) -> Option<Event> {
         if let Some(r) = self.body_refusal() {
-            if size == 0 {
-                return self.fail(r, out);
-            }
-            self.state = State::BdatDiscard {
-                rx: BdatReceiver::discarding(size),
-                reply: r,
-            };
-            return None;
+            return self.bdat_refuse(size, r, out);
         }
         let first = !self.bdat_started;
         if first {
             self.bdat_started = true;
+            self.bdat_chunks = 0;
             self.bdat_limit = SizeLimit::new(self.cfg.max_message_size);
+            // One window for the whole message: were it restarted at each
+            // BDAT, a byte per chunk just inside each window would hold
+            // the session for as long as the client liked.
+            self.start_rate_window();
+        }
+        self.bdat_chunks += 1;
+        if self.bdat_chunks > MAX_BDAT_CHUNKS {
+            // 552 (RFC 5321: storage allocation exceeded) with 5.3.4 (RFC
+            // 3463: a per-message limit of this system): each chunk costs
+            // a reply and a place in the message's bookkeeping, so their
+            // number is a limit of the message like its size. The
+            // transaction is over (RFC 3030: no further chunks may follow
+            // a refused one); its chunk is read and discarded first.
+            self.reset_transaction();
+            return self.bdat_refuse(size, reply::TOO_MANY_CHUNKS, out);
         }
         self.state = State::Bdat {
             rx: BdatReceiver::new(size),
             last,
         };
-        self.start_rate_window();
         Some(if first {
             Event::DataStart
         } else {
             Event::ChunkStart
         })
+    }
+
+    /// Refuses a BDAT chunk once its `size` octets have been read.
+    fn bdat_refuse(&mut self, size: u64, r: reply::Reply, out: &mut Vec<u8>) -> Option<Event> {
+        if size == 0 {
+            return self.fail(r, out);
+        }
+        self.state = State::BdatDiscard {
+            rx: BdatReceiver::discarding(size),
+            reply: r,
+        };
+        None
     }
 
     fn starttls(&mut self, out: &mut Vec<u8>) -> Option<Event> {

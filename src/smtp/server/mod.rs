@@ -34,6 +34,12 @@ pub use super::received::TlsInfo;
 /// line the session waits for (an AUTH line, RFC 4954 4) must fit whole.
 pub const MIN_RECEIVE_BUFFER: usize = parse::MAX_AUTH_LINE;
 
+/// BDAT chunks one message may come in; the next is refused with
+/// 552 5.3.4 and ends the transaction. Far more than any client sends
+/// (a 10 MB message in 1 KB chunks), few enough that a message sent a
+/// byte per chunk stays small.
+pub const MAX_BDAT_CHUNKS: u32 = 10_000;
+
 /// Session limits and what to advertise. Defaults follow RFC 5321 4.5.3.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -45,6 +51,9 @@ pub struct ServerConfig {
     pub max_recipients: usize,
     /// Negative replies before the session is closed with 421 4.7.0.
     pub max_errors: u32,
+    /// Commands that move no mail (EHLO, HELO, RSET, NOOP, VRFY, HELP)
+    /// allowed between accepted messages before each counts as an error.
+    pub max_junk_commands: u32,
     /// A certificate is loaded: advertise STARTTLS on plaintext sessions.
     pub tls_available: bool,
     /// AUTH is enabled; advertised only once TLS is active.
@@ -59,8 +68,14 @@ pub struct ServerConfig {
     /// Time allowed between body octets during DATA/BDAT, in ms (RFC 5321
     /// 4.5.3.2.5: 3 min per data block; 10 min is the usual server value).
     pub data_timeout_ms: u64,
-    /// Longest a whole session may last, in ms.
+    /// Longest a whole session may last, in ms, from connect.
     pub session_timeout_ms: u64,
+    /// Longest a TLS handshake may take as a whole, in ms (used by the I/O
+    /// layer, which runs the handshake).
+    pub tls_handshake_timeout_ms: u64,
+    /// IPv6 clients are one client per network of this prefix length for
+    /// the limits kept per client (used by the I/O layer).
+    pub ipv6_prefix_length: u8,
     /// Minimum body transfer rate during DATA/BDAT, octets per second
     /// (0 disables), measured over `data_rate_window_ms`.
     pub min_data_rate: u64,
@@ -74,6 +89,7 @@ impl Default for ServerConfig {
             max_message_size: 50 * 1024 * 1024,
             max_recipients: 1000,
             max_errors: 20,
+            max_junk_commands: 100,
             tls_available: false,
             auth_available: false,
             local_domains: Vec::new(),
@@ -81,6 +97,8 @@ impl Default for ServerConfig {
             command_timeout_ms: 300_000,
             data_timeout_ms: 600_000,
             session_timeout_ms: 3_600_000,
+            tls_handshake_timeout_ms: 10_000,
+            ipv6_prefix_length: 64,
             min_data_rate: 256,
             data_rate_window_ms: 30_000,
         }
@@ -215,6 +233,10 @@ pub struct Session {
     /// BDAT size accounting across the chunks of one message.
     bdat_limit: SizeLimit,
     bdat_started: bool,
+    /// BDAT commands of the current message.
+    bdat_chunks: u32,
+    /// Commands that moved no mail since the last message accepted.
+    junk_commands: u32,
     storage_available: bool,
     spool_failed: bool,
     errors: u32,
@@ -244,6 +266,8 @@ impl Session {
             envelope: Envelope::default(),
             bdat_limit: SizeLimit::new(max),
             bdat_started: false,
+            bdat_chunks: 0,
+            junk_commands: 0,
             storage_available: true,
             spool_failed: false,
             errors: 0,
@@ -253,6 +277,13 @@ impl Session {
             rate_window_start_ms: now_ms,
             rate_window_bytes: 0,
         }
+    }
+
+    /// The connection was made at `ms`, before this session began (an
+    /// implicit-TLS handshake came first): the session's time counts from
+    /// then.
+    pub fn set_connected_at(&mut self, ms: u64) {
+        self.started_ms = self.started_ms.min(ms);
     }
 
     /// Writes the 220 greeting.
@@ -370,6 +401,11 @@ impl Session {
     /// Writes a negative reply and counts it; too many closes the session.
     fn fail(&mut self, r: Reply, out: &mut Vec<u8>) -> Option<Event> {
         r.write(out);
+        self.count_error(out)
+    }
+
+    /// Counts an error (its reply written); too many closes the session.
+    fn count_error(&mut self, out: &mut Vec<u8>) -> Option<Event> {
         self.errors += 1;
         if self.errors >= self.cfg.max_errors {
             return self.close(reply::TOO_MANY_ERRORS, out);
@@ -388,6 +424,7 @@ impl Session {
     fn reset_transaction(&mut self) {
         self.envelope.clear();
         self.bdat_started = false;
+        self.bdat_chunks = 0;
         self.bdat_limit = SizeLimit::new(self.cfg.max_message_size);
     }
 
@@ -456,6 +493,18 @@ impl Session {
         }
     }
 
+    /// How many octets at the front of `input` belong to the body part
+    /// being received (in BDAT, no more than the chunk still lacks; in
+    /// DATA, all of it, since unstuffing only shrinks it).
+    pub fn body_octets_in(&self, input: &[u8]) -> usize {
+        match &self.state {
+            State::Bdat { rx, .. } => {
+                usize::try_from(rx.remaining()).map_or(input.len(), |r| r.min(input.len()))
+            }
+            _ => input.len(),
+        }
+    }
+
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
     }
@@ -500,6 +549,13 @@ impl Session {
         }
     }
 
+    /// The data rate is measured from the start of a body to its end,
+    /// including the commands between BDAT chunks.
+    fn measuring_rate(&self) -> bool {
+        self.cfg.min_data_rate > 0
+            && (self.wants_body() || (self.bdat_started && matches!(self.state, State::Command)))
+    }
+
     /// When `handle_timeout` should be called next, if ever.
     pub fn next_deadline(&self) -> Option<u64> {
         let idle = self.last_input_ms.saturating_add(self.idle_limit_ms());
@@ -507,7 +563,7 @@ impl Session {
         match self.state {
             // The I/O layer owes us an answer: its own time, not the client's.
             State::Closed | State::AwaitSpool | State::AwaitAuth => None,
-            State::Data(_) | State::Bdat { .. } if self.cfg.min_data_rate > 0 => {
+            _ if self.measuring_rate() => {
                 let window = self
                     .rate_window_start_ms
                     .saturating_add(self.cfg.data_rate_window_ms);

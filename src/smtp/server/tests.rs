@@ -970,8 +970,8 @@ fn session_time_limit() {
     assert!(c.send(b"NOOP\r\n").starts_with("421 4.4.2"));
 }
 
-#[test]
-fn slow_data_is_cut_off() {
+/// A greeted session that wants 100 octets/s over windows of 10 s.
+fn rate_checked() -> Client {
     let cfg = ServerConfig {
         min_data_rate: 100,
         data_rate_window_ms: 10_000,
@@ -979,6 +979,12 @@ fn slow_data_is_cut_off() {
     };
     let mut c = Client::with(cfg, false, None);
     c.send(EHLO);
+    c
+}
+
+#[test]
+fn slow_data_is_cut_off() {
+    let mut c = rate_checked();
     c.send(b"MAIL FROM:<>\r\nRCPT TO:<u@example.com>\r\nDATA\r\n");
     assert_eq!(c.s.next_deadline(), Some(10_000));
     c.now = 5_000;
@@ -1146,4 +1152,106 @@ fn small_body_input_waits_unless_it_may_end_the_body() {
     b.send(b"MAIL FROM:<>\r\nRCPT TO:<u@example.com>\r\nBDAT 5 LAST\r\n");
     assert!(!b.s.body_input_ready(b"abcd", 16));
     assert!(b.s.body_input_ready(b"abcde", 16));
+}
+
+#[test]
+fn bdat_chunks_per_message_are_capped() {
+    let cfg = ServerConfig {
+        max_message_size: 1 << 20,
+        ..config()
+    };
+    let mut c = Client::with(cfg, false, None);
+    c.send(EHLO);
+    c.send(b"MAIL FROM:<>\r\nRCPT TO:<u@example.com>\r\n");
+    let chunks = b"BDAT 1\r\nx".repeat(MAX_BDAT_CHUNKS as usize);
+    let r = c.send(&chunks);
+    assert_eq!(
+        r.matches("250 2.0.0 Ok: chunk received").count(),
+        MAX_BDAT_CHUNKS as usize
+    );
+    let r = c.send(b"BDAT 3 LAST\r\nxyzRCPT TO:<u@example.com>\r\n");
+    assert_eq!(
+        r,
+        "552 5.3.4 Too many BDAT chunks for one message\r\n503 5.5.1 Error: need MAIL command\r\n"
+    );
+    assert!(!c.events.contains(&Event::DataEnd));
+    // The next message starts with a count of its own.
+    let r = c.send(b"MAIL FROM:<>\r\nRCPT TO:<u@example.com>\r\nBDAT 1\r\nyBDAT 1 LAST\r\nz");
+    assert!(
+        r.ends_with("chunk received\r\n250 2.0.0 Ok: queued as Q1\r\n"),
+        "{r}"
+    );
+}
+
+#[test]
+fn one_rate_window_spans_all_bdat_chunks_of_a_message() {
+    let mut c = rate_checked();
+    c.send(b"MAIL FROM:<>\r\nRCPT TO:<u@example.com>\r\nBDAT 1\r\nx");
+    // Between chunks, the window still runs.
+    assert_eq!(c.s.next_deadline(), Some(10_000));
+    c.now = 6_000;
+    assert!(c.send(b"BDAT 1\r\nx").ends_with("chunk received\r\n"));
+    c.now = 10_000;
+    assert_eq!(
+        c.send(b"BDAT 1\r\nx"),
+        "421 4.4.2 Error: data rate below minimum, timeout, closing connection\r\n"
+    );
+    assert!(c.s.is_closed());
+}
+
+#[test]
+fn commands_that_move_no_mail_count_as_errors_beyond_their_limit() {
+    let cfg = ServerConfig {
+        max_junk_commands: 3,
+        max_errors: 4,
+        ..config()
+    };
+    let mut c = Client::with(cfg, false, None);
+    c.send(b"EHLO a\r\nNOOP\r\nRSET\r\n");
+    assert_eq!(c.s.error_count(), 0);
+    c.send(b"HELP\r\nVRFY x\r\n");
+    assert_eq!(c.s.error_count(), 2);
+    // A message accepted starts the count again.
+    c.send(b"MAIL FROM:<>\r\nRCPT TO:<u@example.com>\r\nDATA\r\nx\r\n.\r\n");
+    c.send(b"NOOP\r\nNOOP\r\nNOOP\r\n");
+    assert_eq!(c.s.error_count(), 2);
+    let r = c.send(b"EHLO a\r\nEHLO a\r\nNOOP\r\n");
+    assert!(
+        r.ends_with("421 4.7.0 Too many errors, closing connection\r\n"),
+        "{r}"
+    );
+    assert!(c.s.is_closed());
+}
+
+#[test]
+fn session_time_counts_from_connect() {
+    let cfg = ServerConfig {
+        session_timeout_ms: 1000,
+        ..config()
+    };
+    let peer = PeerInfo {
+        ip: IpAddr::from([192, 0, 2, 9]),
+        relay_allowed: false,
+    };
+    // The handshake of an implicit-TLS connection took 900 ms.
+    let mut s = Session::new(Arc::new(cfg), peer, Some(TLS), 900);
+    s.set_connected_at(0);
+    assert_eq!(s.next_deadline(), Some(1000));
+}
+
+#[test]
+fn a_throttled_auth_attempt_gets_454_and_counts_as_an_error() {
+    let mut c = tls_greeted();
+    let p =
+        c.s.handle_input(b"AUTH PLAIN AHVzZXIAcGFzcw==\r\n", 0, &mut c.out);
+    assert_eq!(p.event, Some(Event::AuthAttempt));
+    assert_eq!(c.s.auth_throttled(&mut c.out), Ok(None));
+    assert_eq!(
+        c.take(),
+        "454 4.7.0 Too many failed authentications, try again later\r\n"
+    );
+    assert_eq!(c.s.error_count(), 1);
+    assert!(!c.s.is_authenticated());
+    assert!(c.s.auth_credentials().is_none());
+    assert_eq!(c.s.auth_throttled(&mut c.out), Err(Misuse));
 }
