@@ -500,6 +500,8 @@ mod accounting_tests;
 #[cfg(test)]
 mod backoff_tests;
 #[cfg(test)]
+mod dkim_tests;
+#[cfg(test)]
 mod egress_tests;
 #[cfg(test)]
 mod operations_tests;

@@ -180,4 +180,6 @@ impl<'a> MessageSigning<'a> {
 }
 
 #[cfg(test)]
+mod table_tests;
+#[cfg(test)]
 mod tests;

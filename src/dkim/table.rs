@@ -27,7 +27,7 @@ pub struct KeyError {
 #[derive(Default)]
 pub struct SignerTable {
     /// Sign mail whose `From:` domain is the key or under it.
-    under: HashMap<Box<str>, Vec<Arc<Signer>>>,
+    pub(super) under: HashMap<Box<str>, Vec<Arc<Signer>>>,
     /// Sign mail whose `From:` domain is exactly the key (`sender_domains`).
     exact: HashMap<Box<str>, Vec<Arc<Signer>>>,
     count: usize,
