@@ -17,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dkim;
 pub mod dns;
 pub mod dsn;
 pub mod listener;

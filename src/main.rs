@@ -89,6 +89,11 @@ enum Command {
         #[command(subcommand)]
         command: SpoolCommand,
     },
+    /// DKIM signing tools.
+    Dkim {
+        #[command(subcommand)]
+        command: DkimCommand,
+    },
     /// Look at and act on the running daemon's queues.
     ///
     /// Talks to the admin endpoint ([admin] address of the config; the
@@ -174,6 +179,32 @@ impl Narrow {
 }
 
 #[derive(Subcommand)]
+enum DkimCommand {
+    /// Write a new private key and print the DNS TXT record to publish.
+    ///
+    /// Writes DIR/DOMAIN/SELECTOR.pem (PKCS#8 PEM, mode 0600; never over an
+    /// existing file), the layout of [signing] key_dir, and prints
+    /// `SELECTOR._domainkey.DOMAIN IN TXT "v=DKIM1; k=...; p=..."`.
+    Keygen {
+        /// rsa (rsa-sha256) or ed25519 (ed25519-sha256, RFC 8463).
+        #[arg(long, value_parser = ["rsa", "ed25519"])]
+        algorithm: String,
+        /// The signing domain (d=).
+        #[arg(long)]
+        domain: String,
+        /// The selector (s=).
+        #[arg(long)]
+        selector: String,
+        /// RSA key size: 2048 to 4096.
+        #[arg(long, default_value_t = petrel::dkim::keygen::DEFAULT_RSA_BITS)]
+        bits: usize,
+        /// Directory the key is written under.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum SpoolCommand {
     /// Print a spool's segments, records, and live/finished counts.
     Inspect {
@@ -196,6 +227,46 @@ fn main() -> ExitCode {
             json,
             command,
         } => queue(config.as_deref(), json, command),
+        Command::Dkim {
+            command:
+                DkimCommand::Keygen {
+                    algorithm,
+                    domain,
+                    selector,
+                    bits,
+                    out,
+                },
+        } => dkim_keygen(&algorithm, &domain, &selector, bits, &out),
+    }
+}
+
+fn dkim_keygen(algorithm: &str, domain: &str, selector: &str, bits: usize, out: &Path) -> ExitCode {
+    use petrel::dkim::{keygen, Algorithm};
+    let algorithm = match algorithm {
+        "rsa" => Algorithm::RsaSha256,
+        _ => Algorithm::Ed25519Sha256,
+    };
+    let domain = domain.to_ascii_lowercase();
+    for (what, name) in [("domain", &*domain), ("selector", selector)] {
+        if !petrel::config::is_domain_name(name) {
+            return fail(
+                EXIT_USAGE,
+                &format!("petrel dkim keygen: {what} {name:?} is not a domain name"),
+            );
+        }
+    }
+    let written = keygen::generate(algorithm, bits)
+        .and_then(|key| Ok((keygen::write(out, &domain, selector, &key.pem)?, key.public)));
+    match written {
+        Ok((path, public)) => {
+            eprintln!("petrel dkim keygen: wrote {}; publish:", path.display());
+            println!(
+                "{}",
+                keygen::dns_record(selector, &domain, algorithm, &public)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(EXIT_FAILURE, &format!("petrel dkim keygen: {e}")),
     }
 }
 
@@ -243,6 +314,9 @@ fn run(path: Option<&Path>) -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(EXIT_USAGE, &e),
     };
+    if let Err(e) = petrel::dkim::SignerTable::load(&config) {
+        return fail(EXIT_USAGE, &format!("petrel: {e}"));
+    }
     let plan = match preflight::check(&config) {
         Ok(plan) => plan,
         Err(e) => return fail(EXIT_FAILURE, &format!("petrel: {e}")),
@@ -284,6 +358,9 @@ fn check(path: Option<&Path>) -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(EXIT_USAGE, &e),
     };
+    if let Err(e) = petrel::dkim::SignerTable::load(&config) {
+        return fail(EXIT_USAGE, &format!("petrel: {e}"));
+    }
     // The one startup check about the file's own values that only this
     // machine can answer; the rest (io_uring, CPUs, spool) are `run`'s.
     if let Err(e) = preflight::check_sources(&config) {

@@ -18,12 +18,15 @@ use std::sync::{Arc, Mutex};
 
 use crate::auth::Users;
 use crate::config::Config;
+use crate::dkim::SignerTable;
 
-/// A configuration read and checked, with its AUTH users.
+/// A configuration read and checked, with its AUTH users and its DKIM
+/// keys (read here, never per message).
 #[derive(Clone)]
 pub struct Loaded {
     pub config: Arc<Config>,
     pub users: Option<Arc<Users>>,
+    pub dkim: Arc<SignerTable>,
 }
 
 /// The newest configuration, for the shards to pick up.
@@ -58,16 +61,19 @@ impl Published {
     }
 }
 
-/// Reads and checks `path` and the AUTH users file it names.
+/// Reads and checks `path`, the AUTH users file and the DKIM keys it
+/// names.
 pub fn load(path: &Path) -> Result<Loaded, String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     let users = match &config.auth.users_file {
         Some(file) => Some(Arc::new(Users::load(file).map_err(|e| e.to_string())?)),
         None => None,
     };
+    let dkim = SignerTable::load(&config).map_err(|e| e.to_string())?;
     Ok(Loaded {
         config: Arc::new(config),
         users,
+        dkim: Arc::new(dkim),
     })
 }
 
@@ -172,6 +178,7 @@ mod tests {
         let loaded = Loaded {
             config: Arc::new(Config::embedded_default()),
             users: None,
+            dkim: Arc::new(SignerTable::default()),
         };
         published.publish(loaded.clone());
         let (generation, got) = published.newer_than(0).expect("published");
@@ -191,5 +198,16 @@ mod tests {
         std::fs::write(&path, "[auth]\nusers_file = \"/nonexistent/users\"\n").unwrap();
         let err = load(&path).err().expect("refused");
         assert!(err.contains("/nonexistent/users"), "{err}");
+        let key = dir.path().join("broken.pem");
+        std::fs::write(&key, "not a key").unwrap();
+        let dkim = format!(
+            "[[dkim]]\ndomain = \"example.com\"\nselector = \"s\"\nprivate_key = {key:?}\nalgorithm = \"rsa-sha256\"\n"
+        );
+        std::fs::write(&path, dkim).unwrap();
+        let err = load(&path).err().expect("refused");
+        assert!(
+            err.contains(&key.display().to_string()) && err.contains("no private key"),
+            "{err}"
+        );
     }
 }

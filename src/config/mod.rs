@@ -17,6 +17,8 @@ pub mod accounting;
 mod accounting_raw;
 pub mod backoff;
 mod backoff_raw;
+pub mod dkim;
+mod dkim_raw;
 pub mod duration;
 pub mod egress;
 mod egress_raw;
@@ -36,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 pub use accounting::{AccountingSection, CategorySection};
 pub use backoff::{BackoffActionSetting, BackoffSection, ReplyConditions};
+pub use dkim::{DkimSection, SigningSection};
 pub use duration::{DurationError, DurationSetting};
 pub use egress::{
     HeaderPool, PoolMatcher, PoolMember, PoolQuery, PoolRule, PoolSection, PoolSelectionSection,
@@ -43,7 +46,7 @@ pub use egress::{
 };
 pub use network::{contains as network_contains, IpNet, IpNetError};
 pub use operations::{AdminSection, LogSection};
-pub use route::{RelayHost, RouteDomain, RouteError, RouteSection};
+pub use route::{is_domain_name, RelayHost, RouteDomain, RouteError, RouteSection};
 pub use shaping::{Shape, ShapingMatch, ShapingSection};
 
 /// The embedded default, used by `petrel run` without `--config`: it works
@@ -122,6 +125,13 @@ pub struct Config {
     /// `[pool_selection]` without sources would not parse back.
     #[serde(skip_serializing_if = "PoolSelectionSection::is_inactive")]
     pub pool_selection: PoolSelectionSection,
+    /// `[[dkim]]` keys in file order. Not printed when empty, so a file
+    /// without them prints as before.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dkim: Vec<DkimSection>,
+    /// `[signing]`: not printed without a key directory.
+    #[serde(skip_serializing_if = "SigningSection::is_inactive")]
+    pub signing: SigningSection,
     pub log: LogSection,
     pub admin: AdminSection,
 }
@@ -521,6 +531,8 @@ fn system_hostname() -> String {
 mod accounting_tests;
 #[cfg(test)]
 mod backoff_tests;
+#[cfg(test)]
+mod dkim_tests;
 #[cfg(test)]
 mod egress_tests;
 #[cfg(test)]

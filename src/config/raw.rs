@@ -15,6 +15,7 @@ use toml::Spanned;
 
 use super::accounting_raw::RawAccounting;
 use super::backoff_raw::{backoff_rules, RawBackoff};
+use super::dkim_raw::{dkim_entries, RawDkim, RawSigning};
 use super::egress_raw::{check_name, claim_name, RawEgress, RawPool, RawPoolSelection, RawSource};
 use super::operations::{RawAdmin, RawLog};
 use super::route::{is_domain_name, split_host_port};
@@ -68,6 +69,10 @@ struct RawConfig {
     shaping: Vec<Spanned<RawShaping>>,
     #[serde(default)]
     backoff: Vec<Spanned<RawBackoff>>,
+    #[serde(default)]
+    dkim: Vec<RawDkim>,
+    #[serde(default)]
+    signing: RawSigning,
     #[serde(default)]
     log: RawLog,
     #[serde(default)]
@@ -339,6 +344,8 @@ impl RawConfig {
             source: egress.source,
             pool: egress.pool,
             pool_selection: egress.pool_selection,
+            dkim: dkim_entries(self.dkim)?,
+            signing: self.signing.into_section(),
             log: self.log.into_section(),
             admin: self.admin.into_section()?,
         })

@@ -191,7 +191,7 @@ fn parse_port(text: &str) -> Result<u16, String> {
 
 /// A domain name as it may stand in EHLO, `Received:` or a route:
 /// dot-separated labels of letters, digits and inner hyphens.
-pub(super) fn is_domain_name(name: &str) -> bool {
+pub fn is_domain_name(name: &str) -> bool {
     let label_ok = |label: &str| {
         !label.is_empty()
             && label.len() <= 63
