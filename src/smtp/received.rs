@@ -54,17 +54,27 @@ fn protocol(r: &ReceivedInfo<'_>) -> &'static str {
 /// Appends the header, folded, with CRLF line ends.
 pub fn write_received(out: &mut Vec<u8>, r: &ReceivedInfo<'_>) {
     out.extend_from_slice(b"Received: from ");
-    out.extend_from_slice(r.helo);
+    // RFC 5321 4.4: the `from` clause is a domain or an address literal.
+    // Any other EHLO argument goes into the comment, quoted, so that its
+    // `(`, `)`, `;` or 8-bit bytes cannot pass for trace fields of ours.
+    let helo_ok = is_helo_name(r.helo);
+    if helo_ok {
+        out.extend_from_slice(r.helo);
+    } else {
+        write_ip_literal(out, r.ip);
+    }
     out.extend_from_slice(b" (");
+    if !helo_ok {
+        out.extend_from_slice(b"helo=");
+        write_comment_text(out, r.helo);
+        out.push(b' ');
+    }
     if let Some(name) = r.rdns {
         out.extend_from_slice(name.as_bytes());
         out.push(b' ');
     }
-    // Writing into a Vec cannot fail.
-    let _ = match r.ip {
-        IpAddr::V4(ip) => std::io::Write::write_fmt(out, format_args!("[{ip}])")),
-        IpAddr::V6(ip) => std::io::Write::write_fmt(out, format_args!("[IPv6:{ip}])")),
-    };
+    write_ip_literal(out, r.ip);
+    out.push(b')');
     if let Some(tls) = r.tls {
         out.extend_from_slice(b"\r\n\t(using ");
         out.extend_from_slice(tls.protocol.as_bytes());
@@ -86,6 +96,46 @@ pub fn write_received(out: &mut Vec<u8>, r: &ReceivedInfo<'_>) {
     out.extend_from_slice(b"; ");
     out.extend_from_slice(r.date.as_bytes());
     out.extend_from_slice(b"\r\n");
+}
+
+/// `[192.0.2.7]` or `[IPv6:2001:db8::7]`.
+fn write_ip_literal(out: &mut Vec<u8>, ip: IpAddr) {
+    // Writing into a Vec cannot fail.
+    let _ = match ip {
+        IpAddr::V4(ip) => std::io::Write::write_fmt(out, format_args!("[{ip}]")),
+        IpAddr::V6(ip) => std::io::Write::write_fmt(out, format_args!("[IPv6:{ip}]")),
+    };
+}
+
+/// Whether an EHLO argument can stand in the `from` clause as given: a
+/// domain name, or an address literal that parses.
+fn is_helo_name(helo: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(helo) else {
+        return false;
+    };
+    match text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+        Some(literal) => match literal.get(..5) {
+            Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => {
+                literal[5..].parse::<std::net::Ipv6Addr>().is_ok()
+            }
+            _ => literal.parse::<std::net::Ipv4Addr>().is_ok(),
+        },
+        None => crate::config::route::is_domain_name(text.strip_suffix('.').unwrap_or(text)),
+    }
+}
+
+/// `text` as the inside of an RFC 5322 comment: `(`, `)` and `\` as
+/// quoted pairs, bytes outside printable ASCII as `\xNN`.
+fn write_comment_text(out: &mut Vec<u8>, text: &[u8]) {
+    for &b in text {
+        match b {
+            b'(' | b')' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+            0x21..=0x7e => out.push(b),
+            _ => {
+                let _ = std::io::Write::write_fmt(out, format_args!("\\x{b:02X}"));
+            }
+        }
+    }
 }
 
 /// Length of `Thu, 01 Jan 1970 00:00:00 +0000`.
@@ -165,6 +215,40 @@ mod tests {
             id: "Q1",
             recipient: Some(b"u@example.net"),
             date: "Tue, 14 Nov 2023 22:13:20 +0000",
+        }
+    }
+
+    #[test]
+    fn an_ehlo_argument_that_is_no_name_cannot_forge_trace_fields() {
+        let forged = b"x)\r\n\tby\xc3\xa9;(victim.example";
+        for (helo, from, comment) in [
+            (&b"client.example"[..], "client.example", ""),
+            (b"client.example.", "client.example.", ""),
+            (b"[192.0.2.7]", "[192.0.2.7]", ""),
+            (b"[IPv6:2001:db8::7]", "[IPv6:2001:db8::7]", ""),
+            (b"[192.0.2.300]", "[192.0.2.7]", "helo=[192.0.2.300] "),
+            (b"a(b)c;d", "[192.0.2.7]", "helo=a\\(b\\)c;d "),
+            (b"back\\slash", "[192.0.2.7]", "helo=back\\\\slash "),
+            (
+                forged,
+                "[192.0.2.7]",
+                "helo=x\\)\\x0D\\x0A\\x09by\\xC3\\xA9;\\(victim.example ",
+            ),
+        ] {
+            let mut r = info(None, false);
+            r.helo = helo;
+            let mut out = Vec::new();
+            write_received(&mut out, &r);
+            let text = String::from_utf8(out).unwrap_or_default();
+            let expected =
+                format!("Received: from {from} ({comment}mail.client.example [192.0.2.7])\r\n");
+            assert!(text.starts_with(&expected), "{text:?} for {helo:?}");
+            let first_line = text.lines().next().unwrap_or_default();
+            assert!(first_line.is_ascii(), "{first_line:?}");
+            // One comment, balanced: nothing of the client's closes it.
+            let unescaped = first_line.replace("\\(", "").replace("\\)", "");
+            assert_eq!(unescaped.matches('(').count(), 1, "{first_line}");
+            assert_eq!(unescaped.matches(')').count(), 1, "{first_line}");
         }
     }
 
