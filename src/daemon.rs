@@ -116,11 +116,19 @@ impl Drop for StopOnExit {
 
 /// Runs the daemon in the foreground until SIGTERM or SIGINT; SIGHUP
 /// reloads the configuration from `path` (the file it was started with).
-pub fn run(config: Config, plan: Plan, path: Option<&Path>) -> Result<(), DaemonError> {
+/// `dkim` is the table of signers loaded from `config`, shared by every
+/// shard.
+pub fn run(
+    config: Config,
+    dkim: crate::dkim::SignerTable,
+    plan: Plan,
+    path: Option<&Path>,
+) -> Result<(), DaemonError> {
     check_orphan_shards(&config.spool.path, plan.shards)?;
     let set = block_signals()?;
     let stop = Arc::new(AtomicBool::new(false));
     let config = Arc::new(config);
+    let dkim = Arc::new(dkim);
     // One clock for every shard: their monotonic times agree.
     let clock = Clock::new();
     // Today's warm-up counts are back in their cells before any shard
@@ -167,6 +175,7 @@ pub fn run(config: Config, plan: Plan, path: Option<&Path>) -> Result<(), Daemon
     for ((shard, &cpu), control) in cpus.enumerate().zip(shard_controls) {
         let (config, stop, watch) = (config.clone(), stop.clone(), watch.shard(shard));
         let reloads = published.clone();
+        let dkim = dkim.clone();
         let recorder = accounting.as_ref().map(|a| a.recorder());
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("petrel-shard-{shard}"))
@@ -180,6 +189,7 @@ pub fn run(config: Config, plan: Plan, path: Option<&Path>) -> Result<(), Daemon
                     reloads,
                     control,
                     accounting: recorder,
+                    dkim,
                 };
                 crate::shard::run(shard, config, stop, clock, links).await
             })

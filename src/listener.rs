@@ -128,10 +128,15 @@ impl Listener {
 
     /// Puts a reloaded configuration and AUTH users in force for the
     /// sessions that start from now (the listener's own settings stay).
-    pub fn reload(&self, config: Arc<Config>, users: Option<Arc<Users>>) {
+    pub fn reload(
+        &self,
+        config: Arc<Config>,
+        users: Option<Arc<Users>>,
+        dkim: Arc<crate::dkim::SignerTable>,
+    ) {
         let tls = self.sessions.tls.is_some();
         let server = server_config(&config, &self.section, tls, users.is_some());
-        self.sessions.reload(server, config, users);
+        self.sessions.reload(server, config, users, dkim);
     }
 
     /// What its sessions share.

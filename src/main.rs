@@ -314,9 +314,11 @@ fn run(path: Option<&Path>) -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(EXIT_USAGE, &e),
     };
-    if let Err(e) = petrel::dkim::SignerTable::load(&config) {
-        return fail(EXIT_USAGE, &format!("petrel: {e}"));
-    }
+    // Read once here and handed to every shard.
+    let dkim = match petrel::dkim::SignerTable::load(&config) {
+        Ok(table) => table,
+        Err(e) => return fail(EXIT_USAGE, &format!("petrel: {e}")),
+    };
     let plan = match preflight::check(&config) {
         Ok(plan) => plan,
         Err(e) => return fail(EXIT_FAILURE, &format!("petrel: {e}")),
@@ -333,7 +335,7 @@ fn run(path: Option<&Path>) -> ExitCode {
     for warning in warnings(&config) {
         tracing::warn!("{warning}");
     }
-    match daemon::run(config, plan, path) {
+    match daemon::run(config, dkim, plan, path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(EXIT_FAILURE, &format!("petrel: {e}")),
     }

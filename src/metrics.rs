@@ -26,6 +26,7 @@ pub const DNS_QUERIES: &str = "petrel_dns_queries_total";
 pub const BACKOFF_ACTIVE: &str = "petrel_backoff_active";
 pub const ACCOUNTING_PAUSED: &str = "petrel_accounting_paused";
 pub const ACCOUNTING_LOST: &str = "petrel_accounting_lost_records_total";
+pub const DKIM_SIGNATURES: &str = "petrel_dkim_signatures_total";
 
 /// Every metric petrel exports, by name.
 pub const NAMES: &[&str] = &[
@@ -42,6 +43,7 @@ pub const NAMES: &[&str] = &[
     BACKOFF_ACTIVE,
     ACCOUNTING_PAUSED,
     ACCOUNTING_LOST,
+    DKIM_SIGNATURES,
 ];
 
 /// Upper bounds of the spool sync histogram: 50 µs to 1 s.
@@ -136,6 +138,11 @@ fn describe() {
         Unit::Count,
         "Accounting records not written: while the log was paused, or when its queue was full."
     );
+    describe_counter!(
+        DKIM_SIGNATURES,
+        Unit::Count,
+        "Messages DKIM-signed at reception (signed), and those a signing key matched but that could not be signed and went unsigned (failed)."
+    );
 }
 
 /// A shard's label value.
@@ -148,6 +155,9 @@ fn shard_label(shard: usize) -> String {
 pub struct SessionMetrics {
     pub received: metrics::Counter,
     pub sessions: metrics::Gauge,
+    /// Messages DKIM-signed, and those that could not be.
+    pub dkim_signed: metrics::Counter,
+    pub dkim_failed: metrics::Counter,
     shard: String,
     /// One counter per reply code seen, found by a short scan (a session
     /// sends a handful of codes).
@@ -160,6 +170,8 @@ impl SessionMetrics {
         SessionMetrics {
             received: metrics::counter!(MESSAGES_RECEIVED, "shard" => shard.clone()),
             sessions: metrics::gauge!(SMTP_SESSIONS, "shard" => shard.clone(), "direction" => "in"),
+            dkim_signed: metrics::counter!(DKIM_SIGNATURES, "shard" => shard.clone(), "result" => "signed"),
+            dkim_failed: metrics::counter!(DKIM_SIGNATURES, "shard" => shard.clone(), "result" => "failed"),
             shard,
             rejections: std::cell::RefCell::new(Vec::new()),
         }

@@ -59,6 +59,9 @@ pub struct Links {
     pub control: ShardControl,
     /// The accounting log, when on.
     pub accounting: Option<crate::accounting::Recorder>,
+    /// The DKIM signers loaded at start (one table for every shard, read
+    /// only); a reload brings its own.
+    pub dkim: Arc<crate::dkim::SignerTable>,
 }
 
 /// Runs shard `shard` until the stop flag is set, answering its control
@@ -75,6 +78,7 @@ pub async fn run(
         reloads,
         control,
         accounting,
+        dkim,
     } = links;
     // A copy of its own: the shard's reads of it (one per message) never
     // touch a count another core writes.
@@ -129,6 +133,7 @@ pub async fn run(
             tls.clone(),
             l.implicit_tls && tls.is_some(),
             users.clone(),
+            dkim.clone(),
             clock,
             outbound.clone(),
             accounting.clone(),
@@ -217,7 +222,7 @@ async fn housekeep(h: Housekeeping<'_>) -> Result<(), SpoolError> {
                 outbound.reload(config.clone());
             }
             for l in listeners {
-                l.reload(config.clone(), loaded.users.clone());
+                l.reload(config.clone(), loaded.users.clone(), loaded.dkim.clone());
             }
             tracing::debug!(shard, "reloaded configuration in force");
         }

@@ -17,6 +17,7 @@ pub mod field;
 pub mod header;
 pub mod key;
 pub mod keygen;
+pub mod message;
 pub mod sign;
 pub mod table;
 

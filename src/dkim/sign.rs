@@ -27,6 +27,8 @@ impl std::fmt::Debug for SigningKey {
 pub enum SignError {
     #[error("the RSA signature failed")]
     Rsa,
+    #[error("the header section is longer than {0} bytes")]
+    HeaderTooLong(usize),
 }
 
 impl SigningKey {

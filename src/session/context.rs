@@ -12,6 +12,7 @@ use super::idle::IdleSessions;
 use crate::auth::Users;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::dkim::SignerTable;
 use crate::metrics::SessionMetrics;
 use crate::outbound::Outbound;
 use crate::smtp::server::ServerConfig;
@@ -23,6 +24,9 @@ struct Settings {
     config: Arc<Config>,
     /// AUTH users; None when `[auth] users_file` is not set (AUTH fails).
     users: Option<Arc<Users>>,
+    /// The DKIM signers, loaded once for every shard; read in place (an
+    /// `Arc` clone per message would write a count all shards share).
+    dkim: Arc<SignerTable>,
 }
 
 /// The context of every session of one listener on one shard.
@@ -62,6 +66,7 @@ impl SessionContext {
         tls: Option<futures_rustls::TlsAcceptor>,
         implicit_tls: bool,
         users: Option<Arc<Users>>,
+        dkim: Arc<SignerTable>,
         clock: Clock,
         outbound: Option<Rc<Outbound>>,
         accounting: Option<Rc<crate::accounting::ShardLog>>,
@@ -73,6 +78,7 @@ impl SessionContext {
                 server: Arc::new(server),
                 config,
                 users,
+                dkim,
             }),
             listener,
             tls,
@@ -98,12 +104,24 @@ impl SessionContext {
         self.settings.borrow().config.clone()
     }
 
+    /// Calls `f` with the DKIM signers in force, borrowed in place.
+    pub fn with_dkim<R>(&self, f: impl FnOnce(&SignerTable) -> R) -> R {
+        f(&self.settings.borrow().dkim)
+    }
+
     /// Puts new settings in force for the sessions that start from now.
-    pub fn reload(&self, server: ServerConfig, config: Arc<Config>, users: Option<Arc<Users>>) {
+    pub fn reload(
+        &self,
+        server: ServerConfig,
+        config: Arc<Config>,
+        users: Option<Arc<Users>>,
+        dkim: Arc<SignerTable>,
+    ) {
         *self.settings.borrow_mut() = Settings {
             server: Arc::new(server),
             config,
             users,
+            dkim,
         };
     }
 

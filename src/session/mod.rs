@@ -19,6 +19,7 @@ use glommio::net::TcpStream;
 use spool_format::envelope::{notify, BodyType, ChunkRef, Envelope as SpoolEnvelope, Recipient};
 
 mod context;
+mod dkim;
 mod idle;
 mod pool;
 
@@ -527,6 +528,12 @@ async fn commit(
             return Err(failed());
         }
     };
+    // Signed after the pool header is cut (it is not sent), before the
+    // commit: the signature is stored with the message.
+    if let Err(e) = dkim::sign(ctx, sink.msg_id, &mut sink.chunks, &mut sink.len) {
+        tracing::error!(error = %e, "spool append failed; answered 451");
+        return Err(failed());
+    }
     fill_envelope(env, s, sink.msg_id, sink.len, ctx.clock.wall_ms());
     env.pool = pool;
     env.body = sink.chunks;

@@ -24,8 +24,9 @@ pub enum NoPool {
 }
 
 /// The pool id the envelope records for a message whose body is
-/// `chunks` (the first is this server's `Received:` line), `len` bytes
-/// long; both lose the pool header if it is there. 0 without sources.
+/// `chunks` (the first is this server's `Received:` line: this runs
+/// before DKIM signing puts its fields above it), `len` bytes long; both
+/// lose the pool header if it is there. 0 without sources.
 pub fn choose(
     config: &Config,
     spool: &ShardSpool,
@@ -76,11 +77,7 @@ fn cut_header(
     for piece in pieces {
         match piece {
             Piece::Keep(i) => rebuilt.push(rest[i]),
-            Piece::New(bytes) => {
-                for part in bytes.chunks(spool.max_chunk()) {
-                    rebuilt.push(spool.append_chunk(part)?);
-                }
-            }
+            Piece::New(bytes) => super::dkim::append(spool, &bytes, &mut rebuilt)?,
         }
     }
     let removed: u64 = found.ranges.iter().map(|(a, b)| b - a).sum();
