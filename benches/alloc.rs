@@ -131,7 +131,8 @@ fn run() -> Res<()> {
         cpus: vec![0],
         io_memory: 1 << 20,
     };
-    let daemon = std::thread::spawn(move || petrel::daemon::run(config, Default::default(), plan, None));
+    let daemon =
+        std::thread::spawn(move || petrel::daemon::run(config, Default::default(), plan, None));
     wait_for_port(addr)?;
     let client = Client::new(BODY_SIZE);
 

@@ -1,11 +1,16 @@
 //! Interoperability with real SMTP peers no one here wrote: Postfix's
 //! smtp-source and swaks as clients, Postfix's smtp-sink as the server petrel
 //! delivers to and dnsmasq as its DNS, Prometheus' promtool reading the
-//! metrics, from Debian's packages, which
+//! metrics, dkimpy (python3-dkim) verifying petrel's DKIM signatures, from
+//! Debian's packages, which
 //! `.ci/run` installs and then runs these tests with `--ignored`. A missing
 //! program fails the test: these must never pass without their peer.
 
 mod common;
+#[path = "support/dkim.rs"]
+mod dkim;
+#[path = "support/smtp_server.rs"]
+mod smtp_server;
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
@@ -22,6 +27,8 @@ const SMTP_SINK: &str = "/usr/sbin/smtp-sink";
 const DNSMASQ: &str = "/usr/sbin/dnsmasq";
 const SWAKS: &str = "/usr/bin/swaks";
 const PROMTOOL: &str = "/usr/bin/promtool";
+/// Debian's Python, which python3-dkim installs dkimpy for.
+const PYTHON: &str = "/usr/bin/python3";
 
 /// Generous: a loaded two-core machine may be building other things.
 const RUN_TIMEOUT: Duration = Duration::from_secs(600);
@@ -785,4 +792,142 @@ fn promtool_accepts_the_metrics_after_traffic() {
     assert!(check.status.success(), "promtool: {}\n{body}", check.output);
     assert!(check.output.trim().is_empty(), "promtool: {}", check.output);
     d.stop();
+}
+
+/// Verifies every `DKIM-Signature` of a message with dkimpy, the public
+/// keys handed to it as the TXT records `petrel dkim keygen` printed (by
+/// name, `<selector>._domainkey.<domain>`); prints one line per signature.
+const DKIMPY_VERIFY: &str = r#"
+import sys, dkim
+message = open(sys.argv[1], "rb").read()
+count = int(sys.argv[2])
+records = dict(zip(sys.argv[3::2], sys.argv[4::2]))
+def txt(name, timeout=5):
+    name = name.decode() if isinstance(name, bytes) else name
+    record = records.get(name.rstrip("."))
+    return record.encode() if record is not None else None
+d = dkim.DKIM(message)
+ok = count > 0
+for i in range(count):
+    good = d.verify(idx=i, dnsfunc=txt)
+    print("signature", i, "verifies" if good else "FAILS")
+    ok = ok and good
+sys.exit(0 if ok else 1)
+"#;
+
+/// Sends `message` (dot-stuffed, ending in CRLF) from `alice@example.com`
+/// through a petrel that signs for example.com with an RSA and an Ed25519
+/// key, captures it, and has dkimpy verify it; returns what arrived.
+fn dkimpy_verifies(mail_params: &str, message: &[u8]) -> dkim::Captured {
+    let dir = tempdir();
+    let keys = dir.path().join("keys");
+    let rsa = dkim::keygen(&keys, "rsa", "example.com", "r2026");
+    let ed = dkim::keygen(&keys, "ed25519", "example.com", "e2026");
+    let m = dkim::relay_one(
+        dir.path(),
+        &[&rsa, &ed],
+        "alice@example.com",
+        mail_params,
+        message,
+    );
+    assert_eq!(
+        m.signatures.len(),
+        2,
+        "{}",
+        String::from_utf8_lossy(&m.message)
+    );
+    let path = dir.path().join("captured.eml");
+    std::fs::write(&path, &m.message).unwrap();
+    let mut call = vec!["-c".to_owned(), DKIMPY_VERIFY.to_owned()];
+    call.push(path.display().to_string());
+    call.push(m.signatures.len().to_string());
+    for key in [&rsa, &ed] {
+        call.push(format!("{}._domainkey.{}", key.selector, key.domain));
+        call.push(key.record.clone());
+    }
+    let r = run(dir.path(), PYTHON, &call);
+    assert!(
+        r.status.success() && r.output.matches("verifies").count() == 2,
+        "dkimpy: {}\n{}",
+        r.output,
+        String::from_utf8_lossy(&m.message)
+    );
+    m
+}
+
+#[test]
+#[ignore = "needs Debian's python3-dkim; run by .ci/run"]
+fn dkimpy_verifies_rsa_and_ed25519_signatures_on_one_message() {
+    let m = dkimpy_verifies(
+        "",
+        b"From: Alice <alice@example.com>\r\nTo: rcpt@example.net\r\n\
+          Subject: two signatures\r\nDate: Mon, 2 Mar 2026 10:00:00 +0000\r\n\
+          Message-ID: <1@example.com>\r\n\r\nHello\r\n",
+    );
+    assert!(m.signatures[0].contains("a=rsa-sha256"));
+    assert!(m.signatures[1].contains("a=ed25519-sha256"));
+}
+
+#[test]
+#[ignore = "needs Debian's python3-dkim; run by .ci/run"]
+fn dkimpy_verifies_a_message_with_a_long_folded_header() {
+    let mut message = b"From: Alice <alice@example.com>\r\nTo: a@example.net,\r\n".to_vec();
+    for i in 0..60 {
+        message.extend_from_slice(format!("\t  recipient-{i}@example.net,\r\n").as_bytes());
+    }
+    message.extend_from_slice(
+        b" last@example.net\r\nSubject: folded\r\n   over   lines\r\n\r\nHi\r\n",
+    );
+    let m = dkimpy_verifies("", &message);
+    assert!(m.header.len() > 1500, "the header is long");
+}
+
+#[test]
+#[ignore = "needs Debian's python3-dkim; run by .ci/run"]
+fn dkimpy_verifies_an_8bit_body() {
+    let text = "From: alice@example.com\r\nSubject: 8-bit\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
+         Grüße, café, 日本語\r\n";
+    let message = [text.as_bytes(), b"\xff\xfe is not even UTF-8\r\n"].concat();
+    let m = dkimpy_verifies(" BODY=8BITMIME", &message);
+    assert!(m.body.iter().any(|&b| b >= 0x80));
+}
+
+#[test]
+#[ignore = "needs Debian's python3-dkim; run by .ci/run"]
+fn dkimpy_verifies_a_body_with_lines_starting_with_a_dot() {
+    let m = dkimpy_verifies(
+        "",
+        b"From: alice@example.com\r\nSubject: dots\r\n\r\n..one dot\r\n...two dots\r\n..\r\nend\r\n",
+    );
+    assert_eq!(m.body, b".one dot\r\n..two dots\r\n.\r\nend\r\n");
+}
+
+#[test]
+#[ignore = "needs Debian's python3-dkim; run by .ci/run"]
+fn a_message_whose_from_domain_has_no_key_arrives_unsigned_and_unchanged() {
+    let dir = tempdir();
+    let rsa = dkim::keygen(&dir.path().join("keys"), "rsa", "example.com", "r2026");
+    let header = b"From: Bob <bob@example.org>\r\nTo: rcpt@example.net\r\n\
+                   Subject:  spaced\t and\r\n folded \r\nX-Other: kept\r\n\r\n";
+    let message = [header.as_slice(), b"Body\r\n"].concat();
+    let m = dkim::relay_one(dir.path(), &[&rsa], "bob@example.org", "", &message);
+    assert!(
+        m.signatures.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&m.message)
+    );
+    assert!(m.message.starts_with(b"Received: "));
+    assert_eq!(m.client_header(), header);
+    assert_eq!(m.body, b"Body\r\n");
+    // dkimpy sees no signature to verify.
+    let path = dir.path().join("captured.eml");
+    std::fs::write(&path, &m.message).unwrap();
+    let script = "import sys, dkim; sys.exit(0 if dkim.verify(open(sys.argv[1], 'rb').read()) is False else 1)";
+    let r = run(
+        dir.path(),
+        PYTHON,
+        &args(&["-c", script, &path.display().to_string()]),
+    );
+    assert!(r.status.success(), "dkimpy: {}", r.output);
 }

@@ -20,6 +20,7 @@ pub mod keygen;
 pub mod message;
 pub mod sign;
 pub mod table;
+pub mod verify;
 
 use std::fmt;
 

@@ -1,11 +1,10 @@
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use ring::signature::{self, Ed25519KeyPair, UnparsedPublicKey};
-use rsa::pkcs1::EncodeRsaPublicKey;
-use rsa::pkcs8::DecodePublicKey;
+use ring::signature::{self, Ed25519KeyPair};
 
 use super::header::{fields, signed_fields};
 use super::sign::signature_field;
+use super::verify::verify_rsa;
 use super::*;
 
 /// RFC 6376 3.4.5: the example message.
@@ -181,22 +180,7 @@ fn rfc8463_rsa_example_verifies_over_our_canonical_data() {
     verify_rsa(&spki, &data, &b).expect("the RFC's RSA signature verifies");
 }
 
-/// Verifies an RSA signature with ring, the key as `p=` has it.
-fn verify_rsa(spki: &[u8], data: &[u8], sig: &[u8]) -> Result<(), ring::error::Unspecified> {
-    let pkcs1 = rsa::RsaPublicKey::from_public_key_der(spki)
-        .unwrap()
-        .to_pkcs1_der()
-        .unwrap();
-    UnparsedPublicKey::new(
-        &signature::RSA_PKCS1_1024_8192_SHA256_FOR_LEGACY_USE_ONLY,
-        pkcs1.as_bytes(),
-    )
-    .verify(data, sig)
-}
-
-/// Checks `field` (one `DKIM-Signature` field petrel made) over `header`
-/// and `body` as a verifier would: the body hash, then the signature with
-/// the key as `p=` publishes it. Returns the tags.
+/// [`verify::verify`], and no line of the field 78 characters or longer.
 pub(crate) fn verify(
     field: &str,
     header: &[u8],
@@ -208,41 +192,7 @@ pub(crate) fn verify(
             return Err(format!("line of {} characters: {line:?}", line.len()));
         }
     }
-    let value = field.split_once(':').unwrap().1;
-    let tags: Vec<(String, String)> = value
-        .split(';')
-        .filter_map(|t| t.split_once('='))
-        .map(|(k, v)| {
-            let strip = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
-            (strip(k), strip(v))
-        })
-        .collect();
-    let tag = |name: &str| {
-        tags.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    let c = Canonicalization::parse(&tag("c"))?;
-    if BASE64.encode(body_hash(c.body, &[body])) != tag("bh") {
-        return Err("body hash differs".into());
-    }
-    let h: Vec<String> = tag("h").split(':').map(str::to_owned).collect();
-    let h: Vec<&str> = h.iter().map(String::as_str).collect();
-    let mut data = Vec::new();
-    signed_fields(c.header, &fields(header), &h, &mut data);
-    let b_at = field.rfind("b=").unwrap();
-    signature_field(c.header, &field[..b_at + 2], &mut data);
-    let sig = BASE64.decode(tag("b")).map_err(|e| e.to_string())?;
-    let ok = match tag("a").as_str() {
-        "rsa-sha256" => verify_rsa(p, &data, &sig),
-        "ed25519-sha256" => {
-            UnparsedPublicKey::new(&signature::ED25519, p).verify(&sha256(&data), &sig)
-        }
-        a => return Err(format!("a={a}")),
-    };
-    ok.map_err(|_| "signature does not verify".to_owned())?;
-    Ok(tags)
+    super::verify::verify(field, header, body, p)
 }
 
 pub(crate) fn rsa_key() -> &'static NewKeyPem {
