@@ -371,3 +371,28 @@ fn a_reply_with_the_wrong_id_is_ignored() {
     });
     assert_eq!(server.queries_for("spoofed.test", RecordType::A), 1);
 }
+
+#[test]
+fn resolvers_with_the_same_seed_send_different_query_ids() {
+    // TTL 0: every lookup is a fresh query.
+    let server = DnsServer::start(Zone::new().ttl(0).a("ids.test", "127.0.0.16"));
+    let addr = server.addr();
+    run(move || async move {
+        for _ in 0..2 {
+            let f = Fixture::new(vec![addr], 7);
+            for _ in 0..4 {
+                let addrs = f.resolver.lookup_ip("ids.test").await.expect("addrs");
+                assert_eq!(addrs, vec![ip("127.0.0.16")]);
+            }
+        }
+    });
+    let ids: Vec<u16> = server
+        .seen()
+        .iter()
+        .filter(|s| s.rtype == RecordType::A)
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids.len(), 8);
+    // A seeded generator would repeat its sequence for the second resolver.
+    assert_ne!(ids[..4], ids[4..], "ids {ids:?}");
+}

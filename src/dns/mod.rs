@@ -22,6 +22,7 @@ mod error;
 pub mod fuzzing;
 mod inflight;
 mod mx;
+mod os_random;
 mod resolv_conf;
 mod resolver;
 mod rng;

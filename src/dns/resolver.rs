@@ -19,6 +19,7 @@ use super::cache::{Cache, CacheLimits};
 use super::error::{DnsError, TempReason};
 use super::inflight::{InFlight, Role};
 use super::mx::{address_literal, literal_plan, mx_plan, MxAnswer, MxHost, MxPlan};
+use super::os_random::OsRandom;
 use super::resolv_conf::read_system_nameservers;
 use super::rng::XorShift;
 use super::transport::{self, ExchangeError, Question};
@@ -57,7 +58,10 @@ impl Default for ResolverConfig {
 struct Inner {
     config: ResolverConfig,
     clock: Clock,
+    /// MX shuffles (seeded, so tests replay them).
     rng: RefCell<XorShift>,
+    /// Transaction ids and 0x20 case bits: never from the seed.
+    os_random: RefCell<OsRandom>,
     cache: RefCell<Cache>,
     inflight: InFlight,
     queries_sent: Cell<u64>,
@@ -73,7 +77,8 @@ pub struct Resolver {
 
 impl Resolver {
     /// A resolver asking `config.servers`, reading time from `clock`, with
-    /// transaction ids and MX shuffles drawn from `seed`.
+    /// MX shuffles drawn from `seed`; transaction ids come from the OS's
+    /// CSPRNG whatever the seed.
     pub fn new(config: ResolverConfig, clock: Clock, seed: u64) -> Result<Self, DnsError> {
         if config.servers.is_empty() {
             return Err(DnsError::NoServers);
@@ -84,6 +89,7 @@ impl Resolver {
                 config,
                 clock,
                 rng: RefCell::new(XorShift::new(seed)),
+                os_random: RefCell::new(OsRandom::default()),
                 cache: RefCell::new(cache),
                 inflight: InFlight::default(),
                 queries_sent: Cell::new(0),
@@ -101,8 +107,8 @@ impl Resolver {
         if config.servers.is_empty() {
             config.servers = read_system_nameservers();
         }
-        // RandomState is seeded from the OS once per thread, which is all
-        // the unpredictability the transaction ids need.
+        // The seed only orders equal-preference MX hosts; RandomState is
+        // seeded from the OS, so shards and restarts differ.
         let seed = RandomState::new().hash_one(std::process::id());
         Resolver::new(config, Rc::new(move || clock.monotonic_ms()), seed)
     }
@@ -248,7 +254,8 @@ impl Resolver {
         name: &Name,
         rtype: RecordType,
     ) -> Result<Parsed, TempReason> {
-        let id = self.inner.rng.borrow_mut().next_u16();
+        let id =
+            (self.inner.os_random.borrow_mut().next_u16()).map_err(|_| TempReason::Randomness)?;
         let bytes = build_query(id, name, rtype).map_err(|_| TempReason::BadReply)?;
         let q = Question {
             bytes: &bytes,

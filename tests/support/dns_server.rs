@@ -159,6 +159,8 @@ pub struct Seen {
     pub name: String,
     pub rtype: RecordType,
     pub tcp: bool,
+    /// The query's transaction id.
+    pub id: u16,
 }
 
 /// A running test server; stops when dropped.
@@ -326,6 +328,7 @@ impl Ctx {
                 name,
                 rtype: q.query_type(),
                 tcp,
+                id: query.id(),
             });
         }
         if !self.zone.delay.is_zero() {
