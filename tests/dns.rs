@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use dns_server::{ip, loopback, silent_udp, DnsServer, Zone};
+use dns_server::{ip, loopback, silent_udp, DnsServer, Seen, Zone};
 use petrel::dns::{
     CacheLimits, DnsError, HostKind, MxPlan, RecordType, Resolver, ResolverConfig, TempReason,
     MAX_MX_HOSTS,
@@ -44,6 +44,7 @@ impl Fixture {
             timeout,
             rounds: 2,
             cache: CacheLimits::default(),
+            randomize_case: true,
         };
         let resolver = Resolver::new(config, Rc::new(move || read.get()), seed).expect("resolver");
         Fixture { resolver, clock }
@@ -395,4 +396,37 @@ fn resolvers_with_the_same_seed_send_different_query_ids() {
     assert_eq!(ids.len(), 8);
     // A seeded generator would repeat its sequence for the second resolver.
     assert_ne!(ids[..4], ids[4..], "ids {ids:?}");
+}
+
+#[test]
+fn lookups_with_random_case_work_and_spell_the_name_in_mixed_case() {
+    let zone = Zone::new()
+        .ttl(0)
+        .mx("mixedcase.example.test", 10, "mail.mixedcase.example.test")
+        .a("mail.mixedcase.example.test", "127.0.0.17");
+    let server = DnsServer::start(zone);
+    let addr = server.addr();
+    run(move || async move {
+        let f = Fixture::new(vec![addr], 1);
+        for _ in 0..3 {
+            let plan = f.resolver.resolve_mx("mixedcase.example.test").await;
+            let MxPlan::Hosts(h) = plan.expect("plan") else {
+                panic!("hosts expected")
+            };
+            assert_eq!(h[0].addrs, vec![ip("127.0.0.17")]);
+        }
+    });
+    let mx: Vec<Seen> = server
+        .seen()
+        .into_iter()
+        .filter(|s| s.rtype == RecordType::MX)
+        .collect();
+    // Each lookup asked once: no reply was refused for its case.
+    assert_eq!(mx.len(), 3);
+    // 24 letters all lower case by chance: 2^-24 per query.
+    for s in &mx {
+        assert!(s.asked.bytes().any(|b| b.is_ascii_uppercase()), "{s:?}");
+        assert_eq!(s.asked.to_ascii_lowercase(), "mixedcase.example.test.");
+    }
+    assert_ne!(mx[0].asked, mx[1].asked, "each query draws its own case");
 }

@@ -38,4 +38,7 @@ pub use mx::{
 pub use resolv_conf::{parse_resolv_conf, read_system_nameservers, RESOLV_CONF};
 pub use resolver::{Clock, Resolver, ResolverConfig};
 pub use rng::XorShift;
-pub use wire::{build_query, parse_name, parse_response, Outcome, Parsed, WireError};
+pub use wire::{
+    build_query, letters, parse_name, parse_response, with_case, CaseMatch, Outcome, Parsed,
+    WireError,
+};

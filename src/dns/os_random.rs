@@ -10,8 +10,9 @@ use std::io;
 
 use rustix::rand::GetRandomFlags;
 
-/// Bytes fetched per `getrandom` call: 64 transaction ids.
-const BATCH: usize = 128;
+/// Bytes fetched per `getrandom` call: 64 queries' transaction ids and
+/// case bits for names of up to 64 letters.
+const BATCH: usize = 64 * (2 + 8);
 
 /// A batch of kernel random bytes handed out a few at a time.
 pub(crate) struct OsRandom {
@@ -38,6 +39,13 @@ impl OsRandom {
         let mut b = [0u8; 2];
         self.take(&mut b)?;
         Ok(u16::from_ne_bytes(b))
+    }
+
+    /// 64 random bits (the case of up to 64 letters).
+    pub(crate) fn next_u64(&mut self) -> io::Result<u64> {
+        let mut b = [0u8; 8];
+        self.take(&mut b)?;
+        Ok(u64::from_ne_bytes(b))
     }
 
     /// Batches fetched from the kernel so far.
@@ -98,11 +106,15 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_serves_64_ids_then_refills() {
+    fn a_batch_serves_64_queries_then_refills() {
         let mut r = OsRandom::default();
         assert_eq!(r.refills(), 0);
-        let first = ids(&mut r, 64);
-        assert_eq!(r.refills(), 1, "64 ids from one getrandom");
+        let mut first = Vec::new();
+        for _ in 0..64 {
+            first.extend(ids(&mut r, 1));
+            r.next_u64().unwrap();
+        }
+        assert_eq!(r.refills(), 1, "64 ids and case bits from one getrandom");
         let second = ids(&mut r, 2);
         assert_eq!(r.refills(), 2);
         let rest = ids(&mut r, 62);
@@ -110,6 +122,10 @@ mod tests {
         // The refilled batch is fresh bytes, not the spent (zeroed) pool.
         assert_ne!([second, rest].concat(), first);
         assert!(first.iter().any(|&id| id != 0));
+        for _ in 0..(BATCH - 128) / 8 {
+            r.next_u64().unwrap();
+        }
+        assert_eq!(r.refills(), 2, "the batch is used to its last byte");
         r.next_u16().unwrap();
         assert_eq!(r.refills(), 3);
     }

@@ -6,6 +6,7 @@
 //! read the clock except through the [`Clock`] it was given, or be shared
 //! across shards (it is `!Send`; each shard builds its own).
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -23,7 +24,9 @@ use super::os_random::OsRandom;
 use super::resolv_conf::read_system_nameservers;
 use super::rng::XorShift;
 use super::transport::{self, ExchangeError, Question};
-use super::wire::{build_query, parse_name, Outcome, Parsed, WireError};
+use super::wire::{
+    build_query, letters, parse_name, with_case, CaseMatch, Outcome, Parsed, WireError,
+};
 
 /// Milliseconds on a monotonic clock; tests pass a virtual one.
 pub type Clock = Rc<dyn Fn() -> u64>;
@@ -42,6 +45,9 @@ pub struct ResolverConfig {
     /// How many times the whole server list is tried.
     pub rounds: u32,
     pub cache: CacheLimits,
+    /// 0x20: ask with the name's letters in random case and take only a
+    /// reply that echoes that case.
+    pub randomize_case: bool,
 }
 
 impl Default for ResolverConfig {
@@ -51,6 +57,7 @@ impl Default for ResolverConfig {
             timeout: Duration::from_secs(2),
             rounds: 2,
             cache: CacheLimits::default(),
+            randomize_case: true,
         }
     }
 }
@@ -256,12 +263,14 @@ impl Resolver {
     ) -> Result<Parsed, TempReason> {
         let id =
             (self.inner.os_random.borrow_mut().next_u16()).map_err(|_| TempReason::Randomness)?;
-        let bytes = build_query(id, name, rtype).map_err(|_| TempReason::BadReply)?;
+        let (asked, case) = self.as_asked(name)?;
+        let bytes = build_query(id, &asked, rtype).map_err(|_| TempReason::BadReply)?;
         let q = Question {
             bytes: &bytes,
             id,
-            name,
+            name: &asked,
             rtype,
+            case,
         };
         let timeout = self.inner.config.timeout;
         self.count_query();
@@ -284,6 +293,23 @@ impl Resolver {
             });
         }
         result
+    }
+
+    /// `name` as a query spells it: with random case bits (0x20) when
+    /// configured, which the reply's question must then echo.
+    fn as_asked<'n>(&self, name: &'n Name) -> Result<(Cow<'n, Name>, CaseMatch), TempReason> {
+        if !self.inner.config.randomize_case {
+            return Ok((Cow::Borrowed(name), CaseMatch::Any));
+        }
+        // A name has at most 255 octets, so 4 words cover every letter.
+        let mut bits = [0u64; 4];
+        let words = letters(name).div_ceil(64).min(bits.len());
+        let mut random = self.inner.os_random.borrow_mut();
+        for word in &mut bits[..words] {
+            *word = random.next_u64().map_err(|_| TempReason::Randomness)?;
+        }
+        let asked = with_case(name, &bits[..words]).map_err(|_| TempReason::BadReply)?;
+        Ok((Cow::Owned(asked), CaseMatch::Exact))
     }
 
     fn count_query(&self) {

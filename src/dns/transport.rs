@@ -15,7 +15,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpStream, UdpSocket};
 use hickory_proto::rr::{Name, RecordType};
 
-use super::wire::{parse_response, Parsed, WireError};
+use super::wire::{parse_response, CaseMatch, Parsed, WireError};
 
 /// Largest reply we read over UDP (more than the advertised EDNS size, so
 /// a server that ignores it still parses).
@@ -37,6 +37,7 @@ pub(crate) struct Question<'a> {
     pub(crate) id: u16,
     pub(crate) name: &'a Name,
     pub(crate) rtype: RecordType,
+    pub(crate) case: CaseMatch,
 }
 
 fn io_err(e: glommio::GlommioError<()>) -> ExchangeError {
@@ -62,7 +63,7 @@ pub(crate) async fn udp(
     for _ in 0..MAX_STRAY_REPLIES {
         let n = socket.recv(&mut buf).await.map_err(io_err)?;
         let reply = buf.get(..n).unwrap_or_default();
-        match parse_response(reply, q.id, q.name, q.rtype) {
+        match parse_response(reply, q.id, q.name, q.rtype, q.case) {
             // Someone else's datagram (or a spoofing attempt): keep waiting
             // for the real reply.
             Err(
@@ -106,5 +107,5 @@ pub(crate) async fn tcp(
         .read_exact(&mut reply)
         .await
         .map_err(ExchangeError::Io)?;
-    parse_response(&reply, q.id, q.name, q.rtype).map_err(ExchangeError::Wire)
+    parse_response(&reply, q.id, q.name, q.rtype, q.case).map_err(ExchangeError::Wire)
 }
