@@ -1,7 +1,9 @@
 //! One DNS exchange with one server, over glommio UDP or TCP.
 //!
-//! Owns: sockets for a single query, the read timeout, and skipping stray
-//! datagrams. Must never: reuse a UDP socket across queries. Each query
+//! Owns: sockets for a single query, its deadline, and skipping stray
+//! datagrams. Must never: reuse a UDP socket across queries, or let
+//! datagrams that are not the reply end an exchange early or make it
+//! last past its deadline. Each query
 //! binds a fresh socket to port 0 so that the kernel picks a new ephemeral
 //! source port; with the random transaction id that is the defence against
 //! spoofed replies (RFC 5452), and a connected socket drops datagrams from
@@ -9,7 +11,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpStream, UdpSocket};
@@ -21,8 +23,10 @@ use super::wire::{parse_response, CaseMatch, Parsed, WireError};
 /// a server that ignores it still parses).
 const UDP_BUFFER: usize = 4096;
 
-/// Mismatched or malformed datagrams tolerated before giving up on a server.
-const MAX_STRAY_REPLIES: usize = 4;
+/// Mismatched or malformed datagrams read before giving up on a server:
+/// enough that junk does not abort a lookup that would succeed, few enough
+/// to bound the parsing a flood can cause.
+pub(crate) const MAX_STRAY_REPLIES: usize = 64;
 
 /// How one exchange failed.
 #[derive(Debug)]
@@ -44,7 +48,9 @@ fn io_err(e: glommio::GlommioError<()>) -> ExchangeError {
     ExchangeError::Io(e.into())
 }
 
-/// Sends the query over UDP and waits up to `timeout` for a matching reply.
+/// Sends the query over UDP and waits up to `timeout` for a matching
+/// reply, skipping stray datagrams: the deadline is fixed when the query
+/// is sent, so they neither end nor extend the wait.
 pub(crate) async fn udp(
     server: SocketAddr,
     q: &Question<'_>,
@@ -56,11 +62,16 @@ pub(crate) async fn udp(
     };
     let socket = UdpSocket::bind(local).map_err(io_err)?;
     socket.connect(server).await.map_err(io_err)?;
-    socket.set_read_timeout(Some(timeout)).map_err(io_err)?;
+    let deadline = Instant::now() + timeout;
     socket.send(q.bytes).await.map_err(io_err)?;
     let mut buf = vec![0u8; UDP_BUFFER];
     let mut last = WireError::Malformed;
-    for _ in 0..MAX_STRAY_REPLIES {
+    for _ in 0..=MAX_STRAY_REPLIES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ExchangeError::Io(io::ErrorKind::TimedOut.into()));
+        }
+        socket.set_read_timeout(Some(left)).map_err(io_err)?;
         let n = socket.recv(&mut buf).await.map_err(io_err)?;
         let reply = buf.get(..n).unwrap_or_default();
         match parse_response(reply, q.id, q.name, q.rtype, q.case) {
