@@ -53,6 +53,9 @@ pub enum DnsError {
     /// The name cannot be looked up at all (bad syntax, bad address literal).
     #[error("invalid domain name {0:?}")]
     InvalidName(String),
+    /// A domain with non-ASCII labels that IDNA cannot convert.
+    #[error("{0:?} is not a valid internationalised domain name")]
+    InvalidIdn(String),
     /// No nameserver is configured and /etc/resolv.conf names none.
     #[error("no nameservers configured")]
     NoServers,

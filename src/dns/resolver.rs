@@ -18,6 +18,7 @@ use hickory_proto::rr::{Name, RecordType};
 
 use super::cache::{Cache, CacheLimits};
 use super::error::{DnsError, TempReason};
+use super::idn::to_ascii;
 use super::inflight::{InFlight, Role};
 use super::mx::{address_literal, literal_plan, mx_plan, MxAnswer, MxHost, MxPlan};
 use super::os_random::OsRandom;
@@ -136,6 +137,8 @@ impl Resolver {
         if let Some(literal) = address_literal(domain) {
             return literal.map(|addr| literal_plan(domain, addr));
         }
+        // The A-label form also names an implicit MX host (for TLS).
+        let domain = &*to_ascii(domain)?;
         let name = parse_name(domain)?;
         let answer = match self.lookup(&name, RecordType::MX).await? {
             Outcome::Mx(records) => MxAnswer::Records(records),

@@ -79,9 +79,11 @@ pub enum CaseMatch {
     Any,
 }
 
-/// A domain as a lower-case fully-qualified DNS name.
+/// A domain as a lower-case fully-qualified DNS name, its U-labels (if
+/// any) converted to A-labels.
 pub fn parse_name(domain: &str) -> Result<Name, super::DnsError> {
     let invalid = || super::DnsError::InvalidName(domain.to_string());
+    let domain = &*super::idn::to_ascii(domain)?;
     if domain.is_empty() || domain.len() > 253 || domain.starts_with('.') {
         return Err(invalid());
     }

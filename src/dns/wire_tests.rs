@@ -61,6 +61,14 @@ fn query_has_rd_edns_and_the_question() {
 fn parse_name_rejects_junk() {
     assert_eq!(n("A.Example.test").to_ascii(), "a.example.test.");
     assert_eq!(n("example.test.").to_ascii(), "example.test.");
+    assert_eq!(
+        n("MX.Bücher.example").to_ascii(),
+        "mx.xn--bcher-kva.example."
+    );
+    assert!(matches!(
+        parse_name("\u{301}x.example"),
+        Err(crate::dns::DnsError::InvalidIdn(_))
+    ));
     for bad in [
         "",
         ".",
