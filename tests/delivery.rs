@@ -2457,3 +2457,24 @@ fn mail_to_a_u_label_domain_goes_to_the_mx_of_its_a_label() {
     assert!(mx.violations().is_empty(), "{:?}", mx.violations());
     finish(d);
 }
+
+#[test]
+fn a_domain_that_is_no_valid_internationalised_name_bounces_5_1_2() {
+    let net = Net::new(Zone::new(), &[]);
+    let bounces = net.bounce_server();
+    let d = net.daemon(1, &net.config(&[]));
+    // A label may not begin with a combining mark (UTS 46).
+    let rcpt = "user@\u{301}bücher.example";
+    let mail = format!("<{SENDER}> SMTPUTF8");
+    send_one_raw(&d, &mail, &[&format!("<{rcpt}>")], BODY);
+    let got = expect_messages(&bounces, 1, &d, "bounce");
+    assert_eq!(got[0].rcpt_to, [SENDER], "a bounce goes to the sender");
+    let text = unfolded(&got[0]);
+    assert!(text.contains("Status: 5.1.2"), "{text}");
+    assert!(
+        text.contains("not a valid internationalised domain name"),
+        "{text}"
+    );
+    wait_queue_empty(&d, &net.spool, ARRIVAL);
+    finish(d);
+}
