@@ -2437,3 +2437,44 @@ fn refuse_private_mx_bounces_an_mx_on_loopback_5_4_4() {
     assert_eq!(mx.connections(), 0, "the private MX was tried");
     finish(d);
 }
+
+// ---------------------------------------------------------------------
+// Internationalised domains
+// ---------------------------------------------------------------------
+
+#[test]
+fn mail_to_a_u_label_domain_goes_to_the_mx_of_its_a_label() {
+    // The zone knows the domain only by its A-label.
+    let net = one_mx("xn--bcher-kva.example");
+    let mx = net.server(2, Script::accept());
+    let d = net.daemon(1, &net.config(&[]));
+    let mail = format!("<{SENDER}> SMTPUTF8");
+    send_one_raw(&d, &mail, &["<user@bücher.example>"], BODY);
+    let got = expect_messages(&mx, 1, &d, "the MX of xn--bcher-kva.example");
+    assert_eq!(got[0].rcpt_to, ["user@bücher.example"]);
+    wait_queue_empty(&d, &net.spool, ARRIVAL);
+    assert!(net.dns.queries_for("xn--bcher-kva.example", RecordType::MX) >= 1);
+    assert!(mx.violations().is_empty(), "{:?}", mx.violations());
+    finish(d);
+}
+
+#[test]
+fn a_domain_that_is_no_valid_internationalised_name_bounces_5_1_2() {
+    let net = Net::new(Zone::new(), &[]);
+    let bounces = net.bounce_server();
+    let d = net.daemon(1, &net.config(&[]));
+    // A label may not begin with a combining mark (UTS 46).
+    let rcpt = "user@\u{301}bücher.example";
+    let mail = format!("<{SENDER}> SMTPUTF8");
+    send_one_raw(&d, &mail, &[&format!("<{rcpt}>")], BODY);
+    let got = expect_messages(&bounces, 1, &d, "bounce");
+    assert_eq!(got[0].rcpt_to, [SENDER], "a bounce goes to the sender");
+    let text = unfolded(&got[0]);
+    assert!(text.contains("Status: 5.1.2"), "{text}");
+    assert!(
+        text.contains("not a valid internationalised domain name"),
+        "{text}"
+    );
+    wait_queue_empty(&d, &net.spool, ARRIVAL);
+    finish(d);
+}

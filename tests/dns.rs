@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use dns_server::{ip, loopback, silent_udp, DnsServer, Zone};
+use dns_server::{ip, loopback, silent_udp, DnsServer, Seen, Zone};
 use petrel::dns::{
     CacheLimits, DnsError, HostKind, MxPlan, RecordType, Resolver, ResolverConfig, TempReason,
     MAX_MX_HOSTS,
@@ -44,6 +44,7 @@ impl Fixture {
             timeout,
             rounds: 2,
             cache: CacheLimits::default(),
+            randomize_case: true,
         };
         let resolver = Resolver::new(config, Rc::new(move || read.get()), seed).expect("resolver");
         Fixture { resolver, clock }
@@ -370,4 +371,213 @@ fn a_reply_with_the_wrong_id_is_ignored() {
         assert_eq!(addrs, vec![ip("127.0.0.15")]);
     });
     assert_eq!(server.queries_for("spoofed.test", RecordType::A), 1);
+}
+
+#[test]
+fn resolvers_with_the_same_seed_send_different_query_ids() {
+    // TTL 0: every lookup is a fresh query.
+    let server = DnsServer::start(Zone::new().ttl(0).a("ids.test", "127.0.0.16"));
+    let addr = server.addr();
+    run(move || async move {
+        for _ in 0..2 {
+            let f = Fixture::new(vec![addr], 7);
+            for _ in 0..4 {
+                let addrs = f.resolver.lookup_ip("ids.test").await.expect("addrs");
+                assert_eq!(addrs, vec![ip("127.0.0.16")]);
+            }
+        }
+    });
+    let ids: Vec<u16> = server
+        .seen()
+        .iter()
+        .filter(|s| s.rtype == RecordType::A)
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids.len(), 8);
+    // A seeded generator would repeat its sequence for the second resolver.
+    assert_ne!(ids[..4], ids[4..], "ids {ids:?}");
+}
+
+#[test]
+fn lookups_with_random_case_work_and_spell_the_name_in_mixed_case() {
+    let zone = Zone::new()
+        .ttl(0)
+        .mx("mixedcase.example.test", 10, "mail.mixedcase.example.test")
+        .a("mail.mixedcase.example.test", "127.0.0.17");
+    let server = DnsServer::start(zone);
+    let addr = server.addr();
+    run(move || async move {
+        let f = Fixture::new(vec![addr], 1);
+        for _ in 0..3 {
+            let plan = f.resolver.resolve_mx("mixedcase.example.test").await;
+            let MxPlan::Hosts(h) = plan.expect("plan") else {
+                panic!("hosts expected")
+            };
+            assert_eq!(h[0].addrs, vec![ip("127.0.0.17")]);
+        }
+    });
+    let mx: Vec<Seen> = server
+        .seen()
+        .into_iter()
+        .filter(|s| s.rtype == RecordType::MX)
+        .collect();
+    // Each lookup asked once: no reply was refused for its case.
+    assert_eq!(mx.len(), 3);
+    // 24 letters all lower case by chance: 2^-24 per query.
+    for s in &mx {
+        assert!(s.asked.bytes().any(|b| b.is_ascii_uppercase()), "{s:?}");
+        assert_eq!(s.asked.to_ascii_lowercase(), "mixedcase.example.test.");
+    }
+    assert_ne!(mx[0].asked, mx[1].asked, "each query draws its own case");
+}
+
+/// A UDP nameserver on `ip` that answers each query about a name with
+/// the A record `127.0.0.18`, but first sends the junk `junk` makes (and
+/// sends no answer at all when `answer` is false). Counts queries.
+struct JunkServer {
+    addr: SocketAddr,
+    queries: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl JunkServer {
+    fn start(ip: std::net::Ipv4Addr, junk: fn(&[u8], &[u8]) -> Vec<Vec<u8>>, answer: bool) -> Self {
+        use std::sync::atomic::Ordering;
+        let socket = std::net::UdpSocket::bind((ip, 0)).expect("bind");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        let addr = socket.local_addr().expect("addr");
+        let queries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (count, halt) = (queries.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !halt.load(Ordering::Relaxed) {
+                let Ok((n, peer)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                count.fetch_add(1, Ordering::Relaxed);
+                let reply = junk_answer(&buf[..n]);
+                for datagram in junk(&buf[..n], &reply) {
+                    let _ = socket.send_to(&datagram, peer);
+                }
+                if answer {
+                    let _ = socket.send_to(&reply, peer);
+                    continue;
+                }
+                // Junk until the resolver gives up on this query.
+                while !halt.load(Ordering::Relaxed) && socket.peek_from(&mut [0u8; 1]).is_err() {
+                    let _ = socket.send_to(b"\x00junk", peer);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        });
+        JunkServer {
+            addr,
+            queries,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn queries(&self) -> usize {
+        self.queries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for JunkServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The right answer to `query`: its question echoed, and for an A query
+/// the address 127.0.0.18.
+fn junk_answer(query: &[u8]) -> Vec<u8> {
+    use hickory_proto::op::{Message, MessageType};
+    use hickory_proto::rr::{rdata::A, RData, Record};
+    let query = Message::from_vec(query).expect("query");
+    let mut reply = Message::new();
+    reply
+        .set_id(query.id())
+        .set_message_type(MessageType::Response)
+        .set_recursion_desired(true);
+    let q = query.queries()[0].clone();
+    if q.query_type() == RecordType::A {
+        let a = RData::A(A("127.0.0.18".parse().expect("ip")));
+        reply.add_answer(Record::from_rdata(q.name().clone(), 60, a));
+    }
+    reply.add_query(q);
+    reply.to_vec().expect("reply")
+}
+
+/// Ten datagrams that are not the reply: wrong ids, wrong questions (one
+/// only in its case), garbage.
+fn ten_junk_datagrams(query: &[u8], reply: &[u8]) -> Vec<Vec<u8>> {
+    let mut junk = Vec::new();
+    for flip in 1..=4u8 {
+        let mut wrong_id = reply.to_vec();
+        wrong_id[1] ^= flip;
+        junk.push(wrong_id);
+    }
+    let question = hickory_proto::op::Message::from_vec(query).expect("query");
+    let name = question.queries()[0].name().to_ascii();
+    for other in ["other.test.", "junk.example.", &name.to_ascii_lowercase()] {
+        let mut m = hickory_proto::op::Message::from_vec(reply).expect("reply");
+        let mut q = m.queries()[0].clone();
+        q.set_name(hickory_proto::rr::Name::from_ascii(other).expect("name"));
+        m.queries_mut()[0] = q;
+        junk.push(m.to_vec().expect("junk"));
+    }
+    junk.extend([vec![], b"\xff\xfe".to_vec(), vec![0u8; 700]]);
+    junk
+}
+
+#[test]
+fn ten_junk_datagrams_before_the_answer_do_not_fail_the_lookup() {
+    let server = JunkServer::start(loopback(19), ten_junk_datagrams, true);
+    let addr = server.addr;
+    run(move || async move {
+        // Long enough that only junk, never the clock, can fail it.
+        let f = Fixture::with(vec![addr], 1, Duration::from_secs(20));
+        let name = petrel::dns::parse_name("junk.example.test").expect("name");
+        let outcome = f.resolver.lookup(&name, RecordType::A).await;
+        assert_eq!(
+            outcome,
+            Ok(petrel::dns::Outcome::Addrs(vec![ip("127.0.0.18")]))
+        );
+    });
+    assert_eq!(server.queries(), 1, "answered on the first try");
+}
+
+#[test]
+fn endless_junk_ends_the_lookup_at_its_timeout() {
+    let server = JunkServer::start(loopback(20), |_, _| Vec::new(), false);
+    let addr = server.addr;
+    run(move || async move {
+        let f = Fixture::with(vec![addr], 1, Duration::from_millis(300));
+        let name = petrel::dns::parse_name("flood.example.test").expect("name");
+        let lookup = async { Some(f.resolver.lookup(&name, RecordType::A).await) };
+        let safety_net = async {
+            glommio::timer::sleep(Duration::from_secs(60)).await;
+            None
+        };
+        let outcome = futures_lite::future::or(lookup, safety_net).await;
+        let err = outcome.expect("the lookup ends").expect_err("no answer");
+        // Junk neither aborted an exchange early (that is BadReply) nor
+        // kept it alive: each round ended at its deadline.
+        assert_eq!(
+            err,
+            DnsError::Temporary {
+                name: "flood.example.test".into(),
+                reason: TempReason::Timeout
+            }
+        );
+    });
+    assert_eq!(server.queries(), 2, "one query per round");
 }

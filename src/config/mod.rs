@@ -246,6 +246,8 @@ pub struct DnsSection {
     pub timeout: DurationSetting,
     /// How many times the whole server list is tried (1 to 10).
     pub attempts: u32,
+    /// 0x20: queries spell names in random case, and a reply must echo it.
+    pub randomize_case: bool,
 }
 
 /// Whether outbound connections use STARTTLS.
@@ -326,6 +328,7 @@ impl Default for DnsSection {
             servers: Vec::new(),
             timeout: DurationSetting(Duration::from_secs(2)),
             attempts: 2,
+            randomize_case: true,
         }
     }
 }

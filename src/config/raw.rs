@@ -138,6 +138,7 @@ struct RawDns {
     servers: Option<Vec<Spanned<String>>>,
     timeout: Option<Spanned<DurationSetting>>,
     attempts: Option<Spanned<u32>>,
+    randomize_case: Option<bool>,
 }
 
 #[derive(Default, Deserialize)]
@@ -649,6 +650,7 @@ impl RawDns {
             servers,
             timeout: nonzero(self.timeout, defaults.timeout, "timeout")?,
             attempts: checked(self.attempts, defaults.attempts, between("attempts", 1, 10))?,
+            randomize_case: self.randomize_case.unwrap_or(defaults.randomize_case),
         })
     }
 }

@@ -332,6 +332,7 @@ hostname = "mta.example.test"
 servers = ["127.0.0.1:5353", "192.0.2.53", "[::1]:53", "2001:db8::53"]
 timeout = "500ms"
 attempts = 3
+randomize_case = false
 [delivery]
 paused = true
 port = 2525
@@ -377,6 +378,7 @@ fn delivery_dns_and_routes_have_defaults() {
     assert_eq!(config.dns.servers, Vec::<SocketAddr>::new());
     assert_eq!(config.dns.timeout(), Duration::from_secs(2));
     assert_eq!(config.dns.attempts, 2);
+    assert!(config.dns.randomize_case);
     let delivery = &config.delivery;
     assert!(!delivery.paused);
     assert_eq!(delivery.port, 25);
@@ -422,6 +424,7 @@ fn every_delivery_key_is_read() {
     );
     assert_eq!(config.dns.timeout(), Duration::from_millis(500));
     assert_eq!(config.dns.attempts, 3);
+    assert!(!config.dns.randomize_case);
     let delivery = &config.delivery;
     assert!(delivery.paused);
     assert_eq!(delivery.port, 2525);
@@ -757,7 +760,7 @@ relay = "default.example.net"
 fn printed_settings_show_the_delivery_keys() {
     let defaults = printed(&parse("[server]\nhostname = \"mta.example.test\"\n"));
     for line in [
-        "[dns]\nservers = []\ntimeout = \"2s\"\nattempts = 2\n",
+        "[dns]\nservers = []\ntimeout = \"2s\"\nattempts = 2\nrandomize_case = true\n",
         "[delivery]\npaused = false\nport = 25\n",
         "max_connections_per_destination = 20\n",
         "max_messages_per_connection = 1000\n",

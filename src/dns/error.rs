@@ -24,6 +24,8 @@ pub enum TempReason {
     CnameChain,
     /// The lookup that this one was waiting on went away.
     Abandoned,
+    /// The OS's random source failed, so no unpredictable query id.
+    Randomness,
 }
 
 impl fmt::Display for TempReason {
@@ -37,6 +39,7 @@ impl fmt::Display for TempReason {
             TempReason::BadReply => f.write_str("malformed or mismatched reply"),
             TempReason::CnameChain => f.write_str("CNAME chain too long"),
             TempReason::Abandoned => f.write_str("shared lookup abandoned"),
+            TempReason::Randomness => f.write_str("the OS random source failed"),
         }
     }
 }
@@ -50,6 +53,9 @@ pub enum DnsError {
     /// The name cannot be looked up at all (bad syntax, bad address literal).
     #[error("invalid domain name {0:?}")]
     InvalidName(String),
+    /// A domain with non-ASCII labels that IDNA cannot convert.
+    #[error("{0:?} is not a valid internationalised domain name")]
+    InvalidIdn(String),
     /// No nameserver is configured and /etc/resolv.conf names none.
     #[error("no nameservers configured")]
     NoServers,

@@ -7,7 +7,7 @@
 
 use hickory_proto::rr::{Name, RecordType};
 
-use super::wire::{parse_response, Outcome};
+use super::wire::{parse_response, CaseMatch, Outcome};
 
 /// The types petrel asks for.
 const TYPES: [RecordType; 3] = [RecordType::MX, RecordType::A, RecordType::AAAA];
@@ -46,7 +46,7 @@ pub fn dns_response(data: &[u8]) {
 }
 
 fn check(msg: &[u8], id: u16, name: &Name, rtype: RecordType) {
-    let Ok(parsed) = parse_response(msg, id, name, rtype) else {
+    let Ok(parsed) = parse_response(msg, id, name, rtype, CaseMatch::Exact) else {
         return;
     };
     // Each record takes at least 11 bytes of the message.

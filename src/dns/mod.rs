@@ -2,7 +2,7 @@
 //!
 //! Owns: building and parsing DNS messages (with hickory-proto), the choice
 //! of MX hosts per RFC 5321 section 5.1 and RFC 7505, a TTL-honouring cache
-//! with negative caching, and a per-shard [`Resolver`] that talks to the
+//! with negative caching, IDNA for internationalised names, and a per-shard [`Resolver`] that talks to the
 //! configured nameservers over glommio UDP, and TCP when a reply is
 //! truncated.
 //!
@@ -20,8 +20,10 @@
 mod cache;
 mod error;
 pub mod fuzzing;
+mod idn;
 mod inflight;
 mod mx;
+mod os_random;
 mod resolv_conf;
 mod resolver;
 mod rng;
@@ -31,10 +33,14 @@ mod wire;
 pub use cache::{Cache, CacheLimits};
 pub use error::{DnsError, TempReason};
 pub use hickory_proto::rr::RecordType;
+pub use idn::to_ascii;
 pub use mx::{
     address_literal, mx_plan, HostKind, MxAnswer, MxHost, MxPlan, MxRecord, MAX_MX_HOSTS,
 };
 pub use resolv_conf::{parse_resolv_conf, read_system_nameservers, RESOLV_CONF};
 pub use resolver::{Clock, Resolver, ResolverConfig};
 pub use rng::XorShift;
-pub use wire::{build_query, parse_name, parse_response, Outcome, Parsed, WireError};
+pub use wire::{
+    build_query, letters, parse_name, parse_response, with_case, CaseMatch, Outcome, Parsed,
+    WireError,
+};

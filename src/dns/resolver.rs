@@ -6,6 +6,7 @@
 //! read the clock except through the [`Clock`] it was given, or be shared
 //! across shards (it is `!Send`; each shard builds its own).
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -17,12 +18,16 @@ use hickory_proto::rr::{Name, RecordType};
 
 use super::cache::{Cache, CacheLimits};
 use super::error::{DnsError, TempReason};
+use super::idn::to_ascii;
 use super::inflight::{InFlight, Role};
 use super::mx::{address_literal, literal_plan, mx_plan, MxAnswer, MxHost, MxPlan};
+use super::os_random::OsRandom;
 use super::resolv_conf::read_system_nameservers;
 use super::rng::XorShift;
 use super::transport::{self, ExchangeError, Question};
-use super::wire::{build_query, parse_name, Outcome, Parsed, WireError};
+use super::wire::{
+    build_query, letters, parse_name, with_case, CaseMatch, Outcome, Parsed, WireError,
+};
 
 /// Milliseconds on a monotonic clock; tests pass a virtual one.
 pub type Clock = Rc<dyn Fn() -> u64>;
@@ -41,6 +46,9 @@ pub struct ResolverConfig {
     /// How many times the whole server list is tried.
     pub rounds: u32,
     pub cache: CacheLimits,
+    /// 0x20: ask with the name's letters in random case and take only a
+    /// reply that echoes that case.
+    pub randomize_case: bool,
 }
 
 impl Default for ResolverConfig {
@@ -50,6 +58,7 @@ impl Default for ResolverConfig {
             timeout: Duration::from_secs(2),
             rounds: 2,
             cache: CacheLimits::default(),
+            randomize_case: true,
         }
     }
 }
@@ -57,7 +66,10 @@ impl Default for ResolverConfig {
 struct Inner {
     config: ResolverConfig,
     clock: Clock,
+    /// MX shuffles (seeded, so tests replay them).
     rng: RefCell<XorShift>,
+    /// Transaction ids and 0x20 case bits: never from the seed.
+    os_random: RefCell<OsRandom>,
     cache: RefCell<Cache>,
     inflight: InFlight,
     queries_sent: Cell<u64>,
@@ -73,7 +85,8 @@ pub struct Resolver {
 
 impl Resolver {
     /// A resolver asking `config.servers`, reading time from `clock`, with
-    /// transaction ids and MX shuffles drawn from `seed`.
+    /// MX shuffles drawn from `seed`; transaction ids come from the OS's
+    /// CSPRNG whatever the seed.
     pub fn new(config: ResolverConfig, clock: Clock, seed: u64) -> Result<Self, DnsError> {
         if config.servers.is_empty() {
             return Err(DnsError::NoServers);
@@ -84,6 +97,7 @@ impl Resolver {
                 config,
                 clock,
                 rng: RefCell::new(XorShift::new(seed)),
+                os_random: RefCell::new(OsRandom::default()),
                 cache: RefCell::new(cache),
                 inflight: InFlight::default(),
                 queries_sent: Cell::new(0),
@@ -101,8 +115,8 @@ impl Resolver {
         if config.servers.is_empty() {
             config.servers = read_system_nameservers();
         }
-        // RandomState is seeded from the OS once per thread, which is all
-        // the unpredictability the transaction ids need.
+        // The seed only orders equal-preference MX hosts; RandomState is
+        // seeded from the OS, so shards and restarts differ.
         let seed = RandomState::new().hash_one(std::process::id());
         Resolver::new(config, Rc::new(move || clock.monotonic_ms()), seed)
     }
@@ -123,6 +137,8 @@ impl Resolver {
         if let Some(literal) = address_literal(domain) {
             return literal.map(|addr| literal_plan(domain, addr));
         }
+        // The A-label form also names an implicit MX host (for TLS).
+        let domain = &*to_ascii(domain)?;
         let name = parse_name(domain)?;
         let answer = match self.lookup(&name, RecordType::MX).await? {
             Outcome::Mx(records) => MxAnswer::Records(records),
@@ -248,13 +264,16 @@ impl Resolver {
         name: &Name,
         rtype: RecordType,
     ) -> Result<Parsed, TempReason> {
-        let id = self.inner.rng.borrow_mut().next_u16();
-        let bytes = build_query(id, name, rtype).map_err(|_| TempReason::BadReply)?;
+        let id =
+            (self.inner.os_random.borrow_mut().next_u16()).map_err(|_| TempReason::Randomness)?;
+        let (asked, case) = self.as_asked(name)?;
+        let bytes = build_query(id, &asked, rtype).map_err(|_| TempReason::BadReply)?;
         let q = Question {
             bytes: &bytes,
             id,
-            name,
+            name: &asked,
             rtype,
+            case,
         };
         let timeout = self.inner.config.timeout;
         self.count_query();
@@ -277,6 +296,23 @@ impl Resolver {
             });
         }
         result
+    }
+
+    /// `name` as a query spells it: with random case bits (0x20) when
+    /// configured, which the reply's question must then echo.
+    fn as_asked<'n>(&self, name: &'n Name) -> Result<(Cow<'n, Name>, CaseMatch), TempReason> {
+        if !self.inner.config.randomize_case {
+            return Ok((Cow::Borrowed(name), CaseMatch::Any));
+        }
+        // A name has at most 255 octets, so 4 words cover every letter.
+        let mut bits = [0u64; 4];
+        let words = letters(name).div_ceil(64).min(bits.len());
+        let mut random = self.inner.os_random.borrow_mut();
+        for word in &mut bits[..words] {
+            *word = random.next_u64().map_err(|_| TempReason::Randomness)?;
+        }
+        let asked = with_case(name, &bits[..words]).map_err(|_| TempReason::BadReply)?;
+        Ok((Cow::Owned(asked), CaseMatch::Exact))
     }
 
     fn count_query(&self) {

@@ -1,11 +1,11 @@
-//! A small seeded PRNG (xorshift64*) for transaction ids and MX shuffling.
+//! A small seeded PRNG (xorshift64*) for MX shuffling and tests.
 //!
 //! Owns: deterministic pseudo-random numbers from a seed. Must never: seed
-//! itself from the clock or the OS; the caller provides the seed so tests
-//! replay exactly.
+//! itself from the clock or the OS (the caller provides the seed so tests
+//! replay exactly), or make anything an attacker must not guess, such as
+//! DNS transaction ids (those come from `os_random`).
 
-/// xorshift64* generator; not cryptographic, but unpredictable enough for
-/// DNS ids when seeded from a random source.
+/// xorshift64* generator; not cryptographic: its output reveals its state.
 #[derive(Debug, Clone)]
 pub struct XorShift(u64);
 

@@ -1,7 +1,8 @@
 //! DNS messages on the wire: building queries and validating replies.
 //!
 //! Owns: the query format (RD set, EDNS0 advertising a 1232-byte UDP
-//! payload), the checks that a reply belongs to our query (id, question),
+//! payload, 0x20 case bits in the name), the checks that a reply belongs
+//! to our query (id, question, and the question's case when 0x20 is on),
 //! the classification of response codes, CNAME chain following inside one
 //! reply, and the TTL a result may be cached for (RFC 2308 for negative
 //! answers). Must never: do I/O, read the clock, or panic on any input.
@@ -68,9 +69,21 @@ pub struct Parsed {
     pub ttl: u32,
 }
 
-/// A domain as a lower-case fully-qualified DNS name.
+/// How a reply's question must spell the name that was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaseMatch {
+    /// Byte for byte: the query carried 0x20 case bits
+    /// (draft-vixie-dnsext-dns0x20), which a reply must echo.
+    Exact,
+    /// Letters in either case (a server may normalise them).
+    Any,
+}
+
+/// A domain as a lower-case fully-qualified DNS name, its U-labels (if
+/// any) converted to A-labels.
 pub fn parse_name(domain: &str) -> Result<Name, super::DnsError> {
     let invalid = || super::DnsError::InvalidName(domain.to_string());
+    let domain = &*super::idn::to_ascii(domain)?;
     if domain.is_empty() || domain.len() > 253 || domain.starts_with('.') {
         return Err(invalid());
     }
@@ -80,6 +93,40 @@ pub fn parse_name(domain: &str) -> Result<Name, super::DnsError> {
         return Err(invalid());
     }
     Ok(name.to_lowercase())
+}
+
+/// Letters in `name`: how many case bits [`with_case`] can use.
+pub fn letters(name: &Name) -> usize {
+    name.iter()
+        .map(|label| label.iter().filter(|b| b.is_ascii_alphabetic()).count())
+        .sum()
+}
+
+/// `name` with its letters in the case `bits` say (bit `i` for the
+/// `i`-th letter, 1 = upper case); letters past the bits are lower case.
+/// Each letter an off-path spoofer must guess doubles the odds against
+/// it (0x20).
+pub fn with_case(name: &Name, bits: &[u64]) -> Result<Name, WireError> {
+    let mut letter = 0usize;
+    let mut labels = Vec::with_capacity(name.num_labels().into());
+    for label in name.iter() {
+        let mut cased = label.to_vec();
+        for b in cased.iter_mut().filter(|b| b.is_ascii_alphabetic()) {
+            let upper = bits
+                .get(letter / 64)
+                .is_some_and(|word| word >> (letter % 64) & 1 == 1);
+            *b = if upper {
+                b.to_ascii_uppercase()
+            } else {
+                b.to_ascii_lowercase()
+            };
+            letter += 1;
+        }
+        labels.push(cased);
+    }
+    let mut cased = Name::from_labels(labels).map_err(|_| WireError::Encode)?;
+    cased.set_fqdn(name.is_fqdn());
+    Ok(cased)
 }
 
 /// A recursive query for (name, rtype) with transaction id `id`.
@@ -96,13 +143,14 @@ pub fn build_query(id: u16, name: &Name, rtype: RecordType) -> Result<Vec<u8>, W
     msg.to_vec().map_err(|_| WireError::Encode)
 }
 
-/// Validates `bytes` as the reply to query (`id`, `name`, `rtype`) and
-/// extracts what it says.
+/// Validates `bytes` as the reply to query (`id`, `name`, `rtype`), its
+/// question spelling `name` as `case` says, and extracts what it says.
 pub fn parse_response(
     bytes: &[u8],
     id: u16,
     name: &Name,
     rtype: RecordType,
+    case: CaseMatch,
 ) -> Result<Parsed, WireError> {
     let msg = Message::from_vec(bytes).map_err(|_| WireError::Malformed)?;
     if msg.id() != id {
@@ -112,7 +160,10 @@ pub fn parse_response(
         return Err(WireError::NotResponse);
     }
     match msg.queries() {
-        [q] if q.name() == name && q.query_type() == rtype && q.query_class() == DNSClass::IN => {}
+        [q] if q.name() == name
+            && (case == CaseMatch::Any || q.name().eq_case(name))
+            && q.query_type() == rtype
+            && q.query_class() == DNSClass::IN => {}
         _ => return Err(WireError::QuestionMismatch),
     }
     if msg.truncated() {

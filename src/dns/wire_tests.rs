@@ -39,7 +39,7 @@ fn soa(ttl: u32, minimum: u32) -> Record {
 }
 
 fn parse(m: &Message, id: u16, name: &str, rtype: RecordType) -> Result<Parsed, WireError> {
-    parse_response(&m.to_vec().unwrap(), id, &n(name), rtype)
+    parse_response(&m.to_vec().unwrap(), id, &n(name), rtype, CaseMatch::Exact)
 }
 
 #[test]
@@ -61,6 +61,14 @@ fn query_has_rd_edns_and_the_question() {
 fn parse_name_rejects_junk() {
     assert_eq!(n("A.Example.test").to_ascii(), "a.example.test.");
     assert_eq!(n("example.test.").to_ascii(), "example.test.");
+    assert_eq!(
+        n("MX.Bücher.example").to_ascii(),
+        "mx.xn--bcher-kva.example."
+    );
+    assert!(matches!(
+        parse_name("\u{301}x.example"),
+        Err(crate::dns::DnsError::InvalidIdn(_))
+    ));
     for bad in [
         "",
         ".",
@@ -223,12 +231,12 @@ fn records_of_other_types_or_owners_are_ignored() {
 fn garbage_never_panics() {
     let name = Name::from_str("x.test.").unwrap();
     assert_eq!(
-        parse_response(&[], 1, &name, RecordType::A),
+        parse_response(&[], 1, &name, RecordType::A, CaseMatch::Exact),
         Err(WireError::Malformed)
     );
     let good = reply_to(1, "x.test", RecordType::A).to_vec().unwrap();
     for len in 0..good.len() {
-        let _ = parse_response(&good[..len], 1, &name, RecordType::A);
+        let _ = parse_response(&good[..len], 1, &name, RecordType::A, CaseMatch::Exact);
     }
     let mut state = 1u32;
     for _ in 0..2000 {
@@ -238,6 +246,34 @@ fn garbage_never_panics() {
                 (state >> 16) as u8
             })
             .collect();
-        let _ = parse_response(&bytes, 1, &name, RecordType::A);
+        let _ = parse_response(&bytes, 1, &name, RecordType::A, CaseMatch::Exact);
     }
+}
+
+#[test]
+fn case_bits_set_letters_only_and_a_reply_must_echo_them() {
+    let asked = with_case(&n("ab-1.x.test"), &[0b1_0101]).unwrap();
+    assert_eq!(asked.to_ascii(), "Ab-1.X.tEst.");
+    assert_eq!(letters(&n("ab-1.x.test")), 7);
+    // Letters past the bits given stay lower case.
+    assert_eq!(
+        with_case(&n("abc.test"), &[]).unwrap().to_ascii(),
+        "abc.test."
+    );
+    let bytes = build_query(9, &asked, RecordType::A).unwrap();
+    let question = Message::from_vec(&bytes).unwrap().queries()[0].clone();
+    assert!(
+        question.name().eq_case(&asked),
+        "the query carries the case"
+    );
+    let mut echoed = reply_to(9, "x.test", RecordType::A);
+    echoed.queries_mut()[0] = question;
+    let echoed = echoed.to_vec().unwrap();
+    let lower = reply_to(9, "ab-1.x.test", RecordType::A).to_vec().unwrap();
+    let exact = |reply: &[u8]| parse_response(reply, 9, &asked, RecordType::A, CaseMatch::Exact);
+    assert!(exact(&echoed).is_ok());
+    // A reply whose question is in other case is a stray datagram.
+    assert_eq!(exact(&lower), Err(WireError::QuestionMismatch));
+    let any = parse_response(&lower, 9, &asked, RecordType::A, CaseMatch::Any);
+    assert!(any.is_ok(), "without 0x20 case does not matter");
 }

@@ -532,6 +532,7 @@ fn resolver_of(config: &Config, clock: Clock) -> Result<Resolver, crate::dns::Dn
             servers: config.dns.servers.clone(),
             timeout: config.dns.timeout(),
             rounds: config.dns.attempts,
+            randomize_case: config.dns.randomize_case,
             ..ResolverConfig::default()
         },
         clock,

@@ -2,7 +2,8 @@
 //!
 //! Serves a [`Zone`] built in the test over UDP and TCP on a 127.0.0.x
 //! address, from background threads with std sockets (so it needs no
-//! executor), and counts the queries it receives. It follows CNAMEs inside
+//! executor), and counts the queries it receives. Its replies echo the
+//! question as received, case included, as 0x20 needs. It follows CNAMEs inside
 //! the zone like an authoritative server, answers names it does not know
 //! with NXDOMAIN, and puts an SOA in every negative answer so resolvers
 //! can cache it (RFC 2308).
@@ -159,6 +160,10 @@ pub struct Seen {
     pub name: String,
     pub rtype: RecordType,
     pub tcp: bool,
+    /// The query's transaction id.
+    pub id: u16,
+    /// The name as the query spelt it (0x20 case bits kept).
+    pub asked: String,
 }
 
 /// A running test server; stops when dropped.
@@ -326,6 +331,8 @@ impl Ctx {
                 name,
                 rtype: q.query_type(),
                 tcp,
+                id: query.id(),
+                asked: q.name().to_ascii(),
             });
         }
         if !self.zone.delay.is_zero() {
