@@ -42,6 +42,13 @@
 #                           twice a round, with both off and with both on
 #                           (in turn first), and the table gives both and
 #                           what metrics and accounting cost
+#   DKIM=                   "rsa" or "ed25519": petrel signs every message
+#                           (From: FROM's domain) with a key of that
+#                           algorithm (2048 bits for RSA) made by
+#                           `petrel dkim keygen` in the run's directory;
+#                           "compare": petrel runs twice a round, unsigned
+#                           and signed with DKIM_ALGORITHM (default rsa),
+#                           and a second table gives what signing costs
 #   ADMIN_ADDR=127.0.0.1:9925
 #   QUEUED=1000000          messages queued in queue-down mode
 #   QUEUED_SIZE=1024        their body size
@@ -64,6 +71,8 @@ ROUNDS=${ROUNDS:-3}
 SESSIONS=${SESSIONS:-20}
 EGRESS=${EGRESS:-}
 OPS=${OPS:-on}
+DKIM=${DKIM:-}
+DKIM_ALGORITHM=${DKIM_ALGORITHM:-rsa}
 ADMIN_ADDR=${ADMIN_ADDR:-127.0.0.1:9925}
 SIZES=${SIZES:-1024 102400}
 SOURCE_FLAGS=${SOURCE_FLAGS--d}
@@ -258,6 +267,15 @@ address = \"$ADMIN_ADDR\"
 
 [accounting]
 path = \"$(dirname "$1")/acct.csv\""
+    local dkim=""
+    if [[ -n $DKIM ]]; then
+        local keys
+        keys="$(dirname "$1")/dkim"
+        "$petrel" dkim keygen --algorithm "$DKIM" --domain "${FROM#*@}" --selector bench \
+            --out "$keys" >/dev/null || die "petrel dkim keygen failed"
+        dkim="[signing]
+key_dir = \"$keys\""
+    fi
     write_petrel_config "$1" "$2" "[delivery]
 max_connections_per_destination = $SESSIONS
 $rates
@@ -268,6 +286,7 @@ domain = \"*\"
 relay = \"$3\"
 
 $ops
+$dkim
 $egress"
 }
 
@@ -438,14 +457,30 @@ run_postfix() {
     stop_sink
 }
 
+# Sets the variable a variant names ("OPS=off", "DKIM=rsa"; "" = none).
+apply_variant() {
+    [[ -n $1 ]] && printf -v "${1%%=*}" '%s' "${1#*=}"
+    return 0
+}
+
 throughput() {
     echo "petrel delivery benchmark: $MESSAGES messages per run, $SESSIONS sessions," \
         "smtp-source flags '$SOURCE_FLAGS', $shard_count shards, $(nproc) CPUs," \
-        "spool under $BENCH_DIR, OPS=$OPS"
+        "spool under $BENCH_DIR, OPS=$OPS, DKIM=$DKIM"
     echo "smtp-sink on $SINK_ADDR, petrel on $PETREL_ADDR, Postfix on $POSTFIX_ADDR"
-    local modes=("$OPS") ops_rows=()
-    [[ $OPS == compare ]] && modes=(off on)
-    local rows=() size label ratio pf_rate pf_ratio round directs mode order
+    # The petrel runs of a round: one, or the two that a compare sets
+    # side by side (what they differ in, and the target of the difference).
+    local variants=("") compared="" target=""
+    if [[ $OPS == compare && $DKIM == compare ]]; then
+        die "OPS=compare and DKIM=compare cannot be run together"
+    elif [[ $OPS == compare ]]; then
+        variants=("OPS=off" "OPS=on") compared="metrics and accounting"
+        target="target: metrics and accounting cost under 3%"
+    elif [[ $DKIM == compare ]]; then
+        variants=("DKIM=" "DKIM=$DKIM_ALGORITHM") compared="DKIM signing ($DKIM_ALGORITHM)"
+    fi
+    local rows=() compare_rows=() size label ratio pf_rate pf_ratio round directs variant order
+    local saved_ops=$OPS saved_dkim=$DKIM last
     local -A petrels cpus rsss
     for size in $SIZES; do
         label="$((size / 1024)) KiB"
@@ -458,21 +493,23 @@ throughput() {
             stop_sink
             directs+=("$timed_rate")
             echo "  direct: $timed_rate msg/s (host CPU $timed_host_us us/msg)"
-            # Compared modes take turns at going first.
-            order=("${modes[@]}")
-            ((round % 2 == 0 && ${#modes[@]} == 2)) && order=("${modes[1]}" "${modes[0]}")
-            for mode in "${order[@]}"; do
-                OPS=$mode run_petrel "$size"
-                petrels[$mode]+="$timed_rate " cpus[$mode]+="$cpu_us " rsss[$mode]+="$rss_mib "
-                echo "  petrel (OPS=$mode): $timed_rate msg/s end to end, accepted at" \
+            # Compared variants take turns at going first.
+            order=("${variants[@]}")
+            ((round % 2 == 0 && ${#variants[@]} == 2)) && order=("${variants[1]}" "${variants[0]}")
+            for variant in "${order[@]}"; do
+                apply_variant "$variant"
+                run_petrel "$size"
+                OPS=$saved_ops DKIM=$saved_dkim
+                petrels[x$variant]+="$timed_rate " cpus[x$variant]+="$cpu_us " rsss[x$variant]+="$rss_mib "
+                echo "  petrel${variant:+ ($variant)}: $timed_rate msg/s end to end, accepted at" \
                     "$timed_accept_rate msg/s; $cpu_us us CPU/msg; peak RSS $rss_mib MiB," \
                     "anon $anon_mib MiB; host CPU $timed_host_us us/msg"
             done
         done
         direct_rate=$(median "${directs[@]}")
-        mode=${modes[-1]}
+        last=x${variants[-1]}
         # shellcheck disable=SC2086
-        petrel_rate=$(median ${petrels[$mode]})
+        petrel_rate=$(median ${petrels[$last]})
         ratio=$(awk -v p="$petrel_rate" -v s="$direct_rate" 'BEGIN { printf "%.2f", p / s }')
         run_postfix "$size"
         if [[ -n $postfix_skip ]]; then
@@ -486,32 +523,34 @@ throughput() {
         fi
         # shellcheck disable=SC2086
         rows+=("$(printf '%-8s %12s %12s %8s %13s %13s %8s %11s %9s' "$label" "$direct_rate" \
-            "$petrel_rate" "$ratio" "$(range ${petrels[$mode]})" "$pf_rate" "$pf_ratio" \
-            "$(median ${cpus[$mode]})" "$(maximum ${rsss[$mode]})")")
-        if [[ $OPS == compare ]]; then
+            "$petrel_rate" "$ratio" "$(range ${petrels[$last]})" "$pf_rate" "$pf_ratio" \
+            "$(median ${cpus[$last]})" "$(maximum ${rsss[$last]})")")
+        if [[ -n $compared ]]; then
+            local a=x${variants[0]} b=x${variants[1]}
             # shellcheck disable=SC2086
-            ops_rows+=("$(awk -v label="$label" \
-                -v r0="$(median ${petrels[off]})" -v r1="$(median ${petrels[on]})" \
-                -v c0="$(median ${cpus[off]})" -v c1="$(median ${cpus[on]})" \
+            compare_rows+=("$(awk -v label="$label" \
+                -v r0="$(median ${petrels[$a]})" -v r1="$(median ${petrels[$b]})" \
+                -v c0="$(median ${cpus[$a]})" -v c1="$(median ${cpus[$b]})" \
                 'BEGIN { printf "%-8s %12s %12s %+9.1f%% %13s %13s %+9.1f%%", label, r0, r1,
                     (r1 / r0 - 1) * 100, c0, c1, (c1 / c0 - 1) * 100 }')")
         fi
     done
     echo
     echo "direct and petrel: medians of $ROUNDS rounds (petrel range: slowest-fastest); Postfix: one run"
-    [[ $OPS == compare ]] && echo "petrel with metrics and accounting on (OPS=on)"
+    [[ -n $compared ]] && echo "petrel with ${variants[1]}"
     printf '%-8s %12s %12s %8s %13s %13s %8s %11s %9s\n' case "direct msg/s" "petrel msg/s" \
         "/direct" "petrel range" "Postfix msg/s" "/Postfix" "CPU us/msg" "RSS MiB"
     printf '%s\n' "${rows[@]}"
     echo "targets: petrel/direct >= 0.40 and petrel/Postfix >= 8 for 1 KiB"
-    if [[ $OPS == compare ]]; then
+    if [[ -n $compared ]]; then
         echo
-        echo "metrics and accounting: medians of $ROUNDS rounds each, both off and both on, measured alongside"
+        echo "$compared: medians of $ROUNDS rounds each, without (off) and with (on), measured alongside"
         printf '%-8s %12s %12s %10s %13s %13s %10s\n' case "off msg/s" "on msg/s" "rate diff" \
             "off CPU us" "on CPU us" "CPU diff"
-        printf '%s\n' "${ops_rows[@]}"
-        echo "target: metrics and accounting cost under 3%"
+        printf '%s\n' "${compare_rows[@]}"
+        [[ -n $target ]] && echo "$target"
     fi
+    return 0
 }
 
 queue_down() {

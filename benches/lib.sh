@@ -72,6 +72,7 @@ write_petrel_config() {
     cat >"$1" <<EOF
 [server]
 shards = $SHARDS
+postmaster = "postmaster@example.test"
 
 [spool]
 path = "$2"
