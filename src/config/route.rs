@@ -189,20 +189,7 @@ fn parse_port(text: &str) -> Result<u16, String> {
     }
 }
 
-/// A domain name as it may stand in EHLO, `Received:` or a route:
-/// dot-separated labels of letters, digits and inner hyphens.
-pub fn is_domain_name(name: &str) -> bool {
-    let label_ok = |label: &str| {
-        !label.is_empty()
-            && label.len() <= 63
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    };
-    name.len() <= 253 && name.split('.').all(label_ok)
-}
+pub use crate::smtp::address::is_domain_name;
 
 /// A domain name that cannot be mistaken for a mistyped IPv4 address: no
 /// top-level domain is all digits, so `"192.0.2.300"` is an error rather

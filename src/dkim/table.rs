@@ -178,7 +178,7 @@ fn directory(dir: &Path) -> Result<Vec<(PathBuf, Signer)>, KeyError> {
             continue;
         }
         let domain = file_name(&domain_dir).to_ascii_lowercase();
-        if !crate::config::is_domain_name(&domain) {
+        if !crate::smtp::address::is_domain_name(&domain) {
             return Err(error(
                 &domain_dir,
                 format!("{domain:?} is not a domain name"),
@@ -189,7 +189,7 @@ fn directory(dir: &Path) -> Result<Vec<(PathBuf, Signer)>, KeyError> {
                 continue;
             }
             let selector = file_stem(&path);
-            if !crate::config::is_domain_name(&selector) {
+            if !crate::smtp::address::is_domain_name(&selector) {
                 return Err(error(
                     &path,
                     format!("selector {selector:?} is not a DNS label"),

@@ -286,6 +286,21 @@ fn parse_address_literal(c: &mut Cursor<'_>) -> Result<DomainKind, AddressError>
     Ok(kind)
 }
 
+/// A domain name as it may stand in EHLO, `Received:` or a route:
+/// dot-separated labels of letters, digits and inner hyphens.
+pub fn is_domain_name(name: &str) -> bool {
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    name.len() <= 253 && name.split('.').all(label_ok)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -120,7 +120,7 @@ fn is_helo_name(helo: &[u8]) -> bool {
             }
             _ => literal.parse::<std::net::Ipv4Addr>().is_ok(),
         },
-        None => crate::config::route::is_domain_name(text.strip_suffix('.').unwrap_or(text)),
+        None => super::address::is_domain_name(text.strip_suffix('.').unwrap_or(text)),
     }
 }
 
