@@ -19,6 +19,8 @@ pub mod backoff;
 mod backoff_raw;
 pub mod dkim;
 mod dkim_raw;
+pub mod domain;
+mod domain_raw;
 pub mod duration;
 pub mod egress;
 mod egress_raw;
@@ -39,6 +41,7 @@ use serde::{Deserialize, Serialize};
 pub use accounting::{AccountingSection, CategorySection};
 pub use backoff::{BackoffActionSetting, BackoffSection, ReplyConditions};
 pub use dkim::{DkimSection, SigningSection};
+pub use domain::{AliasesSection, DomainSection, ForwardSender, LmtpTarget, LocalDelivery, Verify};
 pub use duration::{DurationError, DurationSetting};
 pub use egress::{
     HeaderPool, PoolMatcher, PoolMember, PoolQuery, PoolRule, PoolSection, PoolSelectionSection,
@@ -101,6 +104,14 @@ pub struct Config {
     pub accounting: AccountingSection,
     /// `[[route]]`s in file order; the first that matches wins.
     pub route: Vec<RouteSection>,
+    /// `[[domain]]`s: the domains this server is the final destination
+    /// for. Not printed when empty, so a file without them prints as
+    /// before.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub domain: Vec<DomainSection>,
+    /// `[aliases]`: not printed when every key is at its default.
+    #[serde(skip_serializing_if = "AliasesSection::is_default")]
+    pub aliases: AliasesSection,
     /// `[[shaping]]` rules in file order; the most specific that matches
     /// applies (see [`Config::shaping_for_domain`]). Not printed when
     /// empty, so a file without them prints as before.
@@ -468,6 +479,15 @@ impl Config {
         self.route.iter().find(|route| route.domain.matches(domain))
     }
 
+    /// The `[[domain]]` hosting `domain` (any case, a trailing dot
+    /// ignored), if this server is its final destination.
+    pub fn hosted_domain(&self, domain: &str) -> Option<&DomainSection> {
+        let domain = domain.strip_suffix('.').unwrap_or(domain);
+        self.domain
+            .iter()
+            .find(|d| d.name.eq_ignore_ascii_case(domain))
+    }
+
     /// How many shards to run on a machine with `cpus` usable CPUs.
     pub fn effective_shards(&self, cpus: usize) -> usize {
         match self.server.shards {
@@ -536,6 +556,8 @@ mod accounting_tests;
 mod backoff_tests;
 #[cfg(test)]
 mod dkim_tests;
+#[cfg(test)]
+mod domain_tests;
 #[cfg(test)]
 mod egress_tests;
 #[cfg(test)]

@@ -16,6 +16,7 @@ use toml::Spanned;
 use super::accounting_raw::RawAccounting;
 use super::backoff_raw::{backoff_rules, RawBackoff};
 use super::dkim_raw::{dkim_entries, RawDkim, RawSigning};
+use super::domain_raw::{domains, RawAliases, RawDomain};
 use super::egress_raw::{check_name, claim_name, RawEgress, RawPool, RawPoolSelection, RawSource};
 use super::operations::{RawAdmin, RawLog};
 use super::route::{is_domain_name, split_host_port};
@@ -60,6 +61,10 @@ struct RawConfig {
     accounting: RawAccounting,
     #[serde(default)]
     route: Vec<RawRoute>,
+    #[serde(default)]
+    domain: Vec<RawDomain>,
+    #[serde(default)]
+    aliases: RawAliases,
     #[serde(default)]
     source: Vec<RawSource>,
     #[serde(default)]
@@ -319,11 +324,12 @@ impl RawConfig {
         let (listener, listener_names) = listeners(self.listener, spool.segment_size)?;
         let server = self.server.into_section()?;
         let delivery = self.delivery.into_section(&server.hostname)?;
-        let route = self
+        let route: Vec<RouteSection> = self
             .route
             .iter()
             .map(|raw| raw.to_section(delivery.port))
             .collect::<Result<_, _>>()?;
+        let domain = domains(self.domain, &route)?;
         let egress = RawEgress {
             source: self.source,
             pool: self.pool,
@@ -340,6 +346,8 @@ impl RawConfig {
             delivery,
             accounting: self.accounting.into_section()?,
             route,
+            domain,
+            aliases: self.aliases.into_section()?,
             shaping: shaping_rules(self.shaping)?,
             backoff: backoff_rules(self.backoff)?,
             source: egress.source,
@@ -402,7 +410,7 @@ impl RawServer {
 
 /// A mailbox mail can be sent to: `local@domain` as it stands in a path
 /// (empty is allowed: none), with a domain name.
-fn check_mailbox(key: &'static str, address: &str) -> Result<(), String> {
+pub(super) fn check_mailbox(key: &'static str, address: &str) -> Result<(), String> {
     use crate::smtp::address::{parse_path, DomainKind, ReversePath};
     if address.is_empty() {
         return Ok(());
