@@ -7,6 +7,7 @@
 //! choices). The users files and the alias file are read where they are
 //! used (`local`), at start and at reload, with their own line numbers.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -143,6 +144,20 @@ impl DomainSection {
         match self.case_sensitive {
             true => a == b,
             false => a.eq_ignore_ascii_case(b),
+        }
+    }
+
+    /// The user a local part names: without its sub-address (from the
+    /// first delimiter on, unless that leaves nothing) and, unless local
+    /// parts are case-sensitive, in ASCII lower case.
+    pub fn user_of<'a>(&self, local: &'a str) -> Cow<'a, str> {
+        let cut = local
+            .char_indices()
+            .find(|&(i, c)| i > 0 && self.recipient_delimiter.contains(c))
+            .map_or(local, |(i, _)| &local[..i]);
+        match self.case_sensitive || !cut.bytes().any(|b| b.is_ascii_uppercase()) {
+            true => Cow::Borrowed(cut),
+            false => Cow::Owned(cut.to_ascii_lowercase()),
         }
     }
 }

@@ -161,3 +161,20 @@ fn a_hosted_domain_cannot_also_be_routed() {
     ));
     assert_eq!(config.domain.len(), 1);
 }
+
+#[test]
+fn a_local_part_names_its_user() {
+    let config = parse(&format!(
+        "{LMTP}{MAILDIR}recipient_delimiter = \"+-\"\ncase_sensitive = true\n"
+    ));
+    let (lmtp, maildir) = (&config.domain[0], &config.domain[1]);
+    assert_eq!(lmtp.user_of("Alice+News"), "alice");
+    assert_eq!(lmtp.user_of("alice"), "alice");
+    // A leading delimiter is the user's name, not an empty user's tag.
+    assert_eq!(lmtp.user_of("+alice"), "+alice");
+    assert_eq!(lmtp.user_of("a-b"), "a-b");
+    assert_eq!(maildir.user_of("Alice-x+y"), "Alice");
+    assert_eq!(maildir.user_of("Bob+tag"), "Bob");
+    let off = parse(&format!("{LMTP}recipient_delimiter = \"\"\n"));
+    assert_eq!(off.domain[0].user_of("Alice+tag"), "alice+tag");
+}
