@@ -130,6 +130,7 @@ fn run() -> Res<()> {
         shards: 1,
         cpus: vec![0],
         io_memory: 1 << 20,
+        helper_cpus: vec![0],
     };
     let daemon =
         std::thread::spawn(move || petrel::daemon::run(config, Default::default(), plan, None));

@@ -125,6 +125,10 @@ pub fn run(
     path: Option<&Path>,
 ) -> Result<(), DaemonError> {
     check_orphan_shards(&config.spool.path, plan.shards)?;
+    // Every thread started from here on but the shards (pinned each to
+    // its CPU) inherits this: the helpers keep off the shards' CPUs when
+    // there are others.
+    crate::preflight::pin_helpers(&plan.helper_cpus);
     let set = block_signals()?;
     let stop = Arc::new(AtomicBool::new(false));
     let config = Arc::new(config);

@@ -30,6 +30,10 @@ pub struct Plan {
     pub cpus: Vec<usize>,
     /// Bytes per executor for glommio's `io_memory`.
     pub io_memory: usize,
+    /// CPUs for the threads that are not shards (accounting writer, admin
+    /// endpoint, AUTH checks, DKIM signing): those of the allowed CPUs no
+    /// shard is pinned to, or all of them when the shards take every one.
+    pub helper_cpus: Vec<usize>,
 }
 
 /// A reason the daemon cannot start here; each message names the fix.
@@ -82,6 +86,7 @@ pub fn check(config: &Config) -> Result<Plan, PreflightError> {
     check_spool_dir(&config.spool.path)?;
     check_sources(config)?;
     Ok(Plan {
+        helper_cpus: helper_cpus(&allowed, &cpus),
         shards,
         cpus,
         io_memory,
@@ -170,6 +175,34 @@ fn spread_cpus(
         .iter()
         .partition(|&&cpu| core_of(cpu).is_none_or(|core| seen_cores.insert(core)));
     first.into_iter().chain(siblings).take(shards).collect()
+}
+
+/// The CPUs of `allowed` that no shard has, or all of `allowed` when the
+/// shards have them all: work off the hot path keeps off the shards'
+/// cores when the machine has others, so that it takes no turns from a
+/// shard's sessions.
+fn helper_cpus(allowed: &[usize], shard_cpus: &[usize]) -> Vec<usize> {
+    let spare: Vec<usize> = allowed
+        .iter()
+        .copied()
+        .filter(|cpu| !shard_cpus.contains(cpu))
+        .collect();
+    match spare.is_empty() {
+        true => allowed.to_vec(),
+        false => spare,
+    }
+}
+
+/// Keeps the calling thread, and the threads it starts from now on, on
+/// `cpus`; a failure is logged (the threads then run anywhere allowed).
+pub fn pin_helpers(cpus: &[usize]) {
+    let mut set = CpuSet::new();
+    for &cpu in cpus {
+        set.set(cpu);
+    }
+    if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+        tracing::warn!(error = %e, ?cpus, "cannot keep the helper threads off the shards' CPUs");
+    }
 }
 
 /// (package, core) of a CPU from sysfs; None when the kernel does not say.
@@ -309,6 +342,15 @@ fn check_source(source: &SourceSection) -> Result<(), PreflightError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn helpers_take_the_cpus_no_shard_has() {
+        assert_eq!(helper_cpus(&[0, 1, 2, 3], &[0, 2]), [1, 3]);
+        assert_eq!(helper_cpus(&[0, 1], &[0]), [1]);
+        // Every CPU has a shard: the helpers share them all.
+        assert_eq!(helper_cpus(&[0, 1], &[1, 0]), [0, 1]);
+        assert_eq!(helper_cpus(&[3], &[3]), [3]);
+    }
 
     #[test]
     fn io_memory_is_capped_at_ten_mib() {
