@@ -28,6 +28,8 @@
 #   SOURCE_FLAGS=-d         smtp-source mode: -d = one connection per session
 #                           for all its messages; "" = a new one per message
 #   SHARDS=CPUs-1           petrel's shards (see lib.sh; 0 = one per CPU)
+#   TOOL_CPUS=              CPUs (taskset list) for smtp-source and smtp-sink;
+#                           default: those no shard has (see lib.sh)
 #   EGRESS=                 "pool": petrel sends from a pool of three sources
 #                           (127.0.0.2, .3, .4, weights 1) with message and
 #                           connection rates set far above what the run
@@ -164,7 +166,7 @@ start_sink() {
     sink_counting=${1:-}
     [[ -n $sink_counting ]] && flags+=(-c)
     require_free "$SINK_ADDR"
-    "$SMTP_SINK" "${flags[@]}" "$SINK_ADDR" 1000 >"$work/sink.out" 2>&1 &
+    "${tool_pin[@]}" "$SMTP_SINK" "${flags[@]}" "$SINK_ADDR" 1000 >"$work/sink.out" 2>&1 &
     sink_pid=$!
     started_pids+=("$sink_pid")
     wait_listening "$SINK_ADDR" 1 "$sink_pid" || die "smtp-sink did not start on $SINK_ADDR"
@@ -210,7 +212,7 @@ wait_sink() {
 run_source() {
     local addr=$1 n=$2 size=$3
     # shellcheck disable=SC2086
-    "$SMTP_SOURCE" $SOURCE_FLAGS -s "$SESSIONS" -m "$n" -l "$size" \
+    "${tool_pin[@]}" "$SMTP_SOURCE" $SOURCE_FLAGS -s "$SESSIONS" -m "$n" -l "$size" \
         -f "$FROM" -t "$TO" "$addr" ||
         die "smtp-source against $addr failed (size $size, flags '$SOURCE_FLAGS')"
     t_sent=$(now)
@@ -465,7 +467,7 @@ apply_variant() {
 
 throughput() {
     echo "petrel delivery benchmark: $MESSAGES messages per run, $SESSIONS sessions," \
-        "smtp-source flags '$SOURCE_FLAGS', $shard_count shards, $(nproc) CPUs," \
+        "smtp-source flags '$SOURCE_FLAGS', $shard_count shards, $(nproc) CPUs, tools on CPUs '${TOOL_CPUS:-any}'," \
         "spool under $BENCH_DIR, OPS=$OPS, DKIM=$DKIM"
     echo "smtp-sink on $SINK_ADDR, petrel on $PETREL_ADDR, Postfix on $POSTFIX_ADDR"
     # The petrel runs of a round: one, or the two that a compare sets

@@ -19,6 +19,17 @@ fi
 # The shards that will run, hence the listening sockets to wait for.
 shard_count=$SHARDS
 ((shard_count > 0)) || shard_count=$(nproc)
+# smtp-source and smtp-sink run on the CPUs no shard is pinned to (petrel
+# pins shards to the first CPUs of distinct cores, and its other threads
+# to the rest), so that the load generator takes no turns from a shard:
+# TOOL_CPUS (a taskset list); default: the CPUs from shard_count on, none
+# (no pinning) when the shards take every CPU. TOOL_CPUS="" turns it off.
+if [[ -z ${TOOL_CPUS+set} ]]; then
+    TOOL_CPUS=""
+    ((shard_count < $(nproc))) && TOOL_CPUS="$shard_count-$(($(nproc) - 1))"
+fi
+tool_pin=()
+[[ -n $TOOL_CPUS ]] && tool_pin=(taskset -c "$TOOL_CPUS")
 
 # Fails when something already listens on HOST:PORT.
 require_free() {
