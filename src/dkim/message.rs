@@ -113,6 +113,10 @@ pub fn header_section(parts: &[&[u8]]) -> Result<(Vec<u8>, BodyStart), SignError
         seen.extend_from_slice(part);
         if let Some(at) = memchr::memmem::find(&seen[from..], b"\r\n\r\n") {
             let end = from + at + 4;
+            // The end may come in the chunk that crossed the limit.
+            if end - 2 > MAX_HEADER {
+                return Err(SignError::HeaderTooLong(MAX_HEADER));
+            }
             seen.truncate(end);
             seen.drain(..2);
             let start = BodyStart {
@@ -254,6 +258,23 @@ mod tests {
                 offset: 2
             }
         );
+    }
+
+    #[test]
+    fn a_header_section_over_the_limit_is_refused_wherever_it_ends() {
+        let line = [b"X: ".as_slice(), &[b'y'; 1000], b"\r\n"].concat();
+        let lines = MAX_HEADER / line.len() + 1;
+        let header = [line.repeat(lines), b"\r\nbody\r\n".to_vec()].concat();
+        for parts in [vec![header.as_slice()], header.chunks(300_000).collect()] {
+            assert!(matches!(
+                header_section(&parts),
+                Err(SignError::HeaderTooLong(MAX_HEADER))
+            ));
+        }
+        // One line less is within the limit.
+        let header = [line.repeat(lines - 1), b"\r\n".to_vec()].concat();
+        let (copied, _) = header_section(&[&header]).unwrap();
+        assert_eq!(copied, header);
     }
 
     #[test]
