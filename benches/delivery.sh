@@ -50,7 +50,14 @@
 #                           `petrel dkim keygen` in the run's directory;
 #                           "compare": petrel runs twice a round, unsigned
 #                           and signed with DKIM_ALGORITHM (default rsa),
-#                           and a second table gives what signing costs
+#                           and a second table gives what signing costs;
+#                           "compare-threads": petrel signs with
+#                           DKIM_ALGORITHM twice a round, on the shard
+#                           (DKIM_THREADS=0) and on signing threads
+#                           (DKIM_THREADS, or one per shard if it is 0),
+#                           and a second table sets them side by side
+#   DKIM_THREADS=0          [signing] threads when petrel signs: 0 = on the
+#                           shard, N = on N petrel-dkim threads
 #   ADMIN_ADDR=127.0.0.1:9925
 #   QUEUED=1000000          messages queued in queue-down mode
 #   QUEUED_SIZE=1024        their body size
@@ -75,6 +82,7 @@ EGRESS=${EGRESS:-}
 OPS=${OPS:-on}
 DKIM=${DKIM:-}
 DKIM_ALGORITHM=${DKIM_ALGORITHM:-rsa}
+DKIM_THREADS=${DKIM_THREADS:-0}
 ADMIN_ADDR=${ADMIN_ADDR:-127.0.0.1:9925}
 SIZES=${SIZES:-1024 102400}
 SOURCE_FLAGS=${SOURCE_FLAGS--d}
@@ -276,7 +284,8 @@ path = \"$(dirname "$1")/acct.csv\""
         "$petrel" dkim keygen --algorithm "$DKIM" --domain "${FROM#*@}" --selector bench \
             --out "$keys" >/dev/null || die "petrel dkim keygen failed"
         dkim="[signing]
-key_dir = \"$keys\""
+key_dir = \"$keys\"
+threads = $DKIM_THREADS"
     fi
     write_petrel_config "$1" "$2" "[delivery]
 max_connections_per_destination = $SESSIONS
@@ -468,21 +477,28 @@ apply_variant() {
 throughput() {
     echo "petrel delivery benchmark: $MESSAGES messages per run, $SESSIONS sessions," \
         "smtp-source flags '$SOURCE_FLAGS', $shard_count shards, $(nproc) CPUs, tools on CPUs '${TOOL_CPUS:-any}'," \
-        "spool under $BENCH_DIR, OPS=$OPS, DKIM=$DKIM"
+        "spool under $BENCH_DIR, OPS=$OPS, DKIM=$DKIM, DKIM_THREADS=$DKIM_THREADS"
     echo "smtp-sink on $SINK_ADDR, petrel on $PETREL_ADDR, Postfix on $POSTFIX_ADDR"
     # The petrel runs of a round: one, or the two that a compare sets
     # side by side (what they differ in, and the target of the difference).
-    local variants=("") compared="" target=""
-    if [[ $OPS == compare && $DKIM == compare ]]; then
-        die "OPS=compare and DKIM=compare cannot be run together"
+    local variants=("") compared="" target="" off=off on=on
+    if [[ $OPS == compare && $DKIM == compare* ]]; then
+        die "OPS=compare and DKIM=$DKIM cannot be run together"
     elif [[ $OPS == compare ]]; then
         variants=("OPS=off" "OPS=on") compared="metrics and accounting"
         target="target: metrics and accounting cost under 3%"
     elif [[ $DKIM == compare ]]; then
         variants=("DKIM=" "DKIM=$DKIM_ALGORITHM") compared="DKIM signing ($DKIM_ALGORITHM)"
+    elif [[ $DKIM == compare-threads ]]; then
+        local threads=$DKIM_THREADS
+        ((threads > 0)) || threads=$shard_count
+        variants=("DKIM_THREADS=0" "DKIM_THREADS=$threads") off=shard on="$threads thr"
+        compared="DKIM signing ($DKIM_ALGORITHM) on the shard and on $threads signing threads"
+        # Both variants sign.
+        DKIM=$DKIM_ALGORITHM
     fi
     local rows=() compare_rows=() size label ratio pf_rate pf_ratio round directs variant order
-    local saved_ops=$OPS saved_dkim=$DKIM last
+    local saved_ops=$OPS saved_dkim=$DKIM saved_threads=$DKIM_THREADS last
     local -A petrels cpus rsss
     for size in $SIZES; do
         label="$((size / 1024)) KiB"
@@ -501,7 +517,7 @@ throughput() {
             for variant in "${order[@]}"; do
                 apply_variant "$variant"
                 run_petrel "$size"
-                OPS=$saved_ops DKIM=$saved_dkim
+                OPS=$saved_ops DKIM=$saved_dkim DKIM_THREADS=$saved_threads
                 petrels[x$variant]+="$timed_rate " cpus[x$variant]+="$cpu_us " rsss[x$variant]+="$rss_mib "
                 echo "  petrel${variant:+ ($variant)}: $timed_rate msg/s end to end, accepted at" \
                     "$timed_accept_rate msg/s; $cpu_us us CPU/msg; peak RSS $rss_mib MiB," \
@@ -546,9 +562,9 @@ throughput() {
     echo "targets: petrel/direct >= 0.40 and petrel/Postfix >= 8 for 1 KiB"
     if [[ -n $compared ]]; then
         echo
-        echo "$compared: medians of $ROUNDS rounds each, without (off) and with (on), measured alongside"
-        printf '%-8s %12s %12s %10s %13s %13s %10s\n' case "off msg/s" "on msg/s" "rate diff" \
-            "off CPU us" "on CPU us" "CPU diff"
+        echo "$compared: medians of $ROUNDS rounds each, $off and $on, measured alongside"
+        printf '%-8s %12s %12s %10s %13s %13s %10s\n' case "$off msg/s" "$on msg/s" "rate diff" \
+            "$off CPU us" "$on CPU us" "CPU diff"
         printf '%s\n' "${compare_rows[@]}"
         [[ -n $target ]] && echo "$target"
     fi

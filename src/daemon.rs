@@ -171,6 +171,8 @@ pub fn run(
         }
         None => None,
     };
+    // The DKIM signing threads, if any, before a shard can sign.
+    crate::signing_threads::start(config.signing.threads);
     // READY=1 once every shard listens, and the watchdog.
     let watch = crate::notify::Watch::start(plan.shards, stop.clone());
     let published = crate::reload::Published::new();

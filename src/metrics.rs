@@ -27,6 +27,7 @@ pub const BACKOFF_ACTIVE: &str = "petrel_backoff_active";
 pub const ACCOUNTING_PAUSED: &str = "petrel_accounting_paused";
 pub const ACCOUNTING_LOST: &str = "petrel_accounting_lost_records_total";
 pub const DKIM_SIGNATURES: &str = "petrel_dkim_signatures_total";
+pub const DKIM_SIGNED_ON_SHARD: &str = "petrel_dkim_signed_on_shard_total";
 
 /// Every metric petrel exports, by name.
 pub const NAMES: &[&str] = &[
@@ -44,6 +45,7 @@ pub const NAMES: &[&str] = &[
     ACCOUNTING_PAUSED,
     ACCOUNTING_LOST,
     DKIM_SIGNATURES,
+    DKIM_SIGNED_ON_SHARD,
 ];
 
 /// Upper bounds of the spool sync histogram: 50 µs to 1 s.
@@ -143,6 +145,11 @@ fn describe() {
         Unit::Count,
         "Messages DKIM-signed at reception (signed), and those a signing key matched but that could not be signed and went unsigned (failed)."
     );
+    describe_counter!(
+        DKIM_SIGNED_ON_SHARD,
+        Unit::Count,
+        "Messages signed on the shard that received them although [signing] threads is set, because the signing threads' queue was full."
+    );
 }
 
 /// A shard's label value.
@@ -158,6 +165,8 @@ pub struct SessionMetrics {
     /// Messages DKIM-signed, and those that could not be.
     pub dkim_signed: metrics::Counter,
     pub dkim_failed: metrics::Counter,
+    /// Messages signed here because the signing threads' queue was full.
+    pub dkim_on_shard: metrics::Counter,
     shard: String,
     /// One counter per reply code seen, found by a short scan (a session
     /// sends a handful of codes).
@@ -172,6 +181,7 @@ impl SessionMetrics {
             sessions: metrics::gauge!(SMTP_SESSIONS, "shard" => shard.clone(), "direction" => "in"),
             dkim_signed: metrics::counter!(DKIM_SIGNATURES, "shard" => shard.clone(), "result" => "signed"),
             dkim_failed: metrics::counter!(DKIM_SIGNATURES, "shard" => shard.clone(), "result" => "failed"),
+            dkim_on_shard: metrics::counter!(DKIM_SIGNED_ON_SHARD, "shard" => shard.clone()),
             shard,
             rejections: std::cell::RefCell::new(Vec::new()),
         }

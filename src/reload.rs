@@ -79,8 +79,8 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
 
 /// The settings that differ between `running` and `new` and take effect
 /// only at a restart: what the shards, the spool, the listeners, the
-/// admin endpoint, the accounting writer and the outbound SMTP client
-/// were built from.
+/// admin endpoint, the DKIM signing threads, the accounting writer and the
+/// outbound SMTP client were built from.
 pub fn restart_keys(running: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (&running.delivery, &new.delivery);
     let (x, y) = (&running.accounting, &new.accounting);
@@ -92,6 +92,10 @@ pub fn restart_keys(running: &Config, new: &Config) -> Vec<&'static str> {
         ("[spool]", running.spool != new.spool),
         ("[[listener]]", running.listener != new.listener),
         ("[admin]", running.admin != new.admin),
+        (
+            "[signing] threads",
+            running.signing.threads != new.signing.threads,
+        ),
         ("[delivery] paused", a.paused != b.paused),
         ("[delivery] tls", a.tls != b.tls),
         ("[delivery] tls_ca_file", a.tls_ca_file != b.tls_ca_file),
@@ -163,11 +167,16 @@ mod tests {
         assert!(restart_keys(&running, &routes).is_empty());
         let more = config(
             "[server]\nshards = 3\n[[listener]]\naddress = \"127.0.0.1:2626\"\n\
-             [delivery]\nhelo_name = \"mta.example\"\n",
+             [delivery]\nhelo_name = \"mta.example\"\n[signing]\nthreads = 2\n",
         );
         assert_eq!(
             restart_keys(&running, &more),
-            ["[server] shards", "[[listener]]", "[delivery] helo_name"]
+            [
+                "[server] shards",
+                "[[listener]]",
+                "[signing] threads",
+                "[delivery] helo_name"
+            ]
         );
     }
 

@@ -32,19 +32,37 @@ pub struct DkimSection {
     pub expire: Option<DurationSetting>,
 }
 
+/// `[signing] threads` when not given: where messages are signed unless
+/// the file says otherwise (0: on the shard that received them).
+pub const DEFAULT_SIGNING_THREADS: usize = 0;
+/// The most `[signing] threads` may be.
+pub const MAX_SIGNING_THREADS: usize = 256;
+
 /// `[signing]`
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SigningSection {
     /// A directory of `<domain>/<selector>.pem` keys, each signing mail
     /// from its domain and the domains under it with the defaults; none
     /// (printed as `""`): no key directory.
     #[serde(serialize_with = "key_dir_text")]
     pub key_dir: Option<PathBuf>,
+    /// Threads that do the private-key operation of each signature
+    /// (`petrel-dkim`); 0: each shard signs the mail it receives itself.
+    pub threads: usize,
+}
+
+impl Default for SigningSection {
+    fn default() -> SigningSection {
+        SigningSection {
+            key_dir: None,
+            threads: DEFAULT_SIGNING_THREADS,
+        }
+    }
 }
 
 impl SigningSection {
     pub fn is_inactive(&self) -> bool {
-        self.key_dir.is_none()
+        *self == SigningSection::default()
     }
 }
 

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::dkim::{DkimSection, SigningSection};
-use super::raw::{error_at, optional, parsed, valid};
+use super::dkim::{DkimSection, SigningSection, DEFAULT_SIGNING_THREADS, MAX_SIGNING_THREADS};
+use super::raw::{checked, error_at, optional, parsed, valid};
 use super::route::is_domain_name;
 use super::{DurationSetting, Located};
 use crate::dkim::{Algorithm, Canonicalization, DEFAULT_HEADERS};
@@ -31,16 +31,25 @@ pub(super) struct RawDkim {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSigning {
     key_dir: Option<Spanned<PathBuf>>,
+    threads: Option<Spanned<usize>>,
 }
 
 impl RawSigning {
-    pub(super) fn into_section(self) -> SigningSection {
-        SigningSection {
+    pub(super) fn into_section(self) -> Result<SigningSection, Located> {
+        Ok(SigningSection {
             key_dir: self
                 .key_dir
                 .map(Spanned::into_inner)
                 .filter(|p| !p.as_os_str().is_empty()),
-        }
+            threads: checked(self.threads, DEFAULT_SIGNING_THREADS, |&n| {
+                match n <= MAX_SIGNING_THREADS {
+                    true => Ok(()),
+                    false => Err(format!(
+                        "threads = {n}: at most {MAX_SIGNING_THREADS} signing threads"
+                    )),
+                }
+            })?,
+        })
     }
 }
 

@@ -30,9 +30,26 @@ fn an_entry_gets_the_defaults_and_prints_back() {
         config.signing.key_dir.as_deref(),
         Some(std::path::Path::new("/etc/petrel/dkim"))
     );
+    assert_eq!(config.signing.threads, 0, "signed on the shard by default");
     let printed = config.to_toml_string().unwrap();
     assert_eq!(parse(&printed), config);
     assert!(!parse("").to_toml_string().unwrap().contains("dkim"));
+    assert!(!parse("").to_toml_string().unwrap().contains("[signing]"));
+}
+
+#[test]
+fn signing_threads_print_back_and_are_bounded() {
+    let config = parse("[signing]\nthreads = 4\n");
+    assert_eq!(config.signing.threads, 4);
+    assert!(config.signing.key_dir.is_none());
+    let printed = config.to_toml_string().unwrap();
+    assert!(
+        printed.contains("[signing]\nkey_dir = \"\"\nthreads = 4\n"),
+        "{printed}"
+    );
+    assert_eq!(parse(&printed), config);
+    assert_error("[signing]\nthreads = 257\n", "2:11", "at most 256");
+    assert_error("[signing]\nthreads = -1\n", "2:11", "");
 }
 
 #[test]

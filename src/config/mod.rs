@@ -140,7 +140,7 @@ pub struct Config {
     /// without them prints as before.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dkim: Vec<DkimSection>,
-    /// `[signing]`: not printed without a key directory.
+    /// `[signing]`: not printed when all its keys have their defaults.
     #[serde(skip_serializing_if = "SigningSection::is_inactive")]
     pub signing: SigningSection,
     pub log: LogSection,

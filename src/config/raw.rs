@@ -354,7 +354,7 @@ impl RawConfig {
             pool: egress.pool,
             pool_selection: egress.pool_selection,
             dkim: dkim_entries(self.dkim)?,
-            signing: self.signing.into_section(),
+            signing: self.signing.into_section()?,
             log: self.log.into_section(),
             admin: self.admin.into_section()?,
         })

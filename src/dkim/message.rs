@@ -5,8 +5,10 @@
 //! Only the header section is copied (it is bounded by [`MAX_HEADER`]);
 //! the body is hashed where it lies, chunk by chunk.
 
+use std::sync::Arc;
+
 use super::header::{self, Field};
-use super::{MessageSigning, SignError, SignerTable};
+use super::{MessageSigning, SignError, Signer, SignerTable, Unsigned};
 
 /// A header section longer than this is not signed: copying it would cost
 /// more memory per message than any real header needs.
@@ -23,23 +25,79 @@ pub struct BodyStart {
 /// message made of `parts`, signed at `now` (seconds since the Unix
 /// epoch); `None` when its `From:` domain has no key.
 pub fn sign(table: &SignerTable, parts: &[&[u8]], now: u64) -> Result<Option<String>, SignError> {
-    let (header, start) = header_section(parts)?;
-    let fields = header::fields(&header);
-    let Some(domain) = from_domain_of(&fields) else {
+    let Some((header, start, signers)) = header_and_signers(parts, |d| table.signers_for(d))?
+    else {
         return Ok(None);
     };
-    let signers = table.signers_for(domain);
-    if signers.is_empty() {
+    hashed(&signers, parts, start)
+        .finish(&header, now)
+        .map(Some)
+}
+
+/// What [`sign`] does but the private-key operations, which
+/// [`Prepared::sign`] does later, on any thread.
+pub fn prepare(
+    table: &SignerTable,
+    parts: &[&[u8]],
+    now: u64,
+) -> Result<Option<Prepared>, SignError> {
+    let Some((header, start, shared)) = header_and_signers(parts, |d| table.shared_signers_for(d))?
+    else {
         return Ok(None);
+    };
+    let signers: Vec<&Signer> = shared.iter().map(|s| &**s).collect();
+    let unsigned = hashed(&signers, parts, start).unsigned(&header, now);
+    Ok(Some(Prepared {
+        fields: shared.into_iter().zip(unsigned).collect(),
+    }))
+}
+
+/// A message's `DKIM-Signature` fields, each but for its private-key
+/// operation, with the key that signs it: small, and free to go to
+/// another thread.
+pub struct Prepared {
+    fields: Vec<(Arc<Signer>, Unsigned)>,
+}
+
+impl Prepared {
+    /// The fields, signed, in their order.
+    pub fn sign(self) -> Result<String, SignError> {
+        let mut out = String::new();
+        for (signer, field) in self.fields {
+            out.push_str(&field.sign(&signer.key)?);
+        }
+        Ok(out)
     }
-    let mut signing = MessageSigning::new(&signers);
+}
+
+/// The header section of the message made of `parts`, where its body
+/// starts, and the signers `find` gives for its `From:` domain; `None`
+/// when there is no such domain or no signer.
+#[allow(clippy::type_complexity)]
+fn header_and_signers<S>(
+    parts: &[&[u8]],
+    find: impl FnOnce(&str) -> Vec<S>,
+) -> Result<Option<(Vec<u8>, BodyStart, Vec<S>)>, SignError> {
+    let (header, start) = header_section(parts)?;
+    let fields = header::fields(&header);
+    let signers = match from_domain_of(&fields) {
+        Some(domain) => find(domain),
+        None => return Ok(None),
+    };
+    drop(fields);
+    Ok((!signers.is_empty()).then_some((header, start, signers)))
+}
+
+/// The signing of the body of `parts`, which starts at `start`, hashed.
+fn hashed<'a>(signers: &'a [&'a Signer], parts: &[&[u8]], start: BodyStart) -> MessageSigning<'a> {
+    let mut signing = MessageSigning::new(signers);
     if let Some(first) = parts.get(start.chunk) {
         signing.update(&first[start.offset..]);
         for part in &parts[start.chunk + 1..] {
             signing.update(part);
         }
     }
-    signing.finish(&header, now).map(Some)
+    signing
 }
 
 /// The header section of the message made of `parts` (its fields and the
@@ -55,6 +113,10 @@ pub fn header_section(parts: &[&[u8]]) -> Result<(Vec<u8>, BodyStart), SignError
         seen.extend_from_slice(part);
         if let Some(at) = memchr::memmem::find(&seen[from..], b"\r\n\r\n") {
             let end = from + at + 4;
+            // The end may come in the chunk that crossed the limit.
+            if end - 2 > MAX_HEADER {
+                return Err(SignError::HeaderTooLong(MAX_HEADER));
+            }
             seen.truncate(end);
             seen.drain(..2);
             let start = BodyStart {
@@ -196,6 +258,23 @@ mod tests {
                 offset: 2
             }
         );
+    }
+
+    #[test]
+    fn a_header_section_over_the_limit_is_refused_wherever_it_ends() {
+        let line = [b"X: ".as_slice(), &[b'y'; 1000], b"\r\n"].concat();
+        let lines = MAX_HEADER / line.len() + 1;
+        let header = [line.repeat(lines), b"\r\nbody\r\n".to_vec()].concat();
+        for parts in [vec![header.as_slice()], header.chunks(300_000).collect()] {
+            assert!(matches!(
+                header_section(&parts),
+                Err(SignError::HeaderTooLong(MAX_HEADER))
+            ));
+        }
+        // One line less is within the limit.
+        let header = [line.repeat(lines - 1), b"\r\n".to_vec()].concat();
+        let (copied, _) = header_section(&[&header]).unwrap();
+        assert_eq!(copied, header);
     }
 
     #[test]

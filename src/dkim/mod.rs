@@ -26,7 +26,7 @@ use std::fmt;
 
 pub use canon::BodyHasher;
 pub use header::{fields, Field};
-pub use sign::{SignError, Signer, SigningKey};
+pub use sign::{SignError, Signer, SigningKey, Unsigned};
 pub use table::{KeyError, SignerTable};
 
 /// The header fields signed by default: those RFC 6376 5.4.1 recommends,
@@ -140,18 +140,30 @@ impl fmt::Display for Canonicalization {
 pub struct MessageSigning<'a> {
     signers: &'a [&'a Signer],
     hashers: Vec<BodyHasher>,
+    /// For each signer, the index of its hasher.
+    hasher_of: Vec<usize>,
 }
 
 impl<'a> MessageSigning<'a> {
     pub fn new(signers: &'a [&'a Signer]) -> MessageSigning<'a> {
         let mut hashers: Vec<BodyHasher> = Vec::with_capacity(2);
+        let mut hasher_of = Vec::with_capacity(signers.len());
         for signer in signers {
             let canon = signer.canonicalization.body;
-            if !hashers.iter().any(|h| h.canon() == canon) {
-                hashers.push(BodyHasher::new(canon));
-            }
+            let at = match hashers.iter().position(|h| h.canon() == canon) {
+                Some(at) => at,
+                None => {
+                    hashers.push(BodyHasher::new(canon));
+                    hashers.len() - 1
+                }
+            };
+            hasher_of.push(at);
         }
-        MessageSigning { signers, hashers }
+        MessageSigning {
+            signers,
+            hashers,
+            hasher_of,
+        }
     }
 
     /// The next bytes of the body, as they will be sent.
@@ -163,25 +175,28 @@ impl<'a> MessageSigning<'a> {
 
     /// The fields to put above `header`, one per signer, in their order.
     pub fn finish(self, header: &[u8], now: u64) -> Result<String, SignError> {
-        let hashes: Vec<(Canon, [u8; 32])> = self
-            .hashers
-            .into_iter()
-            .map(|h| (h.canon(), h.finish()))
-            .collect();
-        let fields = header::fields(header);
+        let signers = self.signers;
         let mut out = String::new();
-        for signer in self.signers {
-            let canon = signer.canonicalization.body;
-            let Some((_, hash)) = hashes.iter().find(|(c, _)| *c == canon) else {
-                continue;
-            };
-            out.push_str(&signer.sign(&fields, hash, now)?);
+        for (signer, field) in signers.iter().zip(self.unsigned(header, now)) {
+            out.push_str(&field.sign(&signer.key)?);
         }
         Ok(out)
+    }
+
+    /// The fields to put above `header`, one per signer, in their order,
+    /// each but for its private-key operation.
+    pub fn unsigned(self, header: &[u8], now: u64) -> Vec<Unsigned> {
+        let hashes: Vec<[u8; 32]> = self.hashers.into_iter().map(BodyHasher::finish).collect();
+        let fields = header::fields(header);
+        self.signers
+            .iter()
+            .zip(&self.hasher_of)
+            .map(|(signer, &at)| signer.unsigned(&fields, &hashes[at], now))
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod table_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -29,6 +29,8 @@ pub enum SignError {
     Rsa,
     #[error("the header section is longer than {0} bytes")]
     HeaderTooLong(usize),
+    #[error("the signing thread ended without an answer")]
+    Lost,
 }
 
 impl SigningKey {
@@ -96,6 +98,11 @@ impl Signer {
         body_hash: &[u8; 32],
         now: u64,
     ) -> Result<String, SignError> {
+        self.unsigned(fields, body_hash, now).sign(&self.key)
+    }
+
+    /// The field [`Signer::sign`] makes, but for the private-key operation.
+    pub fn unsigned(&self, fields: &[Field<'_>], body_hash: &[u8; 32], now: u64) -> Unsigned {
         let h = header::signed_names(fields, &self.headers);
         let mut folder = Folder::new();
         folder.word("v=1;");
@@ -113,8 +120,25 @@ impl Signer {
         let mut data = Vec::with_capacity(1024);
         header::signed_fields(canon, fields, &h, &mut data);
         signature_field(canon, folder.open_signature(), &mut data);
-        let signature = self.key.sign(&data)?;
-        Ok(folder.close_signature(&BASE64.encode(signature)))
+        Unsigned { folder, data }
+    }
+}
+
+/// A `DKIM-Signature` field complete but for its signature: the data the
+/// key signs (the canonical header fields and this field, a few hundred
+/// bytes) and the text `b=` goes into. Everything per message but the
+/// private-key operation, which [`Unsigned::sign`] does on whichever
+/// thread has it.
+pub struct Unsigned {
+    folder: Folder,
+    data: Vec<u8>,
+}
+
+impl Unsigned {
+    /// The whole field, signed with `key`.
+    pub fn sign(self, key: &SigningKey) -> Result<String, SignError> {
+        let signature = key.sign(&self.data)?;
+        Ok(self.folder.close_signature(&BASE64.encode(signature)))
     }
 }
 

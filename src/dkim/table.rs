@@ -82,6 +82,20 @@ impl SignerTable {
     /// The signers for mail whose `From:` header has `domain`, in a fixed
     /// order: exact sender domains first, then from the domain up.
     pub fn signers_for(&self, domain: &str) -> Vec<&Signer> {
+        let mut out: Vec<&Signer> = Vec::new();
+        self.each_signer_for(domain, |s| out.push(s));
+        out
+    }
+
+    /// [`SignerTable::signers_for`], shared: for signing on another
+    /// thread than the table's reader.
+    pub fn shared_signers_for(&self, domain: &str) -> Vec<Arc<Signer>> {
+        let mut out = Vec::new();
+        self.each_signer_for(domain, |s| out.push(s.clone()));
+        out
+    }
+
+    fn each_signer_for<'a>(&'a self, domain: &str, mut found: impl FnMut(&'a Arc<Signer>)) {
         let domain = domain.strip_suffix('.').unwrap_or(domain);
         let lower;
         let domain = match domain.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -91,21 +105,19 @@ impl SignerTable {
             }
             false => domain,
         };
-        let mut out: Vec<&Signer> = Vec::new();
         if let Some(list) = self.exact.get(domain) {
-            out.extend(list.iter().map(|s| &**s));
+            list.iter().for_each(&mut found);
         }
         let mut suffix = domain;
         loop {
             if let Some(list) = self.under.get(suffix) {
-                out.extend(list.iter().map(|s| &**s));
+                list.iter().for_each(&mut found);
             }
             match suffix.split_once('.') {
                 Some((_, parent)) if !parent.is_empty() => suffix = parent,
                 _ => break,
             }
         }
-        out
     }
 
     fn add_under(&mut self, domain: &str, signer: Arc<Signer>) {

@@ -530,7 +530,7 @@ async fn commit(
     };
     // Signed after the pool header is cut (it is not sent), before the
     // commit: the signature is stored with the message.
-    if let Err(e) = dkim::sign(ctx, sink.msg_id, &mut sink.chunks, &mut sink.len) {
+    if let Err(e) = dkim::sign(ctx, sink.msg_id, &mut sink.chunks, &mut sink.len).await {
         tracing::error!(error = %e, "spool append failed; answered 451");
         return Err(failed());
     }

@@ -143,6 +143,20 @@ impl Listener {
     }
 }
 
+std::thread_local! {
+    /// `[spool] segment_size` of the daemons this thread starts.
+    static SEGMENT_SIZE: std::cell::Cell<u64> = const { std::cell::Cell::new(1 << 20) };
+}
+
+/// Runs `start` with the daemons it starts given segments of `size`
+/// bytes (1 MiB otherwise): for messages larger than that.
+pub fn with_segment_size<R>(size: u64, start: impl FnOnce() -> R) -> R {
+    let before = SEGMENT_SIZE.with(|s| s.replace(size));
+    let out = start();
+    SEGMENT_SIZE.with(|s| s.set(before));
+    out
+}
+
 /// A running `petrel run`; killed on drop so a failed test leaves nothing.
 pub struct Daemon {
     child: Option<Child>,
@@ -224,8 +238,9 @@ impl Daemon {
     ) -> Daemon {
         let mut config = format!(
             "[server]\nhostname = \"mx.test.example\"\n{server}\n\n\
-             [spool]\npath = \"{}\"\nsegment_size = 1048576\nmin_free_space = 0\n\n",
-            spool.display()
+             [spool]\npath = \"{}\"\nsegment_size = {}\nmin_free_space = 0\n\n",
+            spool.display(),
+            SEGMENT_SIZE.with(std::cell::Cell::get)
         );
         for (l, port) in listeners.iter().zip(&ports) {
             config.push_str(&format!(
@@ -296,6 +311,11 @@ impl Daemon {
 
     pub fn port(&self) -> u16 {
         self.ports[0]
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn connect(&self) -> Client {

@@ -79,6 +79,17 @@ pub fn entry(key: &Key) -> String {
 
 /// A daemon signing with `keys` that relays all mail to `relay`.
 pub fn daemon(dir: &Path, keys: &[&Key], relay: &SmtpServer) -> Daemon {
+    daemon_with(dir, keys, relay, "", "")
+}
+
+/// [`daemon`], with `listener` lines and `more` config after the keys.
+pub fn daemon_with(
+    dir: &Path,
+    keys: &[&Key],
+    relay: &SmtpServer,
+    listener: &str,
+    more: &str,
+) -> Daemon {
     let mut extra = format!(
         "[delivery]\nretry = [\"1s\"]\n\n[[route]]\ndomain = \"*\"\nrelay = \"{}\"\n\n",
         relay.addr()
@@ -86,7 +97,8 @@ pub fn daemon(dir: &Path, keys: &[&Key], relay: &SmtpServer) -> Daemon {
     for key in keys {
         extra.push_str(&entry(key));
     }
-    Daemon::start_plain(dir, &dir.join("spool"), "shards = 1", "", &extra)
+    extra.push_str(more);
+    Daemon::start_plain(dir, &dir.join("spool"), "shards = 1", listener, &extra)
 }
 
 /// Sends `message` (text as the client writes it, dot-stuffed, ending in
