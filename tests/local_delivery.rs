@@ -173,6 +173,8 @@ fn a_missing_maildir_root_defers_then_delivers_once_it_exists() {
     let s = Setup::new();
     let root = s.path("late");
     let d = s.daemon(&maildir_domain("example.org", &root));
+    // Made at start; gone (an unmounted volume, say) by the time mail comes.
+    std::fs::remove_dir(&root).unwrap();
     send(&d, &["alice@example.org"], BODY);
     assert!(
         common::wait_log(&d, "does not exist", ARRIVAL),
