@@ -58,6 +58,14 @@
 #                           and a second table sets them side by side
 #   DKIM_THREADS=0          [signing] threads when petrel signs: 0 = on the
 #                           shard, N = on N petrel-dkim threads
+#   LOCAL=                  "maildir" or "lmtp": each round also runs petrel
+#                           with the recipients' domain hosted here
+#                           ([[domain]] local.test), delivered into
+#                           Maildirs under the run's directory, or over LMTP
+#                           to a private Dovecot the script starts
+#                           (`dovecot -F -c FILE`, LMTP on LMTP_ADDR), and
+#                           a second table sets it beside the relay run
+#   LMTP_ADDR=127.0.0.6:2424
 #   ADMIN_ADDR=127.0.0.1:9925
 #   QUEUED=1000000          messages queued in queue-down mode
 #   QUEUED_SIZE=1024        their body size
@@ -83,6 +91,9 @@ OPS=${OPS:-on}
 DKIM=${DKIM:-}
 DKIM_ALGORITHM=${DKIM_ALGORITHM:-rsa}
 DKIM_THREADS=${DKIM_THREADS:-0}
+LOCAL=${LOCAL:-}
+LMTP_ADDR=${LMTP_ADDR:-127.0.0.6:2424}
+DOVECOT=${DOVECOT:-/usr/sbin/dovecot}
 ADMIN_ADDR=${ADMIN_ADDR:-127.0.0.1:9925}
 SIZES=${SIZES:-1024 102400}
 SOURCE_FLAGS=${SOURCE_FLAGS--d}
@@ -355,6 +366,108 @@ run_petrel() {
     cpu_us=$(us_per_msg $((ticks1 - ticks0)) "$MESSAGES")
 }
 
+# Writes a private Dovecot under DIR whose LMTP listens on LMTP_ADDR and
+# stores into Maildirs under DIR/mail, every user accepted; it runs as the
+# invoking user (no privileged port, no system service).
+write_dovecot() {
+    local dir=$1 user group
+    user=$(id -un) group=$(id -gn)
+    mkdir -p "$dir/run" "$dir/state" "$dir/mail"
+    cat >"$dir/dovecot.conf" <<EOF
+base_dir = $dir/run
+state_dir = $dir/state
+log_path = $dir/dovecot.log
+protocols = lmtp
+ssl = no
+listen = ${LMTP_ADDR%:*}
+default_login_user = $user
+default_internal_user = $user
+default_internal_group = $group
+mail_location = maildir:$dir/mail/%n
+passdb {
+  driver = static
+  args = nopassword
+}
+userdb {
+  driver = static
+  args = uid=$(id -u) gid=$(id -g) home=$dir/mail/%n allow_all_users=yes
+}
+service lmtp {
+  inet_listener lmtp {
+    address = ${LMTP_ADDR%:*}
+    port = ${LMTP_ADDR##*:}
+  }
+}
+service anvil {
+  chroot =
+}
+EOF
+}
+
+# Files delivered into the Maildirs under DIR (new/ of every user).
+maildir_count() {
+    find "$1" -path '*/new/*' -type f 2>/dev/null | wc -l
+}
+
+# Like run_petrel, with the recipients' domain hosted here (LOCAL=maildir
+# or lmtp): waits for the spool to be empty, then counts the files.
+run_local() {
+    local size=$1 dir=$work/petrel ticks0 ticks1 queued i t0 h0 domain dovecot_pid="" files
+    rm -rf "$dir"
+    mkdir -p "$dir/mail"
+    domain="[[domain]]
+name = \"local.test\"
+verify = \"none\""
+    if [[ $LOCAL == lmtp ]]; then
+        [[ -x $DOVECOT ]] || die "LOCAL=lmtp needs Dovecot ($DOVECOT)"
+        write_dovecot "$dir/dovecot"
+        require_free "$LMTP_ADDR"
+        "$DOVECOT" -F -c "$dir/dovecot/dovecot.conf" &
+        dovecot_pid=$!
+        started_pids+=("$dovecot_pid")
+        wait_listening "$LMTP_ADDR" 1 "$dovecot_pid" ||
+            die "Dovecot did not start; its log: $(cat "$dir/dovecot/dovecot.log" 2>/dev/null)"
+        domain+="
+delivery = \"lmtp\"
+lmtp = \"$LMTP_ADDR\""
+    else
+        domain+="
+delivery = \"maildir\"
+maildir_root = \"$dir/mail\""
+    fi
+    write_config "$dir/petrel.toml" "$dir/spool" "$SINK_ADDR" ""
+    printf '\n%s\n' "$domain" >>"$dir/petrel.toml"
+    start_petrel "$dir/petrel.toml"
+    ticks0=$(cpu_ticks "$petrel_pid")
+    h0=$(host_ticks)
+    t0=$(now)
+    TO=to@local.test run_source "$PETREL_ADDR" "$MESSAGES" "$size"
+    for ((i = 0; i < DELIVERY_TIMEOUT * 10; i++)); do
+        queued=$(spool_queued "$dir/spool")
+        [[ $queued == 0 ]] && break
+        sleep 0.1
+    done
+    t_done=$(now)
+    ticks1=$(cpu_ticks "$petrel_pid")
+    timed_host_us=$(us_per_msg $(($(host_ticks) - h0)) "$MESSAGES")
+    timed_rate=$(rate "$MESSAGES" "$(elapsed "$t0" "$t_done")")
+    timed_accept_rate=$(rate "$MESSAGES" "$(elapsed "$t0" "$t_sent")")
+    rss_mib=$(mib "$(status_kib "$petrel_pid" VmHWM)")
+    anon_mib=$(mib "$(status_kib "$petrel_pid" RssAnon)")
+    stop_petrel
+    if [[ -n $dovecot_pid ]]; then
+        kill -TERM "$dovecot_pid" 2>/dev/null || true
+        wait "$dovecot_pid" 2>/dev/null || true
+    fi
+    files=$(maildir_count "$dir")
+    echo "  petrel ($LOCAL): $files files in the Maildirs for $MESSAGES messages, the spool holds $queued queued"
+    [[ $queued == 0 ]] || die "FAILED: the spool still holds $queued"
+    ((files == MESSAGES)) || die "FAILED: $files files delivered for $MESSAGES sent"
+    grep -v '^$' "$petrel_log" | tail -5 | sed 's/^/  petrel log: /' || true
+    rm -rf "$dir" "$petrel_log"
+    cpu_us=$(us_per_msg $((ticks1 - ticks0)) "$MESSAGES")
+}
+
 # Writes a private Postfix instance under $work/postfix: smtpd on
 # POSTFIX_ADDR, everything relayed to the sink, no local delivery, no
 # chroot, its log in a file. Sets postfix_conf and postfix_log.
@@ -497,8 +610,14 @@ throughput() {
         # Both variants sign.
         DKIM=$DKIM_ALGORITHM
     fi
+    if [[ -n $LOCAL && ${#variants[@]} == 2 ]]; then
+        die "LOCAL= cannot be run with OPS=compare or DKIM=compare"
+    elif [[ -n $LOCAL ]]; then
+        [[ $LOCAL == maildir || $LOCAL == lmtp ]] || die "LOCAL must be maildir or lmtp"
+        variants=("LOCAL=" "LOCAL=$LOCAL") compared="local delivery ($LOCAL) beside relaying"
+    fi
     local rows=() compare_rows=() size label ratio pf_rate pf_ratio round directs variant order
-    local saved_ops=$OPS saved_dkim=$DKIM saved_threads=$DKIM_THREADS last
+    local saved_ops=$OPS saved_dkim=$DKIM saved_threads=$DKIM_THREADS saved_local=$LOCAL last
     local -A petrels cpus rsss
     for size in $SIZES; do
         label="$((size / 1024)) KiB"
@@ -516,8 +635,8 @@ throughput() {
             ((round % 2 == 0 && ${#variants[@]} == 2)) && order=("${variants[1]}" "${variants[0]}")
             for variant in "${order[@]}"; do
                 apply_variant "$variant"
-                run_petrel "$size"
-                OPS=$saved_ops DKIM=$saved_dkim DKIM_THREADS=$saved_threads
+                if [[ -n $LOCAL ]]; then run_local "$size"; else run_petrel "$size"; fi
+                OPS=$saved_ops DKIM=$saved_dkim DKIM_THREADS=$saved_threads LOCAL=$saved_local
                 petrels[x$variant]+="$timed_rate " cpus[x$variant]+="$cpu_us " rsss[x$variant]+="$rss_mib "
                 echo "  petrel${variant:+ ($variant)}: $timed_rate msg/s end to end, accepted at" \
                     "$timed_accept_rate msg/s; $cpu_us us CPU/msg; peak RSS $rss_mib MiB," \

@@ -22,6 +22,7 @@ pub mod dns;
 pub mod dsn;
 pub mod helper_pool;
 pub mod listener;
+pub mod local;
 pub mod metrics;
 pub mod notify;
 pub mod outbound;

@@ -363,9 +363,13 @@ fn check(path: Option<&Path>) -> ExitCode {
     if let Err(e) = petrel::dkim::SignerTable::load(&config) {
         return fail(EXIT_USAGE, &format!("petrel: {e}"));
     }
-    // The one startup check about the file's own values that only this
-    // machine can answer; the rest (io_uring, CPUs, spool) are `run`'s.
+    // The startup checks about the file's own values that only this
+    // machine can answer (source addresses, Maildir roots); the rest
+    // (io_uring, CPUs, spool) are `run`'s.
     if let Err(e) = preflight::check_sources(&config) {
+        return fail(EXIT_FAILURE, &format!("petrel: {e}"));
+    }
+    if let Err(e) = preflight::check_maildir_roots(&config) {
         return fail(EXIT_FAILURE, &format!("petrel: {e}"));
     }
     for warning in warnings(&config) {

@@ -65,6 +65,18 @@ pub enum PreflightError {
     SpoolCreate { path: PathBuf, source: io::Error },
     #[error("spool directory {} is not writable: {source}", path.display())]
     SpoolNotWritable { path: PathBuf, source: io::Error },
+    #[error("[[domain]] {domain}: Maildir root {}: cannot create it: {source}", path.display())]
+    MaildirRootCreate {
+        domain: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("[[domain]] {domain}: Maildir root {} is not writable: {source}", path.display())]
+    MaildirRootNotWritable {
+        domain: String,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("source {name}: address {address} is not configured on this machine: add it to an interface (`ip address add`) or correct the [[source]] address")]
     SourceNotLocal { name: String, address: IpAddr },
     #[error("source {name}: cannot bind to address {address}: {error}")]
@@ -85,6 +97,7 @@ pub fn check(config: &Config) -> Result<Plan, PreflightError> {
     let io_memory = io_memory_per_shard(raise_memlock(), shards)?;
     check_spool_dir(&config.spool.path)?;
     check_sources(config)?;
+    check_maildir_roots(config)?;
     Ok(Plan {
         helper_cpus: helper_cpus(&allowed, &cpus),
         shards,
@@ -295,16 +308,52 @@ fn check_spool_dir(path: &Path) -> Result<(), PreflightError> {
         path: path.to_owned(),
         source,
     })?;
-    let probe = path.join(format!(".petrel-preflight-{}", std::process::id()));
+    probe_write(path).map_err(|source| PreflightError::SpoolNotWritable {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Writes and removes a file in `dir`.
+fn probe_write(dir: &Path) -> io::Result<()> {
+    let probe = dir.join(format!(".petrel-preflight-{}", std::process::id()));
     let written =
         fs::File::create(&probe).and_then(|mut file| file.write_all(b"petrel preflight\n"));
     let removed = fs::remove_file(&probe);
-    written
-        .and(removed)
-        .map_err(|source| PreflightError::SpoolNotWritable {
-            path: path.to_owned(),
+    written.and(removed)
+}
+
+// ---- Maildir roots -------------------------------------------------------
+
+/// Makes every Maildir domain's root where it is missing (with the
+/// domain's directory mode) and proves it writable, so that an unusable
+/// root is reported now, with its domain, rather than as deferred mail.
+/// Also run by `petrel check`.
+pub fn check_maildir_roots(config: &Config) -> Result<(), PreflightError> {
+    use std::os::unix::fs::DirBuilderExt;
+    for d in &config.domain {
+        let Some(root) = &d.maildir_root else {
+            continue;
+        };
+        let mode = crate::local::maildir::dir_mode(d.maildir_mode);
+        if !root.is_dir() {
+            let made = fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(root);
+            made.map_err(|source| PreflightError::MaildirRootCreate {
+                domain: d.name.clone(),
+                path: root.clone(),
+                source,
+            })?;
+        }
+        probe_write(root).map_err(|source| PreflightError::MaildirRootNotWritable {
+            domain: d.name.clone(),
+            path: root.clone(),
             source,
-        })
+        })?;
+    }
+    Ok(())
 }
 
 // ---- egress sources -----------------------------------------------------

@@ -14,43 +14,51 @@ use rustix::net::RecvFlags;
 
 /// A byte stream a session or an outbound connection runs over.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin {
-    /// The TCP connection under the stream.
-    fn tcp(&self) -> &TcpStream;
-
     /// Bounds the next reads (the protocol machine's next deadline).
+    fn set_read_deadline(&self, wait: Option<Duration>) -> std::io::Result<()>;
+
+    /// True when the peer closed the connection or sent something unasked
+    /// (a 421 before closing, a TLS alert): either way the connection is
+    /// ending. Looks without waiting and without consuming anything.
+    fn peer_is_closing(&self) -> bool;
+}
+
+/// A stream over a TCP connection.
+trait OverTcp {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl OverTcp for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl OverTcp for futures_rustls::client::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+impl OverTcp for futures_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+impl<T: OverTcp + AsyncRead + AsyncWrite + Unpin> Transport for T {
     fn set_read_deadline(&self, wait: Option<Duration>) -> std::io::Result<()> {
         self.tcp()
             .set_read_timeout(wait)
             .map_err(|e| std::io::Error::other(e.to_string()))
     }
 
-    /// True when the peer closed the connection or sent something unasked
-    /// (a 421 before closing, a TLS alert): either way the connection is
-    /// ending. Looks without waiting and without consuming anything.
     fn peer_is_closing(&self) -> bool {
         let mut b = [0u8; 1];
         match rustix::net::recv(self.tcp(), &mut b, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
             Ok(_) => true,
             Err(e) => !matches!(e, rustix::io::Errno::AGAIN | rustix::io::Errno::INTR),
         }
-    }
-}
-
-impl Transport for TcpStream {
-    fn tcp(&self) -> &TcpStream {
-        self
-    }
-}
-
-impl Transport for futures_rustls::client::TlsStream<TcpStream> {
-    fn tcp(&self) -> &TcpStream {
-        self.get_ref().0
-    }
-}
-
-impl Transport for futures_rustls::server::TlsStream<TcpStream> {
-    fn tcp(&self) -> &TcpStream {
-        self.get_ref().0
     }
 }
 

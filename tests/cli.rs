@@ -232,6 +232,40 @@ fn check_reports_a_source_address_this_machine_lacks() {
 }
 
 #[test]
+fn check_reports_a_maildir_root_that_cannot_be_made_with_its_domain() {
+    let (dir, path) = config_file("");
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let root = blocker.join("mail");
+    let text = format!(
+        "[[domain]]\nname = \"example.org\"\ndelivery = \"maildir\"\nmaildir_root = \"{}\"\nverify = \"none\"\n",
+        root.display()
+    );
+    std::fs::write(&path, &text).unwrap();
+    let output = petrel(&["check", "--config", &path]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    let want = format!(
+        "petrel: [[domain]] example.org: Maildir root {}: cannot create it",
+        root.display()
+    );
+    assert!(message.starts_with(&want), "{message}");
+    // A root that is only missing is made.
+    let root = dir.path().join("vhosts/example.org");
+    std::fs::write(
+        &path,
+        text.replace(
+            &blocker.join("mail").display().to_string(),
+            &root.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let output = petrel(&["check", "--config", &path]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(root.is_dir());
+}
+
+#[test]
 fn check_needs_a_file() {
     let output = petrel(&["check"]);
     assert_eq!(output.status.code(), Some(2));

@@ -17,6 +17,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -28,10 +29,12 @@ use super::delivery::{Delivery, Ended, Policy, Step};
 use super::destination::{self, Myself};
 use super::egress::Egress;
 use super::message::{Current, Loaded};
+use super::notice::Notice;
 use super::parking::Parking;
 use super::report::Via;
 use super::slots::{ConnectionSlot, SlotWaiter};
 use super::Outbound;
+use crate::local::unix::UnixTransport;
 use crate::schedule::{EgressId, Job, QueueKey};
 use crate::shaping::warmup::next_midnight_ms;
 use crate::smtp::client::{Client, Event, Misuse, ServerReply};
@@ -46,7 +49,12 @@ const READ_BUFFER: usize = 16 * 1024;
 /// Runs one connection's worth of deliveries to `key`.
 pub async fn run(ob: Rc<Outbound>, key: QueueKey) {
     ob.metrics().sessions.increment(1.0);
-    let ok = deliver(&ob, &key).await;
+    let ok = match destination::hosted(&key.destination) {
+        Some(destination::Hosted::Maildir(domain)) => {
+            super::maildir_run::run(&ob, &key, domain).await
+        }
+        _ => deliver(&ob, &key).await,
+    };
     ob.metrics().sessions.decrement(1.0);
     ob.sched.borrow_mut().connection_closed(&key, ok);
     ob.running.set(ob.running.get() - 1);
@@ -59,6 +67,11 @@ struct Lease {
     budget: Budget,
     slot: ConnectionSlot,
     egress: Rc<Egress>,
+    /// The destination is a hosted domain's LMTP server: LMTP, from the
+    /// machine's own address, without STARTTLS.
+    lmtp: bool,
+    /// Its Unix socket, when it listens on one.
+    unix: Option<PathBuf>,
 }
 
 /// A process-wide slot of `budget`, waiting while other connections hold
@@ -75,6 +88,8 @@ async fn lease(ob: &Outbound, budget: Budget, egress: Rc<Egress>) -> Option<Leas
                 budget,
                 slot,
                 egress,
+                lmtp: false,
+                unix: None,
             });
         }
         // Holders on other shards see this and hand the slot over.
@@ -206,20 +221,35 @@ async fn deliver(ob: &Rc<Outbound>, key: &QueueKey) -> bool {
     };
     let port = config.delivery.port;
     let resolver = ob.resolver();
-    let hops = destination::resolve(&resolver, &key.destination, port, &me).await;
+    let lmtp = destination::hosted(&key.destination);
+    let (hops, unix) = match lmtp {
+        Some(destination::Hosted::Lmtp(domain)) => {
+            match destination::resolve_lmtp(&config, &resolver, domain).await {
+                Ok((hops, unix)) => (Ok(hops), unix),
+                Err(e) => (Err(e), None),
+            }
+        }
+        _ => (
+            destination::resolve(&resolver, &key.destination, port, &me).await,
+            None,
+        ),
+    };
     let names = hops.iter().flatten().map(|h| h.name.as_str());
     let budget = Budget::of(&config, key.egress, &key.destination, names);
     ob.warmup_seen
         .note(&budget, &egress.source(key.egress).name);
-    let Some(lease) = lease(ob, budget, egress.clone()).await else {
+    let Some(mut lease) = lease(ob, budget, egress.clone()).await else {
         return true;
     };
+    (lease.lmtp, lease.unix) = (lmtp.is_some(), unix);
     let Some(job) = ob.take_job(key, 0) else {
         return true;
     };
     let source = egress.source(key.egress);
     let policy = Policy::of(&config.delivery, &lease.budget.shape);
-    let mut plan = Delivery::new(policy, source.address);
+    // An LMTP server is reached from the machine's own address.
+    let bind = source.address.filter(|_| !lease.lmtp);
+    let mut plan = Delivery::new(policy, bind);
     let mut step = plan.resolved(hops, ob.clock.monotonic_ms());
     let mut job = Some(job);
     loop {
@@ -407,7 +437,10 @@ impl<'a> Conn<'a> {
         plaintext: bool,
     ) -> Conn<'a> {
         let now = ob.clock.monotonic_ms();
-        let config = lease.egress.source(key.egress).client.clone();
+        let config = match lease.lmtp {
+            true => ob.lmtp_client.clone(),
+            false => lease.egress.source(key.egress).client.clone(),
+        };
         let client = if plaintext {
             Client::new_plaintext_retry(config, now)
         } else {
@@ -466,7 +499,11 @@ impl<'a> Conn<'a> {
 
     async fn run(&mut self) -> Ended {
         let timeout = self.ob.config().delivery.connect_timeout.duration();
-        let connected = match self.lease.egress.source(self.key.egress).address {
+        if let Some(path) = &self.lease.unix {
+            return self.run_unix(path, timeout).await;
+        }
+        let bind = (self.lease.egress.source(self.key.egress).address).filter(|_| !self.lease.lmtp);
+        let connected = match bind {
             Some(local) => TcpStream::connect_from_timeout(local, self.addr, timeout).await,
             None => TcpStream::connect_timeout(self.addr, timeout).await,
         };
@@ -508,6 +545,19 @@ impl<'a> Conn<'a> {
                 (4, 5, 0),
                 "STARTTLS requested twice",
             )),
+        }
+    }
+
+    /// A connection to an LMTP server's Unix socket (never with TLS: the
+    /// client machine's LMTP settings have it off).
+    async fn run_unix(&mut self, path: &Path, timeout: Duration) -> Ended {
+        let mut stream = match UnixTransport::connect(path, timeout).await {
+            Ok(s) => s,
+            Err(e) => return Ended::ConnectFailed(e.to_string()),
+        };
+        match self.drive(&mut stream).await {
+            Driven::End(e) => e,
+            Driven::StartTls => self.tls_failed("no TLS over a Unix socket".to_owned()),
         }
     }
 
@@ -720,8 +770,15 @@ impl<'a> Conn<'a> {
         let outcomes = self.client.take_outcomes();
         if let Some(cur) = self.cur.take() {
             if !outcomes.is_empty() {
-                let dsn = self.client.extensions().dsn;
-                self.ob.settle(self.key, &cur, &outcomes, &self.via(), dsn);
+                // NOTIFY=SUCCESS: an LMTP server's 250 is the delivery
+                // itself; a server offering DSN reports it on.
+                let notice = match (self.lease.lmtp, self.client.extensions().dsn) {
+                    (true, _) => Some(Notice::Delivered),
+                    (false, true) => None,
+                    (false, false) => Some(Notice::Relayed),
+                };
+                self.ob
+                    .settle(self.key, &cur, &outcomes, &self.via(), notice);
                 for o in &outcomes {
                     if self.ob.back_off(self.key, &self.lease.budget, &o.reply) {
                         break;

@@ -399,17 +399,15 @@ impl<'a> Verdicts<'a> {
     }
 
     /// Sorts the outcomes of a transaction the host failed in the middle
-    /// of: recipients it refused for good fail; the others (none was
-    /// delivered, as no transaction completed) stay for the next host, as
+    /// of: recipients it refused for good fail; those it delivered (only
+    /// an LMTP server gives a recipient its verdict before the transaction
+    /// ends) are delivered; the others stay for the next host, as
     /// `deferred`.
     pub fn of_unfinished(
         outcomes: &'a [RcptOutcome],
         rcpt: impl Fn(usize) -> Option<u32>,
     ) -> Verdicts<'a> {
-        Verdicts::sorted(outcomes, rcpt, |kind| match kind {
-            OutcomeKind::Failed => OutcomeKind::Failed,
-            OutcomeKind::Delivered | OutcomeKind::Deferred => OutcomeKind::Deferred,
-        })
+        Verdicts::sorted(outcomes, rcpt, |kind| kind)
     }
 
     fn sorted(

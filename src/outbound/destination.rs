@@ -2,16 +2,39 @@
 //! the hosts (with addresses) a connection to that destination tries.
 //!
 //! A destination is the recipient's domain, lower-cased (delivered to its
-//! MX hosts), or `relay:host:port` for a `[[route]]` smart host. Domains
-//! cannot contain `:`, so the two never collide.
+//! MX hosts), `relay:host:port` for a `[[route]]` smart host, or, for a
+//! domain hosted here (`[[domain]]`), `maildir:domain` (written by petrel
+//! into its users' Maildirs) or `lmtp:domain` (handed to its LMTP server).
+//! Domains cannot contain `:`, so these never collide.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 
-use crate::config::Config;
+use crate::config::{Config, LmtpTarget, LocalDelivery};
 use crate::dns::{DnsError, MxPlan, Resolver};
 use crate::dsn::Status;
 
 const RELAY_PREFIX: &str = "relay:";
+const MAILDIR_PREFIX: &str = "maildir:";
+const LMTP_PREFIX: &str = "lmtp:";
+
+/// A destination delivered here rather than to other servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hosted<'a> {
+    /// Into the Maildirs of this hosted domain.
+    Maildir(&'a str),
+    /// To the LMTP server of this hosted domain.
+    Lmtp(&'a str),
+}
+
+/// Which hosted domain `destination` delivers to, and how; `None` for mail
+/// to other servers.
+pub fn hosted(destination: &str) -> Option<Hosted<'_>> {
+    if let Some(domain) = destination.strip_prefix(MAILDIR_PREFIX) {
+        return Some(Hosted::Maildir(domain));
+    }
+    destination.strip_prefix(LMTP_PREFIX).map(Hosted::Lmtp)
+}
 
 /// The domain of `local@domain` (after the last `@`), or "" if none.
 pub fn recipient_domain(address: &[u8]) -> &[u8] {
@@ -27,6 +50,14 @@ pub fn destination_of(config: &Config, address: &[u8], out: &mut String) {
     out.clear();
     let domain = String::from_utf8_lossy(recipient_domain(address));
     let domain = domain.trim_end_matches('.');
+    if let Some(d) = config.hosted_domain(domain) {
+        out.push_str(match d.delivery {
+            LocalDelivery::Maildir => MAILDIR_PREFIX,
+            LocalDelivery::Lmtp => LMTP_PREFIX,
+        });
+        out.push_str(&d.name);
+        return;
+    }
     match config.route_for(domain) {
         Some(route) => {
             use std::fmt::Write;
@@ -240,11 +271,48 @@ pub async fn resolve(
     }
 }
 
+/// The LMTP server of hosted `domain` as a host to try (its name resolved
+/// as a relay's), with the socket's path when it is a Unix socket (the
+/// hop is then a placeholder the connection does not use).
+pub async fn resolve_lmtp(
+    config: &Config,
+    resolver: &Resolver,
+    domain: &str,
+) -> Result<(Vec<Hop>, Option<PathBuf>), NoRoute> {
+    let target = config.hosted_domain(domain).and_then(|d| match d.delivery {
+        LocalDelivery::Lmtp => d.lmtp.as_ref(),
+        LocalDelivery::Maildir => None,
+    });
+    match target {
+        // Mail queued before a reload changed the domain: the next
+        // attempt goes where the domain's mail goes now.
+        None => Err(NoRoute::Temporary(format!(
+            "{domain} is no longer delivered over LMTP here"
+        ))),
+        Some(LmtpTarget::Tcp(relay)) => {
+            Ok((resolve_host(resolver, &relay.host, relay.port).await?, None))
+        }
+        Some(LmtpTarget::Unix(path)) => {
+            let hop = Hop {
+                name: format!("unix:{}", path.display()),
+                addrs: vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
+                port: 0,
+            };
+            Ok((vec![hop], Some(path.clone())))
+        }
+    }
+}
+
 async fn resolve_relay(resolver: &Resolver, relay: &str) -> Result<Vec<Hop>, NoRoute> {
     let (host, port) = relay
         .rsplit_once(':')
         .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
         .ok_or_else(|| NoRoute::Temporary(format!("bad relay {relay:?}")))?;
+    resolve_host(resolver, host, port).await
+}
+
+/// A smart host or LMTP server: an address, or a name resolved.
+async fn resolve_host(resolver: &Resolver, host: &str, port: u16) -> Result<Vec<Hop>, NoRoute> {
     let addrs = match host.parse::<IpAddr>() {
         Ok(ip) => vec![ip],
         Err(_) => match resolver.lookup_ip(host).await {

@@ -33,6 +33,7 @@ mod connection;
 mod delivery;
 pub mod destination;
 pub mod egress;
+mod maildir_run;
 mod message;
 mod notice;
 pub mod operator;
@@ -97,6 +98,12 @@ pub struct Outbound {
     /// The SMTP client settings each source's are made from (for a
     /// reload that rebuilds the sources).
     client: ClientConfig,
+    /// The client settings of connections to hosted domains' LMTP
+    /// servers: LMTP, without STARTTLS (a mailbox server on this machine
+    /// or network).
+    lmtp_client: Arc<ClientConfig>,
+    /// Delivery into hosted domains' Maildirs.
+    maildirs: maildir_run::Maildirs,
     /// The file's `[[backoff]]` rules, then the shipped ones (when
     /// `default_backoff`), compiled once (and at a reload).
     backoff: RefCell<(Vec<BackoffRule>, Vec<BackoffRule>)>,
@@ -182,6 +189,7 @@ impl Outbound {
                 data_end_ms: data_ms,
             },
             chunking: false,
+            lmtp: false,
         };
         let (limits, retry) = (limits_of(&config), retry_of(&config));
         let now = clock.monotonic_ms();
@@ -202,6 +210,13 @@ impl Outbound {
             statuses: StatusWriter::start(spool.clone()),
             spool,
             egress: RefCell::new(Rc::new(egress)),
+            lmtp_client: Arc::new(ClientConfig {
+                lmtp: true,
+                tls: TlsPolicy::Disabled,
+                chunking: false,
+                ..client.clone()
+            }),
+            maildirs: maildir_run::Maildirs::default(),
             client,
             metrics: RefCell::new(Rc::new(metrics)),
             pauses: RefCell::default(),

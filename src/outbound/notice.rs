@@ -34,6 +34,9 @@ pub(super) enum Notice {
         until_unix: i64,
     },
     Relayed,
+    /// Delivered into the mailbox (a Maildir written here, or an LMTP
+    /// server's 250 for the recipient).
+    Delivered,
 }
 
 impl Notice {
@@ -41,7 +44,7 @@ impl Notice {
         match self {
             Notice::Failed => NotifyKind::Failure,
             Notice::Delayed { .. } => NotifyKind::Delay,
-            Notice::Relayed => NotifyKind::Success,
+            Notice::Relayed | Notice::Delivered => NotifyKind::Success,
         }
     }
 
@@ -50,6 +53,7 @@ impl Notice {
             Notice::Failed => Action::Failed,
             Notice::Delayed { .. } => Action::Delayed,
             Notice::Relayed => Action::Relayed,
+            Notice::Delivered => Action::Delivered,
         }
     }
 
@@ -60,7 +64,9 @@ impl Notice {
         let class = match self {
             Notice::Failed => 5,
             Notice::Delayed { .. } => 4,
-            Notice::Relayed => return Status::new(2, 0, 0).unwrap_or(Status::LOOP_DETECTED),
+            Notice::Relayed | Notice::Delivered => {
+                return Status::new(2, 0, 0).unwrap_or(Status::LOOP_DETECTED)
+            }
         };
         reply
             .status

@@ -38,15 +38,16 @@ impl Outbound {
     }
 
     /// Settles a finished transaction's outcomes and ends the hold `load`
-    /// took. `remote_dsn`: the server offered DSN, so it takes over
-    /// NOTIFY=SUCCESS (else we report "relayed" ourselves, RFC 3461 6.2.2).
+    /// took. `success`: the notice NOTIFY=SUCCESS asks for; none when the
+    /// server offered DSN and so takes it over (else we report "relayed"
+    /// ourselves, RFC 3461 6.2.2, or "delivered" after a final delivery).
     pub(super) fn settle(
         &self,
         key: &QueueKey,
         cur: &Current,
         outcomes: &[RcptOutcome],
         via: &Via<'_>,
-        remote_dsn: bool,
+        success: Option<Notice>,
     ) {
         let Verdicts {
             delivered,
@@ -64,9 +65,9 @@ impl Outbound {
                 delivered.iter().map(|&i| (i, r)),
                 via,
             );
-            if !remote_dsn && cur.wants_success_notice() {
-                let relayed = replies(&delivered, r);
-                self.notify(msg_id, Notice::Relayed, relayed, via, None);
+            if let Some(notice) = success.filter(|_| cur.wants_success_notice()) {
+                let reported = replies(&delivered, r);
+                self.notify(msg_id, notice, reported, via, None);
             }
             self.finish(msg_id, RcptState::Delivered, delivered, r.text.clone());
         }
@@ -87,7 +88,8 @@ impl Outbound {
     }
 
     /// After a host failed mid-transaction: recipients it refused for good
-    /// are settled (bounced); the others are returned, to try on the next
+    /// are settled (bounced), and those an LMTP server had delivered before
+    /// it failed are recorded; the others are returned, to try on the next
     /// host.
     pub(super) fn settle_failed_only(
         &self,
@@ -96,10 +98,20 @@ impl Outbound {
         via: &Via<'_>,
     ) -> Vec<u32> {
         let Verdicts {
-            failed, deferred, ..
+            delivered,
+            delivered_reply,
+            failed,
+            deferred,
+            ..
         } = Verdicts::of_unfinished(outcomes, |i| cur.rcpt_index(i));
+        let msg_id = cur.job.msg_id;
+        if let Some(r) = delivered_reply {
+            let rcpts = delivered.iter().map(|&i| (i, r));
+            self.report(msg_id, Outcome::Delivered, rcpts, via);
+            self.finish(msg_id, RcptState::Delivered, delivered, r.text.clone());
+        }
         if !failed.is_empty() {
-            self.bounce(cur.job.msg_id, failed, via);
+            self.bounce(msg_id, failed, via);
         }
         deferred
     }

@@ -341,11 +341,11 @@ fn outcomes_are_sorted_by_fate_with_envelope_indexes() {
 }
 
 #[test]
-fn an_unfinished_transaction_keeps_every_recipient_not_refused_for_good() {
+fn an_unfinished_transaction_keeps_every_recipient_not_decided() {
     let outcomes = [
         outcome(0, OutcomeKind::Deferred, 421),
         outcome(1, OutcomeKind::Failed, 550),
-        outcome(2, OutcomeKind::Delivered, 250),
+        outcome(2, OutcomeKind::Deferred, 451),
     ];
     let v = Verdicts::of_unfinished(&outcomes, |i| Some(i as u32));
     assert!(v.delivered.is_empty() && v.delivered_reply.is_none());
@@ -355,6 +355,19 @@ fn an_unfinished_transaction_keeps_every_recipient_not_refused_for_good() {
         "in transaction order, for the next host"
     );
     assert_eq!(v.failed.len(), 1);
+}
+
+#[test]
+fn an_lmtp_recipient_delivered_before_the_host_failed_stays_delivered() {
+    // An LMTP server's per-recipient replies: the first came, then the
+    // connection was lost. Trying it again would deliver it twice.
+    let outcomes = [
+        outcome(0, OutcomeKind::Delivered, 250),
+        outcome(1, OutcomeKind::Deferred, 451),
+    ];
+    let v = Verdicts::of_unfinished(&outcomes, |i| Some(i as u32));
+    assert_eq!(v.delivered, [0]);
+    assert_eq!(v.deferred, [1]);
 }
 
 #[test]

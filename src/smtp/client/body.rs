@@ -72,7 +72,10 @@ impl Client {
             return Err(Misuse::NotWaiting);
         }
         if let Some(tx) = self.tx.as_mut() {
-            if !tx.chunking {
+            if !tx.chunking && self.cfg.lmtp {
+                self.encoder.finish(out);
+                tx.await_lmtp_replies();
+            } else if !tx.chunking {
                 self.encoder.finish(out);
                 tx.cmds.push((Cmd::EndOfData, 0, 0));
             } else if !tx.bdat_failed {

@@ -71,6 +71,7 @@ impl Client {
     fn phase_label(&self) -> &'static str {
         match self.phase {
             Phase::Greeting => "waiting for the greeting",
+            Phase::Ehlo if self.cfg.lmtp => "after LHLO",
             Phase::Ehlo => "after EHLO",
             Phase::Helo => "after HELO",
             Phase::StartTls => "after STARTTLS",
@@ -85,7 +86,9 @@ impl Client {
                 Some(Cmd::Rcpt(_)) => "after RCPT TO",
                 Some(Cmd::Data) => "after DATA",
                 Some(Cmd::Bdat) => "after BDAT",
-                Some(Cmd::EndOfData | Cmd::BdatLast | Cmd::AbortDot) | None => "after end of data",
+                Some(Cmd::EndOfData | Cmd::BdatLast | Cmd::AbortDot | Cmd::LmtpRcpt(_)) | None => {
+                    "after end of data"
+                }
             },
         }
     }

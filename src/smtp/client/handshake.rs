@@ -14,13 +14,21 @@ use super::{Client, Event, Misuse, Phase, TlsPolicy};
 impl Client {
     pub(super) fn on_greeting(&mut self, r: ServerReply, now_ms: u64, out: &mut Vec<u8>) {
         if r.code == 220 {
-            self.send_hello(b"EHLO ", Phase::Ehlo, now_ms, out);
+            self.send_hello(self.hello_verb(), Phase::Ehlo, now_ms, out);
             return;
         }
         // RFC 5321 3.1: after a 554 greeting the client should QUIT; other
         // codes in a greeting are just as final for this host.
         out.extend_from_slice(b"QUIT\r\n");
         self.connection_failed(r);
+    }
+
+    /// `LHLO` in LMTP mode (RFC 2033 4.1), else `EHLO`.
+    fn hello_verb(&self) -> &'static [u8] {
+        match self.cfg.lmtp {
+            true => b"LHLO ",
+            false => b"EHLO ",
+        }
     }
 
     fn send_hello(&mut self, verb: &[u8], phase: Phase, now_ms: u64, out: &mut Vec<u8>) {
@@ -38,8 +46,8 @@ impl Client {
                 self.after_hello(now_ms, out);
             }
             // RFC 5321 3.2: a server that does not know EHLO says 5xx; HELO
-            // gets a session without extensions.
-            5 => self.send_hello(b"HELO ", Phase::Helo, now_ms, out),
+            // gets a session without extensions. LMTP has no HELO.
+            5 if !self.cfg.lmtp => self.send_hello(b"HELO ", Phase::Helo, now_ms, out),
             _ => self.hello_refused(r, out),
         }
     }
@@ -98,7 +106,7 @@ impl Client {
         }
         self.tls_active = true;
         self.ext = Extensions::default();
-        self.send_hello(b"EHLO ", Phase::Ehlo, now_ms, out);
+        self.send_hello(self.hello_verb(), Phase::Ehlo, now_ms, out);
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! The SMTP client session machine for outbound delivery (RFC 5321 with
 //! PIPELINING, SIZE, 8BITMIME, SMTPUTF8, STARTTLS, DSN, ENHANCEDSTATUSCODES,
-//! and CHUNKING/BINARYMIME when [`ClientConfig::chunking`] is set).
+//! and CHUNKING/BINARYMIME when [`ClientConfig::chunking`] is set), and
+//! its LMTP mode (RFC 2033, [`ClientConfig::lmtp`]) for hosted domains.
 //!
 //! Owns: the order of commands on one outbound connection (greeting, EHLO
 //! or HELO, STARTTLS per [`TlsPolicy`], MAIL/RCPT/DATA transactions, RSET
@@ -147,6 +148,10 @@ pub struct ClientConfig {
     /// Send bodies with BDAT (RFC 3030) when the server offers CHUNKING and
     /// PIPELINING. BINARYMIME bodies use BDAT whatever this says.
     pub chunking: bool,
+    /// Speak LMTP (RFC 2033) instead: `LHLO` (no HELO fallback), bodies
+    /// only with DATA, and after the end of data one reply per accepted
+    /// recipient, in RCPT order, each that recipient's verdict.
+    pub lmtp: bool,
 }
 
 /// What the I/O layer must act on; write `out` first in every case.

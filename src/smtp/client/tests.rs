@@ -6,6 +6,7 @@
 mod bdat;
 mod body;
 mod failures;
+mod lmtp;
 mod pair;
 mod pipelined;
 mod transaction;
@@ -41,6 +42,7 @@ impl H {
             tls,
             timeouts: Timeouts::default(),
             chunking: false,
+            lmtp: false,
         }
     }
 

@@ -26,6 +26,9 @@ pub(super) enum Cmd {
     BdatLast,
     /// `.` ending an empty body after a 354 nobody could use (RFC 2920 3.1).
     AbortDot,
+    /// LMTP: the end of data's reply for recipient `i` (RFC 2033 4.2: one
+    /// per recipient accepted at RCPT, in RCPT order).
+    LmtpRcpt(usize),
 }
 
 #[derive(Debug)]
@@ -91,6 +94,15 @@ impl Tx {
         }
     }
 
+    /// LMTP: the replies that end the data, one per recipient accepted.
+    pub(super) fn await_lmtp_replies(&mut self) {
+        let accepted = (self.rcpts.iter().enumerate())
+            .filter(|(_, s)| matches!(s, RcptState::Accepted))
+            .map(|(i, _)| (Cmd::LmtpRcpt(i), 0, 0));
+        let cmds: Vec<_> = accepted.collect();
+        self.cmds.extend(cmds);
+    }
+
     /// Records `r` for every recipient still waiting in `from`'s state.
     fn decide(&mut self, from: fn(&RcptState) -> bool, r: &ServerReply) {
         let Some(kind) = kind_of(r) else { return };
@@ -137,6 +149,17 @@ impl Tx {
                 self.ended_cleanly = !self.bdat_failed;
                 self.decide(|s| matches!(s, RcptState::Accepted), r);
                 known
+            }
+            Cmd::LmtpRcpt(i) => {
+                // The transaction is over once the last of them is in.
+                self.ended_cleanly = self.replied == self.cmds.len();
+                match (self.rcpts.get_mut(i), kind_of(r)) {
+                    (Some(s), Some(kind)) => {
+                        *s = RcptState::Decided(kind, r.clone());
+                        true
+                    }
+                    _ => false,
+                }
             }
             Cmd::Data => false,
         }
@@ -285,7 +308,11 @@ impl Client {
     /// its reply, which the `SendBody` loop of the I/O layer cannot do.
     fn uses_bdat(&self, t: &Transaction<'_>) -> bool {
         let e = &self.ext;
-        e.chunking && e.pipelining && (self.cfg.chunking || t.body == Body::BinaryMime)
+        // LMTP bodies go with DATA: its per-recipient replies end it.
+        !self.cfg.lmtp
+            && e.chunking
+            && e.pipelining
+            && (self.cfg.chunking || t.body == Body::BinaryMime)
     }
 
     /// PIPELINING: everything not yet written, in one write (RFC 2920).
@@ -310,7 +337,7 @@ impl Client {
             Cmd::Rcpt(_) => t.rcpt_ms,
             Cmd::Data => t.data_init_ms,
             Cmd::Bdat => t.data_block_ms,
-            Cmd::EndOfData | Cmd::BdatLast | Cmd::AbortDot => t.data_end_ms,
+            Cmd::EndOfData | Cmd::BdatLast | Cmd::AbortDot | Cmd::LmtpRcpt(_) => t.data_end_ms,
         }
     }
 
