@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod dkim;
 pub mod dns;
 pub mod dsn;
+pub mod hosted;
 pub mod listener;
 pub mod metrics;
 pub mod notify;
