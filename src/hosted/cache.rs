@@ -2,7 +2,18 @@
 //! domain's `verify_cache` so a burst of mail to one user asks once.
 //! One cache per shard (no sharing between cores); bounded in size.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+
+thread_local! {
+    /// This shard's answers (a shard is a thread).
+    static SHARD_CACHE: RefCell<VerifyCache> = RefCell::new(VerifyCache::default());
+}
+
+/// Calls `f` with this shard's cache.
+pub fn with_shard_cache<R>(f: impl FnOnce(&mut VerifyCache) -> R) -> R {
+    SHARD_CACHE.with(|c| f(&mut c.borrow_mut()))
+}
 
 /// Answers kept, at most, per shard.
 pub const MAX_ANSWERS: usize = 10_000;

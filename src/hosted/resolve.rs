@@ -181,6 +181,14 @@ impl RecipientTable for Recipients {
         };
         lookup.resolve(address, out)
     }
+
+    fn forward_sender(&self, sender: &[u8], today: u32) -> Option<Vec<u8>> {
+        // The null sender stays null: nothing may answer a bounce.
+        match sender.is_empty() {
+            true => None,
+            false => self.srs.as_ref()?.forward(sender, today),
+        }
+    }
 }
 
 #[cfg(test)]

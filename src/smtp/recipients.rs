@@ -50,6 +50,10 @@ pub trait RecipientTable: std::fmt::Debug + Send + Sync {
         answers: &[(String, bool)],
         out: &mut Vec<Target>,
     ) -> Result<Resolution, Refusal>;
+
+    /// The envelope sender the servers that forwarded mail goes to see,
+    /// for `sender` on SRS day `today`: `None` to keep it as it is.
+    fn forward_sender(&self, sender: &[u8], today: u32) -> Option<Vec<u8>>;
 }
 
 /// The ORCPT value (RFC 3461 4.2) recording `address` as the client gave
