@@ -13,8 +13,8 @@ mod common;
 #[path = "support/smtp_server.rs"]
 mod smtp_server;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,7 +51,8 @@ impl Lmtp {
                 match listener.accept() {
                     Ok((conn, _)) => {
                         let (users, asked) = (users.clone(), a.clone());
-                        std::thread::spawn(move || serve_lmtp(conn, &users, &asked));
+                        let w = conn.try_clone().expect("clone");
+                        std::thread::spawn(move || serve_lmtp(conn, w, &users, &asked));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -71,9 +72,7 @@ impl Drop for Lmtp {
     }
 }
 
-fn serve_lmtp(conn: TcpStream, users: &[String], asked: &Mutex<Vec<String>>) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut w = conn.try_clone().expect("clone");
+fn serve_lmtp(conn: impl Read, mut w: impl Write, users: &[String], asked: &Mutex<Vec<String>>) {
     let mut r = BufReader::new(conn);
     let _ = w.write_all(b"220 lmtp.test LMTP ready\r\n");
     let mut line = String::new();
@@ -423,4 +422,42 @@ fn check_names_the_line_of_a_bad_alias_file_and_users_file() {
         !dir.path().join("spool/srs-secret").exists(),
         "check makes nothing"
     );
+}
+
+#[test]
+fn lmtp_verification_over_a_unix_socket() {
+    let dir = tempdir();
+    let socket = dir.path().join("lmtp.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let a = asked.clone();
+    std::thread::spawn(move || {
+        let users = vec!["dave@example.net".to_owned()];
+        for conn in listener.incoming().flatten() {
+            let w = conn.try_clone().expect("clone");
+            serve_lmtp(conn, w, &users, &a);
+        }
+    });
+    let extra = format!(
+        "[relay]\nnetworks = []\n\n[[domain]]\nname = \"example.net\"\ndelivery = \"lmtp\"\n\
+         lmtp = \"unix:{}\"\nverify = \"lmtp\"\n",
+        socket.display()
+    );
+    let d = Daemon::start_plain(
+        dir.path(),
+        &dir.path().join("spool"),
+        "shards = 1",
+        "",
+        &extra,
+    );
+    let mut c = d.connect();
+    c.hello();
+    c.cmd("MAIL FROM:<>", "250");
+    c.cmd("RCPT TO:<dave@example.net>", "250 2.1.5");
+    c.cmd("RCPT TO:<eve@example.net>", "550 5.1.1");
+    assert_eq!(
+        *asked.lock().expect("lock"),
+        ["dave@example.net", "eve@example.net"]
+    );
+    c.cmd("QUIT", "221");
 }
