@@ -215,5 +215,25 @@ mod tests {
             err.contains(&key.display().to_string()) && err.contains("no private key"),
             "{err}"
         );
+        let aliases = dir.path().join("aliases");
+        std::fs::write(&aliases, "a@example.org: b@example.org\nbroken line\n").unwrap();
+        let hosted = format!(
+            "[spool]\npath = {:?}\n[[domain]]\nname = \"example.org\"\ndelivery = \"lmtp\"\n\
+             lmtp = \"127.0.0.1\"\nverify = \"none\"\n[aliases]\nfile = {aliases:?}\n",
+            dir.path().join("spool")
+        );
+        std::fs::write(&path, hosted).unwrap();
+        let err = load(&path).err().expect("refused");
+        assert!(
+            err.starts_with(&format!("{}:2: ", aliases.display())),
+            "{err}"
+        );
+        std::fs::write(&aliases, "a@example.org: b@example.org\n").unwrap();
+        let loaded = load(&path).expect("loaded");
+        assert_eq!(loaded.recipients.counts(), (0, 1));
+        assert!(
+            dir.path().join("spool/srs-secret").exists(),
+            "made at the first load"
+        );
     }
 }
