@@ -94,8 +94,15 @@ impl Walk<'_, '_> {
             let original = srs
                 .reverse(local, self.l.today)
                 .map_err(|e| Stop::Refused(Refusal::BadSrs { why: e.to_string() }))?;
-            self.push(original.into_bytes(), false);
-            return Ok(());
+            // A sender of a hosted domain is a recipient here like any
+            // other; one elsewhere gets its bounce relayed, as it is.
+            return match split_address(&original) {
+                Some((l, d)) if tables.domain(d).is_some() => self.visit(l, d, depth + 1, false),
+                _ => {
+                    self.push(original.into_bytes(), false);
+                    Ok(())
+                }
+            };
         }
         let Some(hosted) = tables.domain(domain) else {
             if self.l.srs_for(domain).is_some() {

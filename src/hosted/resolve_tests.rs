@@ -236,4 +236,7 @@ fn rewritten_senders_come_home() {
         resolve(&r, &[], "someone@fwd.example.org"),
         Err(Refusal::Unknown { .. })
     ));
+    // A bounce home to a sender of ours reaches its mailbox.
+    let home = String::from_utf8(srs.forward(b"Bob+x@Example.org", 99).expect("rw")).expect("utf8");
+    assert_eq!(targets(&r, &home), [("bob@example.org".to_owned(), false)]);
 }

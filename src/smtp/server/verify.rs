@@ -13,7 +13,7 @@ use super::{Event, Misuse, Session, State};
 use crate::smtp::address::{DomainKind, Mailbox};
 use crate::smtp::params::RcptParams;
 use crate::smtp::recipients::{orcpt_of, Refusal, Resolution};
-use crate::smtp::reply;
+use crate::smtp::{relay, reply};
 
 /// What the LMTP server said about the mailbox of `RcptVerify`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +88,11 @@ impl Session {
             return None;
         }
         let table = self.cfg.recipients.clone()?;
-        let address = std::str::from_utf8(rcpt.address).ok()?;
+        let Ok(address) = std::str::from_utf8(rcpt.address) else {
+            // No user of ours has a name that is not UTF-8.
+            let ours = relay::is_local_domain(rcpt.domain, &self.cfg.local_domains);
+            return ours.then(|| self.fail(reply::UNKNOWN_USER, out));
+        };
         let mut targets = std::mem::take(&mut self.targets);
         let resolved = table.resolve(address, self.today, &self.verify_answers, &mut targets);
         let event = match resolved {

@@ -219,6 +219,19 @@ fn loops_depth_forwards_duplicates_and_the_recipient_limit() {
 }
 
 #[test]
+fn a_local_part_that_is_not_utf8_is_no_user_of_ours() {
+    // The parser refuses it before the tables are asked (which would
+    // refuse it too: see `hosted_rcpt`).
+    let mut c = hosted_client();
+    let r = c.send(b"MAIL FROM:<> SMTPUTF8\r\nRCPT TO:<\xff\xfe@plain.test>\r\n");
+    assert_eq!(
+        lines(&r),
+        ["250 2.1.0 Ok", "501 5.1.3 Bad recipient address syntax"]
+    );
+    assert_eq!(c.s.envelope().recipient_count(), 0);
+}
+
+#[test]
 fn the_domainless_postmaster_and_trusted_relaying_keep_working() {
     let mut c = hosted_client();
     let r = c.send(b"MAIL FROM:<>\r\nRCPT TO:<Postmaster>\r\n");
