@@ -240,3 +240,14 @@ fn rewritten_senders_come_home() {
     let home = String::from_utf8(srs.forward(b"Bob+x@Example.org", 99).expect("rw")).expect("utf8");
     assert_eq!(targets(&r, &home), [("bob@example.org".to_owned(), false)]);
 }
+
+#[test]
+fn forwards_rewrite_the_sender_but_not_the_null_one_and_keep_keeps_it() {
+    use crate::smtp::recipients::RecipientTable;
+    let mut r = tables("", None);
+    let rewritten = r.forward_sender(b"orig@sender.test", 5).expect("srs");
+    assert!(rewritten.starts_with(b"SRS0=") && rewritten.ends_with(b"@fwd.example.org"));
+    assert_eq!(r.forward_sender(b"", 5), None, "the null sender stays null");
+    r.srs = None; // forward_sender = "keep"
+    assert_eq!(r.forward_sender(b"orig@sender.test", 5), None);
+}
