@@ -45,6 +45,8 @@ pub enum DaemonError {
     #[error("blocking signals: {0}")]
     Signals(std::io::Error),
     #[error(transparent)]
+    Recipients(#[from] crate::hosted::HostedError),
+    #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
     #[error("accounting log {}: {source}", path.display())]
     Accounting {
@@ -133,6 +135,20 @@ pub fn run(
     let stop = Arc::new(AtomicBool::new(false));
     let config = Arc::new(config);
     let dkim = Arc::new(dkim);
+    // The users files, the alias file and the SRS secret (made here at
+    // first start), read once for every shard.
+    let recipients =
+        crate::hosted::Recipients::load(&config, crate::hosted::Secret::MakeIfMissing)?;
+    let (users, aliases) = recipients.counts();
+    if !config.domain.is_empty() {
+        tracing::info!(
+            domains = config.domain.len(),
+            users,
+            aliases,
+            "hosted domains"
+        );
+    }
+    let recipients = Arc::new(recipients);
     // One clock for every shard: their monotonic times agree.
     let clock = Clock::new();
     // Today's warm-up counts are back in their cells before any shard
@@ -182,6 +198,7 @@ pub fn run(
         let (config, stop, watch) = (config.clone(), stop.clone(), watch.shard(shard));
         let reloads = published.clone();
         let dkim = dkim.clone();
+        let recipients = recipients.clone();
         let recorder = accounting.as_ref().map(|a| a.recorder());
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("petrel-shard-{shard}"))
@@ -196,6 +213,7 @@ pub fn run(
                     control,
                     accounting: recorder,
                     dkim,
+                    recipients,
                 };
                 crate::shard::run(shard, config, stop, clock, links).await
             })

@@ -21,6 +21,7 @@ pub mod dkim;
 pub mod dns;
 pub mod dsn;
 pub mod helper_pool;
+pub mod hosted;
 pub mod listener;
 pub mod local;
 pub mod metrics;

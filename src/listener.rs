@@ -21,10 +21,12 @@ use std::time::Duration;
 use futures_lite::FutureExt;
 use glommio::net::TcpListener;
 
-use crate::auth::Users;
 use crate::config::{Config, ListenerSection};
+use crate::hosted::Recipients;
+use crate::reload::Loaded;
 use crate::session::SessionContext;
 use crate::slot_table::SlotTable;
+use crate::smtp::recipients::RecipientTable;
 use crate::smtp::server::{PeerInfo, ServerConfig};
 use crate::tls::TlsError;
 
@@ -78,7 +80,16 @@ pub fn acceptor(l: &ListenerSection) -> Result<Option<futures_rustls::TlsAccepto
 }
 
 /// The SMTP server settings of a `[[listener]]`.
-pub fn server_config(config: &Config, l: &ListenerSection, tls: bool, auth: bool) -> ServerConfig {
+pub fn server_config(
+    config: &Config,
+    l: &ListenerSection,
+    tls: bool,
+    auth: bool,
+    recipients: &Arc<Recipients>,
+) -> ServerConfig {
+    // The hosted domains and the domain of rewritten senders: mail for
+    // them is not relaying.
+    let local_domains = recipients.local_domains();
     ServerConfig {
         hostname: config.server.hostname.clone(),
         max_message_size: l.max_message_size,
@@ -88,7 +99,11 @@ pub fn server_config(config: &Config, l: &ListenerSection, tls: bool, auth: bool
         // Implicit TLS is active from the start: nothing to offer.
         tls_available: tls && !l.implicit_tls,
         auth_available: auth,
-        local_domains: Vec::new(),
+        local_domains: local_domains.clone(),
+        recipients: match local_domains.is_empty() {
+            true => None,
+            false => Some(recipients.clone() as Arc<dyn RecipientTable>),
+        },
         postmaster: config.server.postmaster.as_bytes().to_vec(),
         command_timeout_ms: l.command_timeout.as_millis() as u64,
         data_timeout_ms: l.data_timeout.as_millis() as u64,
@@ -126,16 +141,15 @@ impl Listener {
         })
     }
 
-    /// Puts a reloaded configuration and AUTH users in force for the
-    /// sessions that start from now (the listener's own settings stay).
-    pub fn reload(
-        &self,
-        config: Arc<Config>,
-        users: Option<Arc<Users>>,
-        dkim: Arc<crate::dkim::SignerTable>,
-    ) {
+    /// Puts a reloaded configuration, its AUTH users, DKIM keys and
+    /// recipient tables in force for the sessions that start from now
+    /// (the listener's own settings stay). `config` is the shard's own
+    /// copy of `loaded.config`.
+    pub fn reload(&self, config: Arc<Config>, loaded: &Loaded) {
         let tls = self.sessions.tls.is_some();
-        let server = server_config(&config, &self.section, tls, users.is_some());
+        let (users, dkim) = (loaded.users.clone(), loaded.dkim.clone());
+        let auth = users.is_some();
+        let server = server_config(&config, &self.section, tls, auth, &loaded.recipients);
         self.sessions.reload(server, config, users, dkim);
     }
 

@@ -363,6 +363,11 @@ fn check(path: Option<&Path>) -> ExitCode {
     if let Err(e) = petrel::dkim::SignerTable::load(&config) {
         return fail(EXIT_USAGE, &format!("petrel: {e}"));
     }
+    // The users files and the alias file, each error with its FILE:LINE;
+    // the SRS secret is read if it exists, never made.
+    if let Err(e) = petrel::hosted::Recipients::load(&config, petrel::hosted::Secret::ReadOnly) {
+        return fail(EXIT_USAGE, &format!("petrel: {e}"));
+    }
     // The startup checks about the file's own values that only this
     // machine can answer (source addresses, Maildir roots); the rest
     // (io_uring, CPUs, spool) are `run`'s.

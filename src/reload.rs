@@ -19,14 +19,17 @@ use std::sync::{Arc, Mutex};
 use crate::auth::Users;
 use crate::config::Config;
 use crate::dkim::SignerTable;
+use crate::hosted::{Recipients, Secret};
 
-/// A configuration read and checked, with its AUTH users and its DKIM
-/// keys (read here, never per message).
+/// A configuration read and checked, with its AUTH users, its DKIM keys
+/// and the recipient tables of its hosted domains (read here, never per
+/// message).
 #[derive(Clone)]
 pub struct Loaded {
     pub config: Arc<Config>,
     pub users: Option<Arc<Users>>,
     pub dkim: Arc<SignerTable>,
+    pub recipients: Arc<Recipients>,
 }
 
 /// The newest configuration, for the shards to pick up.
@@ -61,8 +64,8 @@ impl Published {
     }
 }
 
-/// Reads and checks `path`, the AUTH users file and the DKIM keys it
-/// names.
+/// Reads and checks `path`, the AUTH users file, the DKIM keys, the
+/// users files and the alias file it names.
 pub fn load(path: &Path) -> Result<Loaded, String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     let users = match &config.auth.users_file {
@@ -70,10 +73,12 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
         None => None,
     };
     let dkim = SignerTable::load(&config).map_err(|e| e.to_string())?;
+    let recipients = Recipients::load(&config, Secret::MakeIfMissing).map_err(|e| e.to_string())?;
     Ok(Loaded {
         config: Arc::new(config),
         users,
         dkim: Arc::new(dkim),
+        recipients: Arc::new(recipients),
     })
 }
 
@@ -188,6 +193,7 @@ mod tests {
             config: Arc::new(Config::embedded_default()),
             users: None,
             dkim: Arc::new(SignerTable::default()),
+            recipients: Arc::new(Recipients::default()),
         };
         published.publish(loaded.clone());
         let (generation, got) = published.newer_than(0).expect("published");
@@ -217,6 +223,26 @@ mod tests {
         assert!(
             err.contains(&key.display().to_string()) && err.contains("no private key"),
             "{err}"
+        );
+        let aliases = dir.path().join("aliases");
+        std::fs::write(&aliases, "a@example.org: b@example.org\nbroken line\n").unwrap();
+        let hosted = format!(
+            "[spool]\npath = {:?}\n[[domain]]\nname = \"example.org\"\ndelivery = \"lmtp\"\n\
+             lmtp = \"127.0.0.1\"\nverify = \"none\"\n[aliases]\nfile = {aliases:?}\n",
+            dir.path().join("spool")
+        );
+        std::fs::write(&path, hosted).unwrap();
+        let err = load(&path).err().expect("refused");
+        assert!(
+            err.starts_with(&format!("{}:2: ", aliases.display())),
+            "{err}"
+        );
+        std::fs::write(&aliases, "a@example.org: b@example.org\n").unwrap();
+        let loaded = load(&path).expect("loaded");
+        assert_eq!(loaded.recipients.counts(), (0, 1));
+        assert!(
+            dir.path().join("spool/srs-secret").exists(),
+            "made at the first load"
         );
     }
 }

@@ -62,6 +62,9 @@ pub struct Links {
     /// The DKIM signers loaded at start (one table for every shard, read
     /// only); a reload brings its own.
     pub dkim: Arc<crate::dkim::SignerTable>,
+    /// The recipient tables of the hosted domains loaded at start; a
+    /// reload brings its own.
+    pub recipients: Arc<crate::hosted::Recipients>,
 }
 
 /// Runs shard `shard` until the stop flag is set, answering its control
@@ -79,6 +82,7 @@ pub async fn run(
         control,
         accounting,
         dkim,
+        recipients,
     } = links;
     // A copy of its own: the shard's reads of it (one per message) never
     // touch a count another core writes.
@@ -123,7 +127,8 @@ pub async fn run(
     let mut listeners = Vec::new();
     for l in &config.listener {
         let tls = listener::acceptor(l).map_err(ListenerError::from)?;
-        let server = listener::server_config(&config, l, tls.is_some(), users.is_some());
+        let server =
+            listener::server_config(&config, l, tls.is_some(), users.is_some(), &recipients);
         let sessions = SessionContext::new(
             shard,
             spool.clone(),
@@ -222,7 +227,7 @@ async fn housekeep(h: Housekeeping<'_>) -> Result<(), SpoolError> {
                 outbound.reload(config.clone());
             }
             for l in listeners {
-                l.reload(config.clone(), loaded.users.clone(), loaded.dkim.clone());
+                l.reload(config.clone(), &loaded);
             }
             tracing::debug!(shard, "reloaded configuration in force");
         }

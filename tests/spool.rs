@@ -56,6 +56,26 @@ async fn put_in_pieces(
     spool.commit_message(&mut env).await.expect("commit")
 }
 
+/// Defers message `id`, then fills several segments with mail that is
+/// delivered, so that only `id` pins the oldest segment.
+async fn defer_then_fill(spool: &ShardSpool, id: u64) {
+    let until = RcptState::Deferred {
+        until_ms: 5,
+        attempts: 1,
+    };
+    spool
+        .record_status(id, until, &[0], b"451 later")
+        .await
+        .expect("defer");
+    for i in 1..600 {
+        let id = put(spool, i, 6000, 1).await;
+        spool
+            .record_status(id, RcptState::Delivered, &[0], b"250")
+            .await
+            .expect("status");
+    }
+}
+
 #[test]
 fn committed_messages_survive_a_restart_with_bodies_intact() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -167,22 +187,7 @@ fn finished_segments_are_deleted_and_deferred_ones_copied_forward() {
         let (spool, _, _lock) = open(&d);
         let first_segment = spool.segment_ids()[0];
         let deferred = put(&spool, 0, 2000, 1).await;
-        let until = RcptState::Deferred {
-            until_ms: 5,
-            attempts: 1,
-        };
-        spool
-            .record_status(deferred, until, &[0], b"451 later")
-            .await
-            .expect("defer");
-        // Fill several segments with mail that is then delivered.
-        for i in 1..600 {
-            let id = put(&spool, i, 6000, 1).await;
-            spool
-                .record_status(id, RcptState::Delivered, &[0], b"250")
-                .await
-                .expect("status");
-        }
+        defer_then_fill(&spool, deferred).await;
         // Only the deferred message pins the oldest segment.
         assert_eq!(spool.segment_ids()[0], first_segment);
         assert!(spool.segment_ids().len() >= 3);
@@ -432,6 +437,72 @@ fn group_commits_write_the_space_ahead_of_small_appends() {
             "the space just past the appends is still unwritten"
         );
         assert!(has_unwritten(&file, SEG - (64 << 10), SEG));
+        spool.close();
+    });
+}
+
+/// Two messages naming the same body chunks (how the forwarded recipients
+/// of a message with a rewritten sender are kept): each survives a
+/// restart whole, one finishing frees nothing the other names, and a copy
+/// forward of the one left takes its body along.
+#[test]
+fn two_messages_sharing_a_body_each_keep_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().to_path_buf();
+    let d = dir.clone();
+    let (own, forwards, first_segment) = shard_support::on_shard(move || async move {
+        let (spool, _, _lock) = open(&d);
+        let first_segment = spool.segment_ids()[0];
+        let _pin = spool.pin_for_write();
+        let data = body(7, 3000);
+        let mut a = Envelope {
+            reverse_path: b"s@x.test".to_vec(),
+            body_len: data.len() as u64,
+            recipients: vec![Recipient::new(b"local@y.test", 0, b"")],
+            ..Default::default()
+        };
+        for piece in data.chunks(1000) {
+            a.body.push(spool.append_chunk(piece).expect("chunk"));
+        }
+        let mut b = Envelope {
+            reverse_path: b"SRS0=abcd=AA=x.test=s@fwd.test".to_vec(),
+            recipients: vec![Recipient::new(b"far@z.test", 0, b"")],
+            ..a.clone()
+        };
+        let (ra, rb) =
+            futures_lite::future::zip(spool.commit_message(&mut a), spool.commit_message(&mut b))
+                .await;
+        let (own, forwards) = (ra.expect("commit"), rb.expect("commit"));
+        assert_ne!(own, forwards);
+        spool.close();
+        (own, forwards, first_segment)
+    });
+    let d = dir.clone();
+    shard_support::on_shard(move || async move {
+        let (spool, report, _lock) = open(&d);
+        assert_eq!(report.queued_messages, 2);
+        for id in [own, forwards] {
+            let mut b = Vec::new();
+            spool.read_body(id, &mut b).expect("body");
+            assert_eq!(b, body(7, 3000));
+        }
+        spool
+            .record_status(own, RcptState::Delivered, &[0], b"250")
+            .await
+            .expect("status");
+        defer_then_fill(&spool, forwards).await;
+        // The finished one let go; the other still pins the shared body.
+        assert_eq!(spool.segment_ids()[0], first_segment);
+        assert_eq!(spool.compact().await.expect("compact"), 1);
+        assert!(!spool.segment_ids().contains(&first_segment));
+        spool.close();
+    });
+    shard_support::on_shard(move || async move {
+        let (spool, report, _lock) = open(&dir);
+        assert_eq!(report.queued_messages, 1);
+        let mut b = Vec::new();
+        spool.read_body(forwards, &mut b).expect("copied body");
+        assert_eq!(b, body(7, 3000));
         spool.close();
     });
 }

@@ -5,7 +5,7 @@
 //!
 //! This module owns those keys as the config gives them (names, paths,
 //! choices). The users files and the alias file are read where they are
-//! used (`local`), at start and at reload, with their own line numbers.
+//! used (`hosted`), at start and at reload, with their own line numbers.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -44,7 +44,7 @@ pub struct DomainSection {
     pub maildir_owner: String,
     /// How a recipient is known to exist, at RCPT.
     pub verify: Verify,
-    /// For `verify = "users"`: a file of users (see `local::users`).
+    /// For `verify = "users"`: a file of users (see `hosted::users`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub users_file: Option<PathBuf>,
     /// For `verify = "users"`: users listed in the config.

@@ -5,8 +5,6 @@
 //! Must never: let CR, LF or another control character through, or write a
 //! line longer than [`MAX_LINE`] octets.
 
-use std::fmt::Write as _;
-
 /// RFC 5322 2.1.1: at most 998 octets per line, without the CRLF.
 pub(super) const MAX_LINE: usize = 998;
 /// Where folding starts, as RFC 5322 recommends.
@@ -86,14 +84,6 @@ pub(super) fn write_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends `\x{HEX}` for `c` (RFC 6533 EmbeddedUnicodeChar).
-fn push_escape(out: &mut Vec<u8>, c: u32) {
-    let mut s = String::new();
-    // Writing to a String cannot fail.
-    let _ = write!(s, "\\x{{{c:X}}}");
-    out.extend_from_slice(s.as_bytes());
-}
-
 /// Appends `addr` for a human reader or a header field: printable ASCII as
 /// is, other characters as UTF-8 when `utf8` allows it, the rest (controls,
 /// invalid UTF-8 octets) as `\x{HEX}`.
@@ -105,28 +95,11 @@ pub(super) fn push_address(out: &mut Vec<u8>, addr: &[u8], utf8: bool) {
                 let mut buf = [0u8; 4];
                 out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
             } else {
-                push_escape(out, u32::from(c));
+                crate::smtp::xtext::push_escape(out, u32::from(c));
             }
         }
         for &b in chunk.invalid() {
-            push_escape(out, u32::from(b));
-        }
-    }
-}
-
-/// Appends `addr` in RFC 6533 utf-8-addr-xtext form: QCHAR (printable
-/// ASCII but `+`, `=` and `\`) as is, everything else escaped.
-fn push_utf8_addr_xtext(out: &mut Vec<u8>, addr: &[u8]) {
-    for chunk in addr.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            if matches!(c, '!'..='~') && !matches!(c, '+' | '=' | '\\') {
-                out.push(c as u8);
-            } else {
-                push_escape(out, u32::from(c));
-            }
-        }
-        for &b in chunk.invalid() {
-            push_escape(out, u32::from(b));
+            crate::smtp::xtext::push_escape(out, u32::from(b));
         }
     }
 }
@@ -155,7 +128,7 @@ pub(super) fn address_value(addr_type: &str, addr: &[u8], global: bool) -> Vec<u
         push_address(&mut v, addr, true);
     } else {
         v.extend_from_slice(b"utf-8; ");
-        push_utf8_addr_xtext(&mut v, addr);
+        crate::smtp::xtext::push_utf8_addr_xtext(&mut v, addr);
     }
     v
 }

@@ -13,7 +13,7 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::AsyncReadExt;
+use futures_lite::{future, AsyncReadExt};
 use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
 use spool_format::envelope::{notify, BodyType, ChunkRef, Envelope as SpoolEnvelope, Recipient};
@@ -212,6 +212,7 @@ async fn drive<S: Transport>(
     loop {
         s.set_storage_available(ctx.storage_available());
         s.set_spool_failed(ctx.spool.has_failed());
+        s.set_today(crate::hosted::srs::day_of(ctx.clock.wall_ms()));
         let now = ctx.clock.monotonic_ms();
         let pending = &b.buf[b.start..b.end];
         let hold_back = s.wants_body() && !s.body_input_ready(pending, MIN_CHUNK);
@@ -261,6 +262,16 @@ async fn drive<S: Transport>(
                 b.spare_chunks = std::mem::take(&mut b.env.body);
             }
             Some(Event::MessageRejected(_)) => sink = None,
+            Some(Event::RcptVerify) => {
+                let mut event = Some(Event::RcptVerify);
+                while event == Some(Event::RcptVerify) {
+                    event = verify_recipient(s, ctx, &mut b.out).await;
+                }
+                if event == Some(Event::Close) {
+                    send(stream, &mut b.out, ctx).await;
+                    return Outcome::Closed;
+                }
+            }
             Some(Event::AuthAttempt) => {
                 let verdict = authenticate(s, ctx, &mut b.out).await;
                 if verdict == Some(Event::Close) {
@@ -332,6 +343,52 @@ async fn authenticate(s: &mut Session, ctx: &SessionContext, out: &mut Vec<u8>) 
         }
     }
     s.auth_result(ok, out).ok().flatten()
+}
+
+/// Answers a RCPT's question about a mailbox of an LMTP-verified domain:
+/// from this shard's cache of answers, or by asking the domain's LMTP
+/// server (within `PROBE_TIMEOUT`; the shard's other sessions go on).
+async fn verify_recipient(
+    s: &mut Session,
+    ctx: &SessionContext,
+    out: &mut Vec<u8>,
+) -> Option<Event> {
+    use crate::hosted::{cache, probe};
+    use crate::smtp::server::Verdict;
+    let mailbox = s.verify_request()?.to_owned();
+    let config = ctx.config();
+    let domain = crate::hosted::split_address(&mailbox).and_then(|(_, d)| config.hosted_domain(d));
+    let (Some(domain), now) = (domain, ctx.clock.monotonic_ms()) else {
+        // The configuration changed under the session: ask again later.
+        return s.rcpt_verified(Verdict::Unavailable, out).ok().flatten();
+    };
+    let cached = cache::with_shard_cache(|c| c.get(&mailbox, now));
+    let verdict = match (cached, &domain.lmtp) {
+        (Some(true), _) => Verdict::Exists,
+        (Some(false), _) => Verdict::Unknown,
+        (None, None) => Verdict::Unavailable,
+        (None, Some(target)) => {
+            let hostname = &config.server.hostname;
+            let v = probe::probe(target, hostname, &mailbox, probe::PROBE_TIMEOUT).await;
+            let exists = match v {
+                probe::Verdict::Exists => true,
+                probe::Verdict::Unknown => false,
+                probe::Verdict::Unavailable(why) => {
+                    tracing::warn!(mailbox = %mailbox, lmtp = %target, why = %why, "recipient not verified: 450");
+                    return s.rcpt_verified(Verdict::Unavailable, out).ok().flatten();
+                }
+            };
+            let ttl = domain.verify_cache.as_millis();
+            let now = ctx.clock.monotonic_ms();
+            cache::with_shard_cache(|c| c.put(&mailbox, exists, now, ttl));
+            if exists {
+                Verdict::Exists
+            } else {
+                Verdict::Unknown
+            }
+        }
+    };
+    s.rcpt_verified(verdict, out).ok().flatten()
 }
 
 /// Writes `out` to the client, counting the negative replies in it.
@@ -534,36 +591,82 @@ async fn commit(
         tracing::error!(error = %e, "spool append failed; answered 451");
         return Err(failed());
     }
-    fill_envelope(env, s, sink.msg_id, sink.len, ctx.clock.wall_ms());
+    let wall = ctx.clock.wall_ms();
+    // Forwards whose sender is rewritten go in an envelope of their own
+    // (the spool keeps one sender per message), naming the same body.
+    let forward_sender = s.forward_sender();
+    let own = forward_sender.as_ref().map(|_| false);
+    fill_envelope(env, s, sink.msg_id, sink.len, wall, own);
     env.pool = pool;
     env.body = sink.chunks;
-    match ctx.spool.commit_message(env).await {
-        Ok(id) => {
-            let id = ctx.display_id(id);
-            ctx.metrics.received.increment(1);
-            if ctx.config().log.messages {
-                tracing::info!(
-                    id = %id,
-                    from = %String::from_utf8_lossy(&env.reverse_path),
-                    size = env.body_len,
-                    rcpts = env.recipients.len(),
-                    client = %s.peer().ip,
-                    user = s.authenticated_user().map(String::from_utf8_lossy).as_deref(),
-                    "accepted"
-                );
+    let mut forwards = forward_sender.map(|sender| {
+        let mut f = SpoolEnvelope::default();
+        let msg_id = if env.recipients.is_empty() {
+            sink.msg_id
+        } else {
+            0
+        };
+        fill_envelope(&mut f, s, msg_id, sink.len, wall, Some(true));
+        f.reverse_path = sender;
+        f.pool = pool;
+        f.body = env.body.clone();
+        f
+    });
+    let committed = match forwards.as_mut() {
+        None => ctx.spool.commit_message(env).await.map(|_| ()),
+        Some(f) if env.recipients.is_empty() => ctx.spool.commit_message(f).await.map(|_| ()),
+        // Both appended before either waits: one sync covers the two. If
+        // one failed and the other not, the client is told 451 and sends
+        // again: its recipients may get the message twice, never none.
+        Some(f) => {
+            match future::zip(ctx.spool.commit_message(env), ctx.spool.commit_message(f)).await {
+                (Ok(_), Ok(_)) => Ok(()),
+                (Err(e), _) | (_, Err(e)) => Err(e),
             }
-            if let Some(log) = &ctx.accounting {
-                account_received(ctx, log, s, env, &id);
-            }
-            if let Some(outbound) = &ctx.outbound {
-                outbound.queue_new(env);
-            }
-            Ok(id)
         }
-        Err(e) => {
-            tracing::error!(error = %e, "spool commit failed; answered 451");
-            Err(NotQueued::Spool(SpoolFailure::Io))
+    };
+    if let Err(e) = committed {
+        tracing::error!(error = %e, "spool commit failed; answered 451");
+        return Err(NotQueued::Spool(SpoolFailure::Io));
+    }
+    let mut first = None;
+    for e in [Some(&*env), forwards.as_ref()].into_iter().flatten() {
+        if e.recipients.is_empty() {
+            continue;
         }
+        let id = ctx.display_id(e.msg_id);
+        accepted(s, ctx, e, &id);
+        first.get_or_insert(id);
+    }
+    if let Some(f) = forwards {
+        if env.recipients.is_empty() {
+            // The caller keeps the body's chunk list for the next message.
+            env.body = f.body;
+        }
+    }
+    first.ok_or(NotQueued::Spool(SpoolFailure::Io))
+}
+
+/// What follows a message's commit: the count, the log line, its
+/// accounting records, and the hand-over to delivery.
+fn accepted(s: &Session, ctx: &SessionContext, env: &SpoolEnvelope, id: &DisplayId) {
+    ctx.metrics.received.increment(1);
+    if ctx.config().log.messages {
+        tracing::info!(
+            id = %id,
+            from = %String::from_utf8_lossy(&env.reverse_path),
+            size = env.body_len,
+            rcpts = env.recipients.len(),
+            client = %s.peer().ip,
+            user = s.authenticated_user().map(String::from_utf8_lossy).as_deref(),
+            "accepted"
+        );
+    }
+    if let Some(log) = &ctx.accounting {
+        account_received(ctx, log, s, env, id);
+    }
+    if let Some(outbound) = &ctx.outbound {
+        outbound.queue_new(env);
     }
 }
 
@@ -621,13 +724,15 @@ fn pool_query<'a>(s: &'a Session, ctx: &'a SessionContext) -> crate::config::Poo
 }
 
 /// Copies the session's envelope into the reused spool envelope, keeping
-/// the buffers it already has.
+/// the buffers it already has; with `forwards`, only the recipients that
+/// are (`Some(true)`) or are not (`Some(false)`) forwards.
 fn fill_envelope(
     env: &mut SpoolEnvelope,
     s: &Session,
     msg_id: u64,
     body_len: u64,
     received_ms: u64,
+    forwards: Option<bool>,
 ) {
     let e = s.envelope();
     env.msg_id = msg_id;
@@ -641,8 +746,12 @@ fn fill_envelope(
     env.ret = stored_ret(e.ret()).into();
     refill(&mut env.reverse_path, e.reverse_path());
     refill(&mut env.envid, e.envid().unwrap_or_default());
-    env.recipients.truncate(e.recipient_count());
-    for (i, r) in e.recipients().enumerate() {
+    let chosen = e
+        .recipients()
+        .filter(|r| forwards.is_none_or(|f| r.forward == f));
+    let mut count = 0;
+    for (i, r) in chosen.enumerate() {
+        count = i + 1;
         if i == env.recipients.len() {
             env.recipients.push(Recipient::new(b"", 0, b""));
         }
@@ -656,6 +765,7 @@ fn fill_envelope(
         };
         dst.set_state(spool_format::RcptState::Pending);
     }
+    env.recipients.truncate(count);
 }
 
 fn refill(dst: &mut Vec<u8>, src: &[u8]) {

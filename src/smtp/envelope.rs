@@ -21,6 +21,7 @@ struct RecipientEntry {
     address: Span,
     notify: Option<Notify>,
     orcpt: Option<Span>,
+    forward: bool,
 }
 
 /// One accepted recipient, borrowed from the envelope.
@@ -32,6 +33,9 @@ pub struct Recipient<'a> {
     pub notify: Option<Notify>,
     /// `addr-type;xtext`, still encoded.
     pub orcpt: Option<&'a [u8]>,
+    /// An alias's target on another server: the mail is forwarded, and
+    /// its envelope sender may be rewritten.
+    pub forward: bool,
 }
 
 /// Envelope of the current transaction.
@@ -102,6 +106,7 @@ impl Envelope {
             address: self.get(r.address),
             notify: r.notify,
             orcpt: r.orcpt.map(|s| self.get(s)),
+            forward: r.forward,
         }
     }
 
@@ -139,12 +144,25 @@ impl Envelope {
     }
 
     pub(crate) fn add_recipient(&mut self, address: &[u8], params: &RcptParams<'_>) -> usize {
+        self.add_target(address, params.notify, params.orcpt, false)
+    }
+
+    /// Adds a recipient a RCPT stands for (one of an alias's targets, a
+    /// user's mailbox address) and returns its index.
+    pub(crate) fn add_target(
+        &mut self,
+        address: &[u8],
+        notify: Option<Notify>,
+        orcpt: Option<&[u8]>,
+        forward: bool,
+    ) -> usize {
         let address = self.store(address);
-        let orcpt = params.orcpt.map(|o| self.store(o));
+        let orcpt = orcpt.map(|o| self.store(o));
         self.recipients.push(RecipientEntry {
             address,
-            notify: params.notify,
+            notify,
             orcpt,
+            forward,
         });
         self.recipients.len() - 1
     }

@@ -15,6 +15,7 @@ pub mod header_field;
 pub mod params;
 pub mod parse;
 pub mod received;
+pub mod recipients;
 pub mod relay;
 pub mod reply;
 pub mod sasl;

@@ -196,6 +196,22 @@ pub const NO_POSTMASTER: Reply = Reply::new(
     "5.1.1",
     "<postmaster> has no mailbox on this server: its operator must set [server] postmaster",
 );
+/// A recipient of a hosted domain that no user, alias or catch-all
+/// takes, or a rewritten sender (`SRS0=`) that is not genuine or too old.
+pub const UNKNOWN_USER: Reply = Reply::new(550, "5.1.1", "No such user here");
+/// An alias that names itself through others (RFC 3463 5.4.6: routing
+/// loop detected): known before any mail is taken.
+pub const ALIAS_LOOP: Reply = Reply::new(550, "5.4.6", "Alias loop detected");
+pub const ALIAS_TOO_DEEP: Reply = Reply::new(550, "5.4.6", "Alias expansion too deep or too large");
+/// The LMTP server of the recipient's domain answered 4xx, or could not be
+/// asked: 450 (RFC 5321: mailbox unavailable, try again) with 4.2.0 (RFC
+/// 3463: a temporary mailbox condition), so the client retries later and
+/// nothing is accepted that might have to bounce.
+pub const VERIFY_UNAVAILABLE: Reply = Reply::new(
+    450,
+    "4.2.0",
+    "Recipient cannot be verified now, try again later",
+);
 /// A recipient given twice in one transaction: accepted once.
 pub const DUPLICATE_RECIPIENT: Reply =
     Reply::new(250, "2.1.5", "Ok (duplicate recipient, accepted once)");

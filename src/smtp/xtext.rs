@@ -159,6 +159,40 @@ pub fn decode_orcpt(v: &[u8]) -> Result<Orcpt, XtextError> {
     Ok(Orcpt { addr_type, address })
 }
 
+/// Appends `\x{HEX}` for `c` (RFC 6533 EmbeddedUnicodeChar).
+pub fn push_escape(out: &mut Vec<u8>, c: u32) {
+    out.extend_from_slice(format!("\\x{{{c:X}}}").as_bytes());
+}
+
+/// Appends `addr` in RFC 6533 utf-8-addr-xtext form: QCHAR (printable
+/// ASCII but `+`, `=` and `\`) as is, everything else escaped.
+pub fn push_utf8_addr_xtext(out: &mut Vec<u8>, addr: &[u8]) {
+    for chunk in addr.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if matches!(c, '!'..='~') && !matches!(c, '+' | '=' | '\\') {
+                out.push(c as u8);
+            } else {
+                push_escape(out, u32::from(c));
+            }
+        }
+        for &b in chunk.invalid() {
+            push_escape(out, u32::from(b));
+        }
+    }
+}
+
+/// Appends `v` as xtext (RFC 3461 4): printable ASCII but `+` and `=` as
+/// is, every other octet as `+HH`.
+pub fn push_xtext(out: &mut Vec<u8>, v: &[u8]) {
+    for &b in v {
+        if (0x21..=0x7e).contains(&b) && b != b'+' && b != b'=' {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("+{b:02X}").as_bytes());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,6 +93,9 @@ pub use super::params::Ret;
 pub use command::{notify, Transaction, TxRecipient};
 pub use ehlo::Extensions;
 pub use encode::BodyEncoder;
+/// The reply framer, for the other dialogues petrel has as a client (the
+/// LMTP probe of recipient verification).
+pub(crate) use reply::{parse as parse_reply, Parsed as ParsedReply};
 pub use reply::{EnhancedStatus, ServerReply};
 
 use transaction::Tx;

@@ -139,7 +139,7 @@ impl fmt::Display for Escaped<'_> {
 }
 
 #[derive(Debug)]
-pub(super) enum Parsed {
+pub(crate) enum Parsed {
     /// More input is needed.
     Incomplete,
     /// Not an SMTP reply: the connection cannot be trusted any more.
@@ -153,7 +153,7 @@ pub(super) enum Parsed {
 /// Frames the first reply in `buf`. Lines end with LF; a CR before it is
 /// dropped (servers are strict about CRLF, but a lone LF from a server
 /// harms nothing and is common enough to accept).
-pub(super) fn parse(buf: &[u8]) -> Parsed {
+pub(crate) fn parse(buf: &[u8]) -> Parsed {
     let mut pos = 0;
     let mut code = None;
     for _ in 0..MAX_REPLY_LINES {

@@ -35,7 +35,7 @@ impl Session {
             Command::Rcpt {
                 forward_path,
                 params,
-            } => self.rcpt(&forward_path, &params, out),
+            } => self.rcpt(line, &forward_path, &params, out),
             Command::Data => self.data(out),
             Command::Bdat { size, last } => self.bdat(size, last, out),
             Command::Rset => {
@@ -130,6 +130,7 @@ impl Session {
 
     fn rcpt(
         &mut self,
+        line: &[u8],
         rcpt: &crate::smtp::address::Mailbox<'_>,
         params: &RcptParams<'_>,
         out: &mut Vec<u8>,
@@ -152,6 +153,9 @@ impl Session {
         let postmaster = rcpt.domain_kind == DomainKind::None;
         if postmaster && self.cfg.postmaster.is_empty() {
             return self.fail(reply::NO_POSTMASTER, out);
+        }
+        if let Some(event) = self.hosted_rcpt(line, rcpt, params, out) {
+            return event;
         }
         if self.envelope.has_recipient(stored_address(&self.cfg, rcpt)) {
             return self.reply(reply::DUPLICATE_RECIPIENT, out);

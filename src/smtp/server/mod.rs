@@ -18,6 +18,7 @@ mod body;
 mod commands;
 #[cfg(test)]
 mod tests;
+mod verify;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -26,9 +27,11 @@ use super::data::{BdatReceiver, BodyOutcome, DataReceiver, SizeLimit};
 use super::envelope::Envelope;
 use super::parse::{self, Line};
 use super::received::{self, ReceivedInfo};
+use super::recipients::{RecipientTable, Target};
 use super::reply::{self, Reply};
 
 pub use super::received::TlsInfo;
+pub use verify::Verdict;
 
 /// The receive buffer must hold this much unconsumed input: the longest
 /// line the session waits for (an AUTH line, RFC 4954 4) must fit whole.
@@ -60,6 +63,9 @@ pub struct ServerConfig {
     pub auth_available: bool,
     /// Domains we accept mail for from anyone (relay policy).
     pub local_domains: Vec<String>,
+    /// The recipients of the hosted domains: every RCPT for one of them,
+    /// from any client, is resolved through it.
+    pub recipients: Option<Arc<dyn RecipientTable>>,
     /// Where mail for the domainless `<Postmaster>` goes (`[server]
     /// postmaster`); empty: nowhere, and such a recipient is refused.
     pub postmaster: Vec<u8>,
@@ -93,6 +99,7 @@ impl Default for ServerConfig {
             tls_available: false,
             auth_available: false,
             local_domains: Vec::new(),
+            recipients: None,
             postmaster: Vec::new(),
             command_timeout_ms: 300_000,
             data_timeout_ms: 600_000,
@@ -140,6 +147,10 @@ pub enum Event {
     StartTls,
     /// Check [`Session::auth_credentials`], then call `auth_result`.
     AuthAttempt,
+    /// A RCPT waits for the LMTP server of its domain: ask it whether
+    /// [`Session::verify_request`] exists, then call `rcpt_verified`.
+    /// Input (pipelined commands too) waits until then.
+    RcptVerify,
     /// Write `out`, then close the connection.
     Close,
 }
@@ -200,6 +211,8 @@ enum State {
     },
     Sasl(SaslStep),
     AwaitAuth,
+    /// A RCPT waits for a verdict on a mailbox (`RcptVerify`).
+    AwaitVerify,
     Data(DataReceiver),
     Bdat {
         rx: BdatReceiver,
@@ -246,6 +259,16 @@ pub struct Session {
     last_input_ms: u64,
     rate_window_start_ms: u64,
     rate_window_bytes: u64,
+    /// The SRS day number (set by the I/O layer, which owns the clock).
+    today: u32,
+    /// The RCPT line waiting for `RcptVerify`, run again with the answer.
+    pending_rcpt: Vec<u8>,
+    /// The mailbox `RcptVerify` asks about.
+    verify_mailbox: String,
+    /// The answers for the RCPT being resolved: mailbox, exists.
+    verify_answers: Vec<(String, bool)>,
+    /// What the last RCPT resolved into (reused).
+    targets: Vec<Target>,
 }
 
 impl Session {
@@ -276,6 +299,11 @@ impl Session {
             last_input_ms: now_ms,
             rate_window_start_ms: now_ms,
             rate_window_bytes: 0,
+            today: 0,
+            pending_rcpt: Vec::new(),
+            verify_mailbox: String::new(),
+            verify_answers: Vec::new(),
+            targets: Vec::new(),
         }
     }
 
@@ -329,9 +357,11 @@ impl Session {
                 // Discarding keeps plaintext from reaching the TLS layer and
                 // anything sent after QUIT from being read.
                 State::AwaitTls | State::Closed => (rest.len(), None),
-                State::Data(_) | State::Bdat { .. } | State::AwaitAuth | State::AwaitSpool => {
-                    (0, None)
-                }
+                State::Data(_)
+                | State::Bdat { .. }
+                | State::AwaitAuth
+                | State::AwaitVerify
+                | State::AwaitSpool => (0, None),
             };
             pos += used;
             if event.is_some() {
@@ -562,7 +592,7 @@ impl Session {
         let whole = self.started_ms.saturating_add(self.cfg.session_timeout_ms);
         match self.state {
             // The I/O layer owes us an answer: its own time, not the client's.
-            State::Closed | State::AwaitSpool | State::AwaitAuth => None,
+            State::Closed | State::AwaitSpool | State::AwaitAuth | State::AwaitVerify => None,
             _ if self.measuring_rate() => {
                 let window = self
                     .rate_window_start_ms

@@ -38,6 +38,9 @@ struct Client {
     auto_tls: bool,
     /// Destination room per `receive_data` call.
     dst_len: usize,
+    /// Answers to `RcptVerify` by mailbox; a mailbox not here leaves the
+    /// session waiting.
+    verdicts: Vec<(&'static str, Verdict)>,
 }
 
 impl Client {
@@ -59,6 +62,7 @@ impl Client {
             auto_spool: true,
             auto_tls: true,
             dst_len: 7,
+            verdicts: Vec::new(),
         }
     }
 
@@ -118,12 +122,30 @@ impl Client {
                 let r = self.s.auth_result(ok, &mut self.out);
                 return !matches!(r, Ok(Some(Event::Close)));
             }
+            Event::RcptVerify => {
+                let asked = self.s.verify_request().unwrap_or_default();
+                let Some(&(_, v)) = self.verdicts.iter().find(|(m, _)| *m == asked) else {
+                    return false;
+                };
+                let r = self.s.rcpt_verified(v, &mut self.out);
+                return match r {
+                    Ok(Some(e)) => {
+                        self.events.push(e);
+                        self.on_event(e)
+                    }
+                    Ok(None) => true,
+                    Err(_) => false,
+                };
+            }
             Event::Close => return false,
             _ => {}
         }
         true
     }
 }
+
+#[path = "verify_tests.rs"]
+mod verify_tests;
 
 /// A session that has said EHLO, with its greeting and EHLO reply dropped.
 fn greeted() -> Client {
