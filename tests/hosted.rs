@@ -30,7 +30,8 @@ const SENDER: &str = "sender@sender.test";
 const BODY: &str = "From: <sender@sender.test>\r\nSubject: hosted\r\n\r\nhosted-body-marker\r\n";
 
 /// An LMTP server that knows `users` (mailbox addresses) and logs every
-/// RCPT it is asked; every message gets 451, so nothing is delivered.
+/// RCPT it is asked in a transaction that sends no data (a verification);
+/// every message gets 451 (one per recipient), so nothing is delivered.
 struct Lmtp {
     addr: SocketAddr,
     asked: Arc<Mutex<Vec<String>>>,
@@ -77,16 +78,23 @@ fn serve_lmtp(conn: impl Read, mut w: impl Write, users: &[String], asked: &Mute
     let _ = w.write_all(b"220 lmtp.test LMTP ready\r\n");
     let mut line = String::new();
     let mut in_data = false;
+    // The RCPTs of the transaction under way: a verification's when it
+    // ends without data, a delivery's when data follows.
+    let mut pending: Vec<String> = Vec::new();
+    let mut accepted = 0;
     loop {
         line.clear();
         if r.read_line(&mut line).unwrap_or(0) == 0 {
+            asked.lock().expect("lock").append(&mut pending);
             return;
         }
         let cmd = line.trim_end();
         if in_data {
             if cmd == "." {
                 in_data = false;
-                let _ = w.write_all(b"451 4.3.0 not today\r\n");
+                let verdicts = "451 4.3.0 not today\r\n".repeat(accepted);
+                let _ = w.write_all(verdicts.as_bytes());
+                accepted = 0;
             }
             continue;
         }
@@ -96,18 +104,27 @@ fn serve_lmtp(conn: impl Read, mut w: impl Write, users: &[String], asked: &Mute
         } else if let Some(rest) = upper.strip_prefix("RCPT TO:<") {
             let mailbox = cmd[9..9 + rest.find('>').unwrap_or(0)].to_owned();
             let known = users.contains(&mailbox);
-            asked.lock().expect("lock").push(mailbox);
+            pending.push(mailbox);
             match known {
-                true => "250 2.1.5 ok\r\n".to_owned(),
+                true => {
+                    accepted += 1;
+                    "250 2.1.5 ok\r\n".to_owned()
+                }
                 false => "550 5.1.1 no such user\r\n".to_owned(),
             }
         } else if upper == "DATA" {
             in_data = true;
+            pending.clear();
             "354 go\r\n".to_owned()
         } else if upper == "QUIT" {
+            asked.lock().expect("lock").append(&mut pending);
             let _ = w.write_all(b"221 bye\r\n");
             return;
         } else {
+            if upper == "RSET" || upper.starts_with("MAIL") {
+                asked.lock().expect("lock").append(&mut pending);
+                accepted = 0;
+            }
             "250 ok\r\n".to_owned()
         };
         if w.write_all(reply.as_bytes()).is_err() {
