@@ -367,11 +367,16 @@ run_petrel() {
 }
 
 # Writes a private Dovecot under DIR whose LMTP listens on LMTP_ADDR and
-# stores into Maildirs under DIR/mail, every user accepted; it runs as the
-# invoking user (no privileged port, no system service).
+# stores into Maildirs under DIR/mail, every user accepted. It runs as one
+# unprivileged user throughout (no privileged port, no system service): the
+# invoking user, or, when that is root (Dovecot refuses to deliver mail as
+# root), the `dovecot` user the package makes, started by dovecot_command.
 write_dovecot() {
     local dir=$1 user group
     user=$(id -un) group=$(id -gn)
+    if [[ $(id -u) == 0 ]]; then
+        user=dovecot group=dovecot
+    fi
     mkdir -p "$dir/run" "$dir/state" "$dir/mail"
     cat >"$dir/dovecot.conf" <<EOF
 base_dir = $dir/run
@@ -390,7 +395,7 @@ passdb {
 }
 userdb {
   driver = static
-  args = uid=$(id -u) gid=$(id -g) home=$dir/mail/%n allow_all_users=yes
+  args = home=$dir/mail/%n allow_all_users=yes
 }
 service lmtp {
   inet_listener lmtp {
@@ -402,6 +407,19 @@ service anvil {
   chroot =
 }
 EOF
+}
+
+# The command that starts Dovecot: as root, through setpriv as the dovecot
+# user, keeping the file capabilities to read and write the run's
+# directory, which root owns.
+dovecot_command() {
+    if [[ $(id -u) == 0 ]]; then
+        local caps=+dac_override,+dac_read_search,+fowner
+        echo setpriv --reuid=dovecot --regid=dovecot --clear-groups \
+            --inh-caps=$caps --ambient-caps=$caps "$DOVECOT"
+    else
+        echo "$DOVECOT"
+    fi
 }
 
 # Files delivered into the Maildirs under DIR (new/ of every user).
@@ -422,7 +440,8 @@ verify = \"none\""
         [[ -x $DOVECOT ]] || die "LOCAL=lmtp needs Dovecot ($DOVECOT)"
         write_dovecot "$dir/dovecot"
         require_free "$LMTP_ADDR"
-        "$DOVECOT" -F -c "$dir/dovecot/dovecot.conf" &
+        # shellcheck disable=SC2046 # one word per argument
+        $(dovecot_command) -F -c "$dir/dovecot/dovecot.conf" &
         dovecot_pid=$!
         started_pids+=("$dovecot_pid")
         wait_listening "$LMTP_ADDR" 1 "$dovecot_pid" ||
