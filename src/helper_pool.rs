@@ -89,6 +89,22 @@ impl HelperPool {
         }
     }
 
+    /// Runs `f` on the pool and awaits its result, waiting for room when
+    /// the queue is full (so the jobs waiting are bounded by the callers
+    /// awaiting them); `None` if no thread runs or the job ended without an
+    /// answer.
+    pub async fn run_queued<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, answer) = flume::bounded(1);
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.queue.as_ref()?.send_async(job).await.ok()?;
+        answer.recv_async().await.ok()
+    }
+
     /// Runs `f` on the pool and awaits its result, or runs it at once on
     /// the caller's thread if the pool refuses it, so that load never
     /// leaves the work undone. `None` only if the job ended without an

@@ -27,8 +27,8 @@ use super::notice::Notice;
 use super::report::Via;
 use super::Outbound;
 use crate::config::{DomainSection, LocalDelivery};
+use crate::helper_pool::HelperPool;
 use crate::local::maildir::{self, MaildirError, MaildirFile, Owner, Unique};
-use crate::local::threads::Threads;
 use crate::schedule::QueueKey;
 use crate::smtp::client::{OutcomeKind, RcptOutcome, ServerReply};
 
@@ -41,7 +41,7 @@ const SEEN_MAX: usize = 100_000;
 #[derive(Default)]
 pub(super) struct Maildirs {
     /// Started on first use; `None` inside when no thread could start.
-    threads: OnceCell<Option<Rc<Threads>>>,
+    threads: OnceCell<Option<Rc<HelperPool>>>,
     /// Files written by this shard, for unique names.
     written: Cell<u64>,
     /// The Maildirs used since start.
@@ -49,9 +49,9 @@ pub(super) struct Maildirs {
 }
 
 impl Maildirs {
-    fn threads(&self) -> Option<Rc<Threads>> {
+    fn threads(&self) -> Option<Rc<HelperPool>> {
         self.threads
-            .get_or_init(|| Threads::start().map(Rc::new))
+            .get_or_init(|| crate::local::threads::start().map(Rc::new))
             .clone()
     }
 
@@ -236,7 +236,7 @@ async fn write(
     let body = std::mem::take(message);
     let work_root = root;
     let done = threads
-        .run(move || {
+        .run_queued(move || {
             let owner = Owner::parse(&owner);
             let results = planned
                 .iter()

@@ -149,8 +149,8 @@ impl<'a> HeadBytes<'a> {
         let b = &self.bytes;
         let mut i = at;
         loop {
-            match memchr::memmem::find(&b[i..], b"\r\n") {
-                Some(n) => i += n + 2,
+            match line_end(&b[i..]) {
+                Some(n) => i += n,
                 None => return b.len(),
             }
             if i >= b.len() || !matches!(b[i], b' ' | b'\t') || i == at + 2 {
@@ -180,6 +180,22 @@ impl<'a> HeadBytes<'a> {
     }
 }
 
+/// Just past the first CRLF of `b`, if any. Looks for the LF with
+/// `memchr` (one byte, no searcher to build: this runs once per header
+/// line of every message the accounting log gives a job ID) and takes the
+/// first one that a CR precedes.
+fn line_end(b: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(n) = memchr::memchr(b'\n', &b[from..]) {
+        let lf = from + n;
+        if lf > 0 && b[lf - 1] == b'\r' {
+            return Some(lf + 1);
+        }
+        from = lf + 1;
+    }
+    None
+}
+
 /// Where in `next` the header section ends (just after its empty line),
 /// when `before` (which holds no end) and `next` hold it, the two read
 /// as one: the end may straddle them.
@@ -200,6 +216,22 @@ mod tests {
     use super::*;
 
     const MSG: &[u8] = b"Received: from x\r\nSubject: hi\r\nX-Petrel-Pool: news\r\nTo: a@b\r\n\r\nbody\r\nX-Petrel-Pool: not a header\r\n";
+
+    #[test]
+    fn a_line_ends_after_the_first_crlf_not_at_a_bare_lf() {
+        assert_eq!(line_end(b"ab\r\ncd\r\n"), Some(4));
+        assert_eq!(line_end(b"a\nb\r\n"), Some(5));
+        assert_eq!(line_end(b"\n\r\n"), Some(3));
+        assert_eq!(line_end(b"ab\r"), None);
+        assert_eq!(line_end(b"ab\n"), None);
+        assert_eq!(line_end(b""), None);
+    }
+
+    #[test]
+    fn a_bare_lf_inside_a_field_does_not_end_it() {
+        let msg: &[u8] = b"Subject: a\nX-Job: fake\r\nX-Job: real\r\n\r\nbody";
+        assert_eq!(value_text(&[msg], "X-Job").as_deref(), Some("real"));
+    }
 
     /// `MSG` split into chunks at every way of cutting it in three.
     fn splits() -> Vec<Vec<&'static [u8]>> {
