@@ -208,8 +208,13 @@ fn header_end(before: &[u8], next: &[u8]) -> Option<usize> {
     let across = memchr::memmem::find(&seam[..carried + lead], HEADER_END);
     across
         .map(|n| n + HEADER_END.len() - carried)
-        .or_else(|| memchr::memmem::find(next, HEADER_END).map(|n| n + HEADER_END.len()))
+        .or_else(|| HEADER_END_FINDER.find(next).map(|n| n + HEADER_END.len()))
 }
+
+/// The searcher for [`HEADER_END`], built once rather than at every
+/// chunk of every message scanned.
+static HEADER_END_FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(HEADER_END));
 
 #[cfg(test)]
 mod tests {
