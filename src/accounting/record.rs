@@ -223,13 +223,21 @@ impl Record<'_> {
             }
             start..scratch.len()
         }
+        /// Numbers without `fmt`'s machinery: two or three a record.
+        fn number(scratch: &mut String, value: Option<u64>) -> Range<usize> {
+            let start = scratch.len();
+            if let Some(value) = value {
+                scratch.push_str(itoa::Buffer::new().format(value));
+            }
+            start..scratch.len()
+        }
         scratch.clear();
-        let logged = put(scratch, Some(self.time_logged));
-        let queued = put(scratch, Some(self.time_queued));
+        let logged = number(scratch, Some(self.time_logged));
+        let queued = number(scratch, Some(self.time_queued));
         let status = put(scratch, self.dsn_status);
         let source = put(scratch, self.dlv_source_ip);
         let destination = put(scratch, self.dlv_destination_ip);
-        let size = put(scratch, self.dlv_size);
+        let size = number(scratch, self.dlv_size);
         let s = scratch.as_bytes();
         fn text(v: Option<&str>) -> &[u8] {
             v.map_or(b"", str::as_bytes)

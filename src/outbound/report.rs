@@ -158,7 +158,7 @@ impl Outbound {
             });
             let pool_name = egress.pool_name(pool);
             // `smtp;` and the reply, for each record in turn.
-            let mut diag = String::new();
+            let mut diag = String::with_capacity(if accounting.is_some() { 128 } else { 0 });
             let mut n = 0;
             for (i, reply) in rcpts {
                 n += 1;
