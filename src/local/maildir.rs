@@ -46,39 +46,18 @@ pub fn header_prefix(out: &mut Vec<u8>, sender: &[u8], mailbox: &[u8]) {
 /// `mailbox` (without regard to case): it has been delivered here before
 /// and came back, a mail loop.
 pub fn delivered_before(message: &[u8], mailbox: &[u8]) -> bool {
-    const NAME: &[u8] = b"delivered-to:";
-    let mut rest = message;
-    // Up to the empty line that ends the header.
-    while !rest.is_empty() && !rest.starts_with(b"\r\n") && !rest.starts_with(b"\n") {
-        let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
-        let (line, next) = rest.split_at(end);
-        rest = next;
-        let Some(name) = line.get(..NAME.len()) else {
-            continue;
-        };
-        if !name.eq_ignore_ascii_case(NAME) {
-            continue;
-        }
-        // The value with its folded continuation lines.
-        let mut value = line[NAME.len()..].to_vec();
-        while rest.first().is_some_and(|&b| b == b' ' || b == b'\t') {
-            let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
-            value.extend_from_slice(&rest[..end]);
-            rest = &rest[end..];
-        }
+    crate::smtp::header_field::any_value(&[message], b"Delivered-To", |value| {
         let value: Vec<u8> = value
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|b| !b.is_ascii_whitespace())
             .collect();
-        let value = value
+        let bare = value
             .strip_prefix(b"<")
             .and_then(|v| v.strip_suffix(b">"))
             .unwrap_or(&value);
-        if value.eq_ignore_ascii_case(mailbox) {
-            return true;
-        }
-    }
-    false
+        bare.eq_ignore_ascii_case(mailbox)
+    })
 }
 
 /// The host name as a file name part: `/` and `:` (which a Maildir name

@@ -28,22 +28,21 @@ pub struct Found {
 pub fn find(chunks: &[&[u8]], name: &[u8]) -> Option<Found> {
     let head = HeadBytes::new(chunks);
     let mut found = Found::default();
-    let mut at = 0;
-    while at < head.len() {
-        let end = head.field_end(at);
-        if end == at + 2 || head.is_end_of_headers(at) {
-            // An empty line: the header section is over.
-            break;
+    head.each_named(name, |at, end| {
+        if found.ranges.is_empty() {
+            found.value = head.value(at + name.len() + 1, end);
         }
-        if head.field_named(at, name) {
-            if found.ranges.is_empty() {
-                found.value = head.value(at + name.len() + 1, end);
-            }
-            found.ranges.push((at as u64, end as u64));
-        }
-        at = end;
-    }
+        found.ranges.push((at as u64, end as u64));
+        false
+    });
     (!found.ranges.is_empty()).then_some(found)
+}
+
+/// Whether some occurrence of the header field `name` in the message made
+/// of `chunks` has a value (unfolded, trimmed) that `test` accepts.
+pub fn any_value(chunks: &[&[u8]], name: &[u8], mut test: impl FnMut(&[u8]) -> bool) -> bool {
+    let head = HeadBytes::new(chunks);
+    head.each_named(name, |at, end| test(&head.value(at + name.len() + 1, end)))
 }
 
 /// The first value of header field `name` in the message made of
@@ -157,6 +156,25 @@ impl<'a> HeadBytes<'a> {
                 return i;
             }
         }
+    }
+
+    /// Calls `f` with the start and end of each field named `name`, in
+    /// order, until it returns true (then true) or the header section
+    /// ends (then false).
+    fn each_named(&self, name: &[u8], mut f: impl FnMut(usize, usize) -> bool) -> bool {
+        let mut at = 0;
+        while at < self.len() {
+            let end = self.field_end(at);
+            if end == at + 2 || self.is_end_of_headers(at) {
+                // An empty line: the header section is over.
+                return false;
+            }
+            if self.field_named(at, name) && f(at, end) {
+                return true;
+            }
+            at = end;
+        }
+        false
     }
 
     fn is_end_of_headers(&self, at: usize) -> bool {
