@@ -44,7 +44,7 @@ pub struct SigningSection {
     /// A directory of `<domain>/<selector>.pem` keys, each signing mail
     /// from its domain and the domains under it with the defaults; none
     /// (printed as `""`): no key directory.
-    #[serde(serialize_with = "key_dir_text")]
+    #[serde(serialize_with = "super::path_or_empty")]
     pub key_dir: Option<PathBuf>,
     /// Threads that do the private-key operation of each signature
     /// (`petrel-dkim`); 0: each shard signs the mail it receives itself.
@@ -72,11 +72,4 @@ fn algorithm_text<S: Serializer>(value: &Algorithm, s: S) -> Result<S::Ok, S::Er
 
 fn canonicalization_text<S: Serializer>(value: &Canonicalization, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(value)
-}
-
-fn key_dir_text<S: Serializer>(value: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
-    match value {
-        Some(path) => path.serialize(s),
-        None => s.serialize_str(""),
-    }
 }

@@ -97,19 +97,19 @@ pub enum LmtpTarget {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct AliasesSection {
     /// The alias file (`address: target, target`); none: no aliases.
-    #[serde(serialize_with = "path_or_empty")]
+    #[serde(serialize_with = "super::path_or_empty")]
     pub file: Option<PathBuf>,
     /// The envelope sender of mail an alias forwards to another server.
     pub forward_sender: ForwardSender,
     /// The domain of rewritten senders: bounces of forwarded mail come
     /// back to it, so it must reach this server; none (printed as `""`):
     /// `[server] hostname`.
-    #[serde(serialize_with = "text_or_empty")]
+    #[serde(serialize_with = "super::text_or_empty")]
     pub srs_domain: Option<String>,
     /// The secret that signs rewritten senders, one line of at least 16
     /// bytes; none: `srs-secret` in the spool directory, made on first
     /// start.
-    #[serde(serialize_with = "path_or_empty")]
+    #[serde(serialize_with = "super::path_or_empty")]
     pub srs_secret_file: Option<PathBuf>,
 }
 
@@ -196,15 +196,4 @@ impl Serialize for LmtpTarget {
 
 fn mode_text<S: Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&format_args!("{mode:04o}"))
-}
-
-fn path_or_empty<S: Serializer>(value: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
-    match value {
-        Some(path) => path.serialize(s),
-        None => s.serialize_str(""),
-    }
-}
-
-fn text_or_empty<S: Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(value.as_deref().unwrap_or(""))
 }

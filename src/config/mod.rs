@@ -518,6 +518,26 @@ impl Config {
     }
 }
 
+/// Serializes a path that may be absent as `""` when it is (the file
+/// form of "none" for path keys).
+fn path_or_empty<S: serde::Serializer>(value: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(path) => path.serialize(s),
+        None => s.serialize_str(""),
+    }
+}
+
+/// Serializes a value that may be absent as its text, or `""` when it is.
+fn text_or_empty<T: std::fmt::Display, S: serde::Serializer>(
+    value: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_str(""),
+    }
+}
+
 /// A message with the byte range it is about, before it gets a file name.
 #[derive(Debug)]
 struct Located {

@@ -36,7 +36,7 @@ impl Default for LogSection {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AdminSection {
     /// Where it listens; none (`""` in the file): no admin endpoint.
-    #[serde(serialize_with = "address_text")]
+    #[serde(serialize_with = "super::text_or_empty")]
     pub address: Option<SocketAddr>,
     /// Clients allowed to use it; loopback unless set.
     pub allow: Vec<IpNet>,
@@ -48,16 +48,6 @@ impl Default for AdminSection {
             address: DEFAULT_ADMIN_ADDRESS.parse().ok(),
             allow: super::raw::loopback_networks(),
         }
-    }
-}
-
-fn address_text<S: serde::Serializer>(
-    address: &Option<SocketAddr>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match address {
-        Some(a) => serializer.collect_str(a),
-        None => serializer.serialize_str(""),
     }
 }
 
