@@ -210,8 +210,21 @@ networks = ["127.0.0.0/8"]
 
 [delivery]
 paused = true
-"#,
-        tmp.path().join("spool").display()
+{ops}"#,
+        tmp.path().join("spool").display(),
+        ops = ops_text(tmp)
+    )
+}
+
+/// With `OPS=on` in the environment: the admin endpoint (so metrics are
+/// kept) and the accounting log, as an operator runs them; else neither.
+fn ops_text(tmp: &tempfile::TempDir) -> String {
+    if std::env::var("OPS").as_deref() != Ok("on") {
+        return "\n[admin]\naddress = \"\"\n".to_owned();
+    }
+    format!(
+        "\n[admin]\naddress = \"127.0.0.1:0\"\n\n[accounting]\npath = \"{}\"\n",
+        tmp.path().join("acct.csv").display()
     )
 }
 

@@ -202,17 +202,13 @@ impl Serialize for DsnStatus {
 }
 
 impl Record<'_> {
-    /// Writes the record as one CSV line through `writer`, its fields in
+    /// Writes the record as one CSV line into `out`, its fields in
     /// [`FIELDS`] order: the numbers and addresses formatted into
     /// `scratch` (kept by the caller, so no allocation per record), every
     /// field handed to the CSV writer as bytes, which quotes what needs
     /// it. The same line the record's `Serialize` gives (a test holds
     /// them equal), without serde's work per field.
-    fn write_csv(
-        &self,
-        writer: &mut csv::Writer<Vec<u8>>,
-        scratch: &mut String,
-    ) -> Result<(), csv::Error> {
+    fn write_csv(&self, out: &mut CsvLines, scratch: &mut String) {
         use std::fmt::{Display, Write};
         use std::ops::Range;
         fn put(scratch: &mut String, value: Option<impl Display>) -> Range<usize> {
@@ -234,7 +230,18 @@ impl Record<'_> {
         scratch.clear();
         let logged = number(scratch, Some(self.time_logged));
         let queued = number(scratch, Some(self.time_queued));
-        let status = put(scratch, self.dsn_status);
+        let status = {
+            let start = scratch.len();
+            if let Some(s) = self.dsn_status {
+                let mut number = itoa::Buffer::new();
+                scratch.push_str(number.format(s.class));
+                scratch.push('.');
+                scratch.push_str(number.format(s.subject));
+                scratch.push('.');
+                scratch.push_str(number.format(s.detail));
+            }
+            start..scratch.len()
+        };
         let source = put(scratch, self.dlv_source_ip);
         let destination = put(scratch, self.dlv_destination_ip);
         let size = number(scratch, self.dlv_size);
@@ -242,7 +249,7 @@ impl Record<'_> {
         fn text(v: Option<&str>) -> &[u8] {
             v.map_or(b"", str::as_bytes)
         }
-        writer.write_record([
+        out.write_record([
             self.record_type.letter().as_bytes(),
             &s[logged],
             &s[queued],
@@ -266,7 +273,7 @@ impl Record<'_> {
             text(self.job_id),
             text(self.env_id),
             self.queue_id.as_bytes(),
-        ])
+        ]);
     }
 }
 
@@ -285,28 +292,94 @@ pub enum Format {
 pub fn header(format: Format) -> Vec<u8> {
     match format {
         Format::Csv => {
-            let mut writer = csv_writer(Vec::new());
-            // Writing to a Vec cannot fail, and the names need no escaping.
-            let _ = writer.write_record(FIELDS);
-            writer.into_inner().unwrap_or_default()
+            let mut out = CsvLines::new(0);
+            out.write_record(FIELDS.map(str::as_bytes));
+            out.into_bytes()
         }
         Format::Json => Vec::new(),
     }
 }
 
-/// The CSV writer every line goes through: RFC 4180, CRLF line ends, no
-/// header of its own.
-fn csv_writer(out: Vec<u8>) -> csv::Writer<Vec<u8>> {
-    csv::WriterBuilder::new()
-        .has_headers(false)
-        .terminator(csv::Terminator::CRLF)
-        .buffer_capacity(CSV_BUFFER)
-        .from_writer(out)
+/// CSV lines (RFC 4180, CRLF line ends) written by the CSV library's
+/// writer straight into the bytes that go to the log: no buffer of its
+/// own to copy through, nothing allocated per record.
+struct CsvLines {
+    writer: csv_core::Writer,
+    /// The lines are `buf[..used]`; the rest is room, zeroed when made.
+    buf: Vec<u8>,
+    used: usize,
 }
 
-/// The CSV writer's own buffer: a record is a few hundred bytes, and a
-/// longer one is passed through in pieces.
-const CSV_BUFFER: usize = 1024;
+/// Room beyond a batch's size, so that the record that fills a batch
+/// fits without growing it: records are a few hundred bytes.
+const RECORD_ROOM: usize = 4096;
+
+impl CsvLines {
+    fn new(capacity: usize) -> CsvLines {
+        let writer = csv_core::WriterBuilder::new()
+            .terminator(csv_core::Terminator::CRLF)
+            .build();
+        CsvLines {
+            writer,
+            buf: vec![0; capacity + RECORD_ROOM],
+            used: 0,
+        }
+    }
+
+    /// One line: the fields, quoted where they need it, then CRLF.
+    fn write_record<'f>(&mut self, fields: impl IntoIterator<Item = &'f [u8]>) {
+        use csv_core::WriteResult;
+        for (i, mut field) in fields.into_iter().enumerate() {
+            if i > 0 {
+                self.write_with(|w, out| w.delimiter(out));
+            }
+            loop {
+                let (res, read, wrote) = self.writer.field(field, &mut self.buf[self.used..]);
+                field = &field[read..];
+                self.used += wrote;
+                match res {
+                    WriteResult::InputEmpty => break,
+                    WriteResult::OutputFull => self.grow(),
+                }
+            }
+        }
+        self.write_with(|w, out| w.terminator(out));
+    }
+
+    /// Runs a write of the CSV writer's that takes no input until it fits.
+    fn write_with(
+        &mut self,
+        mut write: impl FnMut(&mut csv_core::Writer, &mut [u8]) -> (csv_core::WriteResult, usize),
+    ) {
+        loop {
+            let (res, wrote) = write(&mut self.writer, &mut self.buf[self.used..]);
+            self.used += wrote;
+            match res {
+                csv_core::WriteResult::InputEmpty => return,
+                csv_core::WriteResult::OutputFull => self.grow(),
+            }
+        }
+    }
+
+    fn grow(&mut self) {
+        self.buf.resize(self.buf.len() * 2, 0);
+    }
+
+    fn len(&self) -> usize {
+        self.used
+    }
+
+    /// The lines written, leaving room for `capacity` bytes more.
+    fn take(&mut self, capacity: usize) -> Vec<u8> {
+        let mut lines = std::mem::replace(&mut self.buf, vec![0; capacity + RECORD_ROOM]);
+        lines.truncate(std::mem::take(&mut self.used));
+        lines
+    }
+
+    fn into_bytes(mut self) -> Vec<u8> {
+        self.take(0)
+    }
+}
 
 /// Lines rendered where their records are made, gathered to go to the
 /// writer thread in one piece: per record, no allocation and nothing
@@ -320,7 +393,9 @@ pub struct Lines {
 }
 
 enum Out {
-    Csv(Box<csv::Writer<Vec<u8>>>),
+    /// Boxed: the CSV writer carries its table of bytes to quote. Made
+    /// once; each batch takes only the bytes.
+    Csv(Box<CsvLines>),
     Json(Vec<u8>),
 }
 
@@ -338,7 +413,7 @@ impl Lines {
     /// Renders `record` as one more line.
     pub fn push(&mut self, record: &Record<'_>) -> Result<(), RenderError> {
         match &mut self.out {
-            Out::Csv(writer) => record.write_csv(writer, &mut self.scratch)?,
+            Out::Csv(out) => record.write_csv(out, &mut self.scratch),
             Out::Json(out) => {
                 serde_json::to_writer(&mut *out, record)?;
                 out.push(b'\n');
@@ -353,10 +428,10 @@ impl Lines {
         self.records
     }
 
-    /// Bytes held, give or take the CSV writer's own buffer.
+    /// Bytes held.
     pub fn len(&self) -> usize {
         match &self.out {
-            Out::Csv(writer) => writer.get_ref().len(),
+            Out::Csv(out) => out.len(),
             Out::Json(out) => out.len(),
         }
     }
@@ -374,12 +449,10 @@ impl Lines {
         if self.records == 0 {
             return None;
         }
-        let out = std::mem::replace(&mut self.out, Out::new(self.format, capacity));
         let records = std::mem::take(&mut self.records);
-        let bytes = match out {
-            // Flushing into a Vec cannot fail.
-            Out::Csv(writer) => writer.into_inner().unwrap_or_default(),
-            Out::Json(out) => out,
+        let bytes = match &mut self.out {
+            Out::Csv(out) => out.take(capacity),
+            Out::Json(out) => std::mem::replace(out, Vec::with_capacity(capacity)),
         };
         Some((bytes, records))
     }
@@ -392,22 +465,19 @@ impl Lines {
     }
 }
 
-/// A record that could not be rendered (not expected: every field is a
-/// string or a number).
+/// A record that could not be rendered as JSON (not expected: every
+/// field is a string or a number; CSV cannot fail).
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    #[error("CSV: {0}")]
-    Csv(#[from] csv::Error),
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
 
 impl Out {
     fn new(format: Format, capacity: usize) -> Out {
-        let out = Vec::with_capacity(capacity);
         match format {
-            Format::Csv => Out::Csv(Box::new(csv_writer(out))),
-            Format::Json => Out::Json(out),
+            Format::Csv => Out::Csv(Box::new(CsvLines::new(capacity))),
+            Format::Json => Out::Json(Vec::with_capacity(capacity)),
         }
     }
 }
@@ -493,7 +563,10 @@ mod tests {
         let mut delivered = Record::new(RecordType::Delivered, (9, 7), "a@b", "c,\"d\"@e", "q");
         delivered.dlv_destination_ip = "192.0.2.1".parse().ok();
         let records = [bounce(), received, delivered];
-        let mut by_serde = csv_writer(Vec::new());
+        let mut by_serde = csv::WriterBuilder::new()
+            .has_headers(false)
+            .terminator(csv::Terminator::CRLF)
+            .from_writer(Vec::new());
         for record in &records {
             by_serde.serialize(record).unwrap_or_else(|e| panic!("{e}"));
         }

@@ -140,13 +140,8 @@ impl Outbound {
             // What every record of this message shares.
             let shared = accounting.map(|_| {
                 let job_id = config.accounting.job_id_header().and_then(|name| {
-                    let env = env?;
-                    let parts: Vec<&[u8]> = env
-                        .body
-                        .iter()
-                        .filter_map(|c| s.chunk(&ChunkRef::from(c)))
-                        .collect();
-                    crate::smtp::header_field::value_text(&parts, name)
+                    let chunk = |c| s.chunk(&ChunkRef::from(c));
+                    crate::smtp::header_field::stored_value_text(env?.body.iter(), chunk, name)
                 });
                 Shared {
                     job_id,

@@ -682,8 +682,7 @@ fn account_received(
     let config = ctx.config();
     let job_id = config.accounting.job_id_header().and_then(|name| {
         ctx.spool.with_state(|st| {
-            let parts: Vec<&[u8]> = env.body.iter().filter_map(|c| st.chunk(c)).collect();
-            crate::smtp::header_field::value_text(&parts, name)
+            crate::smtp::header_field::stored_value_text(env.body.iter(), |c| st.chunk(c), name)
         })
     });
     let pool = config
@@ -693,20 +692,31 @@ fn account_received(
         .map(|p| p.name.as_str());
     let at = env.received_ms / 1000;
     let from = String::from_utf8_lossy(&env.reverse_path);
-    let client = s.peer().ip.to_string();
+    let mut client = [0u8; 48];
+    let client = ip_text(s.peer().ip, &mut client);
     let env_id = (!env.envid.is_empty()).then(|| String::from_utf8_lossy(&env.envid));
     for r in &env.recipients {
         let rcpt = String::from_utf8_lossy(&r.address);
         let orcpt = (!r.orcpt.is_empty()).then(|| String::from_utf8_lossy(&r.orcpt));
         let mut record = Record::new(RecordType::Received, (at, at), &from, &rcpt, id.as_str());
         record.orcpt = orcpt.as_deref();
-        record.src_mta = Some(&client);
+        record.src_mta = Some(client);
         record.dlv_size = Some(env.body_len);
         record.vmta_pool = pool;
         record.job_id = job_id.as_deref();
         record.env_id = env_id.as_deref();
         log.record(&record);
     }
+}
+
+/// `ip` as text, written into `buf` (room for any IPv6 address).
+fn ip_text(ip: std::net::IpAddr, buf: &mut [u8; 48]) -> &str {
+    use std::io::Write;
+    let mut room = &mut buf[..];
+    // An address is at most 45 characters: it fits.
+    let _ = write!(room, "{ip}");
+    let len = 48 - room.len();
+    std::str::from_utf8(&buf[..len]).unwrap_or_default()
 }
 
 /// What the pool rules look at: the sender's domain, the authenticated
@@ -771,4 +781,24 @@ fn fill_envelope(
 fn refill(dst: &mut Vec<u8>, src: &[u8]) {
     dst.clear();
     dst.extend_from_slice(src);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ip_text;
+
+    #[test]
+    fn client_addresses_are_written_whole() {
+        let mut buf = [0u8; 48];
+        for text in [
+            "192.0.2.7",
+            "255.255.255.255",
+            "2001:db8::25",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+        ] {
+            let ip: std::net::IpAddr = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(ip_text(ip, &mut buf), ip.to_string());
+        }
+    }
 }

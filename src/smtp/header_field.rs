@@ -47,10 +47,78 @@ pub fn any_value(chunks: &[&[u8]], name: &[u8], mut test: impl FnMut(&[u8]) -> b
 
 /// The first value of header field `name` in the message made of
 /// `chunks`, as text (invalid UTF-8 replaced): what the accounting log
-/// records as a message's job ID.
+/// records as a message's job ID. Read in place, chunk by chunk, when each
+/// chunk the header section spans ends a line and the next does not go on
+/// with it (as stored: this server's fields, then the client's text);
+/// else from the header section copied into one piece.
 pub fn value_text(chunks: &[&[u8]], name: &str) -> Option<String> {
-    let found = find(chunks, name.as_bytes())?;
-    Some(String::from_utf8_lossy(&found.value).into_owned())
+    let value = match first_value_in_place(chunks, name.as_bytes()) {
+        Some(value) => value?,
+        None => find(chunks, name.as_bytes())?.value,
+    };
+    Some(String::from_utf8_lossy(&value).into_owned())
+}
+
+/// [`value_text`] of a stored message: its chunks gathered by `chunk`
+/// (on the stack for up to eight of them) and scanned in place; `None`
+/// too when a chunk cannot be read.
+pub fn stored_value_text<'a, C>(
+    chunks: impl ExactSizeIterator<Item = C>,
+    chunk: impl Fn(C) -> Option<&'a [u8]>,
+    name: &str,
+) -> Option<String> {
+    const ON_STACK: usize = 8;
+    let n = chunks.len();
+    if n <= ON_STACK {
+        let mut parts: [&[u8]; ON_STACK] = [&[]; ON_STACK];
+        for (part, c) in parts.iter_mut().zip(chunks) {
+            *part = chunk(c)?;
+        }
+        value_text(&parts[..n], name)
+    } else {
+        let parts: Option<Vec<&[u8]>> = chunks.map(chunk).collect();
+        value_text(&parts?, name)
+    }
+}
+
+/// The first value of `name` read chunk by chunk without copying:
+/// `Some(None)` when the header section ends (or the scan limit comes)
+/// without it; `None` when a line or a folded field crosses from one
+/// chunk into the next, which only the joined copy can read.
+fn first_value_in_place(chunks: &[&[u8]], name: &[u8]) -> Option<Option<Vec<u8>>> {
+    let mut scanned = 0;
+    for (i, c) in chunks.iter().enumerate() {
+        let c = &c[..c.len().min(SCAN_LIMIT - scanned)];
+        let head = HeadBytes {
+            bytes: std::borrow::Cow::Borrowed(c),
+        };
+        let mut found = None;
+        let scan = head.scan(name, |at, end| {
+            found = Some((at, end));
+            true
+        });
+        scanned += c.len();
+        // Whether what the chunk ends with is whole: a line ended, and not
+        // continued by a folded line in the next chunk.
+        let rest = &chunks[i + 1..];
+        let ends_whole = || match rest.iter().find(|c| !c.is_empty()) {
+            None => true,
+            Some(next) => c.ends_with(b"\r\n") && !matches!(next[0], b' ' | b'\t'),
+        };
+        match scan {
+            Scan::Stopped => {
+                let (at, end) = found?;
+                // A field the chunk ends in may go on in the next one.
+                let whole = end < c.len() || ends_whole();
+                return whole.then(|| Some(head.value(at + name.len() + 1, end)));
+            }
+            Scan::HeaderEnd => return Some(None),
+            Scan::RanOut if scanned >= SCAN_LIMIT || rest.is_empty() => return Some(None),
+            Scan::RanOut if !ends_whole() => return None,
+            Scan::RanOut => {}
+        }
+    }
+    Some(None)
 }
 
 /// A piece of a message after cutting: a stored chunk kept whole, or
@@ -161,20 +229,25 @@ impl<'a> HeadBytes<'a> {
     /// Calls `f` with the start and end of each field named `name`, in
     /// order, until it returns true (then true) or the header section
     /// ends (then false).
-    fn each_named(&self, name: &[u8], mut f: impl FnMut(usize, usize) -> bool) -> bool {
+    fn each_named(&self, name: &[u8], f: impl FnMut(usize, usize) -> bool) -> bool {
+        self.scan(name, f) == Scan::Stopped
+    }
+
+    /// [`HeadBytes::each_named`], telling why the scan ended.
+    fn scan(&self, name: &[u8], mut f: impl FnMut(usize, usize) -> bool) -> Scan {
         let mut at = 0;
         while at < self.len() {
             let end = self.field_end(at);
-            if end == at + 2 || self.is_end_of_headers(at) {
+            if self.is_end_of_headers(at) {
                 // An empty line: the header section is over.
-                return false;
+                return Scan::HeaderEnd;
             }
             if self.field_named(at, name) && f(at, end) {
-                return true;
+                return Scan::Stopped;
             }
             at = end;
         }
-        false
+        Scan::RanOut
     }
 
     fn is_end_of_headers(&self, at: usize) -> bool {
@@ -196,6 +269,17 @@ impl<'a> HeadBytes<'a> {
             .collect();
         unfolded.trim_ascii().to_vec()
     }
+}
+
+/// How a scan of the header section ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Scan {
+    /// The caller's function said so.
+    Stopped,
+    /// At the empty line that ends the section.
+    HeaderEnd,
+    /// At the end of the bytes scanned.
+    RanOut,
 }
 
 /// Just past the first CRLF of `b`, if any. Looks for the LF with
@@ -334,6 +418,79 @@ mod tests {
         assert_eq!(header_end(b"", b"a: b\r\n\r\n"), Some(8));
         assert_eq!(header_end(b"a\r\n\r", b""), None);
         assert_eq!(header_end(b"a: b\r\n", b"c: d\r\n"), None);
+    }
+
+    /// What the joined copy reads, as text.
+    fn copied_text(chunks: &[&[u8]], name: &str) -> Option<String> {
+        let found = find(chunks, name.as_bytes())?;
+        Some(String::from_utf8_lossy(&found.value).into_owned())
+    }
+
+    #[test]
+    fn values_read_in_place_are_those_of_the_joined_copy_whatever_the_chunking() {
+        let folded: &[u8] =
+            b"Received: by x\r\nX-Job:\r\n  spring\r\n\tsale \r\nTo: a@b\r\n\r\nX-Job: body\r\n";
+        let mut cases = splits();
+        for i in 1..folded.len() {
+            for j in i..folded.len() {
+                cases.push(vec![&folded[..i], &folded[i..j], &folded[j..]]);
+            }
+        }
+        let names = [
+            "X-Petrel-Pool",
+            "x-job",
+            "Subject",
+            "To",
+            "Received",
+            "Nope",
+        ];
+        let mut in_place = 0;
+        for chunks in &cases {
+            for name in names {
+                let expected = copied_text(chunks, name);
+                assert_eq!(value_text(chunks, name), expected, "{name} in {chunks:?}");
+                if let Some(value) = first_value_in_place(chunks, name.as_bytes()) {
+                    in_place += 1;
+                    let value = value.map(|v| String::from_utf8_lossy(&v).into_owned());
+                    assert_eq!(value, expected, "{name} in {chunks:?}");
+                }
+            }
+        }
+        assert!(in_place > 0);
+    }
+
+    #[test]
+    fn a_stored_message_is_read_in_place() {
+        // This server's field, then the client's text, as stored.
+        let received: &[u8] = b"Received: from c by s; Mon, 7 Dec 2026\r\n";
+        let client: &[u8] = b"Subject: x\r\nX-Job-Id: spring\r\n\r\nbody\r\n";
+        let chunks = [received, client];
+        assert_eq!(
+            first_value_in_place(&chunks, b"X-Job-Id"),
+            Some(Some(b"spring".to_vec()))
+        );
+        assert_eq!(first_value_in_place(&chunks, b"X-Other"), Some(None));
+        // A line cut between chunks needs the copy, which still finds it.
+        let cut: [&[u8]; 3] = [received, &client[..20], &client[20..]];
+        assert_eq!(first_value_in_place(&cut, b"X-Job-Id"), None);
+        assert_eq!(value_text(&cut, "X-Job-Id").as_deref(), Some("spring"));
+        let stored = [0usize, 1];
+        let read = |i: usize| Some(chunks[i]);
+        assert_eq!(
+            stored_value_text(stored.iter().copied(), read, "x-job-id").as_deref(),
+            Some("spring")
+        );
+        let many: Vec<usize> = std::iter::repeat_n(0, 9).chain([1]).collect();
+        assert_eq!(
+            stored_value_text(many.iter().copied(), read, "X-Job-Id").as_deref(),
+            Some("spring"),
+            "more chunks than fit on the stack"
+        );
+        let unreadable = |i: usize| (i == 0).then_some(received);
+        assert_eq!(
+            stored_value_text(stored.iter().copied(), unreadable, "X-Job-Id"),
+            None
+        );
     }
 
     #[test]
