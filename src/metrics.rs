@@ -209,8 +209,11 @@ impl SessionMetrics {
 /// Calls `f` with the code of each reply in `out` that is 400 or above:
 /// once per reply, at its last line (`NNN ` rather than `NNN-`).
 pub fn rejection_codes(out: &[u8], mut f: impl FnMut(u16)) {
-    for line in out.split(|&b| b == b'\n') {
-        let [a @ b'4'..=b'5', b @ b'0'..=b'9', c @ b'0'..=b'9', b' ', ..] = *line else {
+    // Where each line starts: at 0 and after each LF (found by memchr,
+    // not byte by byte: this runs on every reply a session sends).
+    let starts = std::iter::once(0).chain(memchr::memchr_iter(b'\n', out).map(|lf| lf + 1));
+    for start in starts {
+        let [a @ b'4'..=b'5', b @ b'0'..=b'9', c @ b'0'..=b'9', b' ', ..] = out[start..] else {
             continue;
         };
         f(u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0'));
@@ -344,5 +347,13 @@ mod tests {
         let mut none = Vec::new();
         rejection_codes(b"250-PIPELINING\r\n250 SIZE\r\n", |c| none.push(c));
         assert!(none.is_empty());
+        let mut first = Vec::new();
+        rejection_codes(b"554 5.7.1 no\r\n", |c| first.push(c));
+        rejection_codes(b"452 4.5.3 too many", |c| first.push(c));
+        assert_eq!(
+            first,
+            [554, 452],
+            "the first line, and one without its line end"
+        );
     }
 }

@@ -16,7 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +32,10 @@ pub const CHANNEL_CAPACITY: usize = 1024;
 pub const BATCH_BYTES: usize = 32 << 10;
 /// The longest a record waits in memory before it is written.
 pub const FLUSH_INTERVAL_MS: u64 = 1000;
+/// How often the writer takes what the shards have posted: at a busy
+/// server's rate of records, a few batches each time, far below the
+/// channel's [`CHANNEL_CAPACITY`].
+pub const POLL_INTERVAL_MS: u64 = 50;
 /// Rendered bytes that are written at once, without waiting for the
 /// interval.
 pub const FLUSH_BYTES: usize = 64 << 10;
@@ -421,19 +425,26 @@ impl Sink {
     }
 }
 
-/// The writer thread: each batch as it comes (a shard posts a few a
-/// second, so waking for each costs nothing); a flush at least every
-/// [`FLUSH_INTERVAL_MS`]; and at [`Message::Stop`] (or when every sender
-/// is gone) what is queued, then the last flush.
+/// The writer thread: every [`POLL_INTERVAL_MS`] (or sooner, when a
+/// flush or a retry is due) it takes the batches the shards have posted;
+/// a flush at least every [`FLUSH_INTERVAL_MS`]; and at [`Message::Stop`]
+/// (or when every sender is gone) what is queued, then the last flush.
+/// It never waits in the channel: a receiver asleep there is woken by the
+/// sender, and that would be a system call on a shard for every batch.
 pub(super) fn run(mut sink: Sink, rx: Receiver<Message>, clock: Clock) {
-    loop {
-        let wait = sink.next_wake_ms().saturating_sub(clock.wall_ms());
-        match rx.recv_timeout(Duration::from_millis(wait.max(1))) {
-            Ok(Message::Batch(lines, records)) => sink.append(&lines, records, clock.wall_ms()),
-            Ok(Message::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-            Err(RecvTimeoutError::Timeout) => {}
+    'run: loop {
+        loop {
+            match rx.try_recv() {
+                Ok(Message::Batch(lines, records)) => {
+                    sink.append(&lines, records, clock.wall_ms());
+                }
+                Ok(Message::Stop) | Err(TryRecvError::Disconnected) => break 'run,
+                Err(TryRecvError::Empty) => break,
+            }
         }
         sink.tick(clock.wall_ms());
+        let wait = sink.next_wake_ms().saturating_sub(clock.wall_ms());
+        std::thread::sleep(Duration::from_millis(wait.clamp(1, POLL_INTERVAL_MS)));
     }
     while let Ok(message) = rx.try_recv() {
         if let Message::Batch(lines, records) = message {

@@ -115,21 +115,29 @@ pub struct Escaped<'a>(pub &'a [u8]);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use fmt::Write;
         for chunk in self.0.utf8_chunks() {
-            for c in chunk.valid().chars() {
-                match c {
-                    '\r' => f.write_str("\\r")?,
-                    '\n' => f.write_str("\\n")?,
-                    '\\' => f.write_str("\\\\")?,
-                    c if c.is_control() => {
-                        for b in c.encode_utf8(&mut [0; 4]).bytes() {
-                            write!(f, "\\x{b:02x}")?;
-                        }
+            // Runs of characters that need no escape are written whole.
+            let text = chunk.valid();
+            let mut from = 0;
+            for (at, c) in text.char_indices() {
+                let escape = match c {
+                    '\r' => "\\r",
+                    '\n' => "\\n",
+                    '\\' => "\\\\",
+                    c if c.is_control() => "",
+                    _ => continue,
+                };
+                f.write_str(&text[from..at])?;
+                from = at + c.len_utf8();
+                if escape.is_empty() {
+                    for b in c.encode_utf8(&mut [0; 4]).bytes() {
+                        write!(f, "\\x{b:02x}")?;
                     }
-                    c => f.write_char(c)?,
+                } else {
+                    f.write_str(escape)?;
                 }
             }
+            f.write_str(&text[from..])?;
             for b in chunk.invalid() {
                 write!(f, "\\x{b:02x}")?;
             }
@@ -376,6 +384,9 @@ mod tests {
             r.logged().to_string(),
             "550-a\\\\b\\x09\\x1b[31m\\xff\\r\\n550 é end"
         );
+        // A two-byte control character, and text on both sides of each.
+        let r = reply("451 a\u{85}b\\c é\r\n".as_bytes()).1;
+        assert_eq!(r.logged().to_string(), "451 a\\xc2\\x85b\\\\c é");
     }
 
     #[test]
