@@ -249,7 +249,7 @@ impl Record<'_> {
         fn text(v: Option<&str>) -> &[u8] {
             v.map_or(b"", str::as_bytes)
         }
-        out.write_record([
+        out.write_record(&[
             self.record_type.letter().as_bytes(),
             &s[logged],
             &s[queued],
@@ -293,7 +293,7 @@ pub fn header(format: Format) -> Vec<u8> {
     match format {
         Format::Csv => {
             let mut out = CsvLines::new(0);
-            out.write_record(FIELDS.map(str::as_bytes));
+            out.write_record(&FIELDS.map(str::as_bytes));
             out.into_bytes()
         }
         Format::Json => Vec::new(),
@@ -326,39 +326,41 @@ impl CsvLines {
         }
     }
 
-    /// One line: the fields, quoted where they need it, then CRLF.
-    fn write_record<'f>(&mut self, fields: impl IntoIterator<Item = &'f [u8]>) {
-        use csv_core::WriteResult;
-        for (i, mut field) in fields.into_iter().enumerate() {
+    /// One line: the fields, each quoted when the CSV writer says it
+    /// needs it and then quoted by the CSV library, then CRLF. This is the
+    /// csv crate's own fast path for a record that fits its buffer (room
+    /// is made first here), without its state machine's call per field
+    /// and per delimiter; a test holds the lines equal to its writer's.
+    fn write_record(&mut self, fields: &[&[u8]]) {
+        // Every byte doubled and two quotes a field, a delimiter each, CRLF.
+        let most: usize = fields.iter().map(|f| 2 * f.len() + 3).sum::<usize>() + 2;
+        while self.buf.len() - self.used < most {
+            self.grow();
+        }
+        let w = &self.writer;
+        let (quote, escape, double) = (w.get_quote(), w.get_escape(), w.get_double_quote());
+        let out = &mut self.buf[self.used..];
+        let mut n = 0;
+        for (i, field) in fields.iter().enumerate() {
             if i > 0 {
-                self.write_with(|w, out| w.delimiter(out));
+                out[n] = w.get_delimiter();
+                n += 1;
             }
-            loop {
-                let (res, read, wrote) = self.writer.field(field, &mut self.buf[self.used..]);
-                field = &field[read..];
-                self.used += wrote;
-                match res {
-                    WriteResult::InputEmpty => break,
-                    WriteResult::OutputFull => self.grow(),
-                }
+            if !w.should_quote(field) {
+                out[n..n + field.len()].copy_from_slice(field);
+                n += field.len();
+                continue;
             }
+            out[n] = quote;
+            n += 1;
+            // The room was made above: all of the field goes in.
+            let (_, _, wrote) = csv_core::quote(field, &mut out[n..], quote, escape, double);
+            n += wrote;
+            out[n] = quote;
+            n += 1;
         }
-        self.write_with(|w, out| w.terminator(out));
-    }
-
-    /// Runs a write of the CSV writer's that takes no input until it fits.
-    fn write_with(
-        &mut self,
-        mut write: impl FnMut(&mut csv_core::Writer, &mut [u8]) -> (csv_core::WriteResult, usize),
-    ) {
-        loop {
-            let (res, wrote) = write(&mut self.writer, &mut self.buf[self.used..]);
-            self.used += wrote;
-            match res {
-                csv_core::WriteResult::InputEmpty => return,
-                csv_core::WriteResult::OutputFull => self.grow(),
-            }
-        }
+        out[n..n + 2].copy_from_slice(b"\r\n");
+        self.used += n + 2;
     }
 
     fn grow(&mut self) {
@@ -562,7 +564,11 @@ mod tests {
         let received = Record::new(RecordType::Received, (7, 7), "", "bob@example.com", "q");
         let mut delivered = Record::new(RecordType::Delivered, (9, 7), "a@b", "c,\"d\"@e", "q");
         delivered.dlv_destination_ip = "192.0.2.1".parse().ok();
-        let records = [bounce(), received, delivered];
+        // Longer than a batch's spare room, every byte doubled by quoting.
+        let long = "\"a,".repeat(RECORD_ROOM);
+        let mut deferred = Record::new(RecordType::Deferred, (9, 7), "a@b", "c@d", "q");
+        deferred.dsn_diag = Some(&long);
+        let records = [bounce(), received, delivered, deferred];
         let mut by_serde = csv::WriterBuilder::new()
             .has_headers(false)
             .terminator(csv::Terminator::CRLF)
