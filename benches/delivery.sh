@@ -687,8 +687,12 @@ throughput() {
             compare_rows+=("$(awk -v label="$label" \
                 -v r0="$(median ${petrels[$a]})" -v r1="$(median ${petrels[$b]})" \
                 -v c0="$(median ${cpus[$a]})" -v c1="$(median ${cpus[$b]})" \
-                'BEGIN { printf "%-8s %12s %12s %+9.1f%% %13s %13s %+9.1f%%", label, r0, r1,
-                    (r1 / r0 - 1) * 100, c0, c1, (c1 / c0 - 1) * 100 }')")
+                -v pr="$(paired ${petrels[$a]} -- ${petrels[$b]})" \
+                -v pc="$(paired ${cpus[$a]} -- ${cpus[$b]})" \
+                -v up="$(rounds_above ${cpus[$a]} -- ${cpus[$b]})" \
+                'BEGIN { printf "%-8s %12s %12s %+9.1f%% %13s %13s %+9.1f%% %+10.1f%% %+10.1f%% %8s",
+                    label, r0, r1, (r1 / r0 - 1) * 100, c0, c1, (c1 / c0 - 1) * 100,
+                    pr * 100, pc * 100, up }')")
         fi
     done
     echo
@@ -701,9 +705,13 @@ throughput() {
     if [[ -n $compared ]]; then
         echo
         echo "$compared: medians of $ROUNDS rounds each, $off and $on, measured alongside"
-        printf '%-8s %12s %12s %10s %13s %13s %10s\n' case "$off msg/s" "$on msg/s" "rate diff" \
-            "$off CPU us" "$on CPU us" "CPU diff"
+        printf '%-8s %12s %12s %10s %13s %13s %10s %11s %11s %8s\n' case "$off msg/s" \
+            "$on msg/s" "rate diff" "$off CPU us" "$on CPU us" "CPU diff" "paired rate" \
+            "paired CPU" "CPU up"
         printf '%s\n' "${compare_rows[@]}"
+        echo "paired: the median of each round's own $on/$off ratio (the two runs of a round are"
+        echo "back to back, so this takes out the machine's drift between rounds); CPU up: the"
+        echo "rounds whose $on run took more CPU per message than its $off run"
         [[ -n $target ]] && echo "$target"
     fi
     return 0
