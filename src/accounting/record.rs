@@ -326,8 +326,8 @@ impl CsvLines {
         }
     }
 
-    /// One line: the fields, each quoted when the CSV writer says it
-    /// needs it and then quoted by the CSV library, then CRLF. This is the
+    /// One line: the fields, each quoted by the CSV library when its
+    /// writer says the field needs it, then CRLF. This is the
     /// csv crate's own fast path for a record that fits its buffer (room
     /// is made first here), without its state machine's call per field
     /// and per delimiter; a test holds the lines equal to its writer's.
