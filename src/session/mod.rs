@@ -585,6 +585,9 @@ async fn commit(
             return Err(failed());
         }
     };
+    // Read before signing puts its fields above the client's text: only
+    // that text can carry the job ID.
+    let job_id = job_id_of(ctx, &sink.chunks);
     // Signed after the pool header is cut (it is not sent), before the
     // commit: the signature is stored with the message.
     if let Err(e) = dkim::sign(ctx, sink.msg_id, &mut sink.chunks, &mut sink.len).await {
@@ -635,7 +638,7 @@ async fn commit(
             continue;
         }
         let id = ctx.display_id(e.msg_id);
-        accepted(s, ctx, e, &id);
+        accepted(s, ctx, e, &id, job_id.as_deref());
         first.get_or_insert(id);
     }
     if let Some(f) = forwards {
@@ -647,9 +650,29 @@ async fn commit(
     first.ok_or(NotQueued::Spool(SpoolFailure::Io))
 }
 
+/// The job ID the accounting log records for a message being received
+/// (`[accounting] job_id_header`), when the log is on: read from the
+/// client's text only, after the first chunk (this server's `Received:`
+/// field).
+fn job_id_of(ctx: &SessionContext, chunks: &[ChunkRef]) -> Option<String> {
+    ctx.accounting.as_ref()?;
+    let config = ctx.config();
+    let name = config.accounting.job_id_header()?;
+    let client = chunks.get(1..)?;
+    ctx.spool.with_state(|st| {
+        crate::smtp::header_field::stored_value_text(client.iter(), |c| st.chunk(c), name)
+    })
+}
+
 /// What follows a message's commit: the count, the log line, its
 /// accounting records, and the hand-over to delivery.
-fn accepted(s: &Session, ctx: &SessionContext, env: &SpoolEnvelope, id: &DisplayId) {
+fn accepted(
+    s: &Session,
+    ctx: &SessionContext,
+    env: &SpoolEnvelope,
+    id: &DisplayId,
+    job_id: Option<&str>,
+) {
     ctx.metrics.received.increment(1);
     if ctx.config().log.messages {
         tracing::info!(
@@ -663,7 +686,7 @@ fn accepted(s: &Session, ctx: &SessionContext, env: &SpoolEnvelope, id: &Display
         );
     }
     if let Some(log) = &ctx.accounting {
-        account_received(ctx, log, s, env, id);
+        account_received(ctx, log, s, env, id, job_id);
     }
     if let Some(outbound) = &ctx.outbound {
         outbound.queue_new(env);
@@ -677,14 +700,10 @@ fn account_received(
     s: &Session,
     env: &SpoolEnvelope,
     id: &DisplayId,
+    job_id: Option<&str>,
 ) {
     use crate::accounting::{Record, RecordType};
     let config = ctx.config();
-    let job_id = config.accounting.job_id_header().and_then(|name| {
-        ctx.spool.with_state(|st| {
-            crate::smtp::header_field::stored_value_text(env.body.iter(), |c| st.chunk(c), name)
-        })
-    });
     let pool = config
         .pool
         .iter()
@@ -703,7 +722,7 @@ fn account_received(
         record.src_mta = Some(client);
         record.dlv_size = Some(env.body_len);
         record.vmta_pool = pool;
-        record.job_id = job_id.as_deref();
+        record.job_id = job_id;
         record.env_id = env_id.as_deref();
         log.record(&record);
     }
