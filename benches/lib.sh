@@ -7,32 +7,24 @@ now() { date +%s.%N; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 range() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "-" hi }'; }
 maximum() { printf '%s\n' "$@" | sort -g | tail -n 1; }
-# Paired comparisons of two runs per round: `paired A1 A2 ... -- B1 B2 ...`
-# prints the median of the ratios B_i/A_i - 1; `rounds_above` prints how
-# many B_i exceed their A_i, as "n/N".
+# Paired comparisons of two runs per round, given as `A1 A2 ... -- B1 B2
+# ...`: `pairs` prints "A_i B_i" a line; `paired` the median of the ratios
+# B_i/A_i - 1; `rounds_above` how many B_i exceed their A_i, as "n/N".
+pairs() {
+    local -a a=()
+    while [[ $# -gt 0 && $1 != -- ]]; do a+=("$1"); shift; done
+    shift
+    local -a b=("$@")
+    local i
+    for ((i = 0; i < ${#a[@]} && i < ${#b[@]}; i++)); do
+        echo "${a[i]} ${b[i]}"
+    done
+}
 paired() {
-    local -a a=() b=()
-    while [[ $# -gt 0 && $1 != -- ]]; do a+=("$1"); shift; done
-    shift
-    b=("$@")
-    local i ratios=()
-    for ((i = 0; i < ${#a[@]} && i < ${#b[@]}; i++)); do
-        ratios+=("$(awk -v x="${a[i]}" -v y="${b[i]}" 'BEGIN { printf "%.6f", y / x - 1 }')")
-    done
-    median "${ratios[@]}"
+    # shellcheck disable=SC2046
+    median $(pairs "$@" | awk '{ printf "%.6f\n", $2 / $1 - 1 }')
 }
-rounds_above() {
-    local -a a=() b=()
-    while [[ $# -gt 0 && $1 != -- ]]; do a+=("$1"); shift; done
-    shift
-    b=("$@")
-    local i n=0 total=0
-    for ((i = 0; i < ${#a[@]} && i < ${#b[@]}; i++)); do
-        total=$((total + 1))
-        awk -v x="${a[i]}" -v y="${b[i]}" 'BEGIN { exit !(y > x) }' && n=$((n + 1))
-    done
-    echo "$n/$total"
-}
+rounds_above() { pairs "$@" | awk '$2 > $1 { n++ } END { print n + 0 "/" NR }'; }
 
 # petrel's shard count in the SMTP benchmarks: one CPU fewer than the
 # machine has (at least 1), because smtp-source and smtp-sink run on the
